@@ -1,0 +1,54 @@
+# The two commands a newcomer runs: `make demo` and `make test`. Each installs what it needs first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+CJK_FONT_PACKAGE := fonts-wqy-zenhei
+
+.PHONY: install fonts demo test test-unit lint format bench tiny-models clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	@$(MAKE) --no-print-directory fonts
+	@touch $(STAMP)
+
+# Captions and title cards in Chinese, Japanese or Korean need a font with those glyphs (README, "Fonts").
+fonts:
+	@if $(BIN)/python -c "from engines.media.fonts import has_cjk_font as f; raise SystemExit(not f())"; then \
+		echo "CJK font: found"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get install -y -q $(CJK_FONT_PACKAGE) >/dev/null || \
+		(apt-get update -q >/dev/null && apt-get install -y -q $(CJK_FONT_PACKAGE) >/dev/null); \
+	else \
+		echo "No CJK font: run 'sudo apt-get install $(CJK_FONT_PACKAGE)' or set video_processing.font_path"; \
+	fi
+
+demo: install
+	$(BIN)/python -m engines.media out/demo
+
+test: install
+	$(BIN)/python -m pytest
+
+test-unit: install
+	$(BIN)/python -m pytest tests/unit
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+bench: install
+	$(BIN)/python -m bench
+
+tiny-models: install
+	$(BIN)/python -m engines.tiny_models out/tiny-models
+
+clean:
+	rm -rf out bench/out .pytest_cache

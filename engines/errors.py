@@ -1,0 +1,58 @@
+"""Errors shared by every engine.
+
+The HTTP layer maps these to status codes in one place (``serve_app.errors``); engines only say what
+went wrong and which parameter was at fault.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class EngineError(Exception):
+    """Base class for every error an engine raises on purpose."""
+
+
+class InvalidInput(EngineError, ValueError):
+    """A caller passed a value the engine cannot use.
+
+    Args:
+        param: the name of the offending parameter, as the caller spelled it.
+        value: the offending value (shown shortened in the message).
+        reason: what is wrong with it and, where useful, what would be accepted.
+    """
+
+    def __init__(self, param: str, value: Any, reason: str) -> None:
+        self.param = param
+        self.value = value
+        self.reason = reason
+        super().__init__(f"{param}={_short(value)}: {reason}")
+
+
+class ModelUnavailable(EngineError):
+    """A model cannot be loaded or run: weights missing, unreadable, offline, or no usable device.
+
+    The fallback policy catches this; with ``fallback: never`` it fails the scene with this message.
+    """
+
+
+class GenerationCancelled(EngineError):
+    """A cooperative cancel stopped a generation at a step boundary."""
+
+
+class MediaError(EngineError):
+    """ffmpeg or an image library failed on input the engine itself produced.
+
+    Args:
+        message: what the engine was doing.
+        detail: the tool's own error text (ffmpeg's stderr), kept for the log and the job's error.
+    """
+
+    def __init__(self, message: str, detail: str = "") -> None:
+        self.detail = detail
+        super().__init__(f"{message}: {detail}" if detail else message)
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
