@@ -2,4 +2,6 @@
 
 pytest_plugins = [
     "tests.fixtures.media",
+    "tests.fixtures.models",
+    "tests.fixtures.writer",
 ]
