@@ -90,6 +90,14 @@ class TransformersWriterConfig(BaseModel):
     max_new_tokens: int = Field(
         1024, ge=16, le=16384, description="Most tokens the model may generate for one script."
     )
+    cpu_threads: int | None = Field(
+        None,
+        ge=1,
+        le=256,
+        description="torch intra-op threads while generating on CPU (restored afterwards); match the "
+        "replica's num_cpus. Small models run faster on one thread, and many threads on a busy machine "
+        "spin against each other. None keeps torch's setting.",
+    )
 
 
 class OpenAIWriterConfig(BaseModel):

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, computed_field
 from engines.writer.config import BackendName, WriterBounds
 
 
-class Motion(str, Enum):
+class Motion(str, Enum):  # noqa: UP042 (StrEnum needs Python 3.11; the project supports 3.10)
     """How much a scene moves; SVD reads it as ``motion_bucket_id``."""
 
     STILL = "still"
