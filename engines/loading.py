@@ -1,0 +1,159 @@
+"""Loading diffusers pipelines the same way for every engine: where from, on which device, in which dtype.
+
+Both the SVD engine and the keyframe painter go through :func:`load_pipeline`, so a missing folder, a model
+that is not in the local cache while downloads are off, or an unreadable weights file always surface as one
+:class:`~engines.errors.ModelUnavailable` with a message that says what to fix. The fallback policy catches
+exactly that error.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from engines.errors import ModelUnavailable
+
+logger = logging.getLogger(__name__)
+
+_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
+
+
+class ModelSourceConfig(BaseModel):
+    """Where a model comes from and where it runs; engine configs extend this."""
+
+    # `model_path` would otherwise collide with pydantic's reserved `model_` prefix.
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    model: str = Field(
+        description="Hugging Face Hub model id, used when `model_path` is not set. Loaded from the local "
+        "Hugging Face cache, or downloaded when `auto_download` is on."
+    )
+    model_path: str | None = Field(
+        default=None,
+        description="A local folder written by `save_pretrained` (or a downloaded snapshot). When set it wins "
+        "over `model`, and nothing is ever downloaded.",
+    )
+    auto_download: bool = Field(
+        default=False,
+        description="Allow downloading `model` from the Hub when it is not cached. Costs several GB of disk "
+        "and minutes of start-up on first use; off means a missing model fails fast (and falls back).",
+    )
+    device: Literal["auto", "cuda", "cpu"] = Field(
+        default="auto",
+        description="Where to run: `auto` picks CUDA when a device is visible, else the CPU (minutes per "
+        "clip at full size). `cuda` without a visible device makes the model unavailable.",
+    )
+    dtype: Literal["auto", "float16", "bfloat16", "float32"] = Field(
+        default="auto",
+        description="Weights and activations dtype. `auto` is float16 on CUDA (half the memory of float32; "
+        "fp16 variant files are used when present) and float32 on CPU. float16 on CPU falls back to "
+        "float32 with a warning because CPU half-precision kernels are slow or missing.",
+    )
+
+
+@dataclass(frozen=True)
+class Placement:
+    """The device and dtype a model actually got, after `auto` was resolved."""
+
+    device: torch.device
+    dtype: torch.dtype
+
+
+def resolve_placement(config: ModelSourceConfig) -> Placement:
+    """Turn the config's `device` and `dtype` (possibly `auto`) into concrete torch values.
+
+    Raises:
+        ModelUnavailable: `device="cuda"` was asked for but no CUDA device is visible.
+    """
+    has_cuda = torch.cuda.is_available()
+    if config.device == "cuda" and not has_cuda:
+        raise ModelUnavailable("device='cuda' was configured but no CUDA device is visible to this process")
+    device = torch.device(
+        "cuda" if config.device == "cuda" or (config.device == "auto" and has_cuda) else "cpu"
+    )
+    if config.dtype == "auto":
+        dtype = torch.float16 if device.type == "cuda" else torch.float32
+    else:
+        dtype = _DTYPES[config.dtype]
+    if dtype == torch.float16 and device.type == "cpu":
+        logger.warning("dtype='float16' is not supported well on CPU; using float32 instead")
+        dtype = torch.float32
+    return Placement(device=device, dtype=dtype)
+
+
+def load_pipeline(pipeline_cls: Any, config: ModelSourceConfig, dtype: torch.dtype) -> Any:
+    """Load a diffusers pipeline from `config.model_path` or the Hub id `config.model`.
+
+    Args:
+        pipeline_cls: the diffusers class whose `from_pretrained` to use (a pipeline or an auto-pipeline).
+        config: the source settings (`model`, `model_path`, `auto_download`).
+        dtype: the torch dtype to load the weights in.
+
+    Raises:
+        ModelUnavailable: the folder is missing, the model is not cached and downloads are off, the
+            download failed, or a weights or config file is unreadable. The message says which and where.
+    """
+    if config.model_path is not None:
+        folder = Path(config.model_path).expanduser()
+        if not (folder / "model_index.json").is_file():
+            raise ModelUnavailable(
+                f"model_path={str(folder)!r} is not a saved pipeline folder (no model_index.json there); "
+                "point it at a folder written by save_pretrained, or unset it to use the model id"
+            )
+        source, local_only = str(folder), True
+    else:
+        source, local_only = config.model, not config.auto_download
+
+    kwargs: dict[str, Any] = {_dtype_keyword(): dtype, "local_files_only": local_only}
+    # Half-precision variant files are half the download and load straight into fp16; not every
+    # repository ships them, so try them first and quietly take the full-precision files otherwise.
+    variants = ["fp16", None] if dtype == torch.float16 else [None]
+    last_error: Exception | None = None
+    for variant in variants:
+        try:
+            return pipeline_cls.from_pretrained(source, variant=variant, **kwargs)
+        # Loading touches the filesystem, the network, JSON, safetensors and torch; every one of their
+        # failures means the same thing to the caller: this model cannot be used now.
+        except Exception as exc:
+            last_error = exc
+    where = "the local folder" if config.model_path else ("the Hub" if not local_only else "the local cache")
+    hint = "" if config.model_path or not local_only else " (auto_download is off)"
+    raise ModelUnavailable(
+        f"cannot load {pipeline_cls.__name__} from {where} {source!r}{hint}: "
+        f"{type(last_error).__name__}: {_first_line(last_error)}"
+    ) from last_error
+
+
+def release_memory(device: torch.device | None) -> None:
+    """Collect garbage and, on CUDA, hand cached blocks back to the driver so other replicas can use them."""
+    gc.collect()
+    if device is not None and device.type == "cuda" and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """True for a CUDA out-of-memory error, including the older plain RuntimeError spelling."""
+    return isinstance(exc, torch.OutOfMemoryError) or (
+        isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+    )
+
+
+def _dtype_keyword() -> str:
+    # diffusers renamed `torch_dtype` to `dtype` (the old name warns); older releases only know the old
+    # one and would silently ignore `dtype`, so pick by whether this release has the renaming helper.
+    try:
+        from diffusers.utils.deprecation_utils import _resolve_dtype  # noqa: F401
+    except ImportError:
+        return "torch_dtype"
+    return "dtype"
+
+
+def _first_line(exc: BaseException | None) -> str:
+    text = str(exc).strip() if exc is not None else "unknown error"
+    return text.splitlines()[0][:300] if text else type(exc).__name__

@@ -1,0 +1,216 @@
+"""Tiny random-weight models with the real classes, for tests and the CPU demo.
+
+    python -m engines.tiny_models DIR
+
+writes DIR/svd (a `StableVideoDiffusionPipeline`), DIR/painter (a `StableDiffusionPipeline`, which
+`AutoPipelineForText2Image` loads) and, when the writer engine provides it, DIR/writer. Each is saved with
+`save_pretrained` and loads through the engines' own loaders, so tests exercise the production code path
+without downloading anything. The weights are random: the output is noise, but its shapes, dtypes, seeding
+and batching behave exactly like the real models'. Builds are deterministic (fixed seed) and take seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import string
+import tempfile
+from pathlib import Path
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+# Four VAE levels give the real models' 8x spatial downscale, so sizes that work here work there.
+_VAE_CHANNELS = (32, 32, 32, 32)
+_CROSS_ATTENTION_DIM = 32
+_SEED = 0
+
+
+def build_tiny_svd(folder: str | Path) -> Path:
+    """Save a tiny `StableVideoDiffusionPipeline` into `folder` and return its path."""
+    from diffusers import (
+        AutoencoderKLTemporalDecoder,
+        EulerDiscreteScheduler,
+        StableVideoDiffusionPipeline,
+        UNetSpatioTemporalConditionModel,
+    )
+    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    torch.manual_seed(_SEED)
+    time_embed_dim = 32
+    unet = UNetSpatioTemporalConditionModel(
+        sample_size=8,
+        in_channels=8,  # noisy latents and the keyframe's latents, concatenated
+        out_channels=4,
+        down_block_types=("CrossAttnDownBlockSpatioTemporal", "DownBlockSpatioTemporal"),
+        up_block_types=("UpBlockSpatioTemporal", "CrossAttnUpBlockSpatioTemporal"),
+        block_out_channels=(32, 64),
+        addition_time_embed_dim=time_embed_dim,
+        # fps, motion bucket and noise strength, each embedded to time_embed_dim
+        projection_class_embeddings_input_dim=3 * time_embed_dim,
+        layers_per_block=1,
+        cross_attention_dim=_CROSS_ATTENTION_DIM,
+        num_attention_heads=(2, 4),
+        num_frames=8,
+    )
+    vae = AutoencoderKLTemporalDecoder(
+        block_out_channels=_VAE_CHANNELS,
+        down_block_types=("DownEncoderBlock2D",) * len(_VAE_CHANNELS),
+        latent_channels=4,
+        layers_per_block=1,
+    )
+    # The pipeline always resizes the keyframe to 224x224 for CLIP, so the encoder keeps that input size;
+    # 32-pixel patches keep it to 49 tokens.
+    image_encoder = CLIPVisionModelWithProjection(
+        CLIPVisionConfig(
+            hidden_size=32,
+            projection_dim=_CROSS_ATTENTION_DIM,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=37,
+            image_size=224,
+            patch_size=32,
+        )
+    )
+    feature_extractor = CLIPImageProcessor(crop_size=224, size={"shortest_edge": 224})
+    # The scheduler settings of the released SVD checkpoints.
+    scheduler = EulerDiscreteScheduler(
+        beta_schedule="scaled_linear",
+        beta_start=0.00085,
+        beta_end=0.012,
+        interpolation_type="linear",
+        num_train_timesteps=1000,
+        prediction_type="v_prediction",
+        sigma_max=700.0,
+        sigma_min=0.002,
+        steps_offset=1,
+        timestep_spacing="leading",
+        timestep_type="continuous",
+        use_karras_sigmas=True,
+    )
+    pipeline = StableVideoDiffusionPipeline(
+        vae=vae,
+        image_encoder=image_encoder,
+        unet=unet,
+        scheduler=scheduler,
+        feature_extractor=feature_extractor,
+    )
+    return _save(pipeline, folder)
+
+
+def build_tiny_painter(folder: str | Path) -> Path:
+    """Save a tiny `StableDiffusionPipeline` (text-to-image) into `folder` and return its path."""
+    from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    tokenizer = _build_tokenizer()
+    torch.manual_seed(_SEED)
+    text_encoder = CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=_CROSS_ATTENTION_DIM,
+            intermediate_size=37,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            max_position_embeddings=tokenizer.model_max_length,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+            projection_dim=_CROSS_ATTENTION_DIM,
+        )
+    )
+    unet = UNet2DConditionModel(
+        sample_size=8,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        cross_attention_dim=_CROSS_ATTENTION_DIM,
+        attention_head_dim=(2, 4),
+    )
+    vae = AutoencoderKL(
+        block_out_channels=_VAE_CHANNELS,
+        down_block_types=("DownEncoderBlock2D",) * len(_VAE_CHANNELS),
+        up_block_types=("UpDecoderBlock2D",) * len(_VAE_CHANNELS),
+        latent_channels=4,
+        layers_per_block=1,
+    )
+    # SD-Turbo's scheduler: trailing timesteps make a single step start from pure noise.
+    scheduler = EulerDiscreteScheduler(
+        beta_schedule="scaled_linear",
+        beta_start=0.00085,
+        beta_end=0.012,
+        steps_offset=1,
+        timestep_spacing="trailing",
+    )
+    pipeline = StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    return _save(pipeline, folder)
+
+
+def build_all(folder: str | Path) -> dict[str, Path]:
+    """Build every tiny model under `folder`; returns {"svd": path, "painter": path[, "writer": path]}."""
+    root = Path(folder)
+    paths = {"svd": build_tiny_svd(root / "svd"), "painter": build_tiny_painter(root / "painter")}
+    try:
+        from engines.writer.tiny_llm import build_tiny_llm
+    except ImportError:
+        logger.info("engines.writer.tiny_llm is not available; no tiny writer model built")
+    else:
+        built = build_tiny_llm(root / "writer")
+        paths["writer"] = Path(built) if built is not None else root / "writer"
+    return paths
+
+
+def _build_tokenizer():
+    """A CLIP tokenizer over lowercase letters and digits, written locally (no download)."""
+    from transformers import CLIPTokenizer
+
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+    for char in string.ascii_lowercase + string.digits:
+        vocab[char] = len(vocab)
+        vocab[char + "</w>"] = len(vocab)
+    # A handful of merges so common words become single tokens, as with a real BPE vocabulary.
+    merges = ["#version: 0.2"]
+    for word in ("the", "and", "sea", "sky", "fox", "red"):
+        pieces = list(word[:-1]) + [word[-1] + "</w>"]
+        while len(pieces) > 1:
+            merges.append(f"{pieces[0]} {pieces[1]}")
+            pieces = [pieces[0] + pieces[1], *pieces[2:]]
+            vocab.setdefault(pieces[0], len(vocab))
+    with tempfile.TemporaryDirectory() as scratch:
+        Path(scratch, "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
+        Path(scratch, "merges.txt").write_text("\n".join(merges) + "\n", encoding="utf-8")
+        # from_pretrained reads vocab.json + merges.txt in both transformers 4 and 5, whose constructors differ.
+        return CLIPTokenizer.from_pretrained(scratch, model_max_length=16)
+
+
+def _save(pipeline, folder: str | Path) -> Path:
+    path = Path(folder)
+    path.mkdir(parents=True, exist_ok=True)
+    pipeline.save_pretrained(path, safe_serialization=True)
+    return path
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("folder", type=Path, help="where to write svd/, painter/ (and writer/)")
+    args = parser.parse_args(argv)
+    for name, path in build_all(args.folder).items():
+        print(f"{name}: {path}")
+
+
+if __name__ == "__main__":
+    main()
