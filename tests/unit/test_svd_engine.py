@@ -1,0 +1,305 @@
+"""The SVD engine on a tiny random model: shapes, seeding, batching, progress, cancel, errors, memory."""
+
+from __future__ import annotations
+
+import gc
+import shutil
+import threading
+import weakref
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from engines.errors import GenerationCancelled, InvalidInput, ModelUnavailable
+from engines.svd import SceneRequest, SVDConfig, SVDEngine
+
+pytestmark = pytest.mark.unit
+
+
+def keyframe(seed: int, size: tuple[int, int] = (64, 64)) -> Image.Image:
+    pixels = np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    return Image.fromarray(pixels)
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_svd_path: Path) -> SVDEngine:
+    # One loaded engine for the read-only tests of this module; tests that unload build their own.
+    config = SVDConfig(
+        model_path=str(tiny_svd_path),
+        device="cpu",
+        width=64,
+        height=64,
+        num_frames=8,
+        num_inference_steps=2,
+        decode_chunk_size=8,
+    )
+    engine = SVDEngine(config)
+    engine.load()
+    return engine
+
+
+def test_frames_have_the_requested_shape_and_dtype(engine: SVDEngine) -> None:
+    [result] = engine.generate([SceneRequest(image=keyframe(0), seed=7)])
+
+    assert result.frames.shape == (8, 64, 64, 3)
+    assert result.frames.dtype == np.uint8
+    assert result.generator == "svd"
+    assert result.seed == 7
+    assert result.seconds > 0
+    # Random weights still give a varied picture, not a constant image.
+    assert result.frames.std() > 5
+
+
+def test_runtime_reports_the_resolved_device_and_dtype(engine: SVDEngine) -> None:
+    assert engine.runtime is not None
+    assert (engine.runtime.device, engine.runtime.dtype, engine.runtime.attention) == (
+        "cpu",
+        "float32",
+        "sdpa",
+    )
+
+
+def test_same_seed_gives_the_same_frames_and_another_seed_differs(engine: SVDEngine) -> None:
+    image = keyframe(1)
+    first, again, other = (engine.generate([SceneRequest(image=image, seed=s)])[0] for s in (11, 11, 12))
+
+    np.testing.assert_array_equal(first.frames, again.frames)
+    assert np.abs(first.frames.astype(int) - other.frames.astype(int)).mean() > 1
+
+
+def test_a_seed_is_chosen_and_recorded_when_none_is_given(engine: SVDEngine) -> None:
+    [result] = engine.generate([SceneRequest(image=keyframe(2))])
+    [replay] = engine.generate([SceneRequest(image=keyframe(2), seed=result.seed)])
+
+    np.testing.assert_array_equal(result.frames, replay.frames)
+
+
+def test_a_batch_of_three_equals_three_single_runs(engine: SVDEngine) -> None:
+    requests = [SceneRequest(image=keyframe(10 + i), seed=100 + i) for i in range(3)]
+    steps: list[tuple[int, int]] = []
+
+    batch = engine.generate(requests, progress=lambda step, total: steps.append((step, total)))
+    singles = [engine.generate([request])[0] for request in requests]
+
+    # One pipeline call for the whole batch: two denoising steps reported, not six.
+    assert steps == [(1, 2), (2, 2)]
+    for batched, single in zip(batch, singles, strict=True):
+        assert batched.seed == single.seed
+        assert np.abs(batched.frames.astype(int) - single.frames.astype(int)).max() <= 2
+    # The three results really are different videos, in request order.
+    assert np.abs(batch[0].frames.astype(int) - batch[1].frames.astype(int)).mean() > 1
+
+
+def test_requests_with_different_shapes_run_in_sub_batches_and_keep_their_order(engine: SVDEngine) -> None:
+    requests = [
+        SceneRequest(image=keyframe(20), seed=1),
+        SceneRequest(image=keyframe(21, (32, 48)), seed=2, width=32, height=48, num_frames=4),
+        SceneRequest(image=keyframe(22), seed=3),
+    ]
+    steps: list[tuple[int, int]] = []
+
+    results = engine.generate(requests, progress=lambda step, total: steps.append((step, total)))
+
+    assert [r.frames.shape for r in results] == [(8, 64, 64, 3), (4, 48, 32, 3), (8, 64, 64, 3)]
+    assert [r.seed for r in results] == [1, 2, 3]
+    assert len(steps) == 4  # two pipeline calls of two steps each
+
+
+def test_progress_is_reported_once_per_step(engine: SVDEngine) -> None:
+    steps: list[tuple[int, int]] = []
+
+    engine.generate(
+        [SceneRequest(image=keyframe(3), seed=1, num_inference_steps=3)],
+        progress=lambda step, total: steps.append((step, total)),
+    )
+
+    assert steps == [(1, 3), (2, 3), (3, 3)]
+
+
+def test_cancel_stops_at_the_next_step_and_the_engine_stays_usable(engine: SVDEngine) -> None:
+    cancel = threading.Event()
+    steps: list[int] = []
+
+    def on_progress(step: int, total: int) -> None:
+        steps.append(step)
+        cancel.set()  # as if the user cancelled during the first step
+
+    with pytest.raises(GenerationCancelled, match="step 1 of 4"):
+        engine.generate(
+            [SceneRequest(image=keyframe(4), seed=1, num_inference_steps=4)],
+            progress=on_progress,
+            cancel=cancel,
+        )
+    assert steps == [1]
+
+    [result] = engine.generate([SceneRequest(image=keyframe(4), seed=1)])
+    assert result.frames.shape == (8, 64, 64, 3)
+
+
+def test_a_cancel_set_before_the_call_runs_no_step(engine: SVDEngine) -> None:
+    cancel = threading.Event()
+    cancel.set()
+    steps: list[int] = []
+
+    with pytest.raises(GenerationCancelled):
+        engine.generate(
+            [SceneRequest(image=keyframe(5))], progress=lambda s, t: steps.append(s), cancel=cancel
+        )
+    assert steps == []
+
+
+@pytest.mark.parametrize(
+    ("change", "param", "shown"),
+    [
+        ({"width": 60}, "width", "60"),
+        ({"num_frames": 0}, "num_frames", "0"),
+        ({"motion_bucket_id": 300}, "motion_bucket_id", "300"),
+        ({"noise_aug_strength": -0.5}, "noise_aug_strength", "-0.5"),
+        ({"min_guidance_scale": 4.0, "max_guidance_scale": 2.0}, "min_guidance_scale", "4.0"),
+        ({"seed": -1}, "seed", "-1"),
+    ],
+)
+def test_bad_request_values_name_the_parameter_and_value(
+    engine: SVDEngine, change: dict, param: str, shown: str
+) -> None:
+    with pytest.raises(InvalidInput) as caught:
+        engine.generate([SceneRequest(image=keyframe(6), **change)])
+    assert caught.value.param == param
+    assert shown in str(caught.value)
+
+
+def test_a_keyframe_of_the_wrong_size_is_rejected(engine: SVDEngine) -> None:
+    with pytest.raises(InvalidInput, match="64x64") as caught:
+        engine.generate([SceneRequest(image=keyframe(7, (80, 64)))])
+    assert caught.value.param == "image"
+    assert "80x64" in str(caught.value)
+
+
+def test_out_of_memory_splits_the_batch_and_still_matches_single_runs(
+    tiny_svd_config: SVDConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = SVDEngine(tiny_svd_config.model_copy(update={"max_guidance_scale": 1.0}))
+    engine.load()
+    requests = [SceneRequest(image=keyframe(30 + i), seed=i) for i in range(3)]
+    expected = [engine.generate([request])[0].frames for request in requests]
+    unet = engine._pipeline.unet
+    real_forward, batch_sizes = unet.forward, []
+
+    def forward_that_fits_one_video(sample: torch.Tensor, *args, **kwargs):
+        batch_sizes.append(sample.shape[0])
+        if sample.shape[0] > 1:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real_forward(sample, *args, **kwargs)
+
+    monkeypatch.setattr(unet, "forward", forward_that_fits_one_video)
+    results = engine.generate(requests)
+
+    # Whole batch, then halves (2), then one at a time: three videos, two steps each.
+    assert batch_sizes == [3, 2] + [1] * 6
+    for result, frames in zip(results, expected, strict=True):
+        assert np.abs(result.frames.astype(int) - frames.astype(int)).max() <= 2
+
+
+def test_out_of_memory_after_all_retries_makes_the_model_unavailable(
+    tiny_svd_config: SVDConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = SVDEngine(tiny_svd_config)
+    engine.load()
+
+    def always_out_of_memory(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory")
+
+    monkeypatch.setattr(engine._pipeline.unet, "forward", always_out_of_memory)
+
+    with pytest.raises(ModelUnavailable, match="out of GPU memory.*after 2 retries"):
+        engine.generate([SceneRequest(image=keyframe(8), seed=1), SceneRequest(image=keyframe(9), seed=2)])
+
+
+def test_a_missing_folder_gives_a_clear_error(tmp_path: Path) -> None:
+    engine = SVDEngine(SVDConfig(model_path=str(tmp_path / "nowhere"), device="cpu"))
+
+    with pytest.raises(ModelUnavailable, match="nowhere.*no model_index.json"):
+        engine.load()
+    assert not engine.loaded
+
+
+def test_corrupted_weights_give_a_clear_error(tiny_svd_path: Path, tmp_path: Path) -> None:
+    broken = Path(shutil.copytree(tiny_svd_path, tmp_path / "svd"))
+    weights = broken / "unet" / "diffusion_pytorch_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    engine = SVDEngine(SVDConfig(model_path=str(broken), device="cpu"))
+
+    with pytest.raises(
+        ModelUnavailable, match="cannot load StableVideoDiffusionPipeline from the local folder"
+    ):
+        engine.load()
+
+
+def test_an_uncached_hub_model_with_downloads_off_gives_a_clear_error() -> None:
+    engine = SVDEngine(SVDConfig(model="nobody/not-a-real-svd-model", auto_download=False, device="cpu"))
+
+    with pytest.raises(ModelUnavailable, match="not-a-real-svd-model.*auto_download is off"):
+        engine.load()
+
+
+def test_unload_leaves_no_reference_to_the_models(tiny_svd_config: SVDConfig) -> None:
+    engine = SVDEngine(tiny_svd_config)
+    engine.generate([SceneRequest(image=keyframe(40), seed=1)])  # loads lazily
+    pipeline_ref = weakref.ref(engine._pipeline)
+    unet_ref = weakref.ref(engine._pipeline.unet)
+
+    engine.unload()
+    gc.collect()
+
+    assert pipeline_ref() is None
+    assert unet_ref() is None
+    assert not engine.loaded and engine.runtime is None
+
+
+def test_unload_after_a_cancel_still_frees_the_models(tiny_svd_config: SVDConfig) -> None:
+    engine = SVDEngine(tiny_svd_config)
+    engine.load()
+    unet_ref = weakref.ref(engine._pipeline.unet)
+    cancel = threading.Event()
+
+    try:
+        engine.generate([SceneRequest(image=keyframe(41))], progress=lambda s, t: cancel.set(), cancel=cancel)
+    except GenerationCancelled as exc:
+        kept = exc  # a caller that keeps the error must not keep the model alive through it
+    engine.unload()
+    gc.collect()
+
+    assert isinstance(kept, GenerationCancelled)
+    assert unet_ref() is None
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_runs_on_cuda_in_float16(tiny_svd_path: Path) -> None:
+    engine = SVDEngine(
+        SVDConfig(
+            model_path=str(tiny_svd_path),
+            device="cuda",
+            dtype="float16",
+            width=64,
+            height=64,
+            num_frames=8,
+            num_inference_steps=2,
+        )
+    )
+    engine.load()
+    assert engine.runtime is not None and (engine.runtime.device, engine.runtime.dtype) == ("cuda", "float16")
+    requests = [SceneRequest(image=keyframe(50 + i), seed=i) for i in range(2)]
+
+    results = engine.generate(requests)
+    again = engine.generate(requests[:1])
+
+    assert [r.frames.shape for r in results] == [(8, 64, 64, 3)] * 2
+    assert all(r.frames.dtype == np.uint8 and r.frames.std() > 1 for r in results)
+    assert np.abs(results[0].frames.astype(int) - again[0].frames.astype(int)).max() <= 8
+    allocated = torch.cuda.memory_allocated()
+    engine.unload()
+    assert torch.cuda.memory_allocated() < allocated
