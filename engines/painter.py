@@ -1,0 +1,167 @@
+"""The keyframe painter: a scene's visual prompt becomes the first image that SVD animates.
+
+Any text-to-image checkpoint that `AutoPipelineForText2Image` knows works; the default is an SD-Turbo-class
+model, which paints a usable keyframe in one step without classifier-free guidance. A request's own
+`input_reference` image skips painting and only goes through `prepare_reference`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+import torch
+from PIL import Image, ImageOps
+from pydantic import Field
+
+from engines.errors import InvalidInput
+from engines.loading import ModelSourceConfig, Placement, load_pipeline, release_memory, resolve_placement
+
+logger = logging.getLogger(__name__)
+
+
+class PainterConfig(ModelSourceConfig):
+    """Settings of the keyframe painter."""
+
+    model: str = Field(
+        default="stabilityai/sd-turbo",
+        description="Hub id of a text-to-image model. Turbo-class models need 1-4 steps and no guidance.",
+    )
+    num_inference_steps: int = Field(
+        default=1, ge=1, description="Denoising steps: 1 for turbo models, 20-30 for ordinary ones (slower)."
+    )
+    guidance_scale: float = Field(
+        default=0.0,
+        ge=0.0,
+        description="Classifier-free guidance. Turbo models are trained without it (0.0); above 1.0 every step "
+        "runs the UNet twice and `negative_prompt` takes effect.",
+    )
+    width: int = Field(
+        default=512,
+        ge=64,
+        multiple_of=8,
+        description="Generation width. With `height` it sets the pixel budget: the painter keeps that area "
+        "but takes the aspect ratio of the requested keyframe, then resizes to the exact size.",
+    )
+    height: int = Field(default=512, ge=64, multiple_of=8, description="Generation height; see `width`.")
+    negative_prompt: str | None = Field(
+        default=None, description="What to steer away from; only used when guidance_scale > 1."
+    )
+    style_suffix: str = Field(
+        default="",
+        description="Appended to every prompt (e.g. ', cinematic lighting, 35mm film') for a consistent look.",
+    )
+
+
+def prepare_reference(image: Image.Image, width: int, height: int) -> Image.Image:
+    """Fit an image to exactly `width` x `height`: scale to cover, then crop the centre.
+
+    Used for the painter's own output and for a request's `input_reference`. Honours the EXIF orientation of
+    uploaded photos and returns an RGB image.
+
+    Args:
+        image: any PIL image.
+        width, height: the target size in pixels (the SVD input size).
+    """
+    if not isinstance(image, Image.Image):
+        raise InvalidInput("input_reference", type(image).__name__, "must be an image")
+    for name, value in (("width", width), ("height", height)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise InvalidInput(name, value, "must be a positive integer")
+    upright = ImageOps.exif_transpose(image).convert("RGB")
+    if upright.size == (width, height):
+        return upright
+    return ImageOps.fit(upright, (width, height), Image.Resampling.LANCZOS, centering=(0.5, 0.5))
+
+
+class PainterEngine:
+    """Paints keyframes with a diffusers text-to-image pipeline.
+
+    Args:
+        config: model source, steps, guidance, generation size and prompt additions; default `PainterConfig()`.
+    """
+
+    def __init__(self, config: PainterConfig | None = None) -> None:
+        self.config = config or PainterConfig()
+        self._pipeline: Any = None
+        self._placement: Placement | None = None
+        self._lock = threading.RLock()
+
+    @property
+    def loaded(self) -> bool:
+        return self._pipeline is not None
+
+    def load(self) -> None:
+        """Load the pipeline once.
+
+        Raises:
+            ModelUnavailable: weights missing, not cached with downloads off, unreadable, or no usable device.
+        """
+        from diffusers import AutoPipelineForText2Image
+
+        with self._lock:
+            if self._pipeline is not None:
+                return
+            placement = resolve_placement(self.config)
+            pipeline = load_pipeline(AutoPipelineForText2Image, self.config, placement.dtype)
+            pipeline.set_progress_bar_config(disable=True)
+            self._pipeline, self._placement = pipeline.to(placement.device), placement
+
+    def unload(self) -> None:
+        """Drop the models and return their memory."""
+        with self._lock:
+            placement = self._placement
+            self._pipeline = self._placement = None
+            release_memory(placement.device if placement else None)
+
+    def paint(self, prompt: str, width: int, height: int, seed: int) -> Image.Image:
+        """Paint a keyframe for `prompt`; blocking, so call it from a worker thread.
+
+        Args:
+            prompt: the scene's visual description; `style_suffix` is appended.
+            width, height: the size of the returned image (the SVD input size), in pixels.
+            seed: random seed; the same prompt, size and seed give the same image.
+
+        Returns:
+            An RGB image of exactly `width` x `height`.
+        """
+        # 1. Check inputs
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise InvalidInput("prompt", prompt, "must be a non-empty string")
+        for name, value in (("width", width), ("height", height)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 16:
+                raise InvalidInput(name, value, "must be an integer of at least 16 pixels")
+        if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**63:
+            raise InvalidInput("seed", seed, "must be an integer from 0 to 2**63-1")
+
+        # 2. Choose a generation size with the config's pixel budget and the keyframe's aspect ratio
+        gen_width, gen_height = _generation_size(self.config.width * self.config.height, width / height)
+
+        # 3. Paint
+        with self._lock:
+            self.load()
+            generator = torch.Generator(device=self._pipeline._execution_device).manual_seed(seed)
+            cfg = self.config
+            image = self._pipeline(
+                prompt=prompt.strip() + cfg.style_suffix,
+                negative_prompt=cfg.negative_prompt if cfg.guidance_scale > 1.0 else None,
+                width=gen_width,
+                height=gen_height,
+                num_inference_steps=cfg.num_inference_steps,
+                guidance_scale=cfg.guidance_scale,
+                generator=generator,
+            ).images[0]
+
+        # 4. Fit to the exact keyframe size
+        return prepare_reference(image, width, height)
+
+
+def _generation_size(area: int, aspect: float) -> tuple[int, int]:
+    # Text-to-image models need sides divisible by 8 (their VAE's downscale).
+    width = max(64, round((area * aspect) ** 0.5 / 8) * 8)
+    height = max(64, round((area / aspect) ** 0.5 / 8) * 8)
+    return width, height
+
+
+__all__ = ["PainterConfig", "PainterEngine", "prepare_reference"]
