@@ -1,0 +1,196 @@
+"""The fallback policy: when a model cannot load or run, a stage degrades instead of failing the job.
+
+`fallback: auto | always | never`
+- `auto`: use the model; if it is unavailable (no weights, no device, out of memory after the retries), use
+  the title card instead and record why.
+- `always`: never touch the model (the CPU demo profile).
+- `never`: a model that cannot run fails the scene with its reason.
+
+Every result records the generator that made it; a fallback is never labelled `svd` or `painter`. Bad input
+(`InvalidInput`) and cancels (`GenerationCancelled`) are never swallowed: they are not the model's fault.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal, get_args
+
+import numpy as np
+from PIL import Image
+
+from engines.errors import InvalidInput, ModelUnavailable
+from engines.media.cards import placeholder_image, title_card_frames
+from engines.painter import PainterEngine
+from engines.svd import CancelToken, ProgressCallback, SceneRequest, SVDConfig, SVDEngine
+
+logger = logging.getLogger(__name__)
+
+FallbackPolicy = Literal["auto", "always", "never"]
+
+
+@dataclass
+class SceneResult:
+    """A scene's frames and who made them.
+
+    Args:
+        frames: uint8 array (num_frames, height, width, 3).
+        generator: "svd" when Stable Video Diffusion made them, "fallback" for the title-card clip.
+        seed: the seed SVD used; for a fallback, the requested seed (the card does not depend on it).
+        seconds: generation wall time (0.0 for a fallback).
+        fallback_reason: why the fallback was used; None for SVD frames.
+    """
+
+    frames: np.ndarray
+    generator: Literal["svd", "fallback"]
+    seed: int | None
+    seconds: float
+    fallback_reason: str | None = None
+
+
+@dataclass
+class KeyframeResult:
+    """A scene's keyframe and who made it: "painter" (text-to-image) or "placeholder" (a title card)."""
+
+    image: Image.Image
+    generator: Literal["painter", "placeholder"]
+    fallback_reason: str | None = None
+
+
+def animate_scenes(
+    engine: SVDEngine | None,
+    requests: Sequence[SceneRequest],
+    texts: Sequence[str],
+    policy: FallbackPolicy,
+    config: SVDConfig | None = None,
+    progress: ProgressCallback | None = None,
+    cancel: CancelToken | None = None,
+) -> list[SceneResult]:
+    """Animate several scenes with SVD (one batched call), or fall back to title-card clips per the policy.
+
+    Args:
+        engine: the SVD engine, or None where none is configured.
+        requests: one `SceneRequest` per scene.
+        texts: each scene's text, shown on its title card if the fallback is used.
+        policy: "auto", "always" or "never" (see the module docstring).
+        config: defaults for the fallback clip's size and length when a request leaves them None; default the
+            engine's config, else `SVDConfig()`.
+        progress, cancel: passed to `SVDEngine.generate`.
+
+    Raises:
+        ModelUnavailable: the model cannot run and the policy is "never".
+        InvalidInput: a bad policy or request; GenerationCancelled: `cancel` was set.
+    """
+    _check_policy(policy)
+    if len(texts) != len(requests):
+        raise InvalidInput("texts", len(texts), f"must have one text per request ({len(requests)})")
+    if policy == "always":
+        return _fallback_clips(requests, texts, config or _config_of(engine), "fallback policy is 'always'")
+    try:
+        if engine is None:
+            raise ModelUnavailable("no SVD engine is configured")
+        made = engine.generate(requests, progress=progress, cancel=cancel)
+    except ModelUnavailable as exc:
+        if policy == "never":
+            raise
+        reason = str(exc)
+    else:
+        return [
+            SceneResult(frames=item.frames, generator="svd", seed=item.seed, seconds=item.seconds)
+            for item in made
+        ]
+    logger.warning("SVD unavailable, using title-card clips for %d scene(s): %s", len(requests), reason)
+    return _fallback_clips(requests, texts, config or _config_of(engine), reason)
+
+
+def animate_scene(
+    engine: SVDEngine | None,
+    request: SceneRequest,
+    text: str,
+    policy: FallbackPolicy,
+    config: SVDConfig | None = None,
+    progress: ProgressCallback | None = None,
+    cancel: CancelToken | None = None,
+) -> SceneResult:
+    """One scene: `animate_scenes` with a single request (same arguments, singular)."""
+    return animate_scenes(engine, [request], [text], policy, config, progress, cancel)[0]
+
+
+def paint_keyframe(
+    painter: PainterEngine | None,
+    prompt: str,
+    width: int,
+    height: int,
+    seed: int,
+    policy: FallbackPolicy,
+) -> KeyframeResult:
+    """Paint a keyframe, or fall back to a placeholder card showing the prompt, per the policy.
+
+    Args:
+        painter: the keyframe painter, or None where none is configured.
+        prompt: the scene's visual prompt (also the placeholder's text).
+        width, height: the keyframe size (the SVD input size).
+        seed: random seed for the painter.
+        policy: "auto", "always" or "never".
+
+    Raises:
+        ModelUnavailable: the painter cannot run and the policy is "never".
+    """
+    _check_policy(policy)
+    if policy == "always":
+        return _placeholder(prompt, width, height, "fallback policy is 'always'")
+    try:
+        if painter is None:
+            raise ModelUnavailable("no keyframe painter is configured")
+        image = painter.paint(prompt, width, height, seed)
+    except ModelUnavailable as exc:
+        if policy == "never":
+            raise
+        logger.warning("painter unavailable, using a placeholder keyframe: %s", exc)
+        return _placeholder(prompt, width, height, str(exc))
+    return KeyframeResult(image=image, generator="painter")
+
+
+def _fallback_clips(
+    requests: Sequence[SceneRequest], texts: Sequence[str], config: SVDConfig, reason: str
+) -> list[SceneResult]:
+    results = []
+    for request, text in zip(requests, texts, strict=True):
+        frames = title_card_frames(
+            text,
+            num_frames=request.num_frames or config.num_frames,
+            width=request.width or config.width,
+            height=request.height or config.height,
+        )
+        results.append(
+            SceneResult(
+                frames=frames, generator="fallback", seed=request.seed, seconds=0.0, fallback_reason=reason
+            )
+        )
+    return results
+
+
+def _placeholder(prompt: str, width: int, height: int, reason: str) -> KeyframeResult:
+    return KeyframeResult(
+        image=placeholder_image(prompt, width, height), generator="placeholder", fallback_reason=reason
+    )
+
+
+def _config_of(engine: SVDEngine | None) -> SVDConfig:
+    return engine.config if engine is not None else SVDConfig()
+
+
+def _check_policy(policy: str) -> None:
+    if policy not in get_args(FallbackPolicy):
+        raise InvalidInput("fallback", policy, f"must be one of {', '.join(get_args(FallbackPolicy))}")
+
+
+__all__ = [
+    "FallbackPolicy",
+    "KeyframeResult",
+    "SceneResult",
+    "animate_scene",
+    "animate_scenes",
+    "paint_keyframe",
+]
