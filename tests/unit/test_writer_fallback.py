@@ -140,3 +140,23 @@ def test_any_backend_exception_falls_back() -> None:
     script = writer(FakeBackend(RuntimeError("CUDA out of memory"))).write("A cat walks.")
     assert script.backend == "template"
     assert script.fallback_reason == "openai failed: RuntimeError: CUDA out of memory"
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [
+        "",
+        "null",
+        "[1, 2, 3]",
+        '{"scenes": "many"}',
+        '{"scenes": ["a", "b"]}',
+        '{"scenes": [{"visual_prompt": null}]}',
+        '{"title": 5, "scenes": [{"visual_prompt": "a", "caption": "\\u0000\\u0001"}]}',
+        "{" * 10_000,
+    ],
+)
+def test_the_writer_never_raises_on_model_output(garbage: str) -> None:
+    backend = FakeBackend(garbage, garbage)
+    script = writer(backend).write("A cat walks. It sleeps.")
+    assert script.backend == "template" and script.fallback_reason
+    assert [s.caption for s in script.scenes] == ["A cat walks.", "It sleeps."]
