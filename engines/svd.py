@@ -457,7 +457,14 @@ class SVDEngine:
             self._free_after_failure()
             raise GenerationCancelled(f"cancelled after denoising step {stopped_at} of {total}")
         seconds = time.perf_counter() - started
-        videos = np.clip(np.asarray(output.frames) * 255.0, 0, 255).round().astype(np.uint8)
+        raw = np.asarray(output.frames)
+        if not np.isfinite(raw).all():
+            # float16 overflow shows up as NaN frames, which would otherwise be cast to garbage pixels.
+            raise ModelUnavailable(
+                f"SVD produced non-finite values in {self._runtime.dtype if self._runtime else '?'}; "
+                "use dtype 'bfloat16' or 'float32'"
+            )
+        videos = np.clip(raw * 255.0, 0, 255).round().astype(np.uint8)
         return [
             SceneFrames(frames=video, seed=item.seed, seconds=seconds)
             for item, video in zip(chunk, videos, strict=True)

@@ -303,3 +303,20 @@ def test_runs_on_cuda_in_float16(tiny_svd_path: Path) -> None:
     allocated = torch.cuda.memory_allocated()
     engine.unload()
     assert torch.cuda.memory_allocated() < allocated
+
+
+def test_non_finite_output_makes_the_model_unavailable_instead_of_garbage_pixels(
+    tiny_svd_config: SVDConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = SVDEngine(tiny_svd_config)
+    engine.load()
+    real_forward = engine._pipeline.unet.forward
+
+    def overflowing_forward(*args, **kwargs):
+        (noise,) = real_forward(*args, **kwargs)
+        return (torch.full_like(noise, float("nan")),)
+
+    monkeypatch.setattr(engine._pipeline.unet, "forward", overflowing_forward)
+
+    with pytest.raises(ModelUnavailable, match="non-finite values in float32"):
+        engine.generate([SceneRequest(image=keyframe(60), seed=1)])
