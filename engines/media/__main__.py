@@ -30,7 +30,9 @@ def main(out_dir: Path) -> Path:
     processor.write_thumbnail(frames[len(frames) // 2], out_dir / "thumbnail.jpg")
     processor.write_spritesheet(frames, out_dir / "spritesheet.jpg")
     step = seconds - processor.config.transition_seconds
-    write_webvtt([Cue(i * step, i * step + step, text) for i, text in enumerate(SCENES)], out_dir / "captions.vtt")
+    write_webvtt(
+        [Cue(i * step, i * step + step, text) for i, text in enumerate(SCENES)], out_dir / "captions.vtt"
+    )
     return final
 
 
@@ -38,4 +40,6 @@ if __name__ == "__main__":
     target = Path(sys.argv[1] if len(sys.argv) > 1 else "out/sample")
     video = main(target)
     info = VideoProcessor.probe(video)
-    print(f"Wrote {video} ({info.width}x{info.height}, {info.duration:.1f} s) with thumbnail, spritesheet, captions")
+    print(
+        f"Wrote {video} ({info.width}x{info.height}, {info.duration:.1f} s) with thumbnail, spritesheet, captions"
+    )

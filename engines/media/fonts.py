@@ -83,4 +83,3 @@ def has_cjk_font(preferred: str | None = None) -> bool:
     """Whether a font that draws both Latin and CJK text is installed."""
     found = find_font_file(preferred)
     return found is not None and found != LATIN_FALLBACK
-

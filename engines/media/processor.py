@@ -219,9 +219,7 @@ class VideoProcessor:
         width, height = size or (infos[0].width, infos[0].height)
         width, height = width // 2 * 2, height // 2 * 2
         fps = fps or infos[0].fps
-        transition = transition or self.config.transition
-        fade = self.config.transition_seconds if transition_seconds is None else transition_seconds
-        fade = min(fade, min(info.duration for info in infos) / 2) if transition == "crossfade" else 0.0
+        fade = self._fade(infos, transition, transition_seconds)
 
         inputs: list[str] = []
         graph = []
@@ -246,6 +244,34 @@ class VideoProcessor:
                 ffmpeg=self.config.ffmpeg_path,
             )
         return Path(output_path)
+
+    def timeline(
+        self,
+        clips: list[Path],
+        transition: Literal["cut", "crossfade"] | None = None,
+        transition_seconds: float | None = None,
+    ) -> list[tuple[float, float]]:
+        """When each clip shows in ``stitch``'s result: (start, end) seconds, a join split mid-fade.
+
+        Use it to time captions to the stitched video.
+        """
+        infos = [self.probe(clip) for clip in clips]
+        fade = self._fade(infos, transition, transition_seconds)
+        spans, start = [], 0.0
+        for i, info in enumerate(infos):
+            visible = info.duration - (fade / 2 if i > 0 else 0) - (fade / 2 if i < len(infos) - 1 else 0)
+            spans.append((start, start + visible))
+            start += visible
+        return spans
+
+    def _fade(
+        self, infos: list[VideoInfo], transition: str | None, transition_seconds: float | None
+    ) -> float:
+        """The cross-fade length stitch uses: configured, capped at half the shortest clip; 0 for cuts."""
+        if (transition or self.config.transition) != "crossfade":
+            return 0.0
+        fade = self.config.transition_seconds if transition_seconds is None else transition_seconds
+        return min(fade, min(info.duration for info in infos) / 2)
 
     # -- stills and captions --------------------------------------------------------------------
 
