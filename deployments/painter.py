@@ -1,0 +1,55 @@
+"""KeyframePainter: text-to-image keyframes as a Ray Serve deployment, with the placeholder fallback."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from ray import serve
+
+from engines.errors import ModelUnavailable
+from engines.fallback import FallbackPolicy, KeyframeResult, paint_keyframe
+from engines.painter import PainterConfig, PainterEngine
+
+logger = logging.getLogger("ray.serve")
+
+
+@serve.deployment(
+    ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=4, graceful_shutdown_timeout_s=120
+)
+class KeyframePainter:
+    """Paints a scene's first frame from its visual prompt.
+
+    Args:
+        config: the `painter` section of the app config.
+        fallback: the app's fallback policy; `always` never loads the model.
+    """
+
+    def __init__(self, config: PainterConfig, fallback: FallbackPolicy) -> None:
+        self.fallback = fallback
+        self.engine: PainterEngine | None = None
+        self.unavailable: str | None = None
+        if fallback == "always":
+            return
+        engine = PainterEngine(config)
+        try:
+            engine.load()
+            self.engine = engine
+        except ModelUnavailable as exc:
+            if fallback == "never":
+                raise
+            self.unavailable = str(exc)
+            logger.warning("Keyframe painter unavailable, keyframes will be placeholders: %s", exc)
+
+    async def paint(self, prompt: str, width: int, height: int, seed: int) -> KeyframeResult:
+        return await asyncio.to_thread(
+            paint_keyframe, self.engine, prompt, width, height, seed, self.fallback
+        )
+
+    def check_health(self) -> None:
+        if self.fallback == "never" and (self.engine is None or not self.engine.loaded):
+            raise RuntimeError(f"keyframe painter unusable: {self.unavailable}")
+
+    def __del__(self) -> None:
+        if self.engine is not None:
+            self.engine.unload()

@@ -1,0 +1,139 @@
+"""SVDGenerator: Stable Video Diffusion on a GPU fraction, batching scenes that arrive together."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from dataclasses import dataclass
+
+from pydantic import BaseModel, Field
+from ray import serve
+
+from engines.errors import ModelUnavailable
+from engines.fallback import FallbackPolicy, SceneResult, animate_scenes
+from engines.svd import SceneRequest, SVDConfig, SVDEngine
+from serve_app import metrics
+
+logger = logging.getLogger("ray.serve")
+
+
+class BatchSettings(BaseModel):
+    """`user_config` of SVDGenerator: tunable live with `serve deploy`, no replica restart."""
+
+    max_batch_size: int = Field(
+        4,
+        ge=1,
+        le=16,
+        description="Most scenes per pipeline call. Bigger batches use the GPU better and "
+        "need memory for each video's latents and activations.",
+    )
+    batch_wait_timeout_s: float = Field(
+        0.2, ge=0, le=10, description="How long a first scene waits for others to join its batch."
+    )
+
+
+@dataclass
+class AnimateItem:
+    """One scene to animate: the SVD request and the text its fallback title card would show."""
+
+    request: SceneRequest
+    text: str
+
+
+@serve.deployment(
+    ray_actor_options={"num_cpus": 1, "num_gpus": 0},
+    max_ongoing_requests=16,
+    # A 25-step SVD-XT batch takes minutes; a shorter grace period would kill it mid-generation on scale-down.
+    graceful_shutdown_timeout_s=900,
+    graceful_shutdown_wait_loop_s=5,
+    user_config=BatchSettings().model_dump(),
+)
+class SVDGenerator:
+    """Animates keyframes with SVD, or with title-card clips where the fallback policy says so.
+
+    Args:
+        config: the `video` section of the app config (the seed's VIDEO_CONFIG).
+        fallback: the app's fallback policy; `always` never loads the model.
+    """
+
+    def __init__(self, config: SVDConfig, fallback: FallbackPolicy) -> None:
+        self.config = config
+        self.fallback = fallback
+        self.engine: SVDEngine | None = None
+        self.unavailable: str | None = None
+        self.batch_sizes: Counter[int] = Counter()
+        if fallback == "always":
+            return
+        engine = SVDEngine(config)
+        try:
+            engine.load()
+            self.engine = engine
+        except ModelUnavailable as exc:
+            if fallback == "never":
+                raise
+            self.unavailable = str(exc)
+            logger.warning("SVD unavailable, scenes will be title-card clips: %s", exc)
+
+    def reconfigure(self, user_config: dict) -> None:
+        settings = BatchSettings.model_validate(user_config)
+        self._animate_batch.set_max_batch_size(settings.max_batch_size)
+        self._animate_batch.set_batch_wait_timeout_s(settings.batch_wait_timeout_s)
+
+    async def animate(self, request: SceneRequest, text: str) -> SceneResult:
+        """Animate one scene; scenes that arrive within the batch wait share one pipeline call."""
+        outcome = await self._animate_batch(AnimateItem(request, text))
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    @serve.batch(max_batch_size=4, batch_wait_timeout_s=0.2)
+    async def _animate_batch(self, items: list[AnimateItem]) -> list[SceneResult | Exception]:
+        self.batch_sizes[len(items)] += 1
+        metrics.get().batch_size.observe(len(items))
+        try:
+            results = await asyncio.to_thread(self._run, items)
+        except Exception as exc:  # noqa: BLE001 - one bad scene must not fail the others in its batch
+            if len(items) == 1:
+                return [exc]
+            logger.warning("Batch of %d failed (%s); running its scenes one by one", len(items), exc)
+            return [await self._run_alone(item) for item in items]
+        self._record_gpu_memory()
+        return results
+
+    async def _run_alone(self, item: AnimateItem) -> SceneResult | Exception:
+        try:
+            return (await asyncio.to_thread(self._run, [item]))[0]
+        except Exception as exc:  # noqa: BLE001 - returned to that scene's caller alone
+            return exc
+
+    def _run(self, items: list[AnimateItem]) -> list[SceneResult]:
+        return animate_scenes(
+            self.engine,
+            [item.request for item in items],
+            [item.text for item in items],
+            self.fallback,
+            self.config,
+        )
+
+    def stats(self) -> dict[str, object]:
+        """What this replica has seen: batch sizes (size -> count) and whether the model is loaded."""
+        return {
+            "batch_sizes": dict(self.batch_sizes),
+            "model_loaded": self.engine is not None,
+            "unavailable": self.unavailable,
+        }
+
+    def check_health(self) -> None:
+        if self.fallback == "never" and self.engine is None:
+            raise RuntimeError(f"SVD unusable: {self.unavailable}")
+
+    def _record_gpu_memory(self) -> None:
+        import torch
+
+        if torch.cuda.is_available():
+            metrics.get().gpu_memory.set(torch.cuda.max_memory_allocated())
+
+    def __del__(self) -> None:
+        if self.engine is not None:
+            self.engine.unload()

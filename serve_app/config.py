@@ -1,0 +1,133 @@
+"""The one configuration schema of the application (the `args` of serve_config.yaml).
+
+It gathers the seed's VIDEO_CONFIG (``video``) and VIDEO_PROCESSING_CONFIG (``video_processing``) with the
+scene writer, the keyframe painter, storage, limits and job settings. Every field is described; Ray
+Serve validates the `args` of a config file against it before any replica starts.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from engines.fallback import FallbackPolicy
+from engines.media import VideoProcessingConfig
+from engines.painter import PainterConfig
+from engines.svd import SVDConfig
+from engines.writer import WriterConfig
+
+
+class StorageConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    root: str = Field(
+        "storage",
+        description="Folder for job artifacts (scene clips, videos, posters, captions). On a multi-node cluster "
+        "it must be a volume every node mounts: the Encoder writes there and the ingress serves from it.",
+    )
+    database: str | None = Field(
+        None,
+        description="SQLite file of the job store; default `<root>/jobs.sqlite3`. Keep it on local disk.",
+    )
+
+    @property
+    def database_path(self) -> Path:
+        return Path(self.database) if self.database else Path(self.root) / "jobs.sqlite3"
+
+
+class LimitsConfig(BaseModel):
+    """Bounds on what one request may ask for: they keep one caller from holding the GPUs for hours."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_prompt_chars: int = Field(4000, ge=1, description="Longest prompt accepted.")
+    max_seconds: float = Field(
+        28, gt=0, description="Longest video accepted, in seconds (8 scenes of 25 frames at 7 fps is 28.6 s)."
+    )
+    max_scenes: int = Field(8, ge=1, description="Most scenes per video (explicit or written).")
+    max_frames_per_scene: int = Field(
+        25, ge=2, description="Most SVD frames per scene; longer scenes are cut into more scenes."
+    )
+    max_inference_steps: int = Field(50, ge=1, description="Most SVD denoising steps a request may ask for.")
+    max_width: int = Field(1920, ge=64, description="Widest output accepted, in pixels.")
+    max_height: int = Field(1920, ge=64, description="Tallest output accepted, in pixels.")
+    max_body_bytes: int = Field(
+        16 * 2**20,
+        ge=1024,
+        description="Largest request body (an `input_reference` image included); 413 above.",
+    )
+    max_queued_jobs: int = Field(
+        64, ge=1, description="Jobs waiting to start before new ones are refused with 429 and Retry-After."
+    )
+
+
+class JobsConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    max_concurrent_jobs: int = Field(
+        2,
+        ge=1,
+        description="Jobs one ingress replica runs at once. Their scenes reach SVD together, which is what "
+        "lets @serve.batch form batches; more than the GPUs can keep busy only queues inside Serve.",
+    )
+    default_seconds: float = Field(4, gt=0, description="Video length when a request does not say.")
+    retention_hours: float = Field(
+        24, gt=0, description="How long finished videos are kept; sets `expires_at` on each video."
+    )
+
+
+class AppConfig(BaseModel):
+    """Everything the application needs; `args` in serve_config.yaml."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    served_model_name: str = Field(
+        "svd-xt", description="The model id clients pass as `model` and GET /v1/models lists."
+    )
+    fallback: FallbackPolicy = Field(
+        "auto",
+        description="When a model cannot load or run: `auto` degrades that stage (template writer, placeholder "
+        "keyframe, title-card clip) and records why; `always` never loads the painter or SVD (CPU profile); "
+        "`never` fails the scene instead.",
+    )
+    video: SVDConfig = Field(
+        default_factory=SVDConfig, description="The SVD generator (the seed's VIDEO_CONFIG)."
+    )
+    video_processing: VideoProcessingConfig = Field(
+        default_factory=VideoProcessingConfig,
+        description="Encoding and assembly (the seed's VIDEO_PROCESSING_CONFIG).",
+    )
+    writer: WriterConfig = Field(default_factory=WriterConfig, description="The scene writer.")
+    painter: PainterConfig = Field(default_factory=PainterConfig, description="The keyframe painter.")
+    storage: StorageConfig = Field(
+        default_factory=StorageConfig, description="Where jobs and artifacts live."
+    )
+    limits: LimitsConfig = Field(default_factory=LimitsConfig, description="Bounds on each request.")
+    jobs: JobsConfig = Field(default_factory=JobsConfig, description="Job execution and retention.")
+
+    @model_validator(mode="after")
+    def _frames_fit_the_limit(self) -> AppConfig:
+        if self.video.num_frames > self.limits.max_frames_per_scene:
+            raise ValueError(
+                f"video.num_frames={self.video.num_frames} exceeds limits.max_frames_per_scene="
+                f"{self.limits.max_frames_per_scene}"
+            )
+        return self
+
+    @property
+    def scene_seconds(self) -> float:
+        """Length of one default SVD clip (``video.num_frames`` at ``video.fps``): a scene's natural length."""
+        return self.video.num_frames / self.video.fps
+
+
+def load_serve_config(path: str | Path, app_name: str | None = None) -> AppConfig:
+    """Read a Serve config file and validate the `args` of its application (the first, or ``app_name``)."""
+    document: dict[str, Any] = yaml.safe_load(Path(path).read_text())
+    applications = document.get("applications") or []
+    for app in applications:
+        if app_name is None or app.get("name") == app_name:
+            return AppConfig.model_validate(app.get("args") or {})
+    raise KeyError(f"no application {app_name!r} in {path}")

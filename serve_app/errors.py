@@ -1,0 +1,125 @@
+"""One error envelope and one table from error kind to HTTP status.
+
+Every error the API returns looks like ``{"error": {"message", "type", "param", "code"}}`` (OpenAI's
+shape). Domain code raises ``APIError`` (or an engine error); ``error_response`` is the only place that
+turns an exception into a response.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from engines.errors import InvalidInput
+
+logger = logging.getLogger("ray.serve")
+
+
+class ErrorBody(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    """The one error envelope."""
+
+    error: ErrorBody
+
+
+class APIError(Exception):
+    """An error with its HTTP status. Raise the subclasses below, not this."""
+
+    status = 500
+    type = "internal_error"
+
+    def __init__(
+        self, message: str, param: str | None = None, code: str | None = None, headers: dict | None = None
+    ):
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.code = code or self.type
+        self.headers = headers or {}
+
+
+class BadRequest(APIError):
+    status, type = 400, "invalid_request_error"
+
+
+class NotFound(APIError):
+    status, type = 404, "not_found_error"
+
+
+class Conflict(APIError):
+    status, type = 409, "conflict_error"
+
+
+class PayloadTooLarge(APIError):
+    status, type = 413, "request_too_large"
+
+
+class Unprocessable(APIError):
+    status, type = 422, "unprocessable_entity"
+
+
+class Overloaded(APIError):
+    status, type = 429, "rate_limit_error"
+
+
+class Unavailable(APIError):
+    status, type = 503, "service_unavailable"
+
+
+def bad_value(param: str, value: Any, reason: str) -> BadRequest:
+    """A 400 whose message names the field and shows the value."""
+    return BadRequest(str(InvalidInput(param, value, reason)), param=param, code="invalid_value")
+
+
+def error_response(exc: Exception) -> JSONResponse:
+    """Map any exception to the envelope and its status. Unknown exceptions are 500 and logged."""
+    if isinstance(exc, APIError):
+        error = exc
+    elif isinstance(exc, InvalidInput):
+        error = BadRequest(str(exc), param=exc.param, code="invalid_value")
+    elif isinstance(exc, RequestValidationError):
+        error = _from_validation(exc)
+    elif isinstance(exc, StarletteHTTPException):
+        kinds = {404: NotFound, 405: BadRequest, 413: PayloadTooLarge}
+        error = kinds.get(exc.status_code, BadRequest)(str(exc.detail))
+        error.status = exc.status_code
+    else:
+        logger.exception("Unhandled error", exc_info=exc)
+        error = APIError("Internal error; the server log has the details.")
+    body = ErrorResponse(
+        error=ErrorBody(message=error.message, type=error.type, param=error.param, code=error.code)
+    )
+    return JSONResponse(body.model_dump(), status_code=error.status, headers=error.headers)
+
+
+def _from_validation(exc: RequestValidationError) -> BadRequest:
+    first = exc.errors()[0]
+    location = [str(part) for part in first.get("loc", ()) if part not in ("body", "query", "path", "header")]
+    param = ".".join(location) or None
+    value = first.get("input")
+    message = first.get("msg", "invalid value")
+    if param and first.get("type") != "missing":
+        return bad_value(param, value, message)
+    return BadRequest(f"{param}: {message}" if param else message, param=param, code="invalid_value")
+
+
+async def handle(request: Request, exc: Exception) -> JSONResponse:
+    """FastAPI exception handler: every error goes through ``error_response``."""
+    return error_response(exc)
+
+
+def responses(*errors: type[APIError]) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses=`` for a route: each status it can answer with, all in the one envelope."""
+    return {error.status: {"model": ErrorResponse, "description": error.type} for error in errors}

@@ -1,0 +1,278 @@
+"""Running a video job as numbered steps: write, then per scene paint, animate, encode; then stitch.
+
+The runner talks to the four deployments through handles it receives in its constructor (tests pass
+fakes with the same ``method.remote(...)`` shape). Each finished scene clip is a checkpoint: a job that
+runs again skips the scenes already done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from engines.errors import GenerationCancelled, InvalidInput, MediaError, ModelUnavailable
+from engines.painter import prepare_reference
+from engines.svd import SceneRequest
+from engines.writer import improve_visual_prompt, motion_bucket_id
+from serve_app import metrics
+from serve_app.config import AppConfig
+from serve_app.planning import JobPlan, plan_job
+from serve_app.protocol import CreateVideoRequest
+from serve_app.storage import JobFiles
+from serve_app.store import JobStore, SceneRow, now
+
+logger = logging.getLogger("ray.serve")
+
+# How a job's progress splits between its steps, in percent.
+WRITE_SHARE, SCENES_SHARE = 5, 85
+# Where each scene stage starts, in percent of the scene.
+STAGE_START = {"painting": 5, "animating": 25, "encoding": 85, "completed": 100}
+
+
+@dataclass
+class Handles:
+    """The deployments a job needs (DeploymentHandles in Serve, fakes in tests)."""
+
+    writer: Any
+    painter: Any
+    svd: Any
+    encoder: Any
+
+
+class JobRunner:
+    """Runs jobs stored in ``store`` through the deployments.
+
+    Args:
+        config: the application config.
+        store: the job store.
+        handles: the writer, painter, SVD and encoder deployments.
+    """
+
+    def __init__(self, config: AppConfig, store: JobStore, handles: Handles) -> None:
+        self.config = config
+        self.store = store
+        self.handles = handles
+
+    async def run(self, job_id: str) -> None:
+        """Run (or resume) one job to a final status. Never raises for the job's own failures."""
+        job = self.store.get(job_id)
+        if job is None or job.status in ("completed", "failed", "cancelled"):
+            return
+        request = CreateVideoRequest.model_validate(job.request)
+        plan = plan_job(request, self.config, seed=job.request["seed"])
+        files = JobFiles(self.config.storage.root, job_id)
+        self.store.update(
+            job_id, status="in_progress", started_at=job.started_at or now(), attempts=job.attempts + 1
+        )
+        started = time.monotonic()
+        try:
+            # 1. Write the script, unless the caller gave scenes or an earlier run already wrote them.
+            scenes = job.scenes or await self._write(job_id, request, plan)
+            # 2. Make the scenes: paint, animate, encode. Scenes overlap (scene 2 animates while scene 1
+            #    encodes) unless continuity chains each to the last frame of the one before.
+            await self._make_scenes(job_id, request, plan, scenes, files)
+            # 3. Stitch the clips; write the poster, spritesheet and captions.
+            stitch_started = time.monotonic()
+            await self.handles.encoder.finish.remote(
+                job_id, [scene.caption for scene in scenes], plan.size, request.captions
+            )
+            metrics.get().stage_seconds.observe(time.monotonic() - stitch_started, tags={"stage": "stitch"})
+            # 4. Done.
+            finished = now()
+            self.store.update(
+                job_id,
+                status="completed",
+                progress=100,
+                completed_at=finished,
+                expires_at=finished + int(self.config.jobs.retention_hours * 3600),
+            )
+            logger.info("job %s completed in %.1f s", job_id, time.monotonic() - started)
+            metrics.get().jobs_finished.inc(tags={"status": "completed"})
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - every failure becomes the job's error object
+            self._fail(job_id, exc)
+
+    # -- steps ----------------------------------------------------------------------------------
+
+    async def _write(self, job_id: str, request: CreateVideoRequest, plan: JobPlan) -> list[SceneRow]:
+        started = time.monotonic()
+        if request.scenes is not None:
+            rows = [
+                SceneRow(
+                    job_id=job_id,
+                    idx=i,
+                    caption=spec.caption,
+                    visual_prompt=spec.visual_prompt
+                    or improve_visual_prompt(spec.caption, self._style_terms(request)),
+                    duration_s=spec.duration_s or plan.scene_seconds,
+                    motion_bucket_id=motion_bucket_id(spec.motion or "moderate"),
+                )
+                for i, spec in enumerate(request.scenes)
+            ]
+            title, backend = None, "explicit"
+        else:
+            script = await self.handles.writer.write.remote(
+                request.prompt, plan.num_scenes, None, request.style
+            )
+            # Equal scene lengths: the video lasts what was asked, and equal frame counts batch together.
+            rows = [
+                SceneRow(
+                    job_id=job_id,
+                    idx=i,
+                    caption=scene.caption,
+                    visual_prompt=scene.visual_prompt,
+                    duration_s=plan.seconds / len(script.scenes),
+                    motion_bucket_id=scene.motion_bucket_id,
+                )
+                for i, scene in enumerate(script.scenes)
+            ]
+            title, backend = script.title, script.backend
+        self.store.set_scenes(job_id, rows)
+        self.store.update(job_id, title=title, script_backend=backend, progress=WRITE_SHARE)
+        metrics.get().stage_seconds.observe(time.monotonic() - started, tags={"stage": "write"})
+        logger.info("job %s: %d scenes written by %s", job_id, len(rows), backend)
+        return rows
+
+    async def _make_scenes(
+        self, job_id: str, request: CreateVideoRequest, plan: JobPlan, scenes: list[SceneRow], files: JobFiles
+    ) -> None:
+        if request.continuity:
+            last_frame = None
+            for scene in scenes:
+                last_frame = await self._make_scene(job_id, request, plan, scene, files, last_frame)
+            return
+        async with asyncio.TaskGroup() as group:
+            for scene in scenes:
+                group.create_task(self._make_scene(job_id, request, plan, scene, files, None))
+
+    async def _make_scene(
+        self,
+        job_id: str,
+        request: CreateVideoRequest,
+        plan: JobPlan,
+        scene: SceneRow,
+        files: JobFiles,
+        previous_frame: Any,
+    ) -> Any:
+        """Paint, animate and encode one scene. Returns its last frame (for continuity)."""
+        clip = files.clip(scene.idx)
+        if scene.status == "completed" and clip.is_file():
+            return _last_frame(clip) if request.continuity else None  # checkpoint: done in an earlier run
+        self._scene(job_id, scene.idx, "painting", attempts=scene.attempts + 1)
+        seed = plan.seed + scene.idx
+        width, height = plan.generation_size
+
+        # a. The first frame: the caller's reference, the previous scene's end, or a painted keyframe.
+        stage_started = time.monotonic()
+        if scene.idx == 0 and files.reference.is_file():
+            keyframe, made_by = prepare_reference(Image.open(files.reference), width, height), "reference"
+        elif previous_frame is not None:
+            keyframe, made_by = (
+                prepare_reference(Image.fromarray(previous_frame), width, height),
+                "continuity",
+            )
+        else:
+            painted = await self.handles.painter.paint.remote(scene.visual_prompt, width, height, seed)
+            keyframe, made_by = painted.image, painted.generator
+        self._observe("paint", stage_started)
+
+        # b. Animate it.
+        self._scene(job_id, scene.idx, "animating", keyframe_generator=made_by)
+        stage_started = time.monotonic()
+        svd_request = SceneRequest(
+            image=keyframe,
+            seed=seed,
+            width=width,
+            height=height,
+            num_frames=plan.frames_for(scene.duration_s, self.config.limits.max_frames_per_scene),
+            num_inference_steps=plan.steps,
+            fps=plan.fps,
+            motion_bucket_id=request.motion_bucket_id or scene.motion_bucket_id,
+            noise_aug_strength=request.noise_aug_strength,
+        )
+        result = await self.handles.svd.animate.remote(svd_request, scene.caption)
+        self._observe("animate", stage_started)
+
+        # c. Encode its clip: the checkpoint.
+        self._scene(
+            job_id, scene.idx, "encoding", generator=result.generator, fallback_reason=result.fallback_reason
+        )
+        stage_started = time.monotonic()
+        encoded = await self.handles.encoder.encode_scene.remote(job_id, scene.idx, result, plan.fps)
+        self._observe("encode", stage_started)
+        self._scene(job_id, scene.idx, "completed", clip_path=encoded.path)
+        metrics.get().scenes.inc(tags={"generator": result.generator})
+        return encoded.last_frame
+
+    # -- bookkeeping ----------------------------------------------------------------------------
+
+    def _scene(self, job_id: str, idx: int, status: str, **changes: Any) -> None:
+        """Move a scene to ``status`` and recompute the job's progress from all its scenes."""
+        self.store.update_scene(job_id, idx, status=status, progress=STAGE_START[status], **changes)
+        job = self.store.get(job_id)
+        if job is not None and job.scenes:
+            done = sum(scene.progress for scene in job.scenes) / (100 * len(job.scenes))
+            self.store.update(job_id, progress=int(WRITE_SHARE + SCENES_SHARE * done))
+
+    def _fail(self, job_id: str, exc: BaseException) -> None:
+        cause = _unwrap(exc)
+        code = _error_code(cause)
+        logger.warning("job %s failed (%s): %s", job_id, code, cause)
+        job = self.store.get(job_id)
+        for scene in job.scenes if job else []:
+            if scene.status != "completed":
+                self.store.update_scene(job_id, scene.idx, status="failed")
+        self.store.update(
+            job_id, status="failed", error_code=code, error_message=_message(cause), completed_at=now()
+        )
+        metrics.get().jobs_finished.inc(tags={"status": "failed"})
+
+    def _style_terms(self, request: CreateVideoRequest) -> list[str]:
+        writer = self.config.writer
+        return [*([request.style] if request.style else []), *writer.style, *writer.quality_terms]
+
+    @staticmethod
+    def _observe(stage: str, started: float) -> None:
+        metrics.get().stage_seconds.observe(time.monotonic() - started, tags={"stage": stage})
+
+
+def _last_frame(clip: Path) -> Any:
+    from engines.media import VideoProcessor
+
+    frames = VideoProcessor.sample_frames(clip, 10**6)
+    return frames[-1]
+
+
+def _unwrap(exc: BaseException) -> BaseException:
+    """The error a replica raised, out of Ray's wrapper and out of a task group."""
+    while True:
+        if isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+            exc = exc.exceptions[0]
+        elif getattr(exc, "cause", None) is not None and isinstance(exc.cause, BaseException):
+            exc = exc.cause
+        else:
+            return exc
+
+
+def _error_code(exc: BaseException) -> str:
+    for kind, code in (
+        (ModelUnavailable, "model_unavailable"),
+        (InvalidInput, "invalid_input"),
+        (MediaError, "media_error"),
+        (GenerationCancelled, "cancelled"),
+    ):
+        if isinstance(exc, kind):
+            return code
+    return "internal_error"
+
+
+def _message(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:1000] if text else type(exc).__name__

@@ -1,0 +1,43 @@
+"""Ray Serve custom metrics, shown in the Ray dashboard and exported to Prometheus.
+
+Created lazily inside replicas (metrics need a running Ray worker), one set per process.
+"""
+
+from __future__ import annotations
+
+import functools
+
+from ray.serve import metrics
+
+STAGES = ("write", "paint", "animate", "encode", "stitch")
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.jobs = metrics.Gauge("storyreel_jobs", description="Jobs by status.", tag_keys=("status",))
+        self.jobs_finished = metrics.Counter(
+            "storyreel_jobs_finished", description="Jobs that reached a final status.", tag_keys=("status",)
+        )
+        self.stage_seconds = metrics.Histogram(
+            "storyreel_stage_seconds",
+            description="Wall time of one stage of one scene (write and stitch: of one job).",
+            boundaries=[0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600],
+            tag_keys=("stage",),
+        )
+        self.scenes = metrics.Counter(
+            "storyreel_scenes", description="Scenes finished, by what made them.", tag_keys=("generator",)
+        )
+        self.batch_size = metrics.Histogram(
+            "storyreel_svd_batch_size",
+            description="Scenes per SVD pipeline call.",
+            boundaries=[1, 2, 3, 4, 6, 8],
+        )
+        self.queue_depth = metrics.Gauge("storyreel_queue_depth", description="Jobs waiting to start.")
+        self.gpu_memory = metrics.Gauge(
+            "storyreel_gpu_memory_bytes", description="Peak GPU memory allocated by the SVD replica."
+        )
+
+
+@functools.cache
+def get() -> Metrics:
+    return Metrics()

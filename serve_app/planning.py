@@ -1,0 +1,112 @@
+"""From a request and the config to a plan: every default resolved, every limit checked.
+
+The plan is computed when a job is created (to refuse bad requests with a 400) and again when it runs,
+so a resumed job makes the same video.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from serve_app.config import AppConfig
+from serve_app.errors import bad_value
+from serve_app.protocol import CreateVideoRequest
+
+
+@dataclass(frozen=True)
+class JobPlan:
+    """What a job makes.
+
+    Args:
+        seconds: total length asked for.
+        size: (width, height) of the final video (even).
+        generation_size: (width, height) at which keyframes are painted and SVD runs.
+        fps: frame rate SVD is conditioned on and clips play at (before interpolation).
+        num_scenes: scenes to make (explicit scenes fix it; else asked or derived from `seconds`).
+        steps: SVD denoising steps.
+        seed: base seed; scene i uses seed + i.
+    """
+
+    seconds: float
+    size: tuple[int, int]
+    generation_size: tuple[int, int]
+    fps: int
+    num_scenes: int
+    steps: int
+    seed: int
+
+    @property
+    def scene_seconds(self) -> float:
+        return self.seconds / self.num_scenes
+
+    def frames_for(self, duration_s: float, max_frames: int) -> int:
+        """SVD frames for a scene of ``duration_s`` seconds (at least 2, at most ``max_frames``)."""
+        return max(2, min(max_frames, round(duration_s * self.fps)))
+
+
+def plan_job(request: CreateVideoRequest, config: AppConfig, seed: int) -> JobPlan:
+    """Resolve ``request`` against ``config``. Raises BadRequest naming the field and value it refuses."""
+    limits = config.limits
+    if len(request.prompt) > limits.max_prompt_chars:
+        raise bad_value("prompt", f"<{len(request.prompt)} characters>", f"at most {limits.max_prompt_chars}")
+    if request.model is not None and request.model not in (config.served_model_name, config.video.model):
+        raise bad_value("model", request.model, f"this service serves {config.served_model_name!r}")
+
+    seconds = request.seconds if request.seconds is not None else config.jobs.default_seconds
+    if seconds > limits.max_seconds:
+        raise bad_value("seconds", request.seconds, f"at most {limits.max_seconds:g}")
+
+    width, height = request.dimensions() or (config.video.width, config.video.height)
+    if width > limits.max_width or height > limits.max_height or min(width, height) < 64:
+        raise bad_value(
+            "size",
+            request.size,
+            f"each side 64 or more, width at most {limits.max_width}, height at most {limits.max_height}",
+        )
+
+    steps = request.num_inference_steps or config.video.num_inference_steps
+    if steps > limits.max_inference_steps:
+        raise bad_value("num_inference_steps", steps, f"at most {limits.max_inference_steps}")
+    fps = request.fps or config.video.fps
+
+    if request.scenes is not None:
+        num_scenes = len(request.scenes)
+        param, value = "scenes", f"<{num_scenes} scenes>"
+    else:
+        num_scenes = request.num_scenes or max(1, math.ceil(seconds / config.scene_seconds - 0.05))
+        param, value = "num_scenes", num_scenes
+    if num_scenes > limits.max_scenes:
+        raise bad_value(param, value, f"at most {limits.max_scenes} scenes")
+    if request.num_scenes is not None and request.num_scenes > config.writer.bounds.max_scenes:
+        raise bad_value(
+            "num_scenes", request.num_scenes, f"the writer makes at most {config.writer.bounds.max_scenes}"
+        )
+    if seconds / num_scenes * fps < 2:
+        raise bad_value("seconds", seconds, f"too short for {num_scenes} scenes at {fps} fps (2 frames each)")
+
+    return JobPlan(
+        seconds=seconds,
+        size=(width // 2 * 2, height // 2 * 2),
+        generation_size=generation_size(width, height, config.video.width, config.video.height),
+        fps=fps,
+        num_scenes=num_scenes,
+        steps=steps,
+        seed=seed,
+    )
+
+
+def generation_size(width: int, height: int, base_width: int, base_height: int) -> tuple[int, int]:
+    """Size SVD runs at for an output of ``width`` x ``height``.
+
+    SVD is trained at ``base_width`` x ``base_height`` (1024x576): an output of that aspect, either way up,
+    runs at exactly that size; other aspects keep its pixel count, in multiples of 64.
+    """
+    aspect = width / height
+    for w, h in ((base_width, base_height), (base_height, base_width)):
+        if abs(aspect / (w / h) - 1) < 0.02:
+            return w, h
+    area = base_width * base_height
+    return max(64, round(math.sqrt(area * aspect) / 64) * 64), max(
+        64, round(math.sqrt(area / aspect) / 64) * 64
+    )

@@ -1,0 +1,170 @@
+"""Wire models of the HTTP API: OpenAI's Videos API plus this service's extensions.
+
+Static checks (types, ranges that never change) live here; limits that come from the deployment's config
+(longest prompt, most scenes, largest size) are checked in ``serve_app.serving``.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+JobStatus = Literal["queued", "in_progress", "completed", "failed", "cancelled"]
+SceneStatus = Literal["pending", "painting", "animating", "encoding", "completed", "failed", "cancelled"]
+Variant = Literal["video", "thumbnail", "spritesheet", "captions"]
+TERMINAL: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
+
+SIZE_PATTERN = re.compile(r"^([1-9][0-9]{1,4})x([1-9][0-9]{1,4})$")
+
+
+class SceneSpec(BaseModel):
+    """A scene the caller writes: the writer is skipped."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    caption: str = Field(min_length=1, description="Text shown as the scene's subtitle, any language.")
+    visual_prompt: str | None = Field(
+        None, min_length=1, description="English keyframe prompt; default the caption with style terms."
+    )
+    duration_s: float | None = Field(
+        None, gt=0, description="Scene length; default an equal share of `seconds`."
+    )
+    motion: Literal["still", "gentle", "moderate", "dynamic"] | None = Field(
+        None, description="How much the scene moves (SVD motion bucket)."
+    )
+
+
+class ImageReference(BaseModel):
+    """OpenAI's JSON form of `input_reference`. Only data URLs: the service never fetches a URL."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    image_url: str = Field(description="A base64 data URL such as data:image/png;base64,....")
+
+
+class CreateVideoRequest(BaseModel):
+    """Body of `POST /v1/videos` (JSON, or multipart form fields with `input_reference` as a file)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prompt: str = Field(min_length=1, description="The story idea.")
+    model: str | None = Field(None, description="A model id from GET /v1/models; default the served model.")
+    seconds: float | None = Field(None, gt=0, description="Total length in seconds; default from config.")
+    size: str | None = Field(None, description="'WIDTHxHEIGHT', e.g. '1280x720'; default from config.")
+    input_reference: ImageReference | None = Field(
+        None, description="First scene's keyframe instead of a painted one (multipart: an image file)."
+    )
+    num_scenes: int | None = Field(None, ge=1, description="How many scenes the writer should make.")
+    scenes: list[SceneSpec] | None = Field(
+        None, min_length=1, description="Explicit scenes; skips the writer."
+    )
+    seed: int | None = Field(None, ge=0, le=2**32 - 1, description="Base seed; scene i uses seed + i.")
+    fps: int | None = Field(
+        None, ge=1, le=60, description="Frame rate SVD is conditioned on and clips play at."
+    )
+    num_inference_steps: int | None = Field(None, ge=1, description="SVD denoising steps per scene.")
+    motion_bucket_id: int | None = Field(None, ge=0, le=255, description="Overrides every scene's motion.")
+    noise_aug_strength: float | None = Field(None, ge=0, le=1, description="Noise added to each keyframe.")
+    style: str | None = Field(None, max_length=200, description="Style terms added to every keyframe prompt.")
+    continuity: bool = Field(
+        False, description="Start each scene from the previous scene's last frame instead of a new keyframe."
+    )
+    captions: bool = Field(True, description="Write WebVTT captions from the scene text.")
+
+    @field_validator("seconds", mode="before")
+    @classmethod
+    def _seconds_may_be_a_string(cls, value: object) -> object:
+        # OpenAI's SDK sends seconds as a string ("4", "8", "12").
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                return value
+        return value
+
+    @field_validator("size")
+    @classmethod
+    def _size_is_w_by_h(cls, value: str | None) -> str | None:
+        if value is not None and not SIZE_PATTERN.match(value):
+            raise ValueError("expected 'WIDTHxHEIGHT' such as '1280x720'")
+        return value
+
+    def dimensions(self) -> tuple[int, int] | None:
+        if self.size is None:
+            return None
+        width, height = SIZE_PATTERN.match(self.size).groups()  # type: ignore[union-attr]
+        return int(width), int(height)
+
+
+class VideoError(BaseModel):
+    code: str
+    message: str
+
+
+class SceneObject(BaseModel):
+    """Extension: one scene of a video and how it was made."""
+
+    index: int
+    caption: str
+    visual_prompt: str
+    duration_s: float
+    status: SceneStatus
+    progress: int = Field(ge=0, le=100)
+    generator: str | None = Field(None, description="What animated the scene: 'svd' or 'fallback'.")
+    keyframe_generator: str | None = Field(
+        None, description="What made its first frame: 'painter', 'reference', 'continuity' or 'placeholder'."
+    )
+    fallback_reason: str | None = Field(None, description="Why a fallback was used, when it was.")
+    attempts: int = Field(0, description="How many times the scene was started.")
+
+
+class VideoObject(BaseModel):
+    """OpenAI's video object, with `scenes` and `title` as extensions."""
+
+    id: str
+    object: Literal["video"] = "video"
+    model: str
+    status: JobStatus
+    progress: int = Field(ge=0, le=100)
+    created_at: int
+    completed_at: int | None = None
+    expires_at: int | None = None
+    prompt: str
+    size: str
+    seconds: str
+    error: VideoError | None = None
+    title: str | None = None
+    scenes: list[SceneObject] = Field(default_factory=list)
+
+
+class VideoList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[VideoObject]
+    first_id: str | None
+    last_id: str | None
+    has_more: bool
+
+
+class VideoDeleted(BaseModel):
+    id: str
+    object: Literal["video.deleted"] = "video.deleted"
+    deleted: bool = True
+
+
+class ModelObject(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str = "storyreel"
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelObject]
+
+
+class Health(BaseModel):
+    status: Literal["ok"] = "ok"
+    jobs_running: int

@@ -1,0 +1,57 @@
+"""Where a job's artifacts live: one folder per job under the storage root, with fixed file names.
+
+Paths are built only from validated job ids and scene numbers, never from request text, so ffmpeg and
+the content route only ever touch files the service wrote.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+JOB_ID = re.compile(r"^video_[0-9a-f]{32}$")
+
+CONTENT_TYPES = {
+    "video": "video/mp4",
+    "thumbnail": "image/jpeg",
+    "spritesheet": "image/jpeg",
+    "captions": "text/vtt; charset=utf-8",
+}
+
+
+class JobFiles:
+    """The files of one job.
+
+    Args:
+        root: the storage root (config ``storage.root``).
+        job_id: a job id as the service issues them (``video_`` and 32 hex digits).
+    """
+
+    def __init__(self, root: str | Path, job_id: str) -> None:
+        if not JOB_ID.match(job_id):
+            raise ValueError(f"not a job id: {job_id!r}")
+        self.folder = Path(root) / "jobs" / job_id
+
+    def clip(self, index: int) -> Path:
+        return self.folder / f"scene_{index:03d}.mp4"
+
+    def keyframe(self, index: int) -> Path:
+        return self.folder / f"keyframe_{index:03d}.png"
+
+    @property
+    def reference(self) -> Path:
+        return self.folder / "input_reference.png"
+
+    def variant(self, name: str) -> Path:
+        """The final artifact for a content variant: video, thumbnail, spritesheet or captions."""
+        files = {
+            "video": "video.mp4",
+            "thumbnail": "thumbnail.jpg",
+            "spritesheet": "spritesheet.jpg",
+            "captions": "captions.vtt",
+        }
+        return self.folder / files[name]
+
+    def remove(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)

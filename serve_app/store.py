@@ -1,0 +1,257 @@
+"""The job store: jobs and their scenes in SQLite (WAL), through one SQL code path.
+
+Every statement is plain SQL with named parameters and no SQLite-only syntax besides the PRAGMAs in
+``_connect``, so a PostgreSQL store can follow by swapping the connection.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    status TEXT NOT NULL,
+    progress INTEGER NOT NULL DEFAULT 0,
+    model TEXT NOT NULL,
+    prompt TEXT NOT NULL,
+    size TEXT NOT NULL,
+    seconds TEXT NOT NULL,
+    request_json TEXT NOT NULL,
+    title TEXT,
+    script_backend TEXT,
+    created_at INTEGER NOT NULL,
+    started_at INTEGER,
+    completed_at INTEGER,
+    expires_at INTEGER,
+    error_code TEXT,
+    error_message TEXT,
+    idempotency_key TEXT UNIQUE,
+    request_hash TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS scenes (
+    job_id TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+    idx INTEGER NOT NULL,
+    caption TEXT NOT NULL,
+    visual_prompt TEXT NOT NULL,
+    duration_s REAL NOT NULL,
+    motion_bucket_id INTEGER NOT NULL,
+    status TEXT NOT NULL DEFAULT 'pending',
+    progress INTEGER NOT NULL DEFAULT 0,
+    generator TEXT,
+    keyframe_generator TEXT,
+    fallback_reason TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    clip_path TEXT,
+    PRIMARY KEY (job_id, idx)
+);
+CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs(status);
+"""
+
+
+@dataclass
+class SceneRow:
+    job_id: str
+    idx: int
+    caption: str
+    visual_prompt: str
+    duration_s: float
+    motion_bucket_id: int
+    status: str = "pending"
+    progress: int = 0
+    generator: str | None = None
+    keyframe_generator: str | None = None
+    fallback_reason: str | None = None
+    attempts: int = 0
+    clip_path: str | None = None
+
+
+@dataclass
+class JobRow:
+    id: str
+    status: str
+    model: str
+    prompt: str
+    size: str
+    seconds: str
+    request_json: str
+    created_at: int
+    progress: int = 0
+    title: str | None = None
+    script_backend: str | None = None
+    started_at: int | None = None
+    completed_at: int | None = None
+    expires_at: int | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+    idempotency_key: str | None = None
+    request_hash: str | None = None
+    attempts: int = 0
+    scenes: list[SceneRow] = field(default_factory=list)
+
+    @property
+    def request(self) -> dict[str, Any]:
+        return json.loads(self.request_json)
+
+
+_JOB_COLUMNS = tuple(f.name for f in fields(JobRow) if f.name != "scenes")
+_SCENE_COLUMNS = tuple(f.name for f in fields(SceneRow))
+
+
+class IdempotencyConflict(Exception):
+    """A job already exists under this idempotency key."""
+
+    def __init__(self, existing: JobRow):
+        self.existing = existing
+
+
+class JobStore:
+    """Jobs and scenes, safe to share between the threads and tasks of one process.
+
+    Args:
+        path: the SQLite file; its folder is created. ``":memory:"`` for a throwaway store.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        if str(path) != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self._db = _connect(str(path))
+        self._lock = threading.Lock()
+        with self._lock, self._db:
+            self._db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    # -- jobs -----------------------------------------------------------------------------------
+
+    def create(self, job: JobRow) -> JobRow:
+        """Insert ``job`` (and its scenes). Raises IdempotencyConflict if its key is taken."""
+        values = {name: getattr(job, name) for name in _JOB_COLUMNS}
+        with self._lock:
+            try:
+                with self._db:
+                    self._db.execute(_insert("jobs", _JOB_COLUMNS), values)
+            except sqlite3.IntegrityError:
+                existing = self._get_by_key(job.idempotency_key) if job.idempotency_key else None
+                if existing is None:
+                    raise
+                raise IdempotencyConflict(existing) from None
+        return job
+
+    def get(self, job_id: str) -> JobRow | None:
+        with self._lock:
+            row = self._db.execute("SELECT * FROM jobs WHERE id = :id", {"id": job_id}).fetchone()
+            return self._with_scenes(row) if row else None
+
+    def list(self, after: str | None, limit: int, order: str) -> tuple[list[JobRow], bool]:
+        """Jobs ordered by creation (``order`` 'asc' or 'desc'), starting after job ``after``.
+
+        Returns the page and whether more follow. Raises KeyError if ``after`` is unknown.
+        """
+        direction, compare = ("ASC", ">") if order == "asc" else ("DESC", "<")
+        with self._lock:
+            params: dict[str, Any] = {"limit": limit + 1}
+            where = ""
+            if after is not None:
+                cursor = self._db.execute("SELECT seq FROM jobs WHERE id = :id", {"id": after}).fetchone()
+                if cursor is None:
+                    raise KeyError(after)
+                where, params["seq"] = f"WHERE seq {compare} :seq", cursor["seq"]
+            rows = self._db.execute(
+                f"SELECT * FROM jobs {where} ORDER BY seq {direction} LIMIT :limit", params
+            ).fetchall()
+            jobs = [self._with_scenes(row) for row in rows[:limit]]
+        return jobs, len(rows) > limit
+
+    def update(self, job_id: str, **changes: Any) -> None:
+        """Set columns of one job."""
+        self._update("jobs", _JOB_COLUMNS, changes, "id = :key_id", {"key_id": job_id})
+
+    def ids_with_status(self, *statuses: str) -> list[str]:
+        marks = ", ".join(f":s{i}" for i in range(len(statuses)))
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT id FROM jobs WHERE status IN ({marks}) ORDER BY seq",
+                {f"s{i}": status for i, status in enumerate(statuses)},
+            ).fetchall()
+        return [row["id"] for row in rows]
+
+    def count_with_status(self, *statuses: str) -> int:
+        return len(self.ids_with_status(*statuses))
+
+    def delete(self, job_id: str) -> bool:
+        with self._lock, self._db:
+            self._db.execute("DELETE FROM scenes WHERE job_id = :id", {"id": job_id})
+            return self._db.execute("DELETE FROM jobs WHERE id = :id", {"id": job_id}).rowcount > 0
+
+    # -- scenes ---------------------------------------------------------------------------------
+
+    def set_scenes(self, job_id: str, scenes: list[SceneRow]) -> None:
+        """Replace the scenes of a job (when its script is written)."""
+        with self._lock, self._db:
+            self._db.execute("DELETE FROM scenes WHERE job_id = :id", {"id": job_id})
+            self._db.executemany(
+                _insert("scenes", _SCENE_COLUMNS),
+                [{name: getattr(scene, name) for name in _SCENE_COLUMNS} for scene in scenes],
+            )
+
+    def update_scene(self, job_id: str, idx: int, **changes: Any) -> None:
+        self._update(
+            "scenes",
+            _SCENE_COLUMNS,
+            changes,
+            "job_id = :key_id AND idx = :key_idx",
+            {"key_id": job_id, "key_idx": idx},
+        )
+
+    # -- internals ------------------------------------------------------------------------------
+
+    def _update(
+        self, table: str, columns: tuple[str, ...], changes: dict[str, Any], where: str, keys: dict[str, Any]
+    ) -> None:
+        unknown = set(changes) - set(columns)
+        if unknown:
+            raise ValueError(f"unknown {table} columns: {sorted(unknown)}")
+        assignments = ", ".join(f"{name} = :{name}" for name in changes)
+        with self._lock, self._db:
+            self._db.execute(f"UPDATE {table} SET {assignments} WHERE {where}", {**changes, **keys})
+
+    def _get_by_key(self, key: str) -> JobRow | None:
+        row = self._db.execute("SELECT * FROM jobs WHERE idempotency_key = :key", {"key": key}).fetchone()
+        return self._with_scenes(row) if row else None
+
+    def _with_scenes(self, row: sqlite3.Row) -> JobRow:
+        job = JobRow(**{name: row[name] for name in _JOB_COLUMNS})
+        scene_rows = self._db.execute(
+            "SELECT * FROM scenes WHERE job_id = :id ORDER BY idx", {"id": job.id}
+        ).fetchall()
+        job.scenes = [SceneRow(**{name: r[name] for name in _SCENE_COLUMNS}) for r in scene_rows]
+        return job
+
+
+def now() -> int:
+    return int(time.time())
+
+
+def _insert(table: str, columns: tuple[str, ...]) -> str:
+    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join(':' + c for c in columns)})"
+
+
+def _connect(path: str) -> sqlite3.Connection:
+    db = sqlite3.connect(path, check_same_thread=False, timeout=30)
+    db.row_factory = sqlite3.Row
+    # WAL lets readers (status polls) proceed while a runner writes; NORMAL sync is durable across a
+    # process crash, which is the failure jobs must survive.
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+    db.execute("PRAGMA foreign_keys=ON")
+    return db
