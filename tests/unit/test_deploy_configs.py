@@ -1,0 +1,291 @@
+"""The deployment files agree with the code and with each other.
+
+serve_config.yaml and serve_config.cpu.yaml validate against the app's schema and Ray Serve's own; the
+KubeRay manifest carries the same serve config; the cluster groups hold the GPUs and CPUs the replicas ask
+for; every autoscaling number says why it is what it is.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from ray.serve.schema import ServeDeploySchema
+
+from deployments.encoder import Encoder
+from deployments.painter import KeyframePainter
+from deployments.svd import BatchSettings, SVDGenerator
+from deployments.writer import SceneWriter
+from serve_app.config import AppConfig, load_serve_config
+from serve_app.ingress import VideoAPI
+
+pytestmark = pytest.mark.unit
+
+ROOT = Path(__file__).resolve().parents[2]
+GPU_CONFIG = ROOT / "serve_config.yaml"
+CPU_CONFIG = ROOT / "serve_config.cpu.yaml"
+RAYSERVICE = ROOT / "cluster" / "rayservice.yaml"
+RAY_CLUSTER = ROOT / "cluster" / "ray-cluster.yaml"
+
+APP_DEPLOYMENTS = {d.name for d in (VideoAPI, SceneWriter, KeyframePainter, SVDGenerator, Encoder)}
+GPU_DEPLOYMENTS = {"KeyframePainter", "SVDGenerator"}
+INGRESS_RESOURCE = "storyreel_ingress"
+# Keys whose value is a tuning decision: each must carry its reason on the same line.
+REASONED_KEYS = (
+    "num_replicas",
+    "min_replicas",
+    "max_replicas",
+    "target_ongoing_requests",
+    "upscale_delay_s",
+    "downscale_delay_s",
+    "max_ongoing_requests",
+    "max_queued_requests",
+)
+
+
+def _serve_doc(path: Path) -> dict[str, Any]:
+    return yaml.safe_load(path.read_text())
+
+
+def _deployments(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    (app,) = doc["applications"]
+    return {d["name"]: d for d in app["deployments"]}
+
+
+def _rayservice() -> dict[str, Any]:
+    (service,) = [d for d in yaml.safe_load_all(RAYSERVICE.read_text()) if d and d["kind"] == "RayService"]
+    return service
+
+
+def _pack(sizes: list[float], capacity: float) -> int:
+    """Bins of `capacity` that first-fit needs for `sizes`, in the worse of ascending and descending order.
+
+    Ray places each replica on one node (one GPU per node here) as it comes; a fraction never spans two.
+    """
+
+    def first_fit(order: list[float]) -> int:
+        free: list[float] = []
+        for size in order:
+            assert size <= capacity, f"a replica asking for {size} cannot fit a node of {capacity}"
+            for i, room in enumerate(free):
+                if size <= room + 1e-9:
+                    free[i] -= size
+                    break
+            else:
+                free.append(capacity - size)
+        return len(free)
+
+    return max(first_fit(sorted(sizes)), first_fit(sorted(sizes, reverse=True)))
+
+
+def _replica_demand(which: str, resource: str) -> list[float]:
+    """`resource` per replica of every deployment that uses GPUs (or not), at min or max replicas."""
+    sizes: list[float] = []
+    for name, deployment in _deployments(_serve_doc(GPU_CONFIG)).items():
+        options = deployment.get("ray_actor_options", {})
+        if resource == "GPU":
+            if name not in GPU_DEPLOYMENTS:
+                continue
+            amount = options["num_gpus"]
+        else:
+            # GPU replicas take their CPUs on GPU nodes; the ingress lives on the head.
+            if name in GPU_DEPLOYMENTS or INGRESS_RESOURCE in options.get("resources", {}):
+                continue
+            amount = options["num_cpus"]
+        autoscaling = deployment.get("autoscaling_config")
+        count = autoscaling[f"{which}_replicas"] if autoscaling else deployment.get("num_replicas", 1)
+        sizes += [amount] * count
+    return sizes
+
+
+# -- the serve configs -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", [GPU_CONFIG, CPU_CONFIG], ids=["gpu", "cpu"])
+def test_serve_config_validates_against_the_app_schema_and_ray_serve(path: Path) -> None:
+    config = load_serve_config(path)
+
+    assert isinstance(config, AppConfig)
+    ServeDeploySchema.model_validate(_serve_doc(path))
+    (app,) = _serve_doc(path)["applications"]
+    assert app["import_path"] == "serve_app.app:build_app"
+
+
+@pytest.mark.parametrize("path", [GPU_CONFIG, CPU_CONFIG], ids=["gpu", "cpu"])
+def test_every_configured_deployment_exists_in_the_app(path: Path) -> None:
+    named = set(_deployments(_serve_doc(path)))
+
+    # Ray Serve rejects an unknown name only at deploy time; a renamed class must fail here first.
+    assert named <= APP_DEPLOYMENTS, f"not in the app: {named - APP_DEPLOYMENTS}"
+    assert named == APP_DEPLOYMENTS, f"not configured: {APP_DEPLOYMENTS - named}"
+
+
+def test_gpu_profile_runs_svd_xt_on_a_gpu_fraction() -> None:
+    config = load_serve_config(GPU_CONFIG)
+    deployments = _deployments(_serve_doc(GPU_CONFIG))
+    svd = deployments["SVDGenerator"]
+
+    assert config.video.model == "stabilityai/stable-video-diffusion-img2vid-xt"
+    assert config.video.dtype in ("float16", "bfloat16")
+    assert config.fallback == "auto"
+    assert 0 < svd["ray_actor_options"]["num_gpus"] < 1
+    assert 0 < deployments["KeyframePainter"]["ray_actor_options"]["num_gpus"] < 1
+    for name in APP_DEPLOYMENTS - GPU_DEPLOYMENTS:
+        assert deployments[name]["ray_actor_options"].get("num_gpus", 0) == 0, name
+    assert Path(config.storage.root).is_absolute()
+    BatchSettings.model_validate(svd["user_config"])
+
+
+def test_svd_shutdown_outlasts_a_generation_and_its_queue_holds_admitted_jobs() -> None:
+    config = load_serve_config(GPU_CONFIG)
+    svd = _deployments(_serve_doc(GPU_CONFIG))["SVDGenerator"]
+
+    # A 25-step SVD-XT batch runs for minutes: a grace period under ten would cut generations on scale-down.
+    assert svd["graceful_shutdown_timeout_s"] >= 600
+    # Scenes of admitted jobs must never meet backpressure; only a runaway caller should.
+    assert svd["max_queued_requests"] >= config.jobs.max_concurrent_jobs * config.limits.max_scenes
+    assert svd["max_ongoing_requests"] >= svd["user_config"]["max_batch_size"], "batches could never fill"
+
+
+def test_cpu_profile_uses_no_gpu_and_always_falls_back() -> None:
+    config = load_serve_config(CPU_CONFIG)
+    deployments = _deployments(_serve_doc(CPU_CONFIG))
+
+    assert config.fallback == "always"
+    for name, deployment in deployments.items():
+        assert deployment.get("ray_actor_options", {}).get("num_gpus", 0) == 0, name
+
+
+def test_every_autoscaling_number_says_why() -> None:
+    lines = GPU_CONFIG.read_text().splitlines()
+    tuned = [line for line in lines if re.match(rf"\s*({'|'.join(REASONED_KEYS)}):", line)]
+    unexplained = [line.strip() for line in tuned if "#" not in line.split(":", 1)[1]]
+
+    assert len(tuned) >= 4 * 5, "four autoscaled deployments, five numbers each"
+    assert unexplained == []
+
+
+def test_every_deployment_but_the_ingress_autoscales() -> None:
+    deployments = _deployments(_serve_doc(GPU_CONFIG))
+
+    for name in APP_DEPLOYMENTS - {"VideoAPI"}:
+        autoscaling = deployments[name]["autoscaling_config"]
+        assert 1 <= autoscaling["min_replicas"] <= autoscaling["max_replicas"], name
+        assert {"target_ongoing_requests", "upscale_delay_s", "downscale_delay_s"} <= set(autoscaling), name
+    # The ingress runs jobs and resumes unfinished ones on start: two replicas would run jobs twice.
+    assert deployments["VideoAPI"]["num_replicas"] == 1
+    assert "autoscaling_config" not in deployments["VideoAPI"]
+
+
+# -- the cluster files -------------------------------------------------------------------------------------
+
+
+def test_rayservice_serves_exactly_serve_config_yaml() -> None:
+    service = _rayservice()
+
+    assert service["apiVersion"] == "ray.io/v1"
+    assert yaml.safe_load(service["spec"]["serveConfigV2"]) == _serve_doc(GPU_CONFIG), (
+        "cluster/rayservice.yaml's serveConfigV2 differs from serve_config.yaml: paste the file in again"
+    )
+
+
+def _k8s_groups() -> dict[str, dict[str, Any]]:
+    cluster = _rayservice()["spec"]["rayClusterConfig"]
+    return {"head": cluster["headGroupSpec"]} | {g["groupName"]: g for g in cluster["workerGroupSpecs"]}
+
+
+def _container(group: dict[str, Any]) -> dict[str, Any]:
+    (container,) = group["template"]["spec"]["containers"]
+    return container
+
+
+def test_rayservice_mounts_the_storage_root_on_every_pod() -> None:
+    root = load_serve_config(GPU_CONFIG).storage.root
+    groups = _k8s_groups()
+
+    assert set(groups) == {"head", "gpu", "cpu"}
+    for name, group in groups.items():
+        mounts = {m["mountPath"]: m["name"] for m in _container(group)["volumeMounts"]}
+        assert root in mounts, f"{name} pods do not mount {root}"
+        volumes = {v["name"]: v for v in group["template"]["spec"]["volumes"]}
+        assert volumes[mounts[root]]["persistentVolumeClaim"]["claimName"] == "storyreel-data"
+    claims = {
+        d["metadata"]["name"]: d
+        for d in yaml.safe_load_all(RAYSERVICE.read_text())
+        if d["kind"] == "PersistentVolumeClaim"
+    }
+    assert claims["storyreel-data"]["spec"]["accessModes"] == ["ReadWriteMany"]
+
+
+def test_the_job_store_and_the_ingress_share_the_head_alone() -> None:
+    config = load_serve_config(GPU_CONFIG)
+    ingress = _deployments(_serve_doc(GPU_CONFIG))["VideoAPI"]
+    groups = _k8s_groups()
+    launcher = yaml.safe_load(RAY_CLUSTER.read_text())["available_node_types"]
+
+    assert ingress["ray_actor_options"]["resources"] == {INGRESS_RESOURCE: 1}
+    assert INGRESS_RESOURCE in groups["head"]["rayStartParams"]["resources"]
+    assert all(INGRESS_RESOURCE not in str(g["rayStartParams"]) for n, g in groups.items() if n != "head")
+    assert [n for n, t in launcher.items() if INGRESS_RESOURCE in t["resources"]] == ["head"]
+    # SQLite (WAL) must not sit on the shared network volume.
+    database = config.storage.database_path
+    assert not database.is_relative_to(config.storage.root)
+    head_mounts = [m["mountPath"] for m in _container(groups["head"])["volumeMounts"]]
+    assert any(database.is_relative_to(mount) for mount in head_mounts if mount != config.storage.root)
+
+
+def _k8s_worker_capacity(group: str, resource: str) -> tuple[float, int, int]:
+    spec = _k8s_groups()[group]
+    limits = _container(spec)["resources"]["limits"]
+    per_pod = float(limits.get("nvidia.com/gpu" if resource == "GPU" else "cpu", 0))
+    return per_pod, spec["minReplicas"], spec["maxReplicas"]
+
+
+def _launcher_worker_capacity(group: str, resource: str) -> tuple[float, int, int]:
+    node_type = yaml.safe_load(RAY_CLUSTER.read_text())["available_node_types"][group]
+    return float(node_type["resources"].get(resource, 0)), node_type["min_workers"], node_type["max_workers"]
+
+
+@pytest.mark.parametrize(
+    "capacity", [_k8s_worker_capacity, _launcher_worker_capacity], ids=["kuberay", "ray-up"]
+)
+@pytest.mark.parametrize(("group", "resource"), [("gpu", "GPU"), ("cpu", "CPU")])
+def test_worker_groups_hold_what_the_replicas_ask_for(capacity: Any, group: str, resource: str) -> None:
+    per_node, min_nodes, max_nodes = capacity(group, resource)
+    # GPU fractions pack per device: with one GPU per node a node is a device.
+    unit = 1.0 if resource == "GPU" else per_node
+    assert resource == "CPU" or per_node == 1, "the packing below assumes one GPU per node"
+
+    at_min = _pack(_replica_demand("min", resource), unit)
+    at_max = _pack(_replica_demand("max", resource), unit)
+
+    assert at_min >= 1
+    assert at_min <= min_nodes, f"{group}: min replicas need {at_min} nodes, the group starts {min_nodes}"
+    assert at_max <= max_nodes, f"{group}: max replicas need {at_max} nodes, the group allows {max_nodes}"
+
+
+def test_gpu_replicas_find_cpus_on_gpu_nodes() -> None:
+    deployments = _deployments(_serve_doc(GPU_CONFIG))
+    per_node_cpus = float(_container(_k8s_groups()["gpu"])["resources"]["limits"]["cpu"])
+    launcher_cpus = yaml.safe_load(RAY_CLUSTER.read_text())["available_node_types"]["gpu"]["resources"]["CPU"]
+
+    # The most GPU replicas one node can hold (two SVD at 0.5, or four painters at 0.25) need their CPUs too.
+    for name in GPU_DEPLOYMENTS:
+        options = deployments[name]["ray_actor_options"]
+        per_gpu = round(1 / options["num_gpus"])
+        assert per_gpu * options["num_cpus"] <= min(per_node_cpus, launcher_cpus), name
+
+
+def test_images_are_the_ray_version_in_use() -> None:
+    import ray
+
+    cluster = _rayservice()["spec"]["rayClusterConfig"]
+    launcher = yaml.safe_load(RAY_CLUSTER.read_text())
+
+    assert cluster["rayVersion"] == ray.__version__
+    for name, group in _k8s_groups().items():
+        assert _container(group)["image"].startswith(f"rayproject/ray:{ray.__version__}-"), name
+    assert launcher["docker"]["image"].startswith(f"rayproject/ray:{ray.__version__}-")
