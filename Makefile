@@ -28,7 +28,7 @@ fonts:
 	fi
 
 demo: install
-	$(BIN)/python -m engines.media out/demo
+	$(BIN)/python -m serve_app.demo --out out/demo
 
 test: install
 	$(BIN)/python -m pytest

@@ -108,13 +108,16 @@ class SVDGenerator:
             return exc
 
     def _run(self, items: list[AnimateItem]) -> list[SceneResult]:
-        return animate_scenes(
+        results = animate_scenes(
             self.engine,
             [item.request for item in items],
             [item.text for item in items],
             self.fallback,
             self.config,
         )
+        for result in results:
+            result.batch_size = len(items)
+        return results
 
     def stats(self) -> dict[str, object]:
         """What this replica has seen: batch sizes (size -> count) and whether the model is loaded."""

@@ -40,6 +40,7 @@ class SceneResult:
         seed: the seed SVD used; for a fallback, the requested seed (the card does not depend on it).
         seconds: generation wall time (0.0 for a fallback).
         fallback_reason: why the fallback was used; None for SVD frames.
+        batch_size: how many scenes shared the call that made these frames.
     """
 
     frames: np.ndarray
@@ -47,6 +48,7 @@ class SceneResult:
     seed: int | None
     seconds: float
     fallback_reason: str | None = None
+    batch_size: int = 1
 
 
 @dataclass

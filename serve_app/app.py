@@ -1,6 +1,8 @@
 """The application builder: `serve run serve_config.yaml` and `serve deploy` call ``build_app``."""
 
-from ray.serve import Application
+from typing import Any
+
+from ray.serve import Application, Deployment
 
 from deployments.encoder import Encoder
 from deployments.painter import KeyframePainter
@@ -18,8 +20,24 @@ def build_app(args: AppConfig) -> Application:
     Args:
         args: the application config (`args` in the Serve config file, validated by Ray Serve).
     """
-    writer = SceneWriter.bind(args.writer)
-    painter = KeyframePainter.bind(args.painter, args.fallback)
-    svd = SVDGenerator.bind(args.video, args.fallback)
-    encoder = Encoder.bind(args.video_processing, args.storage.root)
-    return VideoAPI.bind(args, writer, painter, svd, encoder)
+    return bind_graph(args)
+
+
+def bind_graph(config: AppConfig, options: dict[str, dict[str, Any]] | None = None) -> Application:
+    """``build_app`` with per-deployment option overrides (what a config file's `deployments:` sets).
+
+    Args:
+        config: the application config.
+        options: deployment name -> `Deployment.options(...)` keywords, e.g.
+            ``{"SVDGenerator": {"num_replicas": 2, "ray_actor_options": {"num_gpus": 0.5}}}``; default none.
+    """
+    options = options or {}
+
+    def configured(deployment: Deployment) -> Deployment:
+        return deployment.options(**options.get(deployment.name, {}))
+
+    writer = configured(SceneWriter).bind(config.writer)
+    painter = configured(KeyframePainter).bind(config.painter, config.fallback)
+    svd = configured(SVDGenerator).bind(config.video, config.fallback)
+    encoder = configured(Encoder).bind(config.video_processing, config.storage.root)
+    return configured(VideoAPI).bind(config, writer, painter, svd, encoder)

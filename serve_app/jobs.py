@@ -202,7 +202,12 @@ class JobRunner:
 
         # c. Encode its clip: the checkpoint.
         self._scene(
-            job_id, scene.idx, "encoding", generator=result.generator, fallback_reason=result.fallback_reason
+            job_id,
+            scene.idx,
+            "encoding",
+            generator=result.generator,
+            fallback_reason=result.fallback_reason,
+            batch_size=result.batch_size,
         )
         stage_started = time.monotonic()
         encoded = await self.handles.encoder.encode_scene.remote(job_id, scene.idx, result, plan.fps)

@@ -26,6 +26,7 @@ class JobPlan:
         num_scenes: scenes to make (explicit scenes fix it; else asked or derived from `seconds`).
         steps: SVD denoising steps.
         seed: base seed; scene i uses seed + i.
+        overlap: seconds each clip is lengthened by so the cross-fades do not shorten the video.
     """
 
     seconds: float
@@ -35,14 +36,18 @@ class JobPlan:
     num_scenes: int
     steps: int
     seed: int
+    overlap: float = 0.0
 
     @property
     def scene_seconds(self) -> float:
         return self.seconds / self.num_scenes
 
     def frames_for(self, duration_s: float, max_frames: int) -> int:
-        """SVD frames for a scene of ``duration_s`` seconds (at least 2, at most ``max_frames``)."""
-        return max(2, min(max_frames, round(duration_s * self.fps)))
+        """SVD frames for a scene of ``duration_s`` seconds plus its share of the cross-fades.
+
+        At least 2 and at most ``max_frames`` (a longer scene is capped, and the video comes out shorter).
+        """
+        return max(2, min(max_frames, round((duration_s + self.overlap) * self.fps)))
 
 
 def plan_job(request: CreateVideoRequest, config: AppConfig, seed: int) -> JobPlan:
@@ -93,7 +98,16 @@ def plan_job(request: CreateVideoRequest, config: AppConfig, seed: int) -> JobPl
         num_scenes=num_scenes,
         steps=steps,
         seed=seed,
+        overlap=_overlap(config, num_scenes),
     )
+
+
+def _overlap(config: AppConfig, num_scenes: int) -> float:
+    # N clips joined by N-1 cross-fades lose (N-1) fades; spreading that over the N clips keeps the total.
+    processing = config.video_processing
+    if processing.transition != "crossfade":
+        return 0.0
+    return processing.transition_seconds * (num_scenes - 1) / num_scenes
 
 
 def generation_size(width: int, height: int, base_width: int, base_height: int) -> tuple[int, int]:

@@ -225,6 +225,7 @@ class VideoService:
                     keyframe_generator=scene.keyframe_generator,
                     fallback_reason=scene.fallback_reason,
                     attempts=scene.attempts,
+                    batch_size=scene.batch_size,
                 )
                 for scene in job.scenes
             ],

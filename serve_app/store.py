@@ -50,6 +50,7 @@ CREATE TABLE IF NOT EXISTS scenes (
     keyframe_generator TEXT,
     fallback_reason TEXT,
     attempts INTEGER NOT NULL DEFAULT 0,
+    batch_size INTEGER,
     clip_path TEXT,
     PRIMARY KEY (job_id, idx)
 );
@@ -71,6 +72,7 @@ class SceneRow:
     keyframe_generator: str | None = None
     fallback_reason: str | None = None
     attempts: int = 0
+    batch_size: int | None = None
     clip_path: str | None = None
 
 

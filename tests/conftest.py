@@ -3,5 +3,6 @@
 pytest_plugins = [
     "tests.fixtures.media",
     "tests.fixtures.models",
+    "tests.fixtures.serve",
     "tests.fixtures.writer",
 ]

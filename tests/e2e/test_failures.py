@@ -1,0 +1,54 @@
+"""Stages that cannot work: missing weights fall back (policy auto) with the reason; a failing encoder
+fails the job with an error object, and the API stays up."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from serve_app.config import AppConfig
+from tests.fixtures.serve import Deployed
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def app(serve_cluster, tmp_path_factory) -> Deployed:
+    from ray import serve
+
+    from serve_app.app import bind_graph
+    from tests.fixtures.serve import SMALL_REPLICAS
+
+    missing = tmp_path_factory.mktemp("no-weights")
+    config = AppConfig.model_validate(
+        {
+            "fallback": "auto",
+            "video": {"model_path": str(missing / "svd"), "device": "cpu", "width": 64, "height": 64,
+                      "num_frames": 4, "fps": 4},
+            "painter": {"model_path": str(missing / "painter"), "device": "cpu"},
+            # An "ffmpeg" that always fails: every encode raises.
+            "video_processing": {"ffmpeg_path": "/bin/false"},
+            "storage": {"root": str(tmp_path_factory.mktemp("broken-storage"))},
+        }
+    )
+    serve.run(bind_graph(config, SMALL_REPLICAS), name="broken", route_prefix="/broken")
+    url = f"{serve_cluster}/broken"
+    yield Deployed(name="broken", url=url, client=httpx.Client(base_url=url, timeout=60))
+    serve.delete("broken")
+
+
+def test_missing_weights_fall_back_and_a_failing_stage_fails_the_job(app):
+    response = app.client.post("/v1/videos", json={"prompt": "One scene. Two scenes.", "num_scenes": 2, "seconds": 2})
+    video = app.wait(response.json()["id"])
+
+    assert video["status"] == "failed"
+    assert video["error"]["code"] == "media_error" and "ffmpeg" in video["error"]["message"]
+    assert video["completed_at"] is not None
+    # SVD and the painter were unavailable: the scenes record the fallback and why, never "svd".
+    for scene in video["scenes"]:
+        assert scene["generator"] == "fallback" and scene["keyframe_generator"] == "placeholder"
+        assert str(scene["fallback_reason"]).strip()
+        assert scene["status"] == "failed"
+    # The service is still healthy and answers the next request.
+    assert app.client.get("/healthz").status_code == 200
+    assert app.client.get("/v1/videos").json()["data"][0]["id"] == video["id"]
