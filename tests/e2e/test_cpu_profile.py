@@ -113,7 +113,10 @@ def test_scene_jobs_overlap_and_batch_in_the_svd_deployment(app):
         ({"prompt": "x", "colour": "red"}, "colour"),
         ({"prompt": ""}, "prompt"),
         ({}, "prompt"),
-        ({"prompt": "x", "input_reference": {"image_url": "https://example.com/a.png"}}, "input_reference.image_url"),
+        (
+            {"prompt": "x", "input_reference": {"image_url": "https://example.com/a.png"}},
+            "input_reference.image_url",
+        ),
     ],
 )
 def test_bad_input_is_a_400_naming_the_field(app, body, param):
@@ -157,6 +160,8 @@ def test_models_and_health(app):
 
 def test_storage_holds_only_files_the_service_named(app, tmp_path):
     # Content is served from the job's own folder: a variant outside the enum is refused before any path.
-    response = app.client.get(f"/v1/videos/video_{'a' * 32}/content", params={"variant": "../../jobs.sqlite3"})
+    response = app.client.get(
+        f"/v1/videos/video_{'a' * 32}/content", params={"variant": "../../jobs.sqlite3"}
+    )
     assert response.status_code == 400 and response.json()["error"]["param"] == "variant"
     assert Path(tmp_path).exists()

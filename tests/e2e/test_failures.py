@@ -23,8 +23,14 @@ def app(serve_cluster, tmp_path_factory) -> Deployed:
     config = AppConfig.model_validate(
         {
             "fallback": "auto",
-            "video": {"model_path": str(missing / "svd"), "device": "cpu", "width": 64, "height": 64,
-                      "num_frames": 4, "fps": 4},
+            "video": {
+                "model_path": str(missing / "svd"),
+                "device": "cpu",
+                "width": 64,
+                "height": 64,
+                "num_frames": 4,
+                "fps": 4,
+            },
             "painter": {"model_path": str(missing / "painter"), "device": "cpu"},
             # An "ffmpeg" that always fails: every encode raises.
             "video_processing": {"ffmpeg_path": "/bin/false"},
@@ -38,7 +44,9 @@ def app(serve_cluster, tmp_path_factory) -> Deployed:
 
 
 def test_missing_weights_fall_back_and_a_failing_stage_fails_the_job(app):
-    response = app.client.post("/v1/videos", json={"prompt": "One scene. Two scenes.", "num_scenes": 2, "seconds": 2})
+    response = app.client.post(
+        "/v1/videos", json={"prompt": "One scene. Two scenes.", "num_scenes": 2, "seconds": 2}
+    )
     video = app.wait(response.json()["id"])
 
     assert video["status"] == "failed"

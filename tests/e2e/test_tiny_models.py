@@ -42,7 +42,12 @@ def app(serve_cluster, tmp_path_factory, tiny_svd_path, tiny_painter_path, tiny_
             "painter": {"model_path": str(tiny_painter_path), "device": "cpu", "width": 64, "height": 64},
             "writer": {
                 "backend": "transformers",
-                "transformers": {"model": str(tiny_llm_dir), "device": "cpu", "max_new_tokens": 400, "cpu_threads": 1},
+                "transformers": {
+                    "model": str(tiny_llm_dir),
+                    "device": "cpu",
+                    "max_new_tokens": 400,
+                    "cpu_threads": 1,
+                },
             },
             "video_processing": {"preset": "ultrafast", "transition": "cut"},
             "limits": {"max_frames_per_scene": 8},
@@ -77,8 +82,13 @@ def test_two_svd_replicas_share_one_logical_gpu(app):
 def test_three_scene_job_with_real_tiny_models(app, tmp_path):
     response = app.client.post(
         "/v1/videos",
-        json={"prompt": "A fox runs through snow. It finds a lantern. The lantern glows.", "num_scenes": 3,
-              "seconds": 3, "size": "128x128", "seed": 7},
+        json={
+            "prompt": "A fox runs through snow. It finds a lantern. The lantern glows.",
+            "num_scenes": 3,
+            "seconds": 3,
+            "size": "128x128",
+            "seed": 7,
+        },
     )
     assert response.status_code == 200, response.text
     video = app.wait(response.json()["id"], timeout_s=300)
