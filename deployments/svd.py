@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import Counter
 from dataclasses import dataclass
+from typing import Any
 
 from pydantic import BaseModel, Field
 from ray import serve
 
-from engines.errors import ModelUnavailable
+from engines.errors import GenerationCancelled, ModelUnavailable
 from engines.fallback import FallbackPolicy, SceneResult, animate_scenes
 from engines.svd import SceneRequest, SVDConfig, SVDEngine
 from serve_app import metrics
@@ -35,10 +37,47 @@ class BatchSettings(BaseModel):
 
 @dataclass
 class AnimateItem:
-    """One scene to animate: the SVD request and the text its fallback title card would show."""
+    """One scene to animate: the SVD request, the text its fallback title card would show, and its
+    'job_id:index' key on the JobBoard."""
 
     request: SceneRequest
     text: str
+    key: str
+
+    @property
+    def job_id(self) -> str:
+        return self.key.rsplit(":", 1)[0]
+
+
+class BatchSignals:
+    """Step progress out to the JobBoard, and cancel in from it, for one pipeline call.
+
+    A batch may hold scenes of several jobs; it stops only when every one of those jobs is cancelled (a
+    cancelled job's scenes in a mixed batch finish with it and are discarded by their runner).
+    """
+
+    CHECK_EVERY_S = 0.5  # denoising steps take seconds on a GPU; the board is asked at most this often
+
+    def __init__(self, board: Any, items: list[AnimateItem]) -> None:
+        self.board = board
+        self.keys = [item.key for item in items]
+        self.job_ids = sorted({item.job_id for item in items})
+        self._checked_at = 0.0
+        self._cancelled = False
+
+    def progress(self, step: int, total: int) -> None:
+        if self.board is not None:
+            self.board.report.remote(self.keys, step, total)  # fire and forget: progress is advisory
+
+    def is_set(self) -> bool:
+        if self.board is None or self._cancelled:
+            return self._cancelled
+        now = time.monotonic()
+        if now - self._checked_at >= self.CHECK_EVERY_S:
+            self._checked_at = now
+            cancelled = self.board.cancelled.remote(self.job_ids).result(timeout_s=5)
+            self._cancelled = len(cancelled) == len(self.job_ids)
+        return self._cancelled
 
 
 @serve.deployment(
@@ -57,12 +96,14 @@ class SVDGenerator:
         fallback: the app's fallback policy; `always` never loads the model.
     """
 
-    def __init__(self, config: SVDConfig, fallback: FallbackPolicy) -> None:
+    def __init__(self, config: SVDConfig, fallback: FallbackPolicy, board: Any = None) -> None:
         self.config = config
         self.fallback = fallback
+        self.board = board
         self.engine: SVDEngine | None = None
         self.unavailable: str | None = None
         self.batch_sizes: Counter[int] = Counter()
+        self.cancelled_batches = 0
         if fallback == "always":
             return
         engine = SVDEngine(config)
@@ -80,9 +121,15 @@ class SVDGenerator:
         self._animate_batch.set_max_batch_size(settings.max_batch_size)
         self._animate_batch.set_batch_wait_timeout_s(settings.batch_wait_timeout_s)
 
-    async def animate(self, request: SceneRequest, text: str) -> SceneResult:
-        """Animate one scene; scenes that arrive within the batch wait share one pipeline call."""
-        outcome = await self._animate_batch(AnimateItem(request, text))
+    async def animate(self, request: SceneRequest, text: str, key: str = "") -> SceneResult:
+        """Animate one scene; scenes that arrive within the batch wait share one pipeline call.
+
+        Args:
+            request: the scene's SVD request.
+            text: its caption, shown on the title card if the fallback is used.
+            key: 'job_id:index', for progress and cancel through the JobBoard.
+        """
+        outcome = await self._animate_batch(AnimateItem(request, text, key))
         if isinstance(outcome, Exception):
             raise outcome
         return outcome
@@ -93,6 +140,9 @@ class SVDGenerator:
         metrics.get().batch_size.observe(len(items))
         try:
             results = await asyncio.to_thread(self._run, items)
+        except GenerationCancelled as exc:
+            self.cancelled_batches += 1
+            return [exc] * len(items)  # every job in the batch was cancelled
         except Exception as exc:  # noqa: BLE001 - one bad scene must not fail the others in its batch
             if len(items) == 1:
                 return [exc]
@@ -108,12 +158,15 @@ class SVDGenerator:
             return exc
 
     def _run(self, items: list[AnimateItem]) -> list[SceneResult]:
+        signals = BatchSignals(self.board, items)
         results = animate_scenes(
             self.engine,
             [item.request for item in items],
             [item.text for item in items],
             self.fallback,
             self.config,
+            progress=signals.progress,
+            cancel=signals,
         )
         for result in results:
             result.batch_size = len(items)
@@ -123,6 +176,7 @@ class SVDGenerator:
         """What this replica has seen: batch sizes (size -> count) and whether the model is loaded."""
         return {
             "batch_sizes": dict(self.batch_sizes),
+            "cancelled_batches": self.cancelled_batches,
             "model_loaded": self.engine is not None,
             "unavailable": self.unavailable,
         }

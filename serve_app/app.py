@@ -4,6 +4,7 @@ from typing import Any
 
 from ray.serve import Application, Deployment
 
+from deployments.board import JobBoard
 from deployments.encoder import Encoder
 from deployments.painter import KeyframePainter
 from deployments.svd import SVDGenerator
@@ -15,7 +16,7 @@ from serve_app.ingress import VideoAPI
 # No `from __future__ import annotations` here: Ray Serve reads the real annotation of `args` to validate
 # the config file's args into an AppConfig.
 def build_app(args: AppConfig) -> Application:
-    """Bind the deployment graph: VideoAPI -> SceneWriter, KeyframePainter, SVDGenerator, Encoder.
+    """Bind the deployment graph: VideoAPI -> SceneWriter, KeyframePainter, SVDGenerator, Encoder, JobBoard.
 
     Args:
         args: the application config (`args` in the Serve config file, validated by Ray Serve).
@@ -36,8 +37,9 @@ def bind_graph(config: AppConfig, options: dict[str, dict[str, Any]] | None = No
     def configured(deployment: Deployment) -> Deployment:
         return deployment.options(**options.get(deployment.name, {}))
 
+    board = configured(JobBoard).bind()
     writer = configured(SceneWriter).bind(config.writer)
     painter = configured(KeyframePainter).bind(config.painter, config.fallback)
-    svd = configured(SVDGenerator).bind(config.video, config.fallback)
+    svd = configured(SVDGenerator).bind(config.video, config.fallback, board)
     encoder = configured(Encoder).bind(config.video_processing, config.storage.root)
-    return configured(VideoAPI).bind(config, writer, painter, svd, encoder)
+    return configured(VideoAPI).bind(config, writer, painter, svd, encoder, board)

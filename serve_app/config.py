@@ -77,6 +77,18 @@ class JobsConfig(BaseModel):
     retention_hours: float = Field(
         24, gt=0, description="How long finished videos are kept; sets `expires_at` on each video."
     )
+    lease_seconds: float = Field(
+        15,
+        ge=1,
+        description="A runner holds each job's lease this long and renews it every third of it. A runner that "
+        "dies leaves its jobs to be taken up by another (or the next replica) once the lease runs out.",
+    )
+    sweep_seconds: float = Field(
+        5,
+        gt=0,
+        description="How often the ingress looks for jobs to take up (left by a dead runner) and deletes "
+        "expired videos.",
+    )
 
 
 class AppConfig(BaseModel):

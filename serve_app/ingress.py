@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 from fastapi import FastAPI, Header, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, StreamingResponse
 from pydantic import ValidationError
 from ray import serve
 from starlette.datastructures import UploadFile
@@ -63,6 +63,7 @@ def install(service: VideoService) -> None:
 def _service(request: Request) -> VideoService:
     if not _services:
         raise errors.Unavailable("the service is starting", code="starting", headers={"Retry-After": "5"})
+    _services[0].start_background()  # idempotent; whichever comes first, a request or a health check
     return _services[0]
 
 
@@ -130,6 +131,28 @@ async def download_content(request: Request, video_id: VideoId, variant: Variant
     return FileResponse(path, media_type=media_type, filename=f"{video_id}{extension}")
 
 
+@app.post(
+    "/v1/videos/{video_id}/cancel", response_model=VideoObject, responses=errors.responses(NotFound, Conflict)
+)
+async def cancel_video(request: Request, video_id: VideoId) -> VideoObject:
+    """Stop a queued or running video; 409 if it already finished."""
+    return await _service(request).cancel(video_id)
+
+
+@app.get(
+    "/v1/videos/{video_id}/events",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}}}, **errors.responses(NotFound)},
+)
+async def video_events(request: Request, video_id: VideoId) -> StreamingResponse:
+    """Server-sent events: `event: video` with the video object at each change, until it finishes."""
+    service = _service(request)
+    service.retrieve(video_id)  # 404 before the stream starts
+    return StreamingResponse(
+        service.events(video_id), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
+    )
+
+
 @app.get("/v1/models", response_model=ModelList)
 async def list_models(request: Request) -> ModelList:
     return _service(request).models()
@@ -195,19 +218,19 @@ class VideoAPI:
 
     Args:
         config: the application config.
-        writer, painter, svd, encoder: handles of the SceneWriter, KeyframePainter, SVDGenerator and Encoder.
+        writer, painter, svd, encoder, board: handles of the SceneWriter, KeyframePainter, SVDGenerator,
+            Encoder and JobBoard deployments.
     """
 
-    def __init__(self, config: AppConfig, writer: Any, painter: Any, svd: Any, encoder: Any) -> None:
+    def __init__(
+        self, config: AppConfig, writer: Any, painter: Any, svd: Any, encoder: Any, board: Any
+    ) -> None:
         store = JobStore(config.storage.database_path)
-        runner = JobRunner(config, store, Handles(writer=writer, painter=painter, svd=svd, encoder=encoder))
-        self.service = VideoService(config, store, runner)
+        handles = Handles(writer=writer, painter=painter, svd=svd, encoder=encoder, board=board)
+        self.service = VideoService(config, store, JobRunner(config, store, handles))
         install(self.service)
-        self._resumed = False
 
     async def check_health(self) -> None:
-        # Health checks run on the replica's event loop as soon as it is up: the place to take up the jobs
-        # an earlier replica left unfinished (they run as tasks on this loop).
-        if not self._resumed:
-            self._resumed = True
-            self.service.resume_unfinished()
+        # Health checks run on the replica's event loop as soon as it is up: the place to start the sweep
+        # that takes up jobs an earlier replica left unfinished (they run as tasks on this loop).
+        self.service.start_background()

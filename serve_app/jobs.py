@@ -10,11 +10,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from PIL import Image
+from ray.exceptions import ActorUnavailableError, RayActorError
+from ray.serve.exceptions import BackPressureError
 
 from engines.errors import GenerationCancelled, InvalidInput, MediaError, ModelUnavailable
 from engines.painter import prepare_reference
@@ -35,6 +39,12 @@ WRITE_SHARE, SCENES_SHARE = 5, 85
 STAGE_START = {"painting": 5, "animating": 25, "encoding": 85, "completed": 100}
 
 
+# A replica that died (crash, ray.kill, node lost) or a full queue costs a retry of that call, not the job.
+RETRYABLE: tuple[type[BaseException], ...] = (RayActorError, ActorUnavailableError, BackPressureError)
+CALL_ATTEMPTS = 4
+PROGRESS_POLL_S = 0.5
+
+
 @dataclass
 class Handles:
     """The deployments a job needs (DeploymentHandles in Serve, fakes in tests)."""
@@ -43,6 +53,7 @@ class Handles:
     painter: Any
     svd: Any
     encoder: Any
+    board: Any = None
 
 
 class JobRunner:
@@ -58,9 +69,35 @@ class JobRunner:
         self.config = config
         self.store = store
         self.handles = handles
+        self.runner_id = f"runner-{uuid.uuid4().hex[:12]}"
 
-    async def run(self, job_id: str) -> None:
-        """Run (or resume) one job to a final status. Never raises for the job's own failures."""
+    async def run(self, job_id: str) -> bool:
+        """Run (or resume) one job to a final status, holding its lease throughout.
+
+        Returns False without doing anything when another live runner holds the job. Never raises for
+        the job's own failures; a lost lease or a cancel stops the work at the next await.
+        """
+        lease_s = self.config.jobs.lease_seconds
+        if not self.store.claim(job_id, self.runner_id, lease_s):
+            return False
+        heartbeat = asyncio.create_task(self._heartbeat(job_id, asyncio.current_task(), lease_s))
+        try:
+            await self._run_claimed(job_id)
+        finally:
+            heartbeat.cancel()
+            self.store.release(job_id, self.runner_id)
+        return True
+
+    async def _heartbeat(self, job_id: str, work: asyncio.Task | None, lease_s: float) -> None:
+        while True:
+            await asyncio.sleep(lease_s / 3)
+            if not self.store.renew(job_id, self.runner_id, lease_s):
+                logger.warning("job %s: lease lost to another runner; stopping here", job_id)
+                if work is not None:
+                    work.cancel()
+                return
+
+    async def _run_claimed(self, job_id: str) -> None:
         job = self.store.get(job_id)
         if job is None or job.status in ("completed", "failed", "cancelled"):
             return
@@ -79,9 +116,8 @@ class JobRunner:
             await self._make_scenes(job_id, request, plan, scenes, files)
             # 3. Stitch the clips; write the poster, spritesheet and captions.
             stitch_started = time.monotonic()
-            await self.handles.encoder.finish.remote(
-                job_id, [scene.caption for scene in scenes], plan.size, request.captions
-            )
+            captions = [scene.caption for scene in scenes]
+            await self._call(self.handles.encoder.finish, job_id, captions, plan.size, request.captions)
             metrics.get().stage_seconds.observe(time.monotonic() - stitch_started, tags={"stage": "stitch"})
             # 4. Done.
             finished = now()
@@ -179,7 +215,7 @@ class JobRunner:
                 "continuity",
             )
         else:
-            painted = await self.handles.painter.paint.remote(scene.visual_prompt, width, height, seed)
+            painted = await self._call(self.handles.painter.paint, scene.visual_prompt, width, height, seed)
             keyframe, made_by = painted.image, painted.generator
         self._observe("paint", stage_started)
 
@@ -197,7 +233,10 @@ class JobRunner:
             motion_bucket_id=request.motion_bucket_id or scene.motion_bucket_id,
             noise_aug_strength=request.noise_aug_strength,
         )
-        result = await self.handles.svd.animate.remote(svd_request, scene.caption)
+        key = f"{job_id}:{scene.idx}"
+        result = await self._follow(
+            job_id, scene.idx, key, self._call(self.handles.svd.animate, svd_request, scene.caption, key)
+        )
         self._observe("animate", stage_started)
 
         # c. Encode its clip: the checkpoint.
@@ -210,17 +249,52 @@ class JobRunner:
             batch_size=result.batch_size,
         )
         stage_started = time.monotonic()
-        encoded = await self.handles.encoder.encode_scene.remote(job_id, scene.idx, result, plan.fps)
+        encoded = await self._call(self.handles.encoder.encode_scene, job_id, scene.idx, result, plan.fps)
         self._observe("encode", stage_started)
         self._scene(job_id, scene.idx, "completed", clip_path=encoded.path)
         metrics.get().scenes.inc(tags={"generator": result.generator})
         return encoded.last_frame
 
+    # -- calls ----------------------------------------------------------------------------------
+
+    async def _call(self, method: Any, *args: Any) -> Any:
+        """``await method.remote(*args)``, retried with backoff when the replica died or was overloaded."""
+        for attempt in range(1, CALL_ATTEMPTS + 1):
+            try:
+                return await method.remote(*args)
+            except RETRYABLE as exc:
+                if attempt == CALL_ATTEMPTS:
+                    raise
+                delay = min(2.0**attempt, 15.0)
+                logger.warning("call failed (%s); retry %d in %.0f s", type(exc).__name__, attempt, delay)
+                await asyncio.sleep(delay)
+        raise AssertionError("unreachable")
+
+    async def _follow(self, job_id: str, idx: int, key: str, call: Awaitable[Any]) -> Any:
+        """Await an SVD call while copying its step progress from the JobBoard into the scene."""
+        task = asyncio.ensure_future(call)
+        if self.handles.board is None:
+            return await task
+        low, high = STAGE_START["animating"], STAGE_START["encoding"]
+        shown = None
+        try:
+            while True:
+                done, _ = await asyncio.wait({task}, timeout=PROGRESS_POLL_S)
+                if done:
+                    return task.result()
+                step = await self.handles.board.progress.remote(key)
+                if step and step != shown:
+                    shown = step
+                    self._scene(job_id, idx, "animating", progress=low + (high - low) * step[0] // step[1])
+        finally:
+            task.cancel()
+
     # -- bookkeeping ----------------------------------------------------------------------------
 
     def _scene(self, job_id: str, idx: int, status: str, **changes: Any) -> None:
         """Move a scene to ``status`` and recompute the job's progress from all its scenes."""
-        self.store.update_scene(job_id, idx, status=status, progress=STAGE_START[status], **changes)
+        changes.setdefault("progress", STAGE_START[status])
+        self.store.update_scene(job_id, idx, status=status, **changes)
         job = self.store.get(job_id)
         if job is not None and job.scenes:
             done = sum(scene.progress for scene in job.scenes) / (100 * len(job.scenes))
@@ -231,7 +305,9 @@ class JobRunner:
         code = _error_code(cause)
         logger.warning("job %s failed (%s): %s", job_id, code, cause)
         job = self.store.get(job_id)
-        for scene in job.scenes if job else []:
+        if job is None or job.status == "cancelled":
+            return  # cancelled while failing: the cancel stands
+        for scene in job.scenes:
             if scene.status != "completed":
                 self.store.update_scene(job_id, scene.idx, status="failed")
         self.store.update(

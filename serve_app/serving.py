@@ -12,6 +12,7 @@ import json
 import logging
 import secrets
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
@@ -38,6 +39,8 @@ from serve_app.store import IdempotencyConflict, JobRow, JobStore, now
 logger = logging.getLogger("ray.serve")
 
 MAX_REFERENCE_PIXELS = 40_000_000  # a decompression bomb is refused before it is decoded
+EVENT_POLL_S = 0.5
+EVENT_KEEPALIVE_S = 15.0
 
 
 class VideoService:
@@ -56,6 +59,7 @@ class VideoService:
         self.started_at = now()
         self._tasks: dict[str, asyncio.Task] = {}
         self._slots = asyncio.Semaphore(config.jobs.max_concurrent_jobs)
+        self._sweeper: asyncio.Task | None = None
 
     # -- create ---------------------------------------------------------------------------------
 
@@ -146,18 +150,69 @@ class VideoService:
     def models(self) -> ModelList:
         return ModelList(data=[ModelObject(id=self.config.served_model_name, created=self.started_at)])
 
-    # -- delete ---------------------------------------------------------------------------------
+    async def events(self, video_id: str) -> AsyncIterator[str]:
+        """Server-sent events: the video object each time it changes, ending at a final status.
+
+        A comment line every ``EVENT_KEEPALIVE_S`` keeps proxies from closing a quiet stream.
+        """
+        last, quiet = None, 0.0
+        while True:
+            job = self.store.get(video_id)
+            if job is None:
+                yield _sse(
+                    "error", {"error": {"code": "video_not_found", "message": f"{video_id} was deleted"}}
+                )
+                return
+            video = self.to_object(job).model_dump_json()
+            if video != last:
+                last, quiet = video, 0.0
+                yield f"event: video\nid: {job.progress}\ndata: {video}\n\n"
+            elif quiet >= EVENT_KEEPALIVE_S:
+                quiet = 0.0
+                yield ": keep-alive\n\n"
+            if job.status in TERMINAL:
+                return
+            await asyncio.sleep(EVENT_POLL_S)
+            quiet += EVENT_POLL_S
+
+    # -- cancel and delete ----------------------------------------------------------------------
+
+    async def cancel(self, video_id: str) -> VideoObject:
+        """Stop a queued or running video: it ends ``cancelled`` and its SVD work stops at the next step."""
+        job = self._job(video_id)
+        if job.status in TERMINAL:
+            raise Conflict(f"video {video_id} is already {job.status}", code="already_finished")
+        finished = now()
+        self.store.update(
+            video_id,
+            status="cancelled",
+            completed_at=finished,
+            expires_at=finished + int(self.config.jobs.retention_hours * 3600),
+        )
+        for scene in job.scenes:
+            if scene.status != "completed":
+                self.store.update_scene(video_id, scene.idx, status="cancelled")
+        await self._stop(video_id)
+        metrics.get().jobs_finished.inc(tags={"status": "cancelled"})
+        return self.retrieve(video_id)
 
     async def delete(self, video_id: str) -> VideoDeleted:
         """Stop the video's job if it runs, then remove its row and every artifact."""
         self._job(video_id)
+        await self._stop(video_id)
+        self.store.delete(video_id)
+        JobFiles(self.config.storage.root, video_id).remove()
+        return VideoDeleted(id=video_id)
+
+    async def _stop(self, video_id: str) -> None:
+        # The board tells SVD replicas to stop at the next denoising step; cancelling the task stops the
+        # runner here (and Serve cancels its in-flight calls).
+        if self.runner.handles.board is not None:
+            await self.runner.handles.board.cancel.remote(video_id)
         task = self._tasks.pop(video_id, None)
         if task is not None and not task.done():
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
-        self.store.delete(video_id)
-        JobFiles(self.config.storage.root, video_id).remove()
-        return VideoDeleted(id=video_id)
 
     # -- running jobs ---------------------------------------------------------------------------
 
@@ -171,14 +226,40 @@ class VideoService:
             lambda done: self._tasks.pop(job_id, None) if self._tasks.get(job_id) is done else None
         )
 
-    def resume_unfinished(self) -> list[str]:
-        """Start every job a previous process left queued or running; returns their ids."""
-        ids = self.store.ids_with_status("queued", "in_progress")
-        for job_id in ids:
+    def start_background(self) -> None:
+        """Start the sweep (once): take up jobs no live runner holds, delete expired videos."""
+        if self._sweeper is None:
+            self._sweeper = asyncio.get_running_loop().create_task(self._sweep_forever(), name="sweep")
+
+    def sweep(self) -> list[str]:
+        """One sweep: start every claimable job (queued, or left by a dead runner); delete expired ones.
+
+        Returns the ids of the jobs started.
+        """
+        started = [job_id for job_id in self.store.claimable() if job_id not in self._tasks]
+        for job_id in started:
             self.start(job_id)
-        if ids:
-            logger.info("Resuming %d unfinished job(s)", len(ids))
-        return ids
+        if started:
+            logger.info("Taking up %d unfinished job(s): %s", len(started), ", ".join(started))
+        for job_id in self.store.expired(before=now()):
+            self.store.delete(job_id)
+            JobFiles(self.config.storage.root, job_id).remove()
+            logger.info("job %s expired and was deleted", job_id)
+        self._report_counts()
+        return started
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            try:
+                self.sweep()
+            except Exception:  # noqa: BLE001 - a failed sweep must not stop the next one
+                logger.exception("sweep failed")
+            await asyncio.sleep(self.config.jobs.sweep_seconds)
+
+    def _report_counts(self) -> None:
+        gauge = metrics.get().jobs
+        for status in ("queued", "in_progress", "completed", "failed", "cancelled"):
+            gauge.set(self.store.count_with_status(status), tags={"status": status})
 
     @property
     def running(self) -> int:
@@ -230,6 +311,10 @@ class VideoService:
                 for scene in job.scenes
             ],
         )
+
+
+def _sse(event: str, data: dict) -> str:
+    return f"event: {event}\ndata: {json.dumps(data)}\n\n"
 
 
 def _hash(request: CreateVideoRequest, reference: bytes | None) -> str:

@@ -35,7 +35,9 @@ CREATE TABLE IF NOT EXISTS jobs (
     error_message TEXT,
     idempotency_key TEXT UNIQUE,
     request_hash TEXT,
-    attempts INTEGER NOT NULL DEFAULT 0
+    attempts INTEGER NOT NULL DEFAULT 0,
+    runner_id TEXT,
+    lease_until REAL
 );
 CREATE TABLE IF NOT EXISTS scenes (
     job_id TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
@@ -97,6 +99,8 @@ class JobRow:
     idempotency_key: str | None = None
     request_hash: str | None = None
     attempts: int = 0
+    runner_id: str | None = None
+    lease_until: float | None = None
     scenes: list[SceneRow] = field(default_factory=list)
 
     @property
@@ -177,6 +181,58 @@ class JobStore:
     def update(self, job_id: str, **changes: Any) -> None:
         """Set columns of one job."""
         self._update("jobs", _JOB_COLUMNS, changes, "id = :key_id", {"key_id": job_id})
+
+    # -- leases: one runner per job ------------------------------------------------------------
+
+    def claim(self, job_id: str, runner_id: str, lease_s: float) -> bool:
+        """Take the lease of an unfinished job if it is free, expired or already ours. True if taken.
+
+        One UPDATE decides: two runners racing for a job cannot both win.
+        """
+        with self._lock, self._db:
+            cursor = self._db.execute(
+                "UPDATE jobs SET runner_id = :runner, lease_until = :until "
+                "WHERE id = :id AND status IN ('queued', 'in_progress') "
+                "AND (runner_id IS NULL OR runner_id = :runner OR lease_until < :now)",
+                {"runner": runner_id, "until": time.time() + lease_s, "id": job_id, "now": time.time()},
+            )
+            return cursor.rowcount == 1
+
+    def renew(self, job_id: str, runner_id: str, lease_s: float) -> bool:
+        """Extend our lease; False if another runner has taken the job (we must stop working on it)."""
+        with self._lock, self._db:
+            cursor = self._db.execute(
+                "UPDATE jobs SET lease_until = :until WHERE id = :id AND runner_id = :runner",
+                {"until": time.time() + lease_s, "id": job_id, "runner": runner_id},
+            )
+            return cursor.rowcount == 1
+
+    def release(self, job_id: str, runner_id: str) -> None:
+        with self._lock, self._db:
+            self._db.execute(
+                "UPDATE jobs SET runner_id = NULL, lease_until = NULL WHERE id = :id AND runner_id = :runner",
+                {"id": job_id, "runner": runner_id},
+            )
+
+    def claimable(self) -> list[str]:
+        """Unfinished jobs nobody holds a live lease on: queued, or left by a runner that died."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id FROM jobs WHERE status IN ('queued', 'in_progress') "
+                "AND (runner_id IS NULL OR lease_until < :now) ORDER BY seq",
+                {"now": time.time()},
+            ).fetchall()
+        return [row["id"] for row in rows]
+
+    def expired(self, before: int) -> list[str]:
+        """Finished jobs whose ``expires_at`` is before ``before``."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id FROM jobs WHERE status IN ('completed', 'failed', 'cancelled') "
+                "AND expires_at IS NOT NULL AND expires_at < :before",
+                {"before": before},
+            ).fetchall()
+        return [row["id"] for row in rows]
 
     def ids_with_status(self, *statuses: str) -> list[str]:
         marks = ", ".join(f":s{i}" for i in range(len(statuses)))

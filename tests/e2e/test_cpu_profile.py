@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import io
+import json
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import av
-import httpx
 import pytest
 import webvtt
 from openai import OpenAI
 from PIL import Image
 
-from tests.fixtures.serve import Deployed, cpu_profile
+from tests.fixtures.serve import Deployed, cpu_profile, deployed
 
 pytestmark = pytest.mark.e2e
 
@@ -20,17 +23,9 @@ PROMPT = "A lighthouse keeper climbs the stairs at dusk. A whale glows under the
 
 
 @pytest.fixture(scope="module")
-def app(serve_cluster, tmp_path_factory) -> Deployed:
-    from ray import serve
-
-    from serve_app.app import bind_graph
-    from tests.fixtures.serve import SMALL_REPLICAS
-
-    storage = tmp_path_factory.mktemp("cpu-storage")
-    serve.run(bind_graph(cpu_profile(storage), SMALL_REPLICAS), name="cpu", route_prefix="/cpu")
-    url = f"{serve_cluster}/cpu"
-    yield Deployed(name="cpu", url=url, client=httpx.Client(base_url=url, timeout=60))
-    serve.delete("cpu")
+def app(serve_cluster, tmp_path_factory) -> Iterator[Deployed]:
+    with deployed(serve_cluster, cpu_profile(tmp_path_factory.mktemp("cpu-storage")), "cpu") as app:
+        yield app
 
 
 @pytest.fixture(scope="module")
@@ -165,3 +160,74 @@ def test_storage_holds_only_files_the_service_named(app, tmp_path):
     )
     assert response.status_code == 400 and response.json()["error"]["param"] == "variant"
     assert Path(tmp_path).exists()
+
+
+def test_events_stream_progress_until_the_video_finishes(app):
+    created = app.client.post("/v1/videos", json={"prompt": PROMPT, "seconds": 6}).json()
+    events = []
+    with app.client.stream("GET", f"/v1/videos/{created['id']}/events", timeout=120) as stream:
+        assert stream.headers["content-type"].startswith("text/event-stream")
+        kind = None
+        for line in stream.iter_lines():
+            if line.startswith("event: "):
+                kind = line.removeprefix("event: ")
+            elif line.startswith("data: ") and kind == "video":
+                events.append(json.loads(line.removeprefix("data: ")))
+    # The stream ended by itself at the final status, and progress never went backwards.
+    assert events[-1]["status"] == "completed" and events[-1]["progress"] == 100
+    progress = [event["progress"] for event in events]
+    assert progress == sorted(progress) and len(events) >= 2
+    assert app.client.get(f"/v1/videos/video_{'f' * 32}/events").status_code == 404
+
+
+def test_idempotency_key_returns_the_same_job_and_refuses_another_body(app):
+    body = {"prompt": "idempotent " + uuid.uuid4().hex}
+    headers = {"Idempotency-Key": uuid.uuid4().hex}
+    with ThreadPoolExecutor(8) as pool:
+        responses = list(
+            pool.map(lambda _: app.client.post("/v1/videos", json=body, headers=headers), range(8))
+        )
+    assert {response.status_code for response in responses} == {200}
+    assert len({response.json()["id"] for response in responses}) == 1  # concurrent duplicates: one job
+
+    other = app.client.post("/v1/videos", json=body | {"seconds": 2}, headers=headers)
+    assert other.status_code == 422 and other.json()["error"]["param"] == "Idempotency-Key"
+    app.wait(responses[0].json()["id"])
+
+
+def test_list_pages_with_a_cursor(app):
+    ids = [
+        app.client.post("/v1/videos", json={"prompt": f"page {i}", "seconds": 2}).json()["id"]
+        for i in range(3)
+    ]
+    newest_first = app.client.get("/v1/videos", params={"limit": 2}).json()
+    assert [video["id"] for video in newest_first["data"]] == [ids[2], ids[1]]
+    assert newest_first["has_more"] and newest_first["last_id"] == ids[1]
+    following = app.client.get("/v1/videos", params={"limit": 2, "after": ids[1]}).json()
+    assert following["data"][0]["id"] == ids[0]
+    oldest_first = app.client.get("/v1/videos", params={"limit": 1, "order": "asc", "after": ids[1]}).json()
+    assert oldest_first["data"][0]["id"] == ids[2]
+    bad = app.client.get("/v1/videos", params={"after": "video_" + "9" * 32})
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "after"
+    for video_id in ids:
+        app.wait(video_id)
+
+
+def test_delete_removes_the_row_and_every_artifact(app):
+    created = app.client.post("/v1/videos", json={"prompt": "to delete", "seconds": 2}).json()
+    app.wait(created["id"])
+    folder = app.storage / "jobs" / created["id"]
+    assert any(folder.iterdir())
+
+    deleted = app.client.delete(f"/v1/videos/{created['id']}")
+    assert deleted.json() == {"id": created["id"], "object": "video.deleted", "deleted": True}
+    assert not folder.exists()
+    assert app.client.get(f"/v1/videos/{created['id']}").status_code == 404
+    assert app.client.delete(f"/v1/videos/{created['id']}").status_code == 404
+
+
+def test_cancelling_a_finished_video_is_a_409(app):
+    created = app.client.post("/v1/videos", json={"prompt": "quick", "seconds": 2}).json()
+    app.wait(created["id"])
+    response = app.client.post(f"/v1/videos/{created['id']}/cancel")
+    assert response.status_code == 409 and response.json()["error"]["code"] == "already_finished"

@@ -3,22 +3,18 @@ fails the job with an error object, and the API stays up."""
 
 from __future__ import annotations
 
-import httpx
+from collections.abc import Iterator
+
 import pytest
 
 from serve_app.config import AppConfig
-from tests.fixtures.serve import Deployed
+from tests.fixtures.serve import Deployed, deployed
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
-def app(serve_cluster, tmp_path_factory) -> Deployed:
-    from ray import serve
-
-    from serve_app.app import bind_graph
-    from tests.fixtures.serve import SMALL_REPLICAS
-
+def app(serve_cluster, tmp_path_factory) -> Iterator[Deployed]:
     missing = tmp_path_factory.mktemp("no-weights")
     config = AppConfig.model_validate(
         {
@@ -37,10 +33,8 @@ def app(serve_cluster, tmp_path_factory) -> Deployed:
             "storage": {"root": str(tmp_path_factory.mktemp("broken-storage"))},
         }
     )
-    serve.run(bind_graph(config, SMALL_REPLICAS), name="broken", route_prefix="/broken")
-    url = f"{serve_cluster}/broken"
-    yield Deployed(name="broken", url=url, client=httpx.Client(base_url=url, timeout=60))
-    serve.delete("broken")
+    with deployed(serve_cluster, config, "broken") as app:
+        yield app
 
 
 def test_missing_weights_fall_back_and_a_failing_stage_fails_the_job(app):

@@ -7,25 +7,23 @@ save_pretrained and loaded by the deployments through the project's own loading 
 from __future__ import annotations
 
 import io
+import time
+from collections.abc import Iterator
 
 import av
-import httpx
 import pytest
 from PIL import Image
 
 from serve_app.config import AppConfig
-from tests.fixtures.serve import Deployed
+from tests.fixtures.serve import Deployed, deployed
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
-def app(serve_cluster, tmp_path_factory, tiny_svd_path, tiny_painter_path, tiny_llm_dir) -> Deployed:
-    from ray import serve
-
-    from serve_app.app import bind_graph
-    from tests.fixtures.serve import SMALL_REPLICAS
-
+def app(
+    serve_cluster, tmp_path_factory, tiny_svd_path, tiny_painter_path, tiny_llm_dir
+) -> Iterator[Deployed]:
     config = AppConfig.model_validate(
         {
             "fallback": "never",
@@ -62,11 +60,8 @@ def app(serve_cluster, tmp_path_factory, tiny_svd_path, tiny_painter_path, tiny_
             "user_config": {"max_batch_size": 4, "batch_wait_timeout_s": 2.0},
         },
     }
-    merged = {name: {**value, **options.get(name, {})} for name, value in SMALL_REPLICAS.items()}
-    serve.run(bind_graph(config, merged), name="tiny", route_prefix="/tiny")
-    url = f"{serve_cluster}/tiny"
-    yield Deployed(name="tiny", url=url, client=httpx.Client(base_url=url, timeout=60))
-    serve.delete("tiny")
+    with deployed(serve_cluster, config, "tiny", options) as app:
+        yield app
 
 
 def test_two_svd_replicas_share_one_logical_gpu(app):
@@ -111,3 +106,74 @@ def test_three_scene_job_with_real_tiny_models(app, tmp_path):
         assert sum(1 for _ in container.decode(stream)) == 3 * 8
     poster = app.client.get(f"/v1/videos/{video['id']}/content", params={"variant": "thumbnail"})
     assert Image.open(io.BytesIO(poster.content)).size == (128, 128)
+
+
+def _poll(app: Deployed, video_id: str, until, timeout_s: float = 120) -> dict:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        video = app.client.get(f"/v1/videos/{video_id}").json()
+        if until(video):
+            return video
+        time.sleep(0.1)
+    raise AssertionError(f"condition not reached for {video_id}: {video}")
+
+
+def _svd_replicas() -> list:
+    import ray
+
+    names = [
+        actor["name"]
+        for actor in ray.util.list_named_actors(all_namespaces=True)
+        if "tiny#SVDGenerator" in actor["name"]
+    ]
+    return [ray.get_actor(name, namespace="serve") for name in names]
+
+
+SLOW_JOB = {
+    "prompt": "Slow scenes.",
+    "scenes": [{"caption": "one"}, {"caption": "two"}],
+    "seconds": 2,
+    "size": "128x128",
+    "num_inference_steps": 40,
+    "seed": 1,
+}
+
+
+def test_step_progress_is_reported_and_cancel_stops_the_gpu_work(app):
+    from ray import serve
+
+    video = app.client.post("/v1/videos", json=SLOW_JOB).json()
+    # Progress follows the denoising steps: a scene shows a value strictly inside its animate stage.
+    midway = _poll(app, video["id"], lambda v: any(25 < s["progress"] < 85 for s in v["scenes"]))
+    assert midway["status"] == "in_progress" and 0 < midway["progress"] < 100
+
+    cancelled = app.client.post(f"/v1/videos/{video['id']}/cancel")
+    assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
+    assert {s["status"] for s in cancelled.json()["scenes"]} <= {"cancelled", "completed"}
+    # The SVD replica stopped the batch at a step boundary (it reports the cancelled batch).
+    handle = serve.get_deployment_handle("SVDGenerator", app_name="tiny")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if handle.stats.remote().result()["cancelled_batches"] > 0:
+            break
+        time.sleep(0.05)
+    else:
+        raise AssertionError("no SVD replica reported a cancelled batch")
+
+    assert app.client.post(f"/v1/videos/{video['id']}/cancel").status_code == 409
+    assert app.client.get(f"/v1/videos/{video['id']}").json()["status"] == "cancelled"
+
+
+def test_a_killed_svd_replica_costs_a_retry_not_the_job(app):
+    import ray
+
+    video = app.client.post("/v1/videos", json=SLOW_JOB | {"seed": 2}).json()
+    _poll(app, video["id"], lambda v: any(25 < s["progress"] < 85 for s in v["scenes"]))
+    replicas = _svd_replicas()
+    assert len(replicas) == 2
+    for replica in replicas:  # both, so the one mid-batch surely dies
+        ray.kill(replica, no_restart=True)
+
+    finished = app.wait(video["id"], timeout_s=300)
+    assert finished["status"] == "completed", finished["error"]
+    assert [s["generator"] for s in finished["scenes"]] == ["svd", "svd"]
