@@ -17,6 +17,7 @@ from ray import serve
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from engines.errors import InvalidInput
 from serve_app import errors
 from serve_app.config import AppConfig
 from serve_app.errors import BadRequest, Conflict, NotFound, Overloaded, PayloadTooLarge, Unprocessable
@@ -43,9 +44,9 @@ app = FastAPI(
     version="0.1.0",
     description="Text-to-video on Ray Serve, compatible with OpenAI's Videos API.",
 )
-app.add_exception_handler(Exception, errors.handle)
-app.add_exception_handler(RequestValidationError, errors.handle)
-app.add_exception_handler(StarletteHTTPException, errors.handle)
+# Known kinds are answered where they are raised; `Exception` is the last resort for bugs (a 500, logged).
+for kind in (errors.APIError, InvalidInput, RequestValidationError, StarletteHTTPException, Exception):
+    app.add_exception_handler(kind, errors.handle)
 
 VideoId = Annotated[str, Path(description="A video id from POST /v1/videos.")]
 

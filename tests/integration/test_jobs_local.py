@@ -1,0 +1,109 @@
+"""Job runner guarantees, checked in-process: one runner per job, take-over after a dead runner, the
+queue bound, expiry. The deployments' real classes do the work; only Ray is left out."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from serve_app import ingress
+from serve_app.jobs import JobRunner
+from serve_app.protocol import CreateVideoRequest
+from serve_app.serving import VideoService
+from serve_app.store import JobRow, JobStore, now
+from tests.fixtures.jobs import local_handles
+
+pytestmark = pytest.mark.integration
+
+
+async def create(service: VideoService, **body) -> str:
+    video = await service.create(CreateVideoRequest(prompt="Dawn. Noon. Dusk.", **body), None, None)
+    return video.id
+
+
+def test_two_runners_racing_for_one_job_one_wins(local_config, tmp_path):
+    async def scenario():
+        # Two runners, as in two ingress replicas: separate stores on one database file.
+        runners = [
+            JobRunner(local_config, JobStore(local_config.storage.database_path), local_handles(local_config))
+            for _ in range(2)
+        ]
+        service = VideoService(local_config, runners[0].store, runners[0])
+        job_id = await create(service, num_scenes=3, seconds=3)
+        service._tasks.pop(job_id).cancel()  # this test drives the runners itself
+        won = await asyncio.gather(*(runner.run(job_id) for runner in runners))
+        return job_id, won, runners
+
+    job_id, won, runners = asyncio.run(scenario())
+    assert sorted(won) == [False, True]
+    assert sum(runner.handles.svd.animate.calls for runner in runners) == 3  # each scene made once
+    assert runners[0].store.get(job_id).status == "completed"
+
+
+def test_a_dead_runners_job_is_taken_up_after_its_lease_keeping_finished_scenes(local_config):
+    async def scenario():
+        store = JobStore(local_config.storage.database_path)
+        first = JobRunner(local_config, store, local_handles(local_config))
+        service = VideoService(local_config, store, first)
+        job_id = await create(service, num_scenes=3, seconds=3)
+        await service._tasks[job_id]  # let it finish once, then pretend scene 2 was lost in a crash
+        store.update(job_id, status="in_progress", runner_id="runner-dead", lease_until=time.time() + 1)
+        store.update_scene(job_id, 2, status="animating", progress=40)
+
+        second = JobRunner(local_config, store, local_handles(local_config))
+        assert not await second.run(job_id)  # the dead runner's lease still holds
+        await asyncio.sleep(1.1)
+        assert await second.run(job_id)
+        return store.get(job_id), second
+
+    job, second = asyncio.run(scenario())
+    assert job.status == "completed" and job.attempts == 2
+    assert [scene.attempts for scene in job.scenes] == [1, 1, 2]  # only the lost scene ran again
+    assert second.handles.svd.animate.calls == 1
+
+
+def test_the_sweep_takes_up_unfinished_jobs_and_deletes_expired_ones(local_service):
+    async def scenario():
+        service = local_service
+        store = service.store
+        store.create(_job("video_" + "1" * 32, status="in_progress"))  # left by a dead process
+        store.create(_job("video_" + "2" * 32, status="completed", expires_at=now() - 1))
+        folder = Path(service.config.storage.root) / "jobs" / ("video_" + "2" * 32)
+        folder.mkdir(parents=True)
+        started = service.sweep()
+        await asyncio.gather(*service._tasks.values())
+        return started, store, folder
+
+    started, store, folder = asyncio.run(scenario())
+    assert started == ["video_" + "1" * 32]
+    assert store.get("video_" + "1" * 32).status == "completed"
+    assert store.get("video_" + "2" * 32) is None and not folder.exists()
+
+
+def test_a_full_queue_answers_429_with_retry_after(local_service):
+    local_service.config.limits.max_queued_jobs = 1
+    local_service.store.create(_job("video_" + "3" * 32, status="queued"))
+    ingress.install(local_service)
+    with TestClient(ingress.app) as client:
+        response = client.post("/v1/videos", json={"prompt": "one more"})
+    assert response.status_code == 429
+    assert response.headers["retry-after"] == "30"
+    assert response.json()["error"]["type"] == "rate_limit_error"
+
+
+def _job(job_id: str, status: str, expires_at: int | None = None) -> JobRow:
+    return JobRow(
+        id=job_id,
+        status=status,
+        model="svd-xt",
+        prompt="Left behind. Still waiting.",
+        size="64x64",
+        seconds="2",
+        request_json='{"prompt": "Left behind. Still waiting.", "seconds": 2, "seed": 5}',
+        created_at=now(),
+        expires_at=expires_at,
+    )
