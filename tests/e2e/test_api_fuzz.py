@@ -1,0 +1,44 @@
+"""Schema-driven fuzzing of the running API (real Serve, real HTTP): no input yields a 5xx, and every
+response matches what /openapi.json declares for it (status code, content type, body schema)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, settings
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+
+from tests.fixtures.serve import Deployed, cpu_profile, deployed
+
+pytestmark = pytest.mark.e2e
+
+CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
+
+
+@pytest.fixture(scope="module")
+def fuzz_app(serve_cluster, tmp_path_factory) -> Iterator[Deployed]:
+    # Short videos keep the jobs the fuzzer creates cheap; limits stay as in the CPU profile.
+    config = cpu_profile(tmp_path_factory.mktemp("fuzz-storage"))
+    with deployed(serve_cluster, config, "fuzz") as app:
+        yield app
+
+
+@pytest.fixture(scope="module")
+def api_schema(fuzz_app: Deployed):
+    return schemathesis.openapi.from_url(f"{fuzz_app.url}/openapi.json", timeout=30)
+
+
+schema = schemathesis.pytest.from_fixture("api_schema")
+
+
+@schema.parametrize()
+@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+def test_no_input_gives_a_server_error_or_an_undeclared_response(case, fuzz_app):
+    case.call_and_validate(base_url=fuzz_app.url, checks=CHECKS, timeout=60)
