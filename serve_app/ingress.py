@@ -210,6 +210,10 @@ async def _read_form(request: Request, limit: int) -> tuple[dict[str, Any], byte
 @serve.deployment(
     ray_actor_options={"num_cpus": 0.25},
     max_ongoing_requests=200,
+    # Past this many requests waiting for the ingress, Serve's proxy answers 429 with Retry-After itself
+    # (its default would be 503), so clients back off instead of treating the service as down.
+    max_queued_requests=500,
+    backpressure_config={"status_code": 429, "retry_after_s": 5},
     # Jobs are checkpointed and resume on the next replica, so the ingress need not outlast a generation.
     graceful_shutdown_timeout_s=30,
 )
