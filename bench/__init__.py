@@ -1,0 +1,8 @@
+"""Benchmarks: how fast the service is against the limits it could reach.
+
+    python -m bench            # everything, side by side, one Ray start (make bench)
+    python -m bench.gpu_svd    # full-size SVD-XT on a CUDA GPU (or --tiny on CPU)
+
+Every figure is a ratio or a latency measured in the same run as its reference, so a busy shared machine
+moves both sides together. Results go to bench/out/latest.json; bench/RESULTS.md records runs by hand.
+"""

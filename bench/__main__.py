@@ -1,0 +1,232 @@
+"""``python -m bench``: every CPU benchmark in one run, one Ray start, a table and bench/out/latest.json.
+
+1. encode_ratio    our H.264 encoder / the ffmpeg command line (and OpenCV mp4v for reference)
+2. overhead_ratio  a four-scene job through HTTP + Ray Serve / the same engines called in this process
+3. status_*, create_*  GET/POST /v1/videos latency while eight jobs generate
+4. batch_speedup   SVDGenerator throughput for four concurrent scenes at max_batch_size 4 / 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bench import encode, report, service
+from bench.pipeline import JOB, InProcessJob, app_config, build_models
+from bench.timing import interleaved, median, percentile
+
+OUT = Path(__file__).parent / "out"
+
+
+def measure_overhead(client: Any, local: InProcessJob, repeats: int) -> dict[str, Any]:
+    """Service vs in-process job, alternating, after one untimed round of each (loads, first calls).
+
+    The in-process side runs with torch on 1 and on 2 threads: Ray gives a fractional-CPU replica one
+    thread (OMP_NUM_THREADS=1), and which is faster here depends on the machine's load. The ratio is taken
+    against the faster of the two, so it never flatters the service.
+    """
+    torch_threads = torch.get_num_threads()
+
+    def in_process(threads: int) -> Any:
+        def run() -> None:
+            torch.set_num_threads(threads)
+            try:
+                local.run()
+            finally:
+                torch.set_num_threads(torch_threads)
+
+        return run
+
+    variants = {
+        "service": service.job_runner(client, JOB),
+        "in_process_1t": in_process(1),
+        "in_process_2t": in_process(2),
+    }
+    times = interleaved(variants, repeats, warmup=1)
+    wall = {name: median([s.wall for s in samples]) for name, samples in times.items()}
+    reference = min(wall["in_process_1t"], wall["in_process_2t"])
+    return {
+        "overhead_ratio": wall["service"] / reference,
+        "median_wall_s": wall,
+        "wall_s": {name: [round(s.wall, 4) for s in samples] for name, samples in times.items()},
+        "repeats": repeats,
+        "job": JOB,
+    }
+
+
+def measure_latency(client: Any, seconds: float) -> dict[str, Any]:
+    """Latency percentiles of status polls and creates while eight tiny-model jobs generate."""
+    raw = service.latency_under_load(client, JOB, in_flight=8, seconds=seconds)
+    summary: dict[str, Any] = {
+        "seconds": seconds,
+        "jobs_in_flight": 8,
+        "jobs_completed": raw["jobs_completed"],
+    }
+    for kind in ("status", "create"):
+        values = raw[f"{kind}_ms"]
+        summary[f"{kind}_p50_ms"] = percentile(values, 50)
+        summary[f"{kind}_p99_ms"] = percentile(values, 99)
+        summary[f"{kind}_max_ms"] = max(values)
+        summary[f"{kind}_samples"] = len(values)
+    summary["raw_ms"] = {kind: [round(v, 2) for v in raw[f"{kind}_ms"]] for kind in ("status", "create")}
+    return summary
+
+
+def measure_batching(config: Any, base_url: str, rounds: int) -> dict[str, Any]:
+    """Four concurrent same-shape scenes at max_batch_size 4, then 1, then 4 again (A-B-A).
+
+    Each switch changes only SVDGenerator's user_config, which Serve applies to the running replica without
+    a restart (about 15 s per switch here, so there are two). A-B-A cancels a steady drift in machine load.
+    The first round of each phase is not timed.
+    """
+    video = config.video
+    samples: dict[int, list[float]] = {1: [], 4: []}
+    batch_sizes: dict[int, dict[int, int]] = {1: {}, 4: {}}
+    for size in (4, 1, 4):
+        service.deploy(config, base_url, {"max_batch_size": size, "batch_wait_timeout_s": 0.2})
+        service.svd_throughput(4, 1, video.width, video.height)
+        result = service.svd_throughput(4, rounds, video.width, video.height)
+        samples[size] += [s.wall for s in result["samples"]]
+        for seen, count in result["batch_sizes"].items():
+            batch_sizes[size][seen] = batch_sizes[size].get(seen, 0) + count
+    throughput = {size: 4 / median(walls) for size, walls in samples.items()}
+    return {
+        "batch_speedup": throughput[4] / throughput[1],
+        "scenes_per_s": throughput,
+        "wall_s": {size: [round(w, 4) for w in walls] for size, walls in samples.items()},
+        "batch_sizes_seen": batch_sizes,
+        "scene": {
+            "size": f"{video.width}x{video.height}",
+            "frames": video.num_frames,
+            "steps": video.num_inference_steps,
+        },
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--quick", action="store_true", help="fewer repeats and a shorter load test (a smoke run)"
+    )
+    parser.add_argument("--skip-encode", action="store_true", help="leave out the encoder benchmark")
+    parser.add_argument("--skip-service", action="store_true", help="leave out everything that needs Ray")
+    parser.add_argument("--out", type=Path, default=OUT, help="where latest.json and the details go")
+    args = parser.parse_args(argv)
+    _quiet()
+    started = time.monotonic()
+    figures: dict[str, Any] = {}
+    details: dict[str, Any] = {}
+
+    if not args.skip_encode:
+        print("1/4 encoder ...", flush=True)
+        details["encode"] = encode.run(repeats=3 if args.quick else 7)
+        figures["encode_ratio"] = details["encode"]["encode_ratio"]
+    if not args.skip_service:
+        figures |= _service_benchmarks(args.quick, details)
+
+    notes = _notes(details)
+    details["total_seconds"] = time.monotonic() - started
+    latest = report.write(args.out, figures, details)
+    print()
+    print(report.table(figures, notes))
+    print(f"\n{_codec_facts(details)}\nwritten: {latest} ({details['total_seconds']:.0f} s)")
+
+
+def _service_benchmarks(quick: bool, details: dict[str, Any]) -> dict[str, float]:
+    with tempfile.TemporaryDirectory(prefix="bench-") as scratch:
+        root = Path(scratch)
+        config = app_config(build_models(root / "models"), root / "storage")
+        local = InProcessJob(config, root / "in-process")
+        with service.cluster() as base_url:
+            client = service.deploy(config, base_url)
+            print("2/4 overhead ...", flush=True)
+            details["overhead"] = measure_overhead(client, local, repeats=3 if quick else 7)
+            print("3/4 latency under load ...", flush=True)
+            details["latency"] = measure_latency(client, seconds=15 if quick else 40)
+            print("4/4 batching ...", flush=True)
+            details["batch"] = measure_batching(config, base_url, rounds=2 if quick else 3)
+    latency = details["latency"]
+    return {
+        "overhead_ratio": details["overhead"]["overhead_ratio"],
+        "status_p50_ms": latency["status_p50_ms"],
+        "status_p99_ms": latency["status_p99_ms"],
+        "create_p50_ms": latency["create_p50_ms"],
+        "create_p99_ms": latency["create_p99_ms"],
+        "batch_speedup": details["batch"]["batch_speedup"],
+    }
+
+
+def _notes(details: dict[str, Any]) -> dict[str, str]:
+    notes: dict[str, str] = {}
+    if "encode" in details:
+        cases = details["encode"]["cases"]
+        notes["encode_ratio"] = (
+            "worst of "
+            + ", ".join(
+                f"{n} frames {c['ratio_ours_over_cli']:.3f} (cpu {c['cpu_ratio_ours_over_cli']:.3f})"
+                for n, c in cases.items()
+            )
+            + f"; 1024x576, median of {details['encode']['repeats']}"
+        )
+    if "overhead" in details:
+        wall = details["overhead"]["median_wall_s"]
+        notes["overhead_ratio"] = (
+            f"4-scene tiny-model job: service {wall['service']:.3f} s / in-process "
+            f"{min(wall['in_process_1t'], wall['in_process_2t']):.3f} s (1 thread {wall['in_process_1t']:.3f}, "
+            f"2 threads {wall['in_process_2t']:.3f}), median of {details['overhead']['repeats']}"
+        )
+    if "latency" in details:
+        lat = details["latency"]
+        for kind in ("status", "create"):
+            text = f"{lat[f'{kind}_samples']} samples, max {lat[f'{kind}_max_ms']:.0f} ms; 8 tiny-model jobs generating"
+            notes[f"{kind}_p50_ms"] = notes[f"{kind}_p99_ms"] = text
+    if "batch" in details:
+        batch = details["batch"]
+        notes["batch_speedup"] = (
+            f"{batch['scenes_per_s'][4]:.2f} vs {batch['scenes_per_s'][1]:.2f} scenes/s; "
+            f"batches seen {batch['batch_sizes_seen']}"
+        )
+    return notes
+
+
+def _codec_facts(details: dict[str, Any]) -> str:
+    if "encode" not in details:
+        return ""
+    lines = ["Encoders, 1024x576 (codec read back with PyAV):"]
+    for count, case in details["encode"]["cases"].items():
+        for name, facts in case["files"].items():
+            playable = (
+                "plays in Chrome/Firefox/Safari"
+                if facts["browser_playable"]
+                else "NOT playable in Chrome/Firefox/Safari"
+            )
+            lines.append(
+                f"  {count:>3} frames  {name:<6} {case['median_wall_s'][name]:6.3f} s  {facts['bytes'] / 1e6:6.2f} MB  "
+                f"{facts['codec']}/{facts['pix_fmt']}: {playable}"
+            )
+    return "\n".join(lines)
+
+
+def _quiet() -> None:
+    # The tiny CLIP tokenizer truncates every prompt; its warning per call would drown the table.
+    warnings.filterwarnings("ignore")
+    for name in ("transformers", "diffusers", "ray", "ray.serve", "httpx"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    diffusers_logging.set_verbosity_error()
+    diffusers_logging.disable_progress_bar()
+    transformers_logging.set_verbosity_error()
+    transformers_logging.disable_progress_bar()
+
+
+if __name__ == "__main__":
+    main()

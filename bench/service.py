@@ -1,0 +1,155 @@
+"""The service side of the benchmarks: one local Ray cluster, the app deployed on it, and HTTP clients.
+
+Ray starts once per benchmark run (about 20 s here); every service measurement shares that cluster.
+Replicas take fractions of a CPU, as in serve_config.cpu.yaml, so the whole graph fits on two cores.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import httpx
+import numpy as np
+from PIL import Image
+
+from bench.timing import Sample, cpu_seconds
+from serve_app.config import AppConfig
+from serve_app.protocol import TERMINAL
+
+APP = "bench"
+# Fractions of a CPU per replica (Ray counts 8 logical CPUs on this 2-core machine).
+REPLICAS: dict[str, dict[str, Any]] = {
+    "VideoAPI": {"ray_actor_options": {"num_cpus": 0.1}},
+    "SceneWriter": {"ray_actor_options": {"num_cpus": 0.1}},
+    "KeyframePainter": {"ray_actor_options": {"num_cpus": 0.1}},
+    "SVDGenerator": {"ray_actor_options": {"num_cpus": 0.2, "num_gpus": 0}},
+    "Encoder": {"ray_actor_options": {"num_cpus": 0.2}},
+}
+POLL_S = 0.02
+
+
+@contextmanager
+def cluster() -> Iterator[str]:
+    """Start Ray in this process and Serve's HTTP proxy; yield the proxy's base URL; stop both after."""
+    import ray
+    from ray import serve
+
+    port = _free_port()
+    ray.init(num_cpus=8, num_gpus=1, include_dashboard=False, configure_logging=False, log_to_driver=False)
+    try:
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+
+
+def deploy(config: AppConfig, base_url: str, svd_batch: dict[str, Any] | None = None) -> httpx.Client:
+    """Deploy (or update in place) the app under /bench; returns an HTTP client for its API.
+
+    Args:
+        config: the application config.
+        base_url: the Serve proxy's URL.
+        svd_batch: SVDGenerator's `user_config` (`max_batch_size`, `batch_wait_timeout_s`); default its own.
+            Changing only this reconfigures the running replica live, without a restart.
+    """
+    from ray import serve
+
+    from serve_app.app import bind_graph
+
+    options = {name: dict(value) for name, value in REPLICAS.items()}
+    if svd_batch is not None:
+        options["SVDGenerator"]["user_config"] = svd_batch
+    serve.run(bind_graph(config, options), name=APP, route_prefix=f"/{APP}")
+    return httpx.Client(base_url=f"{base_url}/{APP}", timeout=120)
+
+
+def run_job(client: httpx.Client, body: dict[str, Any]) -> dict[str, Any]:
+    """POST a job and poll it every 20 ms until it ends; returns the final video object."""
+    response = client.post("/v1/videos", json=body)
+    response.raise_for_status()
+    video_id = response.json()["id"]
+    while True:
+        video = client.get(f"/v1/videos/{video_id}").json()
+        if video["status"] in TERMINAL:
+            if video["status"] != "completed":
+                raise RuntimeError(f"benchmark job {video_id} ended {video['status']}: {video['error']}")
+            return video
+        time.sleep(POLL_S)
+
+
+def job_runner(client: httpx.Client, body: dict[str, Any]) -> Callable[[], Any]:
+    """A no-argument callable that runs one job through HTTP (for `timing.interleaved`)."""
+    return lambda: run_job(client, body)
+
+
+def latency_under_load(
+    client: httpx.Client, body: dict[str, Any], in_flight: int = 8, seconds: float = 40.0
+) -> dict[str, Any]:
+    """Status and create latency while ``in_flight`` jobs generate, for ``seconds``.
+
+    One client keeps ``in_flight`` jobs running (a new POST whenever one ends) and polls each job's status
+    in turn every 20 ms; every POST and every GET is one latency sample.
+    """
+    create_ms: list[float] = []
+    status_ms: list[float] = []
+    completed = 0
+
+    def create() -> str:
+        started = time.perf_counter()
+        response = client.post("/v1/videos", json=body)
+        create_ms.append((time.perf_counter() - started) * 1000)
+        response.raise_for_status()
+        return response.json()["id"]
+
+    running = [create() for _ in range(in_flight)]
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        for index, video_id in enumerate(running):
+            started = time.perf_counter()
+            video = client.get(f"/v1/videos/{video_id}").json()
+            status_ms.append((time.perf_counter() - started) * 1000)
+            if video["status"] in TERMINAL:
+                completed += video["status"] == "completed"
+                running[index] = create()
+        time.sleep(POLL_S)
+    for video_id in running:  # leave no work behind for the next measurement
+        client.post(f"/v1/videos/{video_id}/cancel")
+    return {"create_ms": create_ms, "status_ms": status_ms, "jobs_completed": completed}
+
+
+def svd_throughput(scenes: int, rounds: int, width: int, height: int) -> dict[str, Any]:
+    """Send ``scenes`` same-shape scenes at once to SVDGenerator, ``rounds`` times; time each round.
+
+    Scenes take the deployment's configured frames and steps; ``width`` x ``height`` must be its size.
+    Returns the per-round samples and the batch sizes the replica reports for these rounds.
+    """
+    from ray import serve
+
+    from engines.svd import SceneRequest
+
+    handle = serve.get_deployment_handle("SVDGenerator", app_name=APP)
+    before = handle.stats.remote().result()["batch_sizes"]
+    rng = np.random.default_rng(0)
+    image = Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
+    requests = [SceneRequest(image=image, seed=i) for i in range(scenes)]
+    samples: list[Sample] = []
+    for _ in range(rounds):
+        cpu_started, started = cpu_seconds(), time.perf_counter()
+        responses = [handle.animate.remote(request, f"scene {i}") for i, request in enumerate(requests)]
+        for response in responses:
+            response.result()
+        samples.append(Sample(wall=time.perf_counter() - started, cpu=cpu_seconds() - cpu_started))
+    after = handle.stats.remote().result()["batch_sizes"]
+    sizes = {int(size): count - before.get(size, 0) for size, count in after.items()}
+    return {"samples": samples, "batch_sizes": {size: n for size, n in sizes.items() if n}}
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
