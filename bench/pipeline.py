@@ -50,8 +50,17 @@ def app_config(models: dict[str, Path], storage: Path, concurrent_jobs: int = 8)
                 "fps": 8,
                 "num_inference_steps": 2,
                 "decode_chunk_size": 8,
+                # Without this a replica with a fraction of a CPU runs torch on one thread (Ray sets
+                # OMP_NUM_THREADS=1), while the in-process side uses both cores.
+                "cpu_threads": 2,
             },
-            "painter": {"model_path": str(models["painter"]), "device": "cpu", "width": 64, "height": 64},
+            "painter": {
+                "model_path": str(models["painter"]),
+                "device": "cpu",
+                "width": 64,
+                "height": 64,
+                "cpu_threads": 2,
+            },
             "writer": {"backend": "template"},
             "limits": {"max_frames_per_scene": 8},
             "jobs": {"max_concurrent_jobs": concurrent_jobs},

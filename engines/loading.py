@@ -55,6 +55,13 @@ class ModelSourceConfig(BaseModel):
         "fp16 variant files are used when present) and float32 on CPU. float16 on CPU falls back to "
         "float32 with a warning because CPU half-precision kernels are slow or missing.",
     )
+    cpu_threads: int | None = Field(
+        default=None,
+        ge=1,
+        description="torch threads when running on the CPU. Ray sets OMP_NUM_THREADS=1 in replicas with a "
+        "fraction of a CPU, so a CPU replica uses one core unless this is set; match the replica's num_cpus. "
+        "Ignored on CUDA.",
+    )
 
 
 @dataclass(frozen=True)
@@ -84,6 +91,9 @@ def resolve_placement(config: ModelSourceConfig) -> Placement:
     if dtype == torch.float16 and device.type == "cpu":
         logger.warning("dtype='float16' is not supported well on CPU; using float32 instead")
         dtype = torch.float32
+    if device.type == "cpu" and config.cpu_threads:
+        # Process-wide: each replica is its own process, so this sizes that replica's thread pool.
+        torch.set_num_threads(config.cpu_threads)
     return Placement(device=device, dtype=dtype)
 
 

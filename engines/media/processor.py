@@ -53,7 +53,13 @@ class VideoProcessingConfig(BaseModel):
         "medium",
         description="libx264 speed/size trade-off: 'ultrafast' encodes several times faster, files grow 2-3x.",
     )
-    fps: float = Field(7.0, gt=0, le=120, description="Frame rate of scene clips before interpolation.")
+    fps: float = Field(
+        7.0,
+        gt=0,
+        le=120,
+        description="Default frame rate of clips before interpolation. The service passes each job's own rate "
+        "(the request's `fps`, else `video.fps`), so this matters only to direct use of the engine.",
+    )
     interpolation_factor: Literal[1, 2, 4] = Field(
         1,
         description="Motion-compensated frame interpolation (ffmpeg minterpolate): 2 or 4 creates real in-between "
