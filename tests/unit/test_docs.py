@@ -1,0 +1,26 @@
+"""Docs that are generated or quoted from the code stay in step with it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from serve_app.config_docs import render
+
+pytestmark = pytest.mark.unit
+
+ROOT = Path(__file__).parents[2]
+
+
+def test_config_reference_matches_the_schema():
+    committed = (ROOT / "docs" / "CONFIG.md").read_text(encoding="utf-8")
+    assert committed == render(), "regenerate: python -m serve_app.config_docs > docs/CONFIG.md"
+
+
+def test_readme_opens_with_the_two_commands_and_covers_operations():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    quick_start = readme[: readme.index("## ", readme.index("## Quick start") + 3)]
+    assert "make demo" in quick_start and "make test" in quick_start
+    for heading in ("## Troubleshooting", "## Performance", "## Configuration", "## Monitoring"):
+        assert heading in readme, heading
