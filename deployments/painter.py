@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 
 from ray import serve
 
-from engines.errors import ModelUnavailable
-from engines.fallback import FallbackPolicy, KeyframeResult, paint_keyframe
+from engines.fallback import FallbackPolicy, KeyframeResult, load_under_policy, paint_keyframe
 from engines.painter import PainterConfig, PainterEngine
-
-logger = logging.getLogger("ray.serve")
 
 
 @serve.deployment(
@@ -27,19 +23,9 @@ class KeyframePainter:
 
     def __init__(self, config: PainterConfig, fallback: FallbackPolicy) -> None:
         self.fallback = fallback
-        self.engine: PainterEngine | None = None
-        self.unavailable: str | None = None
-        if fallback == "always":
-            return
-        engine = PainterEngine(config)
-        try:
-            engine.load()
-            self.engine = engine
-        except ModelUnavailable as exc:
-            if fallback == "never":
-                raise
-            self.unavailable = str(exc)
-            logger.warning("Keyframe painter unavailable, keyframes will be placeholders: %s", exc)
+        self.engine, self.unavailable = load_under_policy(
+            lambda: PainterEngine(config), fallback, "Keyframe painter"
+        )
 
     async def paint(self, prompt: str, width: int, height: int, seed: int) -> KeyframeResult:
         return await asyncio.to_thread(

@@ -12,8 +12,8 @@ from typing import Any
 from pydantic import BaseModel, Field
 from ray import serve
 
-from engines.errors import GenerationCancelled, ModelUnavailable
-from engines.fallback import FallbackPolicy, SceneResult, animate_scenes
+from engines.errors import GenerationCancelled
+from engines.fallback import FallbackPolicy, SceneResult, animate_scenes, load_under_policy
 from engines.svd import SceneRequest, SVDConfig, SVDEngine
 from serve_app import metrics
 
@@ -100,21 +100,9 @@ class SVDGenerator:
         self.config = config
         self.fallback = fallback
         self.board = board
-        self.engine: SVDEngine | None = None
-        self.unavailable: str | None = None
         self.batch_sizes: Counter[int] = Counter()
         self.cancelled_batches = 0
-        if fallback == "always":
-            return
-        engine = SVDEngine(config)
-        try:
-            engine.load()
-            self.engine = engine
-        except ModelUnavailable as exc:
-            if fallback == "never":
-                raise
-            self.unavailable = str(exc)
-            logger.warning("SVD unavailable, scenes will be title-card clips: %s", exc)
+        self.engine, self.unavailable = load_under_policy(lambda: SVDEngine(config), fallback, "SVD")
 
     def reconfigure(self, user_config: dict) -> None:
         settings = BatchSettings.model_validate(user_config)

@@ -13,9 +13,9 @@ Every result records the generator that made it; a fallback is never labelled `s
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal, get_args
+from typing import Literal, Protocol, TypeVar, get_args
 
 import numpy as np
 from PIL import Image
@@ -28,6 +28,13 @@ from engines.svd import CancelToken, ProgressCallback, SceneRequest, SVDConfig, 
 logger = logging.getLogger(__name__)
 
 FallbackPolicy = Literal["auto", "always", "never"]
+
+
+class Loadable(Protocol):
+    def load(self) -> None: ...
+
+
+E = TypeVar("E", bound=Loadable)
 
 
 @dataclass
@@ -154,6 +161,34 @@ def paint_keyframe(
     return KeyframeResult(image=image, generator="painter")
 
 
+def load_under_policy(
+    build: Callable[[], E], policy: FallbackPolicy, what: str
+) -> tuple[E | None, str | None]:
+    """Build and load a model engine as the policy allows.
+
+    Args:
+        build: makes the engine (not yet loaded).
+        policy: "always" never builds it; "auto" returns None and the reason when it cannot load; "never"
+            lets ModelUnavailable through.
+        what: the engine's name for the log.
+
+    Returns:
+        (the loaded engine, None), or (None, why it is not there).
+    """
+    _check_policy(policy)
+    if policy == "always":
+        return None, "fallback policy is 'always'"
+    engine = build()
+    try:
+        engine.load()
+    except ModelUnavailable as exc:
+        if policy == "never":
+            raise
+        logger.warning("%s unavailable, its fallback stands in: %s", what, exc)
+        return None, str(exc)
+    return engine, None
+
+
 def _fallback_clips(
     requests: Sequence[SceneRequest], texts: Sequence[str], config: SVDConfig, reason: str
 ) -> list[SceneResult]:
@@ -194,5 +229,6 @@ __all__ = [
     "SceneResult",
     "animate_scene",
     "animate_scenes",
+    "load_under_policy",
     "paint_keyframe",
 ]

@@ -26,6 +26,7 @@ from engines.svd import SceneRequest
 from engines.writer import improve_visual_prompt, motion_bucket_id
 from serve_app import metrics
 from serve_app.config import AppConfig
+from serve_app.errors import APIError
 from serve_app.planning import JobPlan, plan_job
 from serve_app.protocol import CreateVideoRequest
 from serve_app.storage import JobFiles
@@ -101,14 +102,15 @@ class JobRunner:
         job = self.store.get(job_id)
         if job is None or job.status in ("completed", "failed", "cancelled"):
             return
-        request = CreateVideoRequest.model_validate(job.request)
-        plan = plan_job(request, self.config, seed=job.request["seed"])
         files = JobFiles(self.config.storage.root, job_id)
         self.store.update(
             job_id, status="in_progress", started_at=job.started_at or now(), attempts=job.attempts + 1
         )
         started = time.monotonic()
         try:
+            # 0. Plan again from the stored request: a redeploy with tighter limits fails it here, visibly.
+            request = CreateVideoRequest.model_validate(job.request)
+            plan = plan_job(request, self.config, seed=job.request["seed"])
             # 1. Write the script, unless the caller gave scenes or an earlier run already wrote them.
             scenes = job.scenes or await self._write(job_id, request, plan)
             # 2. Make the scenes: paint, animate, encode. Scenes overlap (scene 2 animates while scene 1
@@ -208,7 +210,8 @@ class JobRunner:
         # a. The first frame: the caller's reference, the previous scene's end, or a painted keyframe.
         stage_started = time.monotonic()
         if scene.idx == 0 and files.reference.is_file():
-            keyframe, made_by = prepare_reference(Image.open(files.reference), width, height), "reference"
+            with Image.open(files.reference) as reference:
+                keyframe, made_by = prepare_reference(reference, width, height), "reference"
         elif previous_frame is not None:
             keyframe, made_by = (
                 prepare_reference(Image.fromarray(previous_frame), width, height),
@@ -348,6 +351,7 @@ def _error_code(exc: BaseException) -> str:
         (InvalidInput, "invalid_input"),
         (MediaError, "media_error"),
         (GenerationCancelled, "cancelled"),
+        (APIError, "invalid_request"),
     ):
         if isinstance(exc, kind):
             return code

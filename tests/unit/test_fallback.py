@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from engines.errors import GenerationCancelled, InvalidInput, ModelUnavailable
-from engines.fallback import animate_scene, animate_scenes, paint_keyframe
+from engines.fallback import animate_scene, animate_scenes, load_under_policy, paint_keyframe
 from engines.media.cards import placeholder_image, title_card_frames
 from engines.painter import PainterConfig, PainterEngine
 from engines.svd import SceneRequest, SVDConfig, SVDEngine
@@ -161,3 +161,34 @@ def test_keyframe_auto_falls_back_and_never_raises(tmp_path: Path) -> None:
         paint_keyframe(painter, "A lighthouse", 64, 48, seed=1, policy="never")
     with pytest.raises(ModelUnavailable, match="no keyframe painter"):
         paint_keyframe(None, "A lighthouse", 64, 48, seed=1, policy="never")
+
+
+class _Engine:
+    def __init__(self, fails: bool) -> None:
+        self.fails = fails
+        self.loaded = False
+
+    def load(self) -> None:
+        if self.fails:
+            raise ModelUnavailable("weights not found at /models/none")
+        self.loaded = True
+
+
+def test_load_under_policy_in_all_three_modes():
+    built = []
+
+    def build(fails: bool):
+        def make() -> _Engine:
+            built.append(fails)
+            return _Engine(fails)
+
+        return make
+
+    assert load_under_policy(build(False), "always", "SVD") == (None, "fallback policy is 'always'")
+    assert built == []  # `always` never builds, let alone loads, the model
+    engine, reason = load_under_policy(build(False), "auto", "SVD")
+    assert engine is not None and engine.loaded and reason is None
+    engine, reason = load_under_policy(build(True), "auto", "SVD")
+    assert engine is None and "/models/none" in reason
+    with pytest.raises(ModelUnavailable, match="/models/none"):
+        load_under_policy(build(True), "never", "SVD")
