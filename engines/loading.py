@@ -8,8 +8,10 @@ exactly that error.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -91,10 +93,25 @@ def resolve_placement(config: ModelSourceConfig) -> Placement:
     if dtype == torch.float16 and device.type == "cpu":
         logger.warning("dtype='float16' is not supported well on CPU; using float32 instead")
         dtype = torch.float32
-    if device.type == "cpu" and config.cpu_threads:
-        # Process-wide: each replica is its own process, so this sizes that replica's thread pool.
-        torch.set_num_threads(config.cpu_threads)
     return Placement(device=device, dtype=dtype)
+
+
+@contextlib.contextmanager
+def cpu_threads(config: ModelSourceConfig, device: torch.device | None) -> Iterator[None]:
+    """Run the block with ``config.cpu_threads`` torch threads when the model runs on the CPU.
+
+    OpenMP thread counts belong to the calling thread and pipelines run in worker threads, so the count is
+    set around each call rather than once at load.
+    """
+    if device is None or device.type != "cpu" or not config.cpu_threads:
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(config.cpu_threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def load_pipeline(pipeline_cls: Any, config: ModelSourceConfig, dtype: torch.dtype) -> Any:

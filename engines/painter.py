@@ -16,7 +16,14 @@ from PIL import Image, ImageOps
 from pydantic import Field
 
 from engines.errors import InvalidInput
-from engines.loading import ModelSourceConfig, Placement, load_pipeline, release_memory, resolve_placement
+from engines.loading import (
+    ModelSourceConfig,
+    Placement,
+    cpu_threads,
+    load_pipeline,
+    release_memory,
+    resolve_placement,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -143,15 +150,16 @@ class PainterEngine:
             self.load()
             generator = torch.Generator(device=self._pipeline._execution_device).manual_seed(seed)
             cfg = self.config
-            image = self._pipeline(
-                prompt=prompt.strip() + cfg.style_suffix,
-                negative_prompt=cfg.negative_prompt if cfg.guidance_scale > 1.0 else None,
-                width=gen_width,
-                height=gen_height,
-                num_inference_steps=cfg.num_inference_steps,
-                guidance_scale=cfg.guidance_scale,
-                generator=generator,
-            ).images[0]
+            with cpu_threads(cfg, self._placement.device if self._placement else None):
+                image = self._pipeline(
+                    prompt=prompt.strip() + cfg.style_suffix,
+                    negative_prompt=cfg.negative_prompt if cfg.guidance_scale > 1.0 else None,
+                    width=gen_width,
+                    height=gen_height,
+                    num_inference_steps=cfg.num_inference_steps,
+                    guidance_scale=cfg.guidance_scale,
+                    generator=generator,
+                ).images[0]
 
         # 4. Fit to the exact keyframe size
         return prepare_reference(image, width, height)

@@ -28,6 +28,7 @@ from engines.errors import GenerationCancelled, InvalidInput, ModelUnavailable
 from engines.loading import (
     ModelSourceConfig,
     Placement,
+    cpu_threads,
     is_out_of_memory,
     load_pipeline,
     release_memory,
@@ -431,25 +432,26 @@ class SVDEngine:
         stopped_at: int | None = None
         started = time.perf_counter()
         try:
-            output = self._pipeline(
-                image=[item.image for item in chunk],
-                height=first.param("height"),
-                width=first.param("width"),
-                num_frames=first.param("num_frames"),
-                num_inference_steps=total,
-                min_guidance_scale=first.param("min_guidance_scale"),
-                max_guidance_scale=first.param("max_guidance_scale"),
-                fps=first.param("fps"),
-                motion_bucket_id=first.param("motion_bucket_id"),
-                noise_aug_strength=first.param("noise_aug_strength"),
-                decode_chunk_size=first.param("decode_chunk_size"),
-                # More than one video per image orders embeddings and latents differently; batching is done
-                # with a list of images instead.
-                num_videos_per_prompt=1,
-                generator=generators,
-                output_type="np",
-                callback_on_step_end=on_step_end,
-            )
+            with cpu_threads(self.config, self._placement.device if self._placement else None):
+                output = self._pipeline(
+                    image=[item.image for item in chunk],
+                    height=first.param("height"),
+                    width=first.param("width"),
+                    num_frames=first.param("num_frames"),
+                    num_inference_steps=total,
+                    min_guidance_scale=first.param("min_guidance_scale"),
+                    max_guidance_scale=first.param("max_guidance_scale"),
+                    fps=first.param("fps"),
+                    motion_bucket_id=first.param("motion_bucket_id"),
+                    noise_aug_strength=first.param("noise_aug_strength"),
+                    decode_chunk_size=first.param("decode_chunk_size"),
+                    # More than one video per image orders embeddings and latents differently; batching is done
+                    # with a list of images instead.
+                    num_videos_per_prompt=1,
+                    generator=generators,
+                    output_type="np",
+                    callback_on_step_end=on_step_end,
+                )
         except _CancelSignal as signal:
             stopped_at = signal.step
         if stopped_at is not None:

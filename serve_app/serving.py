@@ -6,11 +6,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import io
 import json
 import logging
 import secrets
+import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -60,6 +62,8 @@ class VideoService:
         self._tasks: dict[str, asyncio.Task] = {}
         self._slots = asyncio.Semaphore(config.jobs.max_concurrent_jobs)
         self._sweeper: asyncio.Task | None = None
+        self._changed = asyncio.Event()
+        store.listeners.append(self._on_write)
 
     # -- create ---------------------------------------------------------------------------------
 
@@ -157,6 +161,7 @@ class VideoService:
         """
         last, quiet = None, 0.0
         while True:
+            changed = self._changed  # taken before reading, so a write in between is not missed
             job = self.store.get(video_id)
             if job is None:
                 yield _sse(
@@ -172,8 +177,11 @@ class VideoService:
                 yield ": keep-alive\n\n"
             if job.status in TERMINAL:
                 return
-            await asyncio.sleep(EVENT_POLL_S)
-            quiet += EVENT_POLL_S
+            # Woken by this process's own writes at once; the timeout catches writes from other replicas.
+            started = time.monotonic()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), EVENT_POLL_S)
+            quiet += time.monotonic() - started
 
     # -- cancel and delete ----------------------------------------------------------------------
 
@@ -271,6 +279,15 @@ class VideoService:
             await self.runner.run(job_id)
 
     # -- helpers --------------------------------------------------------------------------------
+
+    def _on_write(self, job_id: str) -> None:
+        """Store listener: wake every event stream (each re-reads its own video and sends it if changed)."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return  # a write outside the event loop (a test, a thread): streams catch it by their timeout
+        self._changed.set()
+        self._changed = asyncio.Event()
 
     def _job(self, video_id: str) -> JobRow:
         job = self.store.get(video_id) if JOB_ID.match(video_id) else None

@@ -10,6 +10,7 @@ import json
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -131,6 +132,8 @@ class JobStore:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         self._db = _connect(str(path))
         self._lock = threading.Lock()
+        # Called with the job id after every write: lets the event stream wake at once instead of polling.
+        self.listeners: list[Callable[[str], None]] = []
         with self._lock, self._db:
             self._db.executescript(SCHEMA)
 
@@ -151,6 +154,7 @@ class JobStore:
                 if existing is None:
                     raise
                 raise IdempotencyConflict(existing) from None
+        self._notify(job.id)
         return job
 
     def get(self, job_id: str) -> JobRow | None:
@@ -181,6 +185,7 @@ class JobStore:
     def update(self, job_id: str, **changes: Any) -> None:
         """Set columns of one job."""
         self._update("jobs", _JOB_COLUMNS, changes, "id = :key_id", {"key_id": job_id})
+        self._notify(job_id)
 
     # -- leases: one runner per job ------------------------------------------------------------
 
@@ -249,7 +254,9 @@ class JobStore:
     def delete(self, job_id: str) -> bool:
         with self._lock, self._db:
             self._db.execute("DELETE FROM scenes WHERE job_id = :id", {"id": job_id})
-            return self._db.execute("DELETE FROM jobs WHERE id = :id", {"id": job_id}).rowcount > 0
+            deleted = self._db.execute("DELETE FROM jobs WHERE id = :id", {"id": job_id}).rowcount > 0
+        self._notify(job_id)
+        return deleted
 
     # -- scenes ---------------------------------------------------------------------------------
 
@@ -261,6 +268,7 @@ class JobStore:
                 _insert("scenes", _SCENE_COLUMNS),
                 [{name: getattr(scene, name) for name in _SCENE_COLUMNS} for scene in scenes],
             )
+        self._notify(job_id)
 
     def update_scene(self, job_id: str, idx: int, **changes: Any) -> None:
         self._update(
@@ -270,8 +278,13 @@ class JobStore:
             "job_id = :key_id AND idx = :key_idx",
             {"key_id": job_id, "key_idx": idx},
         )
+        self._notify(job_id)
 
     # -- internals ------------------------------------------------------------------------------
+
+    def _notify(self, job_id: str) -> None:
+        for listener in self.listeners:
+            listener(job_id)
 
     def _update(
         self, table: str, columns: tuple[str, ...], changes: dict[str, Any], where: str, keys: dict[str, Any]
