@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import uuid
@@ -231,3 +232,26 @@ def test_cancelling_a_finished_video_is_a_409(app):
     app.wait(created["id"])
     response = app.client.post(f"/v1/videos/{created['id']}/cancel")
     assert response.status_code == 409 and response.json()["error"]["code"] == "already_finished"
+
+
+def test_json_input_reference_as_a_data_url(app):
+    png = io.BytesIO()
+    Image.new("RGB", (80, 60), (200, 40, 40)).save(png, format="PNG")
+    data_url = "data:image/png;base64," + base64.b64encode(png.getvalue()).decode()
+    response = app.client.post(
+        "/v1/videos",
+        json={
+            "prompt": "From my photo. Then onwards.",
+            "seconds": 4,
+            "input_reference": {"image_url": data_url},
+        },
+    )
+    assert response.status_code == 200, response.text
+    finished = app.wait(response.json()["id"])
+    assert [scene["keyframe_generator"] for scene in finished["scenes"]][0] == "reference"
+    assert (
+        app.client.post(
+            "/v1/videos", json={"prompt": "x", "input_reference": {"image_url": "data:image/png;base64,@@@"}}
+        ).json()["error"]["param"]
+        == "input_reference.image_url"
+    )

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from engines.media import VideoProcessor
 from serve_app import ingress
 from serve_app.jobs import JobRunner
 from serve_app.protocol import CreateVideoRequest
@@ -107,3 +108,23 @@ def _job(job_id: str, status: str, expires_at: int | None = None) -> JobRow:
         created_at=now(),
         expires_at=expires_at,
     )
+
+
+def test_interpolated_scene_clips_through_the_runner(local_config):
+    local_config.video_processing.interpolation_factor = 2
+
+    async def scenario():
+        store = JobStore(local_config.storage.database_path)
+        service = VideoService(
+            local_config, store, JobRunner(local_config, store, local_handles(local_config))
+        )
+        job_id = await create(service, num_scenes=2, seconds=2)
+        await service._tasks[job_id]
+        return store.get(job_id)
+
+    job = asyncio.run(scenario())
+    assert job.status == "completed", job.error_message
+    for scene in job.scenes:
+        info = VideoProcessor.probe(scene.clip_path)
+        # A 1 s scene plus its 0.25 s share of the fade is 5 frames at 4 fps: (5 - 1) * 2 + 1 at 8 fps.
+        assert (info.fps, info.frames) == (8.0, 9)
