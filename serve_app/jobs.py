@@ -156,8 +156,8 @@ class JobRunner:
             ]
             title, backend = None, "explicit"
         else:
-            script = await self.handles.writer.write.remote(
-                request.prompt, plan.num_scenes, None, request.style
+            script = await self._call(
+                self.handles.writer.write, request.prompt, plan.num_scenes, None, request.style
             )
             # Equal scene lengths: the video lasts what was asked, and equal frame counts batch together.
             rows = [
@@ -233,7 +233,9 @@ class JobRunner:
             num_frames=plan.frames_for(scene.duration_s, self.config.limits.max_frames_per_scene),
             num_inference_steps=plan.steps,
             fps=plan.fps,
-            motion_bucket_id=request.motion_bucket_id or scene.motion_bucket_id,
+            motion_bucket_id=scene.motion_bucket_id
+            if request.motion_bucket_id is None
+            else request.motion_bucket_id,
             noise_aug_strength=request.noise_aug_strength,
         )
         key = f"{job_id}:{scene.idx}"
@@ -285,7 +287,10 @@ class JobRunner:
                 done, _ = await asyncio.wait({task}, timeout=PROGRESS_POLL_S)
                 if done:
                     return task.result()
-                step = await self.handles.board.progress.remote(key)
+                try:
+                    step = await self.handles.board.progress.remote(key)
+                except RETRYABLE:
+                    continue  # progress is advisory: a board that restarts must not fail the scene
                 if step and step != shown:
                     shown = step
                     self._scene(job_id, idx, "animating", progress=low + (high - low) * step[0] // step[1])

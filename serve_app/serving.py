@@ -22,7 +22,7 @@ from PIL import Image, UnidentifiedImageError
 from serve_app import metrics
 from serve_app.config import AppConfig
 from serve_app.errors import Conflict, NotFound, Overloaded, Unprocessable, bad_value
-from serve_app.jobs import JobRunner
+from serve_app.jobs import RETRYABLE, JobRunner
 from serve_app.planning import plan_job
 from serve_app.protocol import (
     TERMINAL,
@@ -216,7 +216,11 @@ class VideoService:
         # The board tells SVD replicas to stop at the next denoising step; cancelling the task stops the
         # runner here (and Serve cancels its in-flight calls).
         if self.runner.handles.board is not None:
-            await self.runner.handles.board.cancel.remote(video_id)
+            try:
+                await self.runner.handles.board.cancel.remote(video_id)
+            except RETRYABLE as exc:
+                # The runner's task is still cancelled below; a batch already running finishes unheard.
+                logger.warning("cancel of %s did not reach the JobBoard: %s", video_id, exc)
         task = self._tasks.pop(video_id, None)
         if task is not None and not task.done():
             task.cancel()
