@@ -15,7 +15,7 @@ from engines.fallback import animate_scenes, paint_keyframe
 from engines.media import Cue, VideoProcessor, write_webvtt
 from engines.painter import PainterEngine
 from engines.svd import SceneRequest, SVDEngine
-from engines.tiny_models import build_tiny_painter, build_tiny_svd
+from engines.tiny_models import TINY_SVD_SETTINGS, build_tiny_painter, build_tiny_svd
 from engines.writer import ScriptWriter
 from serve_app.config import AppConfig
 from serve_app.planning import plan_job
@@ -43,13 +43,7 @@ def app_config(models: dict[str, Path], storage: Path, concurrent_jobs: int = 8)
             "fallback": "never",
             "video": {
                 "model_path": str(models["svd"]),
-                "device": "cpu",
-                "width": 64,
-                "height": 64,
-                "num_frames": 8,
-                "fps": 8,
-                "num_inference_steps": 2,
-                "decode_chunk_size": 8,
+                **TINY_SVD_SETTINGS,
                 # Without this a replica with a fraction of a CPU runs torch on one thread (Ray sets
                 # OMP_NUM_THREADS=1), while the in-process side uses both cores.
                 "cpu_threads": 2,

@@ -14,6 +14,7 @@ import av
 import pytest
 from PIL import Image
 
+from engines.tiny_models import TINY_SVD_SETTINGS
 from serve_app.config import AppConfig
 from tests.fixtures.serve import Deployed, deployed
 
@@ -29,13 +30,7 @@ def app(
             "fallback": "never",
             "video": {
                 "model_path": str(tiny_svd_path),
-                "device": "cpu",
-                "width": 64,
-                "height": 64,
-                "num_frames": 8,
-                "fps": 8,
-                "num_inference_steps": 2,
-                "decode_chunk_size": 8,
+                **TINY_SVD_SETTINGS,
             },
             "painter": {"model_path": str(tiny_painter_path), "device": "cpu", "width": 64, "height": 64},
             "writer": {

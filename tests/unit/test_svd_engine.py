@@ -15,6 +15,7 @@ from PIL import Image
 
 from engines.errors import GenerationCancelled, InvalidInput, ModelUnavailable
 from engines.svd import SceneRequest, SVDConfig, SVDEngine
+from engines.tiny_models import TINY_SVD_SETTINGS
 
 pytestmark = pytest.mark.unit
 
@@ -27,15 +28,7 @@ def keyframe(seed: int, size: tuple[int, int] = (64, 64)) -> Image.Image:
 @pytest.fixture(scope="module")
 def engine(tiny_svd_path: Path) -> SVDEngine:
     # One loaded engine for the read-only tests of this module; tests that unload build their own.
-    config = SVDConfig(
-        model_path=str(tiny_svd_path),
-        device="cpu",
-        width=64,
-        height=64,
-        num_frames=8,
-        num_inference_steps=2,
-        decode_chunk_size=8,
-    )
+    config = SVDConfig(model_path=str(tiny_svd_path), **TINY_SVD_SETTINGS)
     engine = SVDEngine(config)
     engine.load()
     return engine
