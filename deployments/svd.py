@@ -62,7 +62,8 @@ class BatchSignals:
         self.board = board
         self.keys = [item.key for item in items]
         self.job_ids = sorted({item.job_id for item in items})
-        self._checked_at = 0.0
+        # The first question waits CHECK_EVERY_S too: a batch that was just started is rarely cancelled already.
+        self._checked_at = time.monotonic()
         self._cancelled = False
 
     def progress(self, step: int, total: int) -> None:
