@@ -38,7 +38,7 @@ def bind_graph(config: AppConfig, options: dict[str, dict[str, Any]] | None = No
         return deployment.options(**options.get(deployment.name, {}))
 
     board = configured(JobBoard).bind()
-    writer = configured(SceneWriter).bind(config.writer)
+    writer = configured(SceneWriter).bind(config.writer, config.fallback)
     painter = configured(KeyframePainter).bind(config.painter, config.fallback)
     svd = configured(SVDGenerator).bind(config.video, config.fallback, board)
     encoder = configured(Encoder).bind(config.video_processing, config.storage.root)

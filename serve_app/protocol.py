@@ -139,6 +139,10 @@ class VideoObject(BaseModel):
     seconds: str
     error: VideoError | None = None
     title: str | None = None
+    writer: str | None = Field(
+        None,
+        description="What wrote the scenes: 'transformers', 'openai', 'template' or 'explicit' (the caller).",
+    )
     scenes: list[SceneObject] = Field(default_factory=list)
 
 

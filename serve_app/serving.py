@@ -315,6 +315,7 @@ class VideoService:
             if job.error_code
             else None,
             title=job.title,
+            writer=job.script_backend,
             scenes=[
                 SceneObject(
                     index=scene.idx,

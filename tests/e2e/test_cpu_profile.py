@@ -86,6 +86,7 @@ def test_explicit_scenes_and_an_uploaded_reference(app, tmp_path):
 
     assert finished["status"] == "completed", finished["error"]
     assert [scene["caption"] for scene in finished["scenes"]] == ["第一幕：黎明", "Act two: noon"]
+    assert finished["writer"] == "explicit"
     assert [scene["keyframe_generator"] for scene in finished["scenes"]] == ["reference", "placeholder"]
 
 

@@ -35,6 +35,9 @@ def app(
             "painter": {"model_path": str(tiny_painter_path), "device": "cpu", "width": 64, "height": 64},
             "writer": {
                 "backend": "transformers",
+                # Short fields: a random model fills every string to its limit, and the whole script must
+                # fit in max_new_tokens (with `fallback: never`, a template fallback would fail the job).
+                "bounds": {"max_title_chars": 24, "max_caption_chars": 32, "max_visual_prompt_chars": 48},
                 "transformers": {
                     "model": str(tiny_llm_dir),
                     "device": "cpu",
@@ -84,6 +87,7 @@ def test_three_scene_job_with_real_tiny_models(app, tmp_path):
     video = app.wait(response.json()["id"], timeout_s=300)
 
     assert video["status"] == "completed", video["error"]
+    assert video["writer"] == "transformers"  # the tiny LLM wrote the script, not the template
     scenes = video["scenes"]
     assert len(scenes) == 3
     assert [scene["generator"] for scene in scenes] == ["svd"] * 3
