@@ -102,8 +102,8 @@ class AppConfig(BaseModel):
     fallback: FallbackPolicy = Field(
         "auto",
         description="When a model cannot load or run: `auto` degrades that stage (template writer, placeholder "
-        "keyframe, title-card clip) and records why; `always` never loads the painter or SVD (CPU profile); "
-        "`never` fails the scene instead.",
+        "keyframe, title-card clip) and records why; `always` loads no model at all (the CPU profile); "
+        "`never` fails instead (at start when a model cannot load, else the job).",
     )
     video: SVDConfig = Field(
         default_factory=SVDConfig, description="The SVD generator (the seed's VIDEO_CONFIG)."
