@@ -58,8 +58,9 @@ class BatchSignals:
 
     CHECK_EVERY_S = 0.5  # denoising steps take seconds on a GPU; the board is asked at most this often
 
-    def __init__(self, board: Any, items: list[AnimateItem]) -> None:
+    def __init__(self, board: Any, items: list[AnimateItem], loop: asyncio.AbstractEventLoop) -> None:
         self.board = board
+        self.loop = loop
         self.keys = [item.key for item in items]
         self.job_ids = sorted({item.job_id for item in items})
         # The first question waits CHECK_EVERY_S too: a batch that was just started is rarely cancelled already.
@@ -67,8 +68,9 @@ class BatchSignals:
         self._cancelled = False
 
     def progress(self, step: int, total: int) -> None:
+        # Sent from the replica's event loop, fire and forget: the pipeline's thread never waits on it.
         if self.board is not None:
-            self.board.report.remote(self.keys, step, total)  # fire and forget: progress is advisory
+            self.loop.call_soon_threadsafe(self.board.report.remote, self.keys, step, total)
 
     def is_set(self) -> bool:
         if self.board is None or self._cancelled:
@@ -128,7 +130,7 @@ class SVDGenerator:
         self.batch_sizes[len(items)] += 1
         metrics.get().batch_size.observe(len(items))
         try:
-            results = await asyncio.to_thread(self._run, items)
+            results = await asyncio.to_thread(self._run, items, asyncio.get_running_loop())
         except GenerationCancelled as exc:
             self.cancelled_batches += 1
             return [exc] * len(items)  # every job in the batch was cancelled
@@ -142,12 +144,12 @@ class SVDGenerator:
 
     async def _run_alone(self, item: AnimateItem) -> SceneResult | Exception:
         try:
-            return (await asyncio.to_thread(self._run, [item]))[0]
+            return (await asyncio.to_thread(self._run, [item], asyncio.get_running_loop()))[0]
         except Exception as exc:  # noqa: BLE001 - returned to that scene's caller alone
             return exc
 
-    def _run(self, items: list[AnimateItem]) -> list[SceneResult]:
-        signals = BatchSignals(self.board, items)
+    def _run(self, items: list[AnimateItem], loop: asyncio.AbstractEventLoop) -> list[SceneResult]:
+        signals = BatchSignals(self.board, items, loop)
         results = animate_scenes(
             self.engine,
             [item.request for item in items],
