@@ -17,7 +17,7 @@ import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from serve_app import metrics
 from serve_app.config import AppConfig
@@ -105,7 +105,8 @@ class VideoService:
         if image is not None:
             files = JobFiles(self.config.storage.root, job_id)
             files.folder.mkdir(parents=True, exist_ok=True)
-            image.save(files.reference)
+            # Upright RGB PNG: any upload (CMYK JPEG, palette GIF, rotated phone photo) is stored one way.
+            ImageOps.exif_transpose(image).convert("RGB").save(files.reference)
         try:
             self.store.create(job)
         except IdempotencyConflict as conflict:

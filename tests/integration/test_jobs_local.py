@@ -4,11 +4,13 @@ queue bound, expiry. The deployments' real classes do the work; only Ray is left
 from __future__ import annotations
 
 import asyncio
+import io
 import time
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from PIL import Image
 
 from engines.media import VideoProcessor
 from serve_app import ingress
@@ -128,3 +130,22 @@ def test_interpolated_scene_clips_through_the_runner(local_config):
         info = VideoProcessor.probe(scene.clip_path)
         # A 1 s scene plus its 0.25 s share of the fade is 5 frames at 4 fps: (5 - 1) * 2 + 1 at 8 fps.
         assert (info.fps, info.frames) == (8.0, 9)
+
+
+@pytest.mark.parametrize("mode", ["CMYK", "P", "LA", "I;16"])
+def test_uploads_in_any_image_mode_are_accepted(local_service, mode):
+    upload = io.BytesIO()
+    image = Image.new("RGB", (40, 30), (10, 200, 90)).convert(mode)
+    image.save(upload, format="TIFF" if mode == "I;16" else ("JPEG" if mode == "CMYK" else "PNG"))
+    ingress.install(local_service)
+    with TestClient(ingress.app) as client:
+        response = client.post(
+            "/v1/videos",
+            data={"prompt": "from an upload"},
+            files={"input_reference": ("ref", upload.getvalue())},
+        )
+        assert response.status_code == 200, response.text
+    stored = Image.open(
+        Path(local_service.config.storage.root) / "jobs" / response.json()["id"] / "input_reference.png"
+    )
+    assert stored.mode == "RGB" and stored.size == (40, 30)
