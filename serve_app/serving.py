@@ -349,14 +349,17 @@ def _hash(request: CreateVideoRequest, reference: bytes | None) -> str:
 
 def _decode_reference(data: bytes) -> Image.Image:
     """Open an uploaded image fully (a truncated or fake file fails here, not in the job)."""
+    too_large = f"at most {MAX_REFERENCE_PIXELS // 1_000_000} megapixels"
     try:
         with Image.open(io.BytesIO(data)) as probe:
             if probe.width * probe.height > MAX_REFERENCE_PIXELS:
-                raise bad_value("input_reference", f"{probe.width}x{probe.height}", "image too large")
+                raise bad_value("input_reference", f"{probe.width}x{probe.height}", too_large)
             probe.verify()
         image = Image.open(io.BytesIO(data))
         image.load()
         return image
+    except Image.DecompressionBombError as exc:  # Pillow's own, larger limit, hit while opening
+        raise bad_value("input_reference", f"<{len(data)} bytes>", too_large) from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise bad_value(
             "input_reference", f"<{len(data)} bytes>", "not a readable image (PNG, JPEG, WebP)"

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import io
+import struct
 import time
+import zlib
 from pathlib import Path
 
 import pytest
@@ -149,3 +151,18 @@ def test_uploads_in_any_image_mode_are_accepted(local_service, mode):
         Path(local_service.config.storage.root) / "jobs" / response.json()["id"] / "input_reference.png"
     )
     assert stored.mode == "RGB" and stored.size == (40, 30)
+
+
+def test_an_oversized_image_is_refused_before_it_is_decoded(local_service):
+    # A PNG header that claims 20000 x 20000 pixels, with no pixel data: size alone decides.
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", 20000, 20000, 8, 2, 0, 0, 0)
+    bomb = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b"")
+    ingress.install(local_service)
+    with TestClient(ingress.app) as client:
+        response = client.post("/v1/videos", data={"prompt": "x"}, files={"input_reference": ("a.png", bomb)})
+    assert response.status_code == 400
+    assert "megapixels" in response.json()["error"]["message"]
+    assert local_service.store.list(None, 10, "desc")[0] == []
