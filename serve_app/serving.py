@@ -71,7 +71,13 @@ class VideoService:
         self, request: CreateVideoRequest, reference: bytes | None, idempotency_key: str | None
     ) -> VideoObject:
         """Validate ``request``, store the job and start it. Same key and body: the same job."""
-        # 1. Back-pressure before any work: a full queue answers 429 with a time to come back.
+        body_hash = _hash(request, reference)
+        # 1. A retry of a request that already made its job gets that job, even when the queue is full.
+        if idempotency_key is not None:
+            existing = self.store.get_by_key(idempotency_key)
+            if existing is not None:
+                return self._replay(existing, idempotency_key, body_hash)
+        # 2. Back-pressure before any work: a full queue answers 429 with a time to come back.
         queued = self.store.count_with_status("queued")
         if queued >= self.config.limits.max_queued_jobs:
             raise Overloaded(
@@ -79,15 +85,14 @@ class VideoService:
                 code="queue_full",
                 headers={"Retry-After": "30"},
             )
-        # 2. Resolve and check everything the job will use, so a bad request fails now, not later.
-        body_hash = _hash(request, reference)
+        # 3. Resolve and check everything the job will use, so a bad request fails now, not later.
         seed = request.seed if request.seed is not None else secrets.randbelow(2**32)
         plan = plan_job(request, self.config, seed)
         image = _decode_reference(reference) if reference is not None else None
         if request.input_reference is not None:
             image = _decode_data_url(request.input_reference.image_url)
 
-        # 3. Store the job; a reused idempotency key answers with its job, or 422 if the body differs.
+        # 4. Store the job; a key taken meanwhile by a concurrent duplicate answers as in step 1.
         job_id = f"video_{uuid.uuid4().hex}"
         stored = request.model_dump(mode="json", exclude={"input_reference"}) | {"seed": seed}
         job = JobRow(
@@ -112,15 +117,19 @@ class VideoService:
         except IdempotencyConflict as conflict:
             if image is not None:
                 JobFiles(self.config.storage.root, job_id).remove()
-            if conflict.existing.request_hash != body_hash:
-                raise Unprocessable(
-                    f"Idempotency-Key {idempotency_key!r} was used with a different request",
-                    param="Idempotency-Key",
-                    code="idempotency_key_reused",
-                ) from None
-            return self.to_object(conflict.existing)
+            return self._replay(conflict.existing, idempotency_key, body_hash)
         self.start(job_id)
         return self.to_object(job)
+
+    def _replay(self, existing: JobRow, key: str | None, body_hash: str) -> VideoObject:
+        """The job an idempotency key already made; 422 if this request's body is not the one it was made with."""
+        if existing.request_hash != body_hash:
+            raise Unprocessable(
+                f"Idempotency-Key {key!r} was used with a different request",
+                param="Idempotency-Key",
+                code="idempotency_key_reused",
+            )
+        return self.to_object(existing)
 
     # -- read -----------------------------------------------------------------------------------
 

@@ -150,7 +150,7 @@ class JobStore:
                 with self._db:
                     self._db.execute(_insert("jobs", _JOB_COLUMNS), values)
             except sqlite3.IntegrityError:
-                existing = self._get_by_key(job.idempotency_key) if job.idempotency_key else None
+                existing = self._by_key(job.idempotency_key) if job.idempotency_key else None
                 if existing is None:
                     raise
                 raise IdempotencyConflict(existing) from None
@@ -161,6 +161,11 @@ class JobStore:
         with self._lock:
             row = self._db.execute("SELECT * FROM jobs WHERE id = :id", {"id": job_id}).fetchone()
             return self._with_scenes(row) if row else None
+
+    def get_by_key(self, key: str) -> JobRow | None:
+        """The job created under idempotency key ``key``, if any."""
+        with self._lock:
+            return self._by_key(key)
 
     def list(self, after: str | None, limit: int, order: str) -> tuple[list[JobRow], bool]:
         """Jobs ordered by creation (``order`` 'asc' or 'desc'), starting after job ``after``.
@@ -296,7 +301,7 @@ class JobStore:
         with self._lock, self._db:
             self._db.execute(f"UPDATE {table} SET {assignments} WHERE {where}", {**changes, **keys})
 
-    def _get_by_key(self, key: str) -> JobRow | None:
+    def _by_key(self, key: str) -> JobRow | None:
         row = self._db.execute("SELECT * FROM jobs WHERE idempotency_key = :key", {"key": key}).fetchone()
         return self._with_scenes(row) if row else None
 

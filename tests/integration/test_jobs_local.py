@@ -166,3 +166,16 @@ def test_an_oversized_image_is_refused_before_it_is_decoded(local_service):
     assert response.status_code == 400
     assert "megapixels" in response.json()["error"]["message"]
     assert local_service.store.list(None, 10, "desc")[0] == []
+
+
+def test_a_retry_with_its_idempotency_key_gets_its_job_even_when_the_queue_is_full(local_service):
+    ingress.install(local_service)
+    headers = {"Idempotency-Key": "retry-me"}
+    with TestClient(ingress.app) as client:
+        first = client.post("/v1/videos", json={"prompt": "once"}, headers=headers)
+        local_service.config.limits.max_queued_jobs = 0  # now every new job is refused
+        retry = client.post("/v1/videos", json={"prompt": "once"}, headers=headers)
+        fresh = client.post("/v1/videos", json={"prompt": "another"})
+    assert first.status_code == 200 and retry.status_code == 200
+    assert retry.json()["id"] == first.json()["id"]
+    assert fresh.status_code == 429
