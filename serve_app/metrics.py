@@ -9,8 +9,6 @@ import functools
 
 from ray.serve import metrics
 
-STAGES = ("write", "paint", "animate", "encode", "stitch")
-
 
 class Metrics:
     def __init__(self) -> None:

@@ -78,7 +78,7 @@ class VideoService:
             if existing is not None:
                 return self._replay(existing, idempotency_key, body_hash)
         # 2. Back-pressure before any work: a full queue answers 429 with a time to come back.
-        queued = self.store.count_with_status("queued")
+        queued = self.store.counts().get("queued", 0)
         if queued >= self.config.limits.max_queued_jobs:
             raise Overloaded(
                 f"{queued} videos are waiting; try again later",
@@ -279,16 +279,16 @@ class VideoService:
             await asyncio.sleep(self.config.jobs.sweep_seconds)
 
     def _report_counts(self) -> None:
-        gauge = metrics.get().jobs
+        gauge, counts = metrics.get().jobs, self.store.counts()
         for status in ("queued", "in_progress", "completed", "failed", "cancelled"):
-            gauge.set(self.store.count_with_status(status), tags={"status": status})
+            gauge.set(counts.get(status, 0), tags={"status": status})
 
     @property
     def running(self) -> int:
         return sum(1 for task in self._tasks.values() if not task.done())
 
     async def _run(self, job_id: str) -> None:
-        metrics.get().queue_depth.set(self.store.count_with_status("queued"))
+        metrics.get().queue_depth.set(self.store.counts().get("queued", 0))
         async with self._slots:
             await self.runner.run(job_id)
 

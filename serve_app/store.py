@@ -244,17 +244,11 @@ class JobStore:
             ).fetchall()
         return [row["id"] for row in rows]
 
-    def ids_with_status(self, *statuses: str) -> list[str]:
-        marks = ", ".join(f":s{i}" for i in range(len(statuses)))
+    def counts(self) -> dict[str, int]:
+        """How many jobs have each status (statuses with none are absent)."""
         with self._lock:
-            rows = self._db.execute(
-                f"SELECT id FROM jobs WHERE status IN ({marks}) ORDER BY seq",
-                {f"s{i}": status for i, status in enumerate(statuses)},
-            ).fetchall()
-        return [row["id"] for row in rows]
-
-    def count_with_status(self, *statuses: str) -> int:
-        return len(self.ids_with_status(*statuses))
+            rows = self._db.execute("SELECT status, COUNT(*) AS n FROM jobs GROUP BY status").fetchall()
+        return {row["status"]: row["n"] for row in rows}
 
     def delete(self, job_id: str) -> bool:
         with self._lock, self._db:
