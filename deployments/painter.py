@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from ray import serve
 
+from deployments.model_thread import ModelThread
 from engines.fallback import FallbackPolicy, KeyframeResult, load_under_policy, paint_keyframe
 from engines.painter import PainterConfig, PainterEngine
 
@@ -23,19 +22,19 @@ class KeyframePainter:
 
     def __init__(self, config: PainterConfig, fallback: FallbackPolicy) -> None:
         self.fallback = fallback
+        self.thread = ModelThread("painter")
         self.engine, self.unavailable = load_under_policy(
             lambda: PainterEngine(config), fallback, "Keyframe painter"
         )
 
     async def paint(self, prompt: str, width: int, height: int, seed: int) -> KeyframeResult:
-        return await asyncio.to_thread(
-            paint_keyframe, self.engine, prompt, width, height, seed, self.fallback
-        )
+        return await self.thread.run(paint_keyframe, self.engine, prompt, width, height, seed, self.fallback)
 
     def check_health(self) -> None:
         if self.fallback == "never" and (self.engine is None or not self.engine.loaded):
             raise RuntimeError(f"keyframe painter unusable: {self.unavailable}")
 
     def __del__(self) -> None:
+        self.thread.shutdown()
         if self.engine is not None:
             self.engine.unload()

@@ -12,6 +12,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 from ray import serve
 
+from deployments.model_thread import ModelThread
 from engines.errors import GenerationCancelled
 from engines.fallback import FallbackPolicy, SceneResult, animate_scenes, load_under_policy
 from engines.svd import SceneRequest, SVDConfig, SVDEngine
@@ -105,6 +106,7 @@ class SVDGenerator:
         self.board = board
         self.batch_sizes: Counter[int] = Counter()
         self.cancelled_batches = 0
+        self.thread = ModelThread("svd")
         self.engine, self.unavailable = load_under_policy(lambda: SVDEngine(config), fallback, "SVD")
 
     def reconfigure(self, user_config: dict) -> None:
@@ -130,7 +132,7 @@ class SVDGenerator:
         self.batch_sizes[len(items)] += 1
         metrics.get().batch_size.observe(len(items))
         try:
-            results = await asyncio.to_thread(self._run, items, asyncio.get_running_loop())
+            results = await self.thread.run(self._run, items, asyncio.get_running_loop())
         except GenerationCancelled as exc:
             self.cancelled_batches += 1
             return [exc] * len(items)  # every job in the batch was cancelled
@@ -144,7 +146,7 @@ class SVDGenerator:
 
     async def _run_alone(self, item: AnimateItem) -> SceneResult | Exception:
         try:
-            return (await asyncio.to_thread(self._run, [item], asyncio.get_running_loop()))[0]
+            return (await self.thread.run(self._run, [item], asyncio.get_running_loop()))[0]
         except Exception as exc:  # noqa: BLE001 - returned to that scene's caller alone
             return exc
 
@@ -183,5 +185,6 @@ class SVDGenerator:
             metrics.get().gpu_memory.set(torch.cuda.max_memory_allocated())
 
     def __del__(self) -> None:
+        self.thread.shutdown()
         if self.engine is not None:
             self.engine.unload()

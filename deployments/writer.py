@@ -7,6 +7,7 @@ import logging
 
 from ray import serve
 
+from deployments.model_thread import ModelThread
 from engines.errors import ModelUnavailable
 from engines.fallback import FallbackPolicy
 from engines.writer import Script, ScriptWriter, WriterConfig
@@ -30,6 +31,9 @@ class SceneWriter:
         if fallback == "always":
             config = config.model_copy(update={"backend": "template"})
         self.writer = ScriptWriter(config)
+        # A local model computes: its calls share one thread (see deployments/model_thread.py). The
+        # template and a remote endpoint only wait, so their calls run side by side.
+        self.thread = ModelThread("writer") if config.backend == "transformers" else None
         try:
             self.writer.load()
         except ModelUnavailable as exc:
@@ -41,7 +45,11 @@ class SceneWriter:
         self, prompt: str, num_scenes: int | None, language: str | None, style: str | None
     ) -> Script:
         # A local LLM generates for seconds: keep the replica's event loop free.
-        script = await asyncio.to_thread(self.writer.write, prompt, num_scenes, language, style)
+        args = (prompt, num_scenes, language, style)
+        if self.thread is not None:
+            script = await self.thread.run(self.writer.write, *args)
+        else:
+            script = await asyncio.to_thread(self.writer.write, *args)
         if self.fallback == "never" and script.fallback_reason:
             raise ModelUnavailable(f"the scene writer fell back to the template: {script.fallback_reason}")
         return script
