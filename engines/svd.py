@@ -167,9 +167,8 @@ class SceneFrames:
     generator: Literal["svd"] = "svd"
 
 
-# Parameters that must be equal for requests to share one pipeline call: the pipeline takes each of them
-# as a single scalar for the whole batch.
-_SHAPE_FIELDS = (
+# Every per-request parameter that has a config default, in one order.
+_PARAMS = (
     "width",
     "height",
     "num_frames",
@@ -181,6 +180,9 @@ _SHAPE_FIELDS = (
     "max_guidance_scale",
     "decode_chunk_size",
 )
+# The conditioning the pipeline takes per video (see engines/svd_pipeline.py); every other parameter is one
+# scalar for the whole call, so requests share a call only where those are equal.
+_PER_VIDEO = ("fps", "motion_bucket_id", "noise_aug_strength")
 
 
 @dataclass(frozen=True)
@@ -190,10 +192,17 @@ class _Resolved:
     index: int
     image: Image.Image
     seed: int
-    shape: tuple[Any, ...]
+    params: tuple[Any, ...]
 
     def param(self, name: str) -> Any:
-        return self.shape[_SHAPE_FIELDS.index(name)]
+        return self.params[_PARAMS.index(name)]
+
+    @property
+    def batch_key(self) -> tuple[Any, ...]:
+        """Equal for requests that can share one pipeline call."""
+        return tuple(
+            value for name, value in zip(_PARAMS, self.params, strict=True) if name not in _PER_VIDEO
+        )
 
 
 @dataclass(frozen=True)
@@ -238,13 +247,13 @@ class SVDEngine:
         Raises:
             ModelUnavailable: weights missing, not cached with downloads off, unreadable, or no usable device.
         """
-        from diffusers import StableVideoDiffusionPipeline
+        from engines.svd_pipeline import PerVideoConditioningSVDPipeline
 
         with self._lock:
             if self._pipeline is not None:
                 return
             placement = resolve_placement(self.config)
-            pipeline = load_pipeline(StableVideoDiffusionPipeline, self.config, placement.dtype)
+            pipeline = load_pipeline(PerVideoConditioningSVDPipeline, self.config, placement.dtype)
             pipeline.set_progress_bar_config(disable=True)
             self._runtime = self._apply_memory_options(pipeline, placement.device)
             self._pipeline, self._placement = pipeline, placement
@@ -272,8 +281,8 @@ class SVDEngine:
     ) -> list[SceneFrames]:
         """Animate each request's keyframe; blocking, so call it from a worker thread, never an event loop.
 
-        Requests whose shape parameters (size, frames, steps, fps, motion, noise, guidance, decode chunk) are
-        equal run as one pipeline call with one seeded generator each, so a batched result equals the same
+        Requests whose size, frames, steps, guidance and decode chunk are equal run as one pipeline call, with
+        one seeded generator and their own fps, motion and noise each, so a batched result equals the same
         request run alone. Others run in compatible sub-batches, in order of first appearance.
 
         Args:
@@ -298,7 +307,7 @@ class SVDEngine:
         # 2. Group requests that can share one pipeline call, keeping the order they arrived in
         groups: dict[tuple[Any, ...], list[_Resolved]] = {}
         for item in resolved:
-            groups.setdefault(item.shape, []).append(item)
+            groups.setdefault(item.batch_key, []).append(item)
 
         # 3. Run each group, halving the batch on out-of-memory
         results: dict[int, SceneFrames] = {}
@@ -352,7 +361,7 @@ class SVDEngine:
         if not isinstance(request, SceneRequest):
             raise InvalidInput("requests", request, f"each item must be a SceneRequest{where}")
         values = {f.name: getattr(request, f.name) for f in fields(SceneRequest)}
-        for name in _SHAPE_FIELDS:
+        for name in _PARAMS:
             if values[name] is None:
                 values[name] = getattr(self.config, name)
         if values["decode_chunk_size"] is None:  # unset in the config too: decode every frame at once
@@ -371,7 +380,7 @@ class SVDEngine:
             index=index,
             image=image.convert("RGB"),
             seed=seed,
-            shape=tuple(values[name] for name in _SHAPE_FIELDS),
+            params=tuple(values[name] for name in _PARAMS),
         )
 
     def _run_with_retries(
@@ -441,9 +450,11 @@ class SVDEngine:
                     num_inference_steps=total,
                     min_guidance_scale=first.param("min_guidance_scale"),
                     max_guidance_scale=first.param("max_guidance_scale"),
-                    fps=first.param("fps"),
-                    motion_bucket_id=first.param("motion_bucket_id"),
-                    noise_aug_strength=first.param("noise_aug_strength"),
+                    fps=_per_video([item.param("fps") for item in chunk], device),
+                    motion_bucket_id=_per_video([item.param("motion_bucket_id") for item in chunk], device),
+                    noise_aug_strength=_per_video(
+                        [item.param("noise_aug_strength") for item in chunk], device, image_dims=True
+                    ),
                     decode_chunk_size=first.param("decode_chunk_size"),
                     # More than one video per image orders embeddings and latents differently; batching is done
                     # with a list of images instead.
@@ -514,6 +525,13 @@ def _check_request(values: dict[str, Any], where: str) -> None:
             raise InvalidInput(name, value, f"must be a number of at least 0{where}")
     if low > high:
         raise InvalidInput("min_guidance_scale", low, f"must not exceed max_guidance_scale={high}{where}")
+
+
+def _per_video(values: Sequence[float], device: torch.device, image_dims: bool = False) -> torch.Tensor:
+    """One conditioning value per video, for `PerVideoConditioningSVDPipeline`; ``image_dims`` shapes it
+    (batch, 1, 1, 1) to scale a batch of images, as `noise_aug_strength` does."""
+    tensor = torch.tensor(list(values), dtype=torch.float32, device=device)
+    return tensor.reshape(-1, 1, 1, 1) if image_dims else tensor
 
 
 def _plural(count: int, one: str, many: str) -> str:

@@ -86,6 +86,36 @@ def test_a_batch_of_three_equals_three_single_runs(engine: SVDEngine) -> None:
     assert np.abs(batch[0].frames.astype(int) - batch[1].frames.astype(int)).mean() > 1
 
 
+def test_scenes_with_different_motion_share_one_call_and_equal_single_runs(engine: SVDEngine) -> None:
+    # A story's scenes ask for different motion; fps and noise may differ too. All are per-video inputs.
+    requests = [
+        SceneRequest(image=keyframe(40), seed=1, motion_bucket_id=20),
+        SceneRequest(image=keyframe(41), seed=2, motion_bucket_id=200, fps=12),
+        SceneRequest(image=keyframe(42), seed=3, motion_bucket_id=127, noise_aug_strength=0.3),
+    ]
+    steps: list[tuple[int, int]] = []
+
+    batch = engine.generate(requests, progress=lambda step, total: steps.append((step, total)))
+    singles = [engine.generate([request])[0] for request in requests]
+
+    assert steps == [(1, 2), (2, 2)]  # one pipeline call
+    for batched, single in zip(batch, singles, strict=True):
+        assert np.abs(batched.frames.astype(int) - single.frames.astype(int)).max() <= 2
+
+
+def test_motion_conditioning_changes_the_video(engine: SVDEngine) -> None:
+    # Guards the per-video conditioning: were the values dropped, every motion would give the same frames.
+    image = keyframe(43)
+    calm, lively = engine.generate(
+        [
+            SceneRequest(image=image, seed=5, motion_bucket_id=0),
+            SceneRequest(image=image, seed=5, motion_bucket_id=255),
+        ]
+    )
+
+    assert np.abs(calm.frames.astype(int) - lively.frames.astype(int)).mean() > 0.5
+
+
 def test_requests_with_different_shapes_run_in_sub_batches_and_keep_their_order(engine: SVDEngine) -> None:
     requests = [
         SceneRequest(image=keyframe(20), seed=1),
@@ -226,7 +256,7 @@ def test_corrupted_weights_give_a_clear_error(tiny_svd_path: Path, tmp_path: Pat
     engine = SVDEngine(SVDConfig(model_path=str(broken), device="cpu"))
 
     with pytest.raises(
-        ModelUnavailable, match="cannot load StableVideoDiffusionPipeline from the local folder"
+        ModelUnavailable, match="cannot load PerVideoConditioningSVDPipeline from the local folder"
     ):
         engine.load()
 

@@ -1,0 +1,53 @@
+"""`StableVideoDiffusionPipeline` with per-video motion conditioning, so scenes of one job share a batch.
+
+The stock pipeline takes `fps`, `motion_bucket_id` and `noise_aug_strength` as one scalar for the whole
+batch, yet the UNet embeds them per video (one row of "added time ids" each). A story's scenes ask for
+different amounts of motion, so with scalars they could never share a pipeline call. This subclass also
+accepts a 1-D tensor with one value per video; a scalar still means "the same for all".
+
+Only `_get_add_time_ids` changes. The pipeline computes `fps - 1` and `image + noise_aug_strength * noise`
+itself, which a tensor does as well as a scalar, provided `noise_aug_strength` is shaped to broadcast over
+the image batch: shape (batch, 1, 1, 1).
+"""
+
+from __future__ import annotations
+
+import torch
+from diffusers import StableVideoDiffusionPipeline
+
+
+class PerVideoConditioningSVDPipeline(StableVideoDiffusionPipeline):
+    """The stock pipeline, except that `fps`, `motion_bucket_id` and `noise_aug_strength` may be per video."""
+
+    def _get_add_time_ids(
+        self,
+        fps: int | torch.Tensor,
+        motion_bucket_id: int | torch.Tensor,
+        noise_aug_strength: float | torch.Tensor,
+        dtype: torch.dtype,
+        batch_size: int,
+        num_videos_per_prompt: int,
+        do_classifier_free_guidance: bool,
+    ) -> torch.Tensor:
+        conditions = (fps, motion_bucket_id, noise_aug_strength)
+        passed_dim = self.unet.config.addition_time_embed_dim * len(conditions)
+        expected_dim = self.unet.add_embedding.linear_1.in_features
+        if passed_dim != expected_dim:
+            raise ValueError(
+                f"the UNet expects added time ids of width {expected_dim}, not {passed_dim}: "
+                "its config does not match this pipeline"
+            )
+        # 1. One column per condition, one row per video (a scalar is repeated down its column)
+        columns = [
+            torch.as_tensor(value, dtype=dtype, device="cpu").reshape(-1).expand(batch_size)
+            for value in conditions
+        ]
+        add_time_ids = torch.stack(columns, dim=1)
+        # 2. Repeat each row for the video's extra samples, then for the unconditional half
+        add_time_ids = add_time_ids.repeat_interleave(num_videos_per_prompt, dim=0)
+        if do_classifier_free_guidance:
+            add_time_ids = torch.cat([add_time_ids, add_time_ids])
+        return add_time_ids
+
+
+__all__ = ["PerVideoConditioningSVDPipeline"]
