@@ -22,7 +22,7 @@ from PIL import Image
 
 from engines.errors import InvalidInput, ModelUnavailable
 from engines.media.cards import placeholder_image, title_card_frames
-from engines.painter import PainterEngine
+from engines.painter import PainterEngine, PaintRequest
 from engines.svd import CancelToken, ProgressCallback, SceneRequest, SVDConfig, SVDEngine
 
 logger = logging.getLogger(__name__)
@@ -126,6 +126,35 @@ def animate_scene(
     return animate_scenes(engine, [request], [text], policy, config, progress, cancel)[0]
 
 
+def paint_keyframes(
+    painter: PainterEngine | None, requests: Sequence[PaintRequest], policy: FallbackPolicy
+) -> list[KeyframeResult]:
+    """Paint keyframes (one batched call), or fall back to placeholder cards showing the prompts, per the policy.
+
+    Args:
+        painter: the keyframe painter, or None where none is configured.
+        requests: one `PaintRequest` per scene; its prompt is also the placeholder's text.
+        policy: "auto", "always" or "never".
+
+    Raises:
+        ModelUnavailable: the painter cannot run and the policy is "never".
+        InvalidInput: a bad policy or request.
+    """
+    _check_policy(policy)
+    if policy == "always":
+        return _placeholders(requests, "fallback policy is 'always'")
+    try:
+        if painter is None:
+            raise ModelUnavailable("no keyframe painter is configured")
+        images = painter.paint_batch(requests)
+    except ModelUnavailable as exc:
+        if policy == "never":
+            raise
+        logger.warning("painter unavailable, using placeholder keyframes: %s", exc)
+        return _placeholders(requests, str(exc))
+    return [KeyframeResult(image=image, generator="painter") for image in images]
+
+
 def paint_keyframe(
     painter: PainterEngine | None,
     prompt: str,
@@ -134,31 +163,8 @@ def paint_keyframe(
     seed: int,
     policy: FallbackPolicy,
 ) -> KeyframeResult:
-    """Paint a keyframe, or fall back to a placeholder card showing the prompt, per the policy.
-
-    Args:
-        painter: the keyframe painter, or None where none is configured.
-        prompt: the scene's visual prompt (also the placeholder's text).
-        width, height: the keyframe size (the SVD input size).
-        seed: random seed for the painter.
-        policy: "auto", "always" or "never".
-
-    Raises:
-        ModelUnavailable: the painter cannot run and the policy is "never".
-    """
-    _check_policy(policy)
-    if policy == "always":
-        return _placeholder(prompt, width, height, "fallback policy is 'always'")
-    try:
-        if painter is None:
-            raise ModelUnavailable("no keyframe painter is configured")
-        image = painter.paint(prompt, width, height, seed)
-    except ModelUnavailable as exc:
-        if policy == "never":
-            raise
-        logger.warning("painter unavailable, using a placeholder keyframe: %s", exc)
-        return _placeholder(prompt, width, height, str(exc))
-    return KeyframeResult(image=image, generator="painter")
+    """One keyframe: `paint_keyframes` with a single request (the fields of `PaintRequest` as arguments)."""
+    return paint_keyframes(painter, [PaintRequest(prompt, width, height, seed)], policy)[0]
 
 
 def load_under_policy(
@@ -208,10 +214,15 @@ def _fallback_clips(
     return results
 
 
-def _placeholder(prompt: str, width: int, height: int, reason: str) -> KeyframeResult:
-    return KeyframeResult(
-        image=placeholder_image(prompt, width, height), generator="placeholder", fallback_reason=reason
-    )
+def _placeholders(requests: Sequence[PaintRequest], reason: str) -> list[KeyframeResult]:
+    return [
+        KeyframeResult(
+            image=placeholder_image(request.prompt, request.width, request.height),
+            generator="placeholder",
+            fallback_reason=reason,
+        )
+        for request in requests
+    ]
 
 
 def _config_of(engine: SVDEngine | None) -> SVDConfig:
@@ -231,4 +242,5 @@ __all__ = [
     "animate_scenes",
     "load_under_policy",
     "paint_keyframe",
+    "paint_keyframes",
 ]

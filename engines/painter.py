@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -59,6 +61,22 @@ class PainterConfig(ModelSourceConfig):
         default="",
         description="Appended to every prompt (e.g. ', cinematic lighting, 35mm film') for a consistent look.",
     )
+
+
+@dataclass(frozen=True)
+class PaintRequest:
+    """One keyframe to paint.
+
+    Args:
+        prompt: the scene's visual description; the config's `style_suffix` is appended.
+        width, height: the size of the returned image (the SVD input size), in pixels.
+        seed: random seed; the same prompt, size and seed give the same image.
+    """
+
+    prompt: str
+    width: int
+    height: int
+    seed: int
 
 
 def prepare_reference(image: Image.Image, width: int, height: int) -> Image.Image:
@@ -123,46 +141,76 @@ class PainterEngine:
             release_memory(placement.device if placement else None)
 
     def paint(self, prompt: str, width: int, height: int, seed: int) -> Image.Image:
-        """Paint a keyframe for `prompt`; blocking, so call it from a worker thread.
+        """Paint one keyframe: `paint_batch` with a single request (same arguments, see `PaintRequest`)."""
+        return self.paint_batch([PaintRequest(prompt, width, height, seed)])[0]
 
-        Args:
-            prompt: the scene's visual description; `style_suffix` is appended.
-            width, height: the size of the returned image (the SVD input size), in pixels.
-            seed: random seed; the same prompt, size and seed give the same image.
+    def paint_batch(self, requests: Sequence[PaintRequest]) -> list[Image.Image]:
+        """Paint a keyframe for each request; blocking, so call it from a worker thread.
+
+        Requests whose generation size is equal (same keyframe aspect ratio) share one pipeline call, with one
+        seeded generator each, so a batched keyframe equals the same request painted alone.
 
         Returns:
-            An RGB image of exactly `width` x `height`.
+            One RGB image of exactly the requested size per request, in request order.
+
+        Raises:
+            InvalidInput: a request's prompt, size or seed is unusable (the message names it).
+            ModelUnavailable: the model cannot load.
         """
         # 1. Check inputs
-        if not isinstance(prompt, str) or not prompt.strip():
-            raise InvalidInput("prompt", prompt, "must be a non-empty string")
-        for name, value in (("width", width), ("height", height)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 16:
-                raise InvalidInput(name, value, "must be an integer of at least 16 pixels")
-        if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**63:
-            raise InvalidInput("seed", seed, "must be an integer from 0 to 2**63-1")
+        for index, request in enumerate(requests):
+            _check_request(request, f" (request {index})" if len(requests) > 1 else "")
 
-        # 2. Choose a generation size with the config's pixel budget and the keyframe's aspect ratio
-        gen_width, gen_height = _generation_size(self.config.width * self.config.height, width / height)
+        # 2. Group by generation size: the config's pixel budget at each keyframe's aspect ratio
+        budget = self.config.width * self.config.height
+        groups: dict[tuple[int, int], list[int]] = {}
+        for index, request in enumerate(requests):
+            size = _generation_size(budget, request.width / request.height)
+            groups.setdefault(size, []).append(index)
 
-        # 3. Paint
+        # 3. Paint each group in one call
+        images: dict[int, Image.Image] = {}
         with self._lock:
             self.load()
-            generator = torch.Generator(device=self._pipeline._execution_device).manual_seed(seed)
-            cfg = self.config
-            with cpu_threads(cfg, self._placement.device if self._placement else None):
-                image = self._pipeline(
-                    prompt=prompt.strip() + cfg.style_suffix,
-                    negative_prompt=cfg.negative_prompt if cfg.guidance_scale > 1.0 else None,
-                    width=gen_width,
-                    height=gen_height,
-                    num_inference_steps=cfg.num_inference_steps,
-                    guidance_scale=cfg.guidance_scale,
-                    generator=generator,
-                ).images[0]
+            for (gen_width, gen_height), indices in groups.items():
+                chunk = [requests[i] for i in indices]
+                for index, image in zip(
+                    indices, self._call_pipeline(chunk, gen_width, gen_height), strict=True
+                ):
+                    images[index] = image
 
-        # 4. Fit to the exact keyframe size
-        return prepare_reference(image, width, height)
+        # 4. Fit each to its exact keyframe size
+        return [prepare_reference(images[i], r.width, r.height) for i, r in enumerate(requests)]
+
+    def _call_pipeline(self, chunk: list[PaintRequest], width: int, height: int) -> list[Image.Image]:
+        cfg = self.config
+        device = self._pipeline._execution_device
+        generators = [torch.Generator(device=device).manual_seed(request.seed) for request in chunk]
+        with cpu_threads(cfg, self._placement.device if self._placement else None):
+            return self._pipeline(
+                prompt=[request.prompt.strip() + cfg.style_suffix for request in chunk],
+                negative_prompt=[cfg.negative_prompt] * len(chunk)
+                if cfg.guidance_scale > 1.0 and cfg.negative_prompt
+                else None,
+                width=width,
+                height=height,
+                num_inference_steps=cfg.num_inference_steps,
+                guidance_scale=cfg.guidance_scale,
+                generator=generators,
+            ).images
+
+
+def _check_request(request: PaintRequest, where: str) -> None:
+    if not isinstance(request, PaintRequest):
+        raise InvalidInput("requests", type(request).__name__, f"each item must be a PaintRequest{where}")
+    if not isinstance(request.prompt, str) or not request.prompt.strip():
+        raise InvalidInput("prompt", request.prompt, f"must be a non-empty string{where}")
+    for name, value in (("width", request.width), ("height", request.height)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 16:
+            raise InvalidInput(name, value, f"must be an integer of at least 16 pixels{where}")
+    seed = request.seed
+    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**63:
+        raise InvalidInput("seed", seed, f"must be an integer from 0 to 2**63-1{where}")
 
 
 def _generation_size(area: int, aspect: float) -> tuple[int, int]:
@@ -172,4 +220,4 @@ def _generation_size(area: int, aspect: float) -> tuple[int, int]:
     return width, height
 
 
-__all__ = ["PainterConfig", "PainterEngine", "prepare_reference"]
+__all__ = ["PaintRequest", "PainterConfig", "PainterEngine", "prepare_reference"]

@@ -10,9 +10,15 @@ import pytest
 from PIL import Image
 
 from engines.errors import GenerationCancelled, InvalidInput, ModelUnavailable
-from engines.fallback import animate_scene, animate_scenes, load_under_policy, paint_keyframe
+from engines.fallback import (
+    animate_scene,
+    animate_scenes,
+    load_under_policy,
+    paint_keyframe,
+    paint_keyframes,
+)
 from engines.media.cards import placeholder_image, title_card_frames
-from engines.painter import PainterConfig, PainterEngine
+from engines.painter import PainterConfig, PainterEngine, PaintRequest
 from engines.svd import SceneRequest, SVDConfig, SVDEngine
 
 pytestmark = pytest.mark.unit
@@ -161,6 +167,19 @@ def test_keyframe_auto_falls_back_and_never_raises(tmp_path: Path) -> None:
         paint_keyframe(painter, "A lighthouse", 64, 48, seed=1, policy="never")
     with pytest.raises(ModelUnavailable, match="no keyframe painter"):
         paint_keyframe(None, "A lighthouse", 64, 48, seed=1, policy="never")
+
+
+def test_keyframes_fall_back_one_card_per_request_with_its_own_prompt() -> None:
+    requests = [PaintRequest("A lighthouse", 64, 48, 1), PaintRequest("A harbour", 32, 32, 2)]
+
+    results = paint_keyframes(None, requests, policy="auto")
+
+    assert [r.generator for r in results] == ["placeholder", "placeholder"]
+    assert [r.image.size for r in results] == [(64, 48), (32, 32)]
+    assert all("no keyframe painter" in r.fallback_reason for r in results)
+    for request, result in zip(requests, results, strict=True):
+        expected = placeholder_image(request.prompt, request.width, request.height)
+        np.testing.assert_array_equal(np.asarray(result.image), np.asarray(expected))
 
 
 class _Engine:

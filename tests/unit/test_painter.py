@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from engines.errors import InvalidInput, ModelUnavailable
-from engines.painter import PainterConfig, PainterEngine, prepare_reference
+from engines.painter import PainterConfig, PainterEngine, PaintRequest, prepare_reference
 
 pytestmark = pytest.mark.unit
 
@@ -51,6 +51,42 @@ def test_the_style_suffix_reaches_the_model(tiny_painter_path: Path, painter: Pa
     plain, with_style = painter.paint("fox", 64, 64, seed=3), styled.paint("fox", 64, 64, seed=3)
 
     assert np.abs(np.asarray(plain, dtype=int) - np.asarray(with_style, dtype=int)).mean() > 0.5
+
+
+def test_a_batch_equals_single_paints_and_keeps_request_order(
+    painter: PainterEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    requests = [
+        PaintRequest("a fox in the snow", 64, 64, seed=1),
+        PaintRequest("a wide valley at dawn", 96, 64, seed=2),  # another aspect ratio: its own call
+        PaintRequest("a lantern in the dark", 64, 64, seed=3),
+    ]
+    calls: list[int] = []
+    pipeline_class = type(painter._pipeline)
+    real_call = pipeline_class.__call__
+
+    def counting_call(self, *args, **kwargs):
+        calls.append(len(kwargs["prompt"]))
+        return real_call(self, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline_class, "__call__", counting_call)
+    batch = painter.paint_batch(requests)
+    monkeypatch.undo()
+    singles = [painter.paint(r.prompt, r.width, r.height, r.seed) for r in requests]
+
+    assert calls == [2, 1]  # the two square keyframes shared one call
+    assert [image.size for image in batch] == [(64, 64), (96, 64), (64, 64)]
+    for batched, single in zip(batch, singles, strict=True):
+        assert np.abs(np.asarray(batched, dtype=int) - np.asarray(single, dtype=int)).max() <= 2
+    assert np.abs(np.asarray(batch[0], dtype=int) - np.asarray(batch[2], dtype=int)).mean() > 1
+
+
+def test_a_bad_request_in_a_batch_is_named_with_its_index(painter: PainterEngine) -> None:
+    with pytest.raises(InvalidInput) as caught:
+        painter.paint_batch([PaintRequest("a fox", 64, 64, 1), PaintRequest("a fox", 64, 64, -1)])
+
+    assert caught.value.param == "seed"
+    assert "request 1" in str(caught.value)
 
 
 def test_an_empty_prompt_is_rejected_by_name(painter: PainterEngine) -> None:
