@@ -11,9 +11,9 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from engines.fallback import animate_scenes, paint_keyframe
+from engines.fallback import animate_scenes, paint_keyframes
 from engines.media import Cue, VideoProcessor, write_webvtt
-from engines.painter import PainterEngine
+from engines.painter import PainterEngine, PaintRequest
 from engines.svd import SceneRequest, SVDEngine
 from engines.tiny_models import TINY_SVD_SETTINGS, build_tiny_painter, build_tiny_svd
 from engines.writer import ScriptWriter
@@ -92,11 +92,12 @@ class InProcessJob:
 
         # 1. Write the script.
         script = self.writer.write(request.prompt, plan.num_scenes, None, request.style)
-        # 2. Paint each scene's keyframe.
-        keyframes = [
-            paint_keyframe(self.painter, scene.visual_prompt, width, height, plan.seed + i, policy).image
+        # 2. Paint all keyframes in one batched call (what the painter's @serve.batch achieves at best).
+        paint = [
+            PaintRequest(scene.visual_prompt, width, height, plan.seed + i)
             for i, scene in enumerate(script.scenes)
         ]
+        keyframes = [result.image for result in paint_keyframes(self.painter, paint, policy)]
         # 3. Animate all scenes in one batched SVD call (what @serve.batch achieves at best).
         frames = plan.frames_for(plan.seconds / len(script.scenes), self.config.limits.max_frames_per_scene)
         requests = [

@@ -9,9 +9,9 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel, Field
 from ray import serve
 
+from deployments.batching import BatchSettings, apply_batch_settings, run_batch
 from deployments.model_thread import ModelThread
 from engines.errors import GenerationCancelled
 from engines.fallback import FallbackPolicy, SceneResult, animate_scenes, load_under_policy
@@ -19,21 +19,6 @@ from engines.svd import SceneRequest, SVDConfig, SVDEngine
 from serve_app import metrics
 
 logger = logging.getLogger("ray.serve")
-
-
-class BatchSettings(BaseModel):
-    """`user_config` of SVDGenerator: tunable live with `serve deploy`, no replica restart."""
-
-    max_batch_size: int = Field(
-        4,
-        ge=1,
-        le=16,
-        description="Most scenes per pipeline call. Bigger batches use the GPU better and "
-        "need memory for each video's latents and activations.",
-    )
-    batch_wait_timeout_s: float = Field(
-        0.2, ge=0, le=10, description="How long a first scene waits for others to join its batch."
-    )
 
 
 @dataclass
@@ -110,9 +95,7 @@ class SVDGenerator:
         self.engine, self.unavailable = load_under_policy(lambda: SVDEngine(config), fallback, "SVD")
 
     def reconfigure(self, user_config: dict) -> None:
-        settings = BatchSettings.model_validate(user_config)
-        self._animate_batch.set_max_batch_size(settings.max_batch_size)
-        self._animate_batch.set_batch_wait_timeout_s(settings.batch_wait_timeout_s)
+        apply_batch_settings(self._animate_batch, user_config)
 
     async def animate(self, request: SceneRequest, text: str, key: str = "") -> SceneResult:
         """Animate one scene; scenes that arrive within the batch wait share one pipeline call.
@@ -131,24 +114,17 @@ class SVDGenerator:
     async def _animate_batch(self, items: list[AnimateItem]) -> list[SceneResult | Exception]:
         self.batch_sizes[len(items)] += 1
         metrics.get().batch_size.observe(len(items))
+        loop = asyncio.get_running_loop()
         try:
-            results = await self.thread.run(self._run, items, asyncio.get_running_loop())
+            # One scene's bad input must not fail the others in its batch: on failure each runs alone.
+            outcomes = await run_batch(
+                lambda batch: self.thread.run(self._run, batch, loop), items, keep=(GenerationCancelled,)
+            )
         except GenerationCancelled as exc:
             self.cancelled_batches += 1
             return [exc] * len(items)  # every job in the batch was cancelled
-        except Exception as exc:  # noqa: BLE001 - one bad scene must not fail the others in its batch
-            if len(items) == 1:
-                return [exc]
-            logger.warning("Batch of %d failed (%s); running its scenes one by one", len(items), exc)
-            return [await self._run_alone(item) for item in items]
         self._record_gpu_memory()
-        return results
-
-    async def _run_alone(self, item: AnimateItem) -> SceneResult | Exception:
-        try:
-            return (await self.thread.run(self._run, [item], asyncio.get_running_loop()))[0]
-        except Exception as exc:  # noqa: BLE001 - returned to that scene's caller alone
-            return exc
+        return outcomes
 
     def _run(self, items: list[AnimateItem], loop: asyncio.AbstractEventLoop) -> list[SceneResult]:
         signals = BatchSignals(self.board, items, loop)

@@ -93,8 +93,10 @@ def test_three_scene_job_with_real_tiny_models(app, tmp_path):
     assert [scene["generator"] for scene in scenes] == ["svd"] * 3
     assert [scene["keyframe_generator"] for scene in scenes] == ["painter"] * 3
     assert all(scene["fallback_reason"] is None and scene["attempts"] == 1 for scene in scenes)
-    # Scenes reached SVD together and shared pipeline calls (observed on the scenes, not assumed).
+    # Scenes reached SVD together and shared pipeline calls (observed on the scenes, not assumed), and
+    # so did their keyframes in the painter.
     assert max(scene["batch_size"] for scene in scenes) > 1
+    assert max(_painter_stats()["batch_sizes"]) > 1
 
     content = app.client.get(f"/v1/videos/{video['id']}/content")
     (tmp_path / "v.mp4").write_bytes(content.content)
@@ -105,6 +107,12 @@ def test_three_scene_job_with_real_tiny_models(app, tmp_path):
         assert sum(1 for _ in container.decode(stream)) == 3 * 8
     poster = app.client.get(f"/v1/videos/{video['id']}/content", params={"variant": "thumbnail"})
     assert Image.open(io.BytesIO(poster.content)).size == (128, 128)
+
+
+def _painter_stats() -> dict:
+    from ray import serve
+
+    return serve.get_deployment_handle("KeyframePainter", app_name="tiny").stats.remote().result()
 
 
 def _poll(app: Deployed, video_id: str, until, timeout_s: float = 120) -> dict:

@@ -15,9 +15,10 @@ import pytest
 import yaml
 from ray.serve.schema import ServeDeploySchema
 
+from deployments.batching import BatchSettings
 from deployments.encoder import Encoder
 from deployments.painter import KeyframePainter
-from deployments.svd import BatchSettings, SVDGenerator
+from deployments.svd import SVDGenerator
 from deployments.writer import SceneWriter
 from serve_app.config import AppConfig, load_serve_config
 from serve_app.ingress import VideoAPI
@@ -137,6 +138,11 @@ def test_gpu_profile_runs_svd_xt_on_a_gpu_fraction() -> None:
         assert deployments[name]["ray_actor_options"].get("num_gpus", 0) == 0, name
     assert Path(config.storage.root).is_absolute()
     BatchSettings.model_validate(svd["user_config"])
+    painter = deployments["KeyframePainter"]
+    BatchSettings.model_validate(painter["user_config"])
+    assert painter["max_ongoing_requests"] >= painter["user_config"]["max_batch_size"], (
+        "batches could never fill"
+    )
 
 
 def test_svd_shutdown_outlasts_a_generation_and_its_queue_holds_admitted_jobs() -> None:
