@@ -129,7 +129,7 @@ def latency_under_load(
 
 
 def svd_throughput(scenes: int, rounds: int, width: int, height: int) -> dict[str, Any]:
-    """Send ``scenes`` same-shape scenes at once to SVDGenerator, ``rounds`` times; time each round.
+    """Send ``scenes`` same-shape scenes (each its own motion) at once to SVDGenerator, ``rounds`` times.
 
     Scenes take the deployment's configured frames and steps; ``width`` x ``height`` must be its size.
     Returns the per-round samples and the batch sizes the replica reports for these rounds.
@@ -142,7 +142,8 @@ def svd_throughput(scenes: int, rounds: int, width: int, height: int) -> dict[st
     before = handle.stats.remote().result()["batch_sizes"]
     rng = np.random.default_rng(0)
     image = Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
-    requests = [SceneRequest(image=image, seed=i) for i in range(scenes)]
+    # Like a story's scenes: one shape, each its own amount of motion.
+    requests = [SceneRequest(image=image, seed=i, motion_bucket_id=60 + 40 * i) for i in range(scenes)]
     samples: list[Sample] = []
     for _ in range(rounds):
         cpu_started, started = cpu_seconds(), time.perf_counter()
