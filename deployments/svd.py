@@ -128,7 +128,7 @@ class SVDGenerator:
 
     def _run(self, items: list[AnimateItem], loop: asyncio.AbstractEventLoop) -> list[SceneResult]:
         signals = BatchSignals(self.board, items, loop)
-        results = animate_scenes(
+        return animate_scenes(
             self.engine,
             [item.request for item in items],
             [item.text for item in items],
@@ -137,9 +137,6 @@ class SVDGenerator:
             progress=signals.progress,
             cancel=signals,
         )
-        for result in results:
-            result.batch_size = len(items)
-        return results
 
     def stats(self) -> dict[str, object]:
         """What this replica has seen: batch sizes (size -> count) and whether the model is loaded."""

@@ -47,7 +47,8 @@ class SceneResult:
         seed: the seed SVD used; for a fallback, the requested seed (the card does not depend on it).
         seconds: generation wall time (0.0 for a fallback).
         fallback_reason: why the fallback was used; None for SVD frames.
-        batch_size: how many scenes shared the call that made these frames.
+        batch_size: how many scenes shared the call that made these frames: the SVD pipeline call, or for
+            title cards the `animate_scenes` call.
     """
 
     frames: np.ndarray
@@ -106,7 +107,13 @@ def animate_scenes(
         reason = str(exc)
     else:
         return [
-            SceneResult(frames=item.frames, generator="svd", seed=item.seed, seconds=item.seconds)
+            SceneResult(
+                frames=item.frames,
+                generator="svd",
+                seed=item.seed,
+                seconds=item.seconds,
+                batch_size=item.batch_size,
+            )
             for item in made
         ]
     logger.warning("SVD unavailable, using title-card clips for %d scene(s): %s", len(requests), reason)
@@ -208,7 +215,12 @@ def _fallback_clips(
         )
         results.append(
             SceneResult(
-                frames=frames, generator="fallback", seed=request.seed, seconds=0.0, fallback_reason=reason
+                frames=frames,
+                generator="fallback",
+                seed=request.seed,
+                seconds=0.0,
+                fallback_reason=reason,
+                batch_size=len(requests),
             )
         )
     return results

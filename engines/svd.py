@@ -158,12 +158,14 @@ class SceneFrames:
         frames: uint8 array of shape (num_frames, height, width, 3).
         seed: the seed actually used.
         seconds: wall time of the pipeline call that made these frames (shared by a batch).
+        batch_size: how many videos that pipeline call made.
         generator: always "svd"; fallbacks are labelled elsewhere and never with this class.
     """
 
     frames: np.ndarray
     seed: int
     seconds: float
+    batch_size: int = 1
     generator: Literal["svd"] = "svd"
 
 
@@ -479,7 +481,7 @@ class SVDEngine:
             )
         videos = np.clip(raw * 255.0, 0, 255).round().astype(np.uint8)
         return [
-            SceneFrames(frames=video, seed=item.seed, seconds=seconds)
+            SceneFrames(frames=video, seed=item.seed, seconds=seconds, batch_size=len(chunk))
             for item, video in zip(chunk, videos, strict=True)
         ]
 

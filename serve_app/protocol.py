@@ -119,7 +119,9 @@ class SceneObject(BaseModel):
     fallback_reason: str | None = Field(None, description="Why a fallback was used, when it was.")
     attempts: int = Field(0, description="How many times the scene was started.")
     batch_size: int | None = Field(
-        None, description="How many scenes shared its SVD call (batching at work)."
+        None,
+        description="How many scenes shared the SVD pipeline call that made it (batching at work); for a "
+        "title-card fallback, how many were made together.",
     )
 
 

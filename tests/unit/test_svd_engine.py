@@ -129,6 +129,7 @@ def test_requests_with_different_shapes_run_in_sub_batches_and_keep_their_order(
     assert [r.frames.shape for r in results] == [(8, 64, 64, 3), (4, 48, 32, 3), (8, 64, 64, 3)]
     assert [r.seed for r in results] == [1, 2, 3]
     assert len(steps) == 4  # two pipeline calls of two steps each
+    assert [r.batch_size for r in results] == [2, 1, 2]
 
 
 def test_progress_is_reported_once_per_step(engine: SVDEngine) -> None:
