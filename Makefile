@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CJK_FONT_PACKAGE := fonts-wqy-zenhei
 
-.PHONY: install fonts demo test test-unit lint format bench tiny-models clean
+.PHONY: install fonts demo test test-unit lint format bench tiny-models device-wheels clean
 
 install: $(STAMP)
 
@@ -46,6 +46,14 @@ format: install
 
 bench: install
 	$(BIN)/python -m bench
+
+# Wheels the GPU machine's image lacks, at the versions this venv runs; bench/device_check.sh installs them
+# there (its Python is 3.12 and it has PyTorch, transformers and pytest, but no network).
+DEVICE_PACKAGES := diffusers pydantic pydantic-core annotated-types typing-inspection typing-extensions importlib-metadata
+device-wheels: install
+	$(BIN)/python -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+		--platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl \
+		$$($(BIN)/python -c "import importlib.metadata as m, sys; print(*(f'{p}=={m.version(p)}' for p in sys.argv[1:]))" $(DEVICE_PACKAGES))
 
 tiny-models: install
 	$(BIN)/python -m engines.tiny_models out/tiny-models

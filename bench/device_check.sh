@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# The GPU checks, in one call on a lent device machine (its image has PyTorch with CUDA, transformers and
+# pytest, but no Ray, no diffusers and no network):
+#
+#   here:   make device-wheels                 # the missing packages as wheels, into .whl/ (git-ignored)
+#   there:  bash bench/device_check.sh         # device `run` with carry [".whl"] and timeout_s 600
+#
+# It installs the wheels beside the image's PyTorch, runs the gpu-marked tests with only the model
+# fixtures (tests/conftest.py would import Ray), then `bench.gpu_svd` at full SVD-XT size. Logs and JSON
+# go to $OUT (the device tool brings them back). Record the numbers in bench/RESULTS.md.
+#
+# Environment: WHEELS (default .whl), GPU_SVD_ARGS (e.g. --no-compile, or --tiny without a GPU),
+# GPU_SVD_TIMEOUT_S (default 480: the eight minutes).
+set -uo pipefail
+
+out=${OUT:-bench/out}
+mkdir -p "$out"
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/site "${WHEELS:-.whl}"/*.whl || exit 1
+export PYTHONPATH="/tmp/site:$PWD" PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
+
+{
+    if command -v nvidia-smi >/dev/null; then
+        nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+    fi
+    python3 -c "import sys, torch, diffusers; print('python', sys.version.split()[0], 'torch', torch.__version__, 'diffusers', diffusers.__version__, 'cuda', torch.cuda.is_available())"
+} 2>&1 | tee "$out/machine.txt"
+
+status=0
+python3 -m pytest --noconftest -p tests.fixtures.models -m gpu -q tests/unit/test_svd_engine.py 2>&1 |
+    tee "$out/pytest_gpu.log" || status=1
+# shellcheck disable=SC2086 # GPU_SVD_ARGS holds several flags on purpose
+timeout "${GPU_SVD_TIMEOUT_S:-480}" python3 -m bench.gpu_svd ${GPU_SVD_ARGS:-} --out "$out/gpu_svd.json" 2>&1 |
+    tee "$out/gpu_svd.log" || status=1
+exit "$status"
