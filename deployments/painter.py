@@ -10,6 +10,7 @@ from deployments.batching import BatchSettings, apply_batch_settings, run_batch
 from deployments.model_thread import ModelThread
 from engines.fallback import FallbackPolicy, KeyframeResult, load_under_policy, paint_keyframes
 from engines.painter import PainterConfig, PainterEngine, PaintRequest
+from serve_app import metrics
 
 # A job asks for all its keyframes within milliseconds, and a turbo model paints one in well under a
 # second: a short wait gathers a job's keyframes without delaying a lone request much.
@@ -54,6 +55,7 @@ class KeyframePainter:
     )
     async def _paint_batch(self, requests: list[PaintRequest]) -> list[KeyframeResult | Exception]:
         self.batch_sizes[len(requests)] += 1
+        metrics.get().painter_batch_size.observe(len(requests))
         return await run_batch(self._paint, requests)
 
     async def _paint(self, requests: list[PaintRequest]) -> list[KeyframeResult]:

@@ -27,7 +27,12 @@ class Metrics:
         )
         self.batch_size = metrics.Histogram(
             "storyreel_svd_batch_size",
-            description="Scenes per SVD pipeline call.",
+            description="Scenes per SVD batch (one pipeline call unless sizes or frame counts differ).",
+            boundaries=[1, 2, 3, 4, 6, 8],
+        )
+        self.painter_batch_size = metrics.Histogram(
+            "storyreel_painter_batch_size",
+            description="Keyframes per painter batch (one pipeline call unless aspect ratios differ).",
             boundaries=[1, 2, 3, 4, 6, 8],
         )
         self.queue_depth = metrics.Gauge("storyreel_queue_depth", description="Jobs waiting to start.")
