@@ -70,14 +70,24 @@ def deploy(config: AppConfig, base_url: str, svd_batch: dict[str, Any] | None = 
 
 
 def run_job(client: httpx.Client, body: dict[str, Any]) -> dict[str, Any]:
-    """POST a job and follow its server-sent events until it ends; returns the final video object.
+    """POST a job and follow its server-sent events until it ends; returns the final video object."""
+    video_id, _ = post_job(client, body)
+    return follow_job(client, video_id)
+
+
+def post_job(client: httpx.Client, body: dict[str, Any]) -> tuple[str, str]:
+    """POST a job; returns its id and Serve's request id (the job's calls log under the same id)."""
+    response = client.post("/v1/videos", json=body)
+    response.raise_for_status()
+    return response.json()["id"], response.headers["x-request-id"]
+
+
+def follow_job(client: httpx.Client, video_id: str) -> dict[str, Any]:
+    """Follow a job's server-sent events until it ends; returns the final video object.
 
     The event stream reports the end as it is written, without the load and the granularity that polling
     would add to the very time being measured.
     """
-    response = client.post("/v1/videos", json=body)
-    response.raise_for_status()
-    video_id = response.json()["id"]
     video: dict[str, Any] = {}
     with client.stream("GET", f"/v1/videos/{video_id}/events") as stream:
         for line in stream.iter_lines():
