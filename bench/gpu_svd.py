@@ -258,25 +258,39 @@ def main(argv: list[str] | None = None) -> None:
         np.random.default_rng(SEED).integers(0, 256, (shape["height"], shape["width"], 3), dtype=np.uint8)
     )
 
-    with tempfile.TemporaryDirectory(prefix="svd-xt-random-") as scratch:
-        model = build_and_save(read_configs(args.tiny), Path(scratch) / "svd", device)
-        plain = plain_diffusers(model, device, image, shape)
-        ours = engine_best(model, device, image, shape, compile_unet=not args.no_compile)
-    difference = compare(ours.pop("frames"), plain.pop("frames"))
-    result = {
+    result: dict[str, Any] = {
         "gpu_measured": cuda,
         "device": torch.cuda.get_device_name(0) if cuda else "cpu",
         "mode": "tiny" if args.tiny else "full SVD-XT",
         "shape": shape,
+    }
+    with tempfile.TemporaryDirectory(prefix="svd-xt-random-") as scratch:
+        model = build_and_save(read_configs(args.tiny), Path(scratch) / "svd", device)
+        print(f"built and saved in {time.monotonic() - started:.0f} s; plain diffusers ...", flush=True)
+        plain = plain_diffusers(model, device, image, shape)
+        # Written now too, so a run stopped while the engine compiles still leaves the reference numbers.
+        _save(args.out, result | {"plain_diffusers": _without_frames(plain)})
+        print(f"plain diffusers: {plain['video_s']:.1f} s a video; the engine ...", flush=True)
+        ours = engine_best(model, device, image, shape, compile_unet=not args.no_compile)
+    difference = compare(ours.pop("frames"), plain.pop("frames"))
+    result |= {
         "plain_diffusers": plain,
         "engine": ours,
         "speedup": plain["video_s"] / ours["video_s"],
         "difference": difference,
         "total_s": time.monotonic() - started,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2, default=str))
+    _save(args.out, result)
     _print(result)
+
+
+def _without_frames(side: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in side.items() if key != "frames"}
+
+
+def _save(path: Path, result: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2, default=str))
 
 
 def _print(result: dict[str, Any]) -> None:
