@@ -4,7 +4,7 @@ PyTorch on the CPU parallelises each op with an OpenMP team, and a team belongs 
 `asyncio.to_thread` hands successive calls to whichever pool thread is free, so a replica soon holds
 several teams; once their threads outnumber the cores, libgomp stops spin-waiting between ops and every op
 pays a wake-up. Measured here (2 cores, the tiny SVD, one scene): 0.10 s a call from one thread, 0.16 s
-once a second thread has run the model. A model's calls are serialised by its engine's lock anyway, so
+once a second thread has run the model, and 0.175 s from one thread with OMP_WAIT_POLICY=PASSIVE. A model's calls are serialised by its engine's lock anyway, so
 one thread costs no concurrency.
 """
 
