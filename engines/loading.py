@@ -97,17 +97,17 @@ def resolve_placement(config: ModelSourceConfig) -> Placement:
 
 
 @contextlib.contextmanager
-def cpu_threads(config: ModelSourceConfig, device: torch.device | None) -> Iterator[None]:
-    """Run the block with ``config.cpu_threads`` torch threads when the model runs on the CPU.
+def cpu_threads(count: int | None, device: torch.device | None) -> Iterator[None]:
+    """Run the block with ``count`` torch threads when the model runs on the CPU (None: leave it as it is).
 
     OpenMP thread counts belong to the calling thread and pipelines run in worker threads, so the count is
     set around each call rather than once at load.
     """
-    if device is None or device.type != "cpu" or not config.cpu_threads:
+    if device is None or device.type != "cpu" or not count:
         yield
         return
     previous = torch.get_num_threads()
-    torch.set_num_threads(config.cpu_threads)
+    torch.set_num_threads(count)
     try:
         yield
     finally:

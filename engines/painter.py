@@ -186,7 +186,7 @@ class PainterEngine:
         cfg = self.config
         device = self._pipeline._execution_device
         generators = [torch.Generator(device=device).manual_seed(request.seed) for request in chunk]
-        with cpu_threads(cfg, self._placement.device if self._placement else None):
+        with cpu_threads(cfg.cpu_threads, self._placement.device if self._placement else None):
             return self._pipeline(
                 prompt=[request.prompt.strip() + cfg.style_suffix for request in chunk],
                 negative_prompt=[cfg.negative_prompt] * len(chunk)

@@ -443,7 +443,7 @@ class SVDEngine:
         stopped_at: int | None = None
         started = time.perf_counter()
         try:
-            with cpu_threads(self.config, self._placement.device if self._placement else None):
+            with cpu_threads(self.config.cpu_threads, self._placement.device if self._placement else None):
                 output = self._pipeline(
                     image=[item.image for item in chunk],
                     height=first.param("height"),

@@ -88,6 +88,8 @@ class TransformersBackend:
         import torch
         from xgrammar.contrib.hf import LogitsProcessor
 
+        from engines.loading import cpu_threads
+
         self.load()
         inputs = self._tokenizer.apply_chat_template(
             messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
@@ -97,22 +99,19 @@ class TransformersBackend:
             if self.config.temperature > 0
             else {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
         )
-        threads = self.config.cpu_threads if self._model.device.type == "cpu" else None
-        with _GENERATE_LOCK, torch.inference_mode():
-            previous_threads = torch.get_num_threads()
-            if threads:
-                torch.set_num_threads(threads)
-            try:
-                torch.manual_seed(self.config.seed)
-                output = self._model.generate(
-                    **inputs,
-                    # A logits processor holds matcher state: one per generate() call.
-                    logits_processor=[LogitsProcessor(self._grammar(schema))],
-                    max_new_tokens=self.config.max_new_tokens,
-                    pad_token_id=self._tokenizer.pad_token_id or self._tokenizer.eos_token_id,
-                    **sampling,
-                )
-            finally:
-                torch.set_num_threads(previous_threads)
+        with (
+            _GENERATE_LOCK,
+            torch.inference_mode(),
+            cpu_threads(self.config.cpu_threads, self._model.device),
+        ):
+            torch.manual_seed(self.config.seed)
+            output = self._model.generate(
+                **inputs,
+                # A logits processor holds matcher state: one per generate() call.
+                logits_processor=[LogitsProcessor(self._grammar(schema))],
+                max_new_tokens=self.config.max_new_tokens,
+                pad_token_id=self._tokenizer.pad_token_id or self._tokenizer.eos_token_id,
+                **sampling,
+            )
         new_tokens = output[0, inputs["input_ids"].shape[1] :]
         return self._tokenizer.decode(new_tokens, skip_special_tokens=True)
