@@ -53,6 +53,22 @@ class MediaError(EngineError):
         super().__init__(f"{message}: {detail}" if detail else message)
 
 
+def is_int(value: Any) -> bool:
+    """An int that is not a bool (`True` would otherwise pass as 1)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_seed(seed: Any, where: str = "") -> None:
+    """Raise `InvalidInput` unless ``seed`` fits a `torch.Generator`: an integer from 0 to 2**63-1.
+
+    Args:
+        seed: the value to check.
+        where: appended to the message, e.g. " (request 2)".
+    """
+    if not is_int(seed) or not 0 <= seed < 2**63:
+        raise InvalidInput("seed", seed, f"must be an integer from 0 to 2**63-1{where}")
+
+
 def _short(value: Any, limit: int = 80) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -17,7 +17,7 @@ import torch
 from PIL import Image, ImageOps
 from pydantic import Field
 
-from engines.errors import InvalidInput
+from engines.errors import InvalidInput, check_seed, is_int
 from engines.loading import (
     ModelSourceConfig,
     Placement,
@@ -92,7 +92,7 @@ def prepare_reference(image: Image.Image, width: int, height: int) -> Image.Imag
     if not isinstance(image, Image.Image):
         raise InvalidInput("input_reference", type(image).__name__, "must be an image")
     for name, value in (("width", width), ("height", height)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        if not is_int(value) or value < 1:
             raise InvalidInput(name, value, "must be a positive integer")
     upright = ImageOps.exif_transpose(image).convert("RGB")
     if upright.size == (width, height):
@@ -206,11 +206,9 @@ def _check_request(request: PaintRequest, where: str) -> None:
     if not isinstance(request.prompt, str) or not request.prompt.strip():
         raise InvalidInput("prompt", request.prompt, f"must be a non-empty string{where}")
     for name, value in (("width", request.width), ("height", request.height)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 16:
+        if not is_int(value) or value < 16:
             raise InvalidInput(name, value, f"must be an integer of at least 16 pixels{where}")
-    seed = request.seed
-    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**63:
-        raise InvalidInput("seed", seed, f"must be an integer from 0 to 2**63-1{where}")
+    check_seed(request.seed, where)
 
 
 def _generation_size(area: int, aspect: float) -> tuple[int, int]:

@@ -24,7 +24,7 @@ import torch
 from PIL import Image
 from pydantic import Field
 
-from engines.errors import GenerationCancelled, InvalidInput, ModelUnavailable
+from engines.errors import GenerationCancelled, InvalidInput, ModelUnavailable, check_seed, is_int
 from engines.loading import (
     ModelSourceConfig,
     Placement,
@@ -504,19 +504,18 @@ def _check_request(values: dict[str, Any], where: str) -> None:
     image = values["image"]
     if not isinstance(image, Image.Image):
         raise InvalidInput("image", type(image).__name__, f"must be a PIL image{where}")
-    seed = values["seed"]
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63):
-        raise InvalidInput("seed", seed, f"must be an integer from 0 to 2**63-1{where}")
+    if values["seed"] is not None:
+        check_seed(values["seed"], where)
     for name in ("width", "height"):
         value = values[name]
-        if not _is_int(value) or value < 16 or value % 8:
+        if not is_int(value) or value < 16 or value % 8:
             raise InvalidInput(name, value, f"must be a multiple of 8 of at least 16{where}")
     for name in ("num_frames", "num_inference_steps", "fps", "decode_chunk_size"):
         value = values[name]
-        if not _is_int(value) or value < 1:
+        if not is_int(value) or value < 1:
             raise InvalidInput(name, value, f"must be a positive integer{where}")
     motion = values["motion_bucket_id"]
-    if not _is_int(motion) or not 0 <= motion <= 255:
+    if not is_int(motion) or not 0 <= motion <= 255:
         raise InvalidInput("motion_bucket_id", motion, f"must be an integer from 0 to 255{where}")
     noise = values["noise_aug_strength"]
     if not _is_number(noise) or not 0.0 <= noise <= 1.0:
@@ -538,10 +537,6 @@ def _per_video(values: Sequence[float], device: torch.device, image_dims: bool =
 
 def _plural(count: int, one: str, many: str) -> str:
     return f"{count} {one if count == 1 else many}"
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _is_number(value: Any) -> bool:

@@ -6,7 +6,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from engines.errors import InvalidInput, ModelUnavailable
+from engines.errors import InvalidInput, ModelUnavailable, is_int
 from engines.writer.backends.base import ChatBackend, Message
 from engines.writer.config import WriterConfig
 from engines.writer.prompting import repair_message, system_prompt, token_counter, user_message
@@ -91,9 +91,7 @@ class ScriptWriter:
         if not isinstance(prompt, str) or not clean_text(prompt):
             raise InvalidInput("prompt", prompt, "must be a non-empty string")
         if num_scenes is not None and (
-            isinstance(num_scenes, bool)
-            or not isinstance(num_scenes, int)
-            or not bounds.min_scenes <= num_scenes <= bounds.max_scenes
+            not is_int(num_scenes) or not bounds.min_scenes <= num_scenes <= bounds.max_scenes
         ):
             raise InvalidInput(
                 "num_scenes",
