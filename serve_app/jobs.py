@@ -315,9 +315,7 @@ class JobRunner:
         job = self.store.get(job_id)
         if job is None or job.status == "cancelled":
             return  # cancelled while failing: the cancel stands
-        for scene in job.scenes:
-            if scene.status != "completed":
-                self.store.update_scene(job_id, scene.idx, status="failed")
+        self.store.end_unfinished_scenes(job_id, "failed")
         self.store.update(
             job_id, status="failed", error_code=code, error_message=_message(cause), completed_at=now()
         )

@@ -207,9 +207,7 @@ class VideoService:
             completed_at=finished,
             expires_at=finished + int(self.config.jobs.retention_hours * 3600),
         )
-        for scene in job.scenes:
-            if scene.status != "completed":
-                self.store.update_scene(video_id, scene.idx, status="cancelled")
+        self.store.end_unfinished_scenes(video_id, "cancelled")
         await self._stop(video_id)
         metrics.get().jobs_finished.inc(tags={"status": "cancelled"})
         return self.retrieve(video_id)

@@ -71,6 +71,19 @@ def test_a_dead_runners_job_is_taken_up_after_its_lease_keeping_finished_scenes(
     assert second.handles.svd.animate.calls == 1
 
 
+def test_ending_a_job_ends_its_unfinished_scenes_and_keeps_finished_ones(local_service):
+    async def scenario():
+        job_id = await create(local_service, num_scenes=3, seconds=3)
+        await local_service._tasks[job_id]
+        local_service.store.update_scene(job_id, 1, status="animating")
+        local_service.store.update_scene(job_id, 2, status="queued")
+        local_service.store.end_unfinished_scenes(job_id, "failed")
+        return local_service.store.get(job_id)
+
+    job = asyncio.run(scenario())
+    assert [scene.status for scene in job.scenes] == ["completed", "failed", "failed"]
+
+
 def test_the_sweep_takes_up_unfinished_jobs_and_deletes_expired_ones(local_service):
     async def scenario():
         service = local_service
