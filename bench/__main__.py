@@ -9,10 +9,8 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import tempfile
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -119,7 +117,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--skip-service", action="store_true", help="leave out everything that needs Ray")
     parser.add_argument("--out", type=Path, default=OUT, help="where latest.json and the details go")
     args = parser.parse_args(argv)
-    _quiet()
+    report.quiet_libraries()
     started = time.monotonic()
     figures: dict[str, Any] = {}
     details: dict[str, Any] = {}
@@ -212,20 +210,6 @@ def _codec_facts(details: dict[str, Any]) -> str:
                 f"{facts['codec']}/{facts['pix_fmt']}: {playable}"
             )
     return "\n".join(lines)
-
-
-def _quiet() -> None:
-    # The tiny CLIP tokenizer truncates every prompt; its warning per call would drown the table.
-    warnings.filterwarnings("ignore")
-    for name in ("transformers", "diffusers", "ray", "ray.serve", "httpx"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    from diffusers.utils import logging as diffusers_logging
-    from transformers.utils import logging as transformers_logging
-
-    diffusers_logging.set_verbosity_error()
-    diffusers_logging.disable_progress_bar()
-    transformers_logging.set_verbosity_error()
-    transformers_logging.disable_progress_bar()
 
 
 if __name__ == "__main__":

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import logging
 import platform
 import time
+import warnings
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any
@@ -90,3 +92,18 @@ def _plain(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)
     return str(value)
+
+
+def quiet_libraries() -> None:
+    """Silence the libraries' per-call warnings and progress bars so the table stays readable."""
+    # The tiny CLIP tokenizer truncates every prompt; its warning per call would drown the table.
+    warnings.filterwarnings("ignore")
+    for name in ("transformers", "diffusers", "ray", "ray.serve", "httpx"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    diffusers_logging.set_verbosity_error()
+    diffusers_logging.disable_progress_bar()
+    transformers_logging.set_verbosity_error()
+    transformers_logging.disable_progress_bar()

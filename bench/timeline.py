@@ -18,8 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from bench import service
-from bench.__main__ import _quiet
+from bench import report, service
 from bench.pipeline import JOB, app_config, build_models
 
 # INFO 2026-11-29 14:39:55,713 bench_SVDGenerator 08mow4b7 0933c728-... -- CALL animate OK 304.4ms
@@ -73,7 +72,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3, help="jobs to run; the last one is shown")
     args = parser.parse_args(argv)
-    _quiet()
+    report.quiet_libraries()
     with tempfile.TemporaryDirectory(prefix="timeline-") as scratch:
         root = Path(scratch)
         config = app_config(build_models(root / "models"), root / "storage")
