@@ -120,7 +120,7 @@ class JobRunner:
             stitch_started = time.monotonic()
             captions = [scene.caption for scene in scenes]
             await self._call(self.handles.encoder.finish, job_id, captions, plan.size, request.captions)
-            metrics.get().stage_seconds.observe(time.monotonic() - stitch_started, tags={"stage": "stitch"})
+            self._observe("stitch", stitch_started)
             # 4. Done.
             finished = now()
             self.store.update(
@@ -174,7 +174,7 @@ class JobRunner:
             title, backend = script.title, script.backend
         self.store.set_scenes(job_id, rows)
         self.store.update(job_id, title=title, script_backend=backend, progress=WRITE_SHARE)
-        metrics.get().stage_seconds.observe(time.monotonic() - started, tags={"stage": "write"})
+        self._observe("write", started)
         logger.info("job %s: %d scenes written by %s", job_id, len(rows), backend)
         return rows
 
