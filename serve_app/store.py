@@ -160,7 +160,7 @@ class JobStore:
     def get(self, job_id: str) -> JobRow | None:
         with self._lock:
             row = self._db.execute("SELECT * FROM jobs WHERE id = :id", {"id": job_id}).fetchone()
-            return self._with_scenes(row) if row else None
+            return self._with_scenes([row])[0] if row else None
 
     def get_by_key(self, key: str) -> JobRow | None:
         """The job created under idempotency key ``key``, if any."""
@@ -184,7 +184,7 @@ class JobStore:
             rows = self._db.execute(
                 f"SELECT * FROM jobs {where} ORDER BY seq {direction} LIMIT :limit", params
             ).fetchall()
-            jobs = [self._with_scenes(row) for row in rows[:limit]]
+            jobs = self._with_scenes(rows[:limit])
         return jobs, len(rows) > limit
 
     def update(self, job_id: str, **changes: Any) -> None:
@@ -308,15 +308,21 @@ class JobStore:
 
     def _by_key(self, key: str) -> JobRow | None:
         row = self._db.execute("SELECT * FROM jobs WHERE idempotency_key = :key", {"key": key}).fetchone()
-        return self._with_scenes(row) if row else None
+        return self._with_scenes([row])[0] if row else None
 
-    def _with_scenes(self, row: sqlite3.Row) -> JobRow:
-        job = JobRow(**{name: row[name] for name in _JOB_COLUMNS})
+    def _with_scenes(self, rows: list[sqlite3.Row]) -> list[JobRow]:
+        """JobRows for job ``rows``, with their scenes read in one query (a list page is one, not 1 + N)."""
+        jobs = {row["id"]: JobRow(**{name: row[name] for name in _JOB_COLUMNS}) for row in rows}
+        if not jobs:
+            return []
+        ids = {f"id{i}": job_id for i, job_id in enumerate(jobs)}
         scene_rows = self._db.execute(
-            "SELECT * FROM scenes WHERE job_id = :id ORDER BY idx", {"id": job.id}
+            f"SELECT * FROM scenes WHERE job_id IN ({', '.join(':' + name for name in ids)}) ORDER BY job_id, idx",
+            ids,
         ).fetchall()
-        job.scenes = [SceneRow(**{name: r[name] for name in _SCENE_COLUMNS}) for r in scene_rows]
-        return job
+        for r in scene_rows:
+            jobs[r["job_id"]].scenes.append(SceneRow(**{name: r[name] for name in _SCENE_COLUMNS}))
+        return list(jobs.values())
 
 
 def now() -> int:
