@@ -7,6 +7,7 @@ Serve validates the `args` of a config file against it before any replica starts
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +92,26 @@ class JobsConfig(BaseModel):
     )
 
 
+class AuthConfig(BaseModel):
+    """API keys for the HTTP API. The keys live in the environment, never in config files."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    api_keys_env: str = Field(
+        "STORYREEL_API_KEYS",
+        min_length=1,
+        description="Name of the environment variable (of the ingress replica) that holds the accepted API "
+        "keys, comma-separated so a key can be rotated. When it is set, every route but /healthz needs "
+        "`Authorization: Bearer <key>` (what the OpenAI SDK sends) and answers 401 without it; when it is "
+        "unset or empty, the API is open.",
+    )
+
+    def keys(self) -> frozenset[str]:
+        """The accepted keys (none: the API is open)."""
+        value = os.environ.get(self.api_keys_env, "")
+        return frozenset(key.strip() for key in value.split(",") if key.strip())
+
+
 class AppConfig(BaseModel):
     """Everything the application needs; `args` in serve_config.yaml."""
 
@@ -119,6 +140,7 @@ class AppConfig(BaseModel):
     )
     limits: LimitsConfig = Field(default_factory=LimitsConfig, description="Bounds on each request.")
     jobs: JobsConfig = Field(default_factory=JobsConfig, description="Job execution and retention.")
+    auth: AuthConfig = Field(default_factory=AuthConfig, description="Who may call the HTTP API.")
 
     @model_validator(mode="after")
     def _frames_fit_the_limit(self) -> AppConfig:

@@ -54,6 +54,10 @@ class BadRequest(APIError):
     status, type = 400, "invalid_request_error"
 
 
+class Unauthorized(APIError):
+    status, type = 401, "authentication_error"
+
+
 class NotFound(APIError):
     status, type = 404, "not_found_error"
 

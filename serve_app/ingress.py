@@ -5,11 +5,12 @@ Routes only parse HTTP and call ``VideoService``; every error leaves through ``s
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
 from typing import Annotated, Any
 
-from fastapi import FastAPI, Header, Path, Query, Request
+from fastapi import Depends, FastAPI, Header, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, StreamingResponse
 from pydantic import ValidationError
@@ -20,7 +21,15 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from engines.errors import InvalidInput
 from serve_app import errors
 from serve_app.config import AppConfig
-from serve_app.errors import BadRequest, Conflict, NotFound, Overloaded, PayloadTooLarge, Unprocessable
+from serve_app.errors import (
+    BadRequest,
+    Conflict,
+    NotFound,
+    Overloaded,
+    PayloadTooLarge,
+    Unauthorized,
+    Unprocessable,
+)
 from serve_app.jobs import Handles, JobRunner
 from serve_app.protocol import (
     CreateVideoRequest,
@@ -38,11 +47,41 @@ logger = logging.getLogger("ray.serve")
 
 # Form fields that carry JSON in a multipart body (the OpenAI SDK sends every field as a form field).
 JSON_FORM_FIELDS = ("scenes", "input_reference")
+# Routes that answer without an API key: health probes (Kubernetes, Serve) carry none.
+OPEN_PATHS = frozenset({"/healthz"})
+
+
+async def authorize(request: Request) -> None:
+    """With API keys configured (``auth.api_keys_env``), every route but OPEN_PATHS needs one."""
+    if request.url.path in OPEN_PATHS:
+        return
+    keys = _service(request).config.auth.keys()
+    if not keys:
+        return
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized(
+            "missing API key: send the header `Authorization: Bearer <key>`",
+            param="authorization",
+            code="missing_api_key",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    token = token.strip().encode()
+    # compare_digest takes as long for a near miss as for a far one, so the key cannot be guessed by timing.
+    if not any(hmac.compare_digest(token, key.encode()) for key in keys):
+        raise Unauthorized(
+            "invalid API key in the Authorization header",
+            param="authorization",
+            code="invalid_api_key",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+
 
 app = FastAPI(
     title="storyreel",
     version="0.1.0",
     description="Text-to-video on Ray Serve, compatible with OpenAI's Videos API.",
+    dependencies=[Depends(authorize)],
 )
 # Known kinds are answered where they are raised; `Exception` is the last resort for bugs (a 500, logged).
 for kind in (errors.APIError, InvalidInput, RequestValidationError, StarletteHTTPException, Exception):

@@ -243,6 +243,16 @@ def test_the_job_store_and_the_ingress_share_the_head_alone() -> None:
     assert any(database.is_relative_to(mount) for mount in head_mounts if mount != config.storage.root)
 
 
+def test_the_head_pod_gives_the_ingress_its_api_keys_from_an_optional_secret() -> None:
+    # The ingress runs on the head alone (above), so that is where auth.api_keys_env must be set.
+    variable = load_serve_config(GPU_CONFIG).auth.api_keys_env
+    env = {e["name"]: e for e in _container(_k8s_groups()["head"]).get("env", [])}
+
+    secret = env[variable]["valueFrom"]["secretKeyRef"]
+    assert secret["optional"] is True  # without the secret the pod still starts, with an open API
+    assert "value" not in env[variable]  # never a key written into the manifest
+
+
 def _k8s_worker_capacity(group: str, resource: str) -> tuple[float, int, int]:
     spec = _k8s_groups()[group]
     limits = _container(spec)["resources"]["limits"]
