@@ -2,11 +2,16 @@
 
 Every statement is plain SQL with named parameters and no SQLite-only syntax besides the PRAGMAs in
 ``_connect``, so a PostgreSQL store can follow by swapping the connection.
+
+A column added to SCHEMA later must be nullable or have a DEFAULT: stores written before it gain it with
+``ALTER TABLE ... ADD COLUMN`` when they are opened.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import re
 import sqlite3
 import threading
 import time
@@ -14,6 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
+
+logger = logging.getLogger("ray.serve")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -136,6 +143,7 @@ class JobStore:
         self.listeners: list[Callable[[str], None]] = []
         with self._lock, self._db:
             self._db.executescript(SCHEMA)
+            self._add_new_columns()
 
     def close(self) -> None:
         self._db.close()
@@ -292,6 +300,22 @@ class JobStore:
 
     # -- internals ------------------------------------------------------------------------------
 
+    def _add_new_columns(self) -> None:
+        """Give a store written by an earlier version the columns SCHEMA has gained since (its rows stay)."""
+        for table, columns in _schema_columns().items():
+            for name, definition in columns.items():
+                if name in self._column_names(table):
+                    continue
+                try:
+                    self._db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {definition}")
+                except sqlite3.OperationalError:
+                    if name not in self._column_names(table):  # else another replica added it meanwhile
+                        raise
+                logger.info("job store: added column %s.%s", table, name)
+
+    def _column_names(self, table: str) -> set[str]:
+        return {column[0] for column in self._db.execute(f"SELECT * FROM {table} LIMIT 0").description}
+
     def _notify(self, job_id: str) -> None:
         for listener in self.listeners:
             listener(job_id)
@@ -323,6 +347,15 @@ class JobStore:
         for r in scene_rows:
             jobs[r["job_id"]].scenes.append(SceneRow(**{name: r[name] for name in _SCENE_COLUMNS}))
         return list(jobs.values())
+
+
+def _schema_columns() -> dict[str, dict[str, str]]:
+    """Each table of SCHEMA with its column definitions: {table: {column: "TYPE ..."}}."""
+    tables = {}
+    for table, body in re.findall(r"CREATE TABLE IF NOT EXISTS (\w+) \((.*?)\n\);", SCHEMA, re.DOTALL):
+        lines = (line.strip().rstrip(",") for line in body.strip().splitlines())
+        tables[table] = dict(line.split(" ", 1) for line in lines if not line.startswith("PRIMARY KEY"))
+    return tables
 
 
 def now() -> int:

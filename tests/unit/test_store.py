@@ -1,6 +1,8 @@
-"""The job store on its own: a list page brings each job's own scenes, in order, with one scenes query."""
+"""The job store on its own: list pages, and stores written by an earlier version of the schema."""
 
 from __future__ import annotations
+
+import sqlite3
 
 from serve_app.store import JobRow, JobStore, SceneRow, now
 
@@ -46,3 +48,27 @@ def test_a_list_page_reads_every_jobs_scenes_with_one_query(tmp_path):
     rest, has_more = store.list(after=jobs[1].id, limit=3, order="desc")
     assert [job.id for job in rest] == [jobs[0].id] and rest[0].scenes == [] and not has_more
     assert store.get(jobs[2].id).scenes == page[1].scenes
+
+
+def test_a_store_from_before_job_leases_gains_their_columns_and_keeps_its_jobs(tmp_path):
+    path = tmp_path / "jobs.db"
+    store = JobStore(path)
+    job = store.create(_job(7))
+    store.set_scenes(job.id, _scenes(job.id, count=2))
+    store.update(job.id, status="completed", progress=100)
+    store.close()
+    # The first released schema had no leases: take their columns away again.
+    with sqlite3.connect(path) as db:
+        db.execute("ALTER TABLE jobs DROP COLUMN runner_id")
+        db.execute("ALTER TABLE jobs DROP COLUMN lease_until")
+
+    reopened = JobStore(path)
+
+    kept = reopened.get(job.id)
+    assert (kept.status, kept.progress, [s.idx for s in kept.scenes]) == ("completed", 100, [0, 1])
+    assert (kept.runner_id, kept.lease_until) == (None, None)
+    fresh = reopened.create(_job(8))
+    assert reopened.claimable() == [fresh.id]
+    assert reopened.claim(fresh.id, "runner-1", lease_s=30)  # the lease columns work
+    assert reopened.claimable() == [] and not reopened.claim(fresh.id, "runner-2", lease_s=30)
+    JobStore(path).close()  # opening an up-to-date store again changes nothing
