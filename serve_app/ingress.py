@@ -67,7 +67,7 @@ async def authorize(request: Request) -> None:
             headers={"WWW-Authenticate": "Bearer"},
         )
     token = token.strip().encode()
-    # compare_digest takes as long for a near miss as for a far one, so the key cannot be guessed by timing.
+    # compare_digest's time does not depend on where the first wrong byte is: no guessing a key by timing.
     if not any(hmac.compare_digest(token, key.encode()) for key in keys):
         raise Unauthorized(
             "invalid API key in the Authorization header",

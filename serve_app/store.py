@@ -303,15 +303,17 @@ class JobStore:
     def _add_new_columns(self) -> None:
         """Give a store written by an earlier version the columns SCHEMA has gained since (its rows stay)."""
         for table, columns in _schema_columns().items():
+            present = self._column_names(table)
             for name, definition in columns.items():
-                if name in self._column_names(table):
+                if name in present:
                     continue
                 try:
                     self._db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {definition}")
                 except sqlite3.OperationalError:
                     if name not in self._column_names(table):  # else another replica added it meanwhile
                         raise
-                logger.info("job store: added column %s.%s", table, name)
+                else:
+                    logger.info("job store: added column %s.%s", table, name)
 
     def _column_names(self, table: str) -> set[str]:
         return {column[0] for column in self._db.execute(f"SELECT * FROM {table} LIMIT 0").description}
