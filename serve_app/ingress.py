@@ -53,7 +53,8 @@ OPEN_PATHS = frozenset({"/healthz"})
 
 async def authorize(request: Request) -> None:
     """With API keys configured (``auth.api_keys_env``), every route but OPEN_PATHS needs one."""
-    if request.url.path in OPEN_PATHS:
+    # The matched route's own path: the URL's also holds the application's route prefix.
+    if request.scope["route"].path in OPEN_PATHS:
         return
     keys = _service(request).config.auth.keys()
     if not keys:
