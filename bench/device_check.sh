@@ -27,7 +27,8 @@ export PYTHONPATH="/tmp/site:$PWD" PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
 } 2>&1 | tee "$out/machine.txt"
 
 status=0
-python3 -m pytest --noconftest -p tests.fixtures.models -m gpu -q tests/unit/test_svd_engine.py 2>&1 |
+python3 -m pytest --noconftest -p tests.fixtures.models -m gpu -q \
+    tests/unit/test_svd_engine.py tests/unit/test_painter.py 2>&1 |
     tee "$out/pytest_gpu.log" || status=1
 # shellcheck disable=SC2086 # GPU_SVD_ARGS holds several flags on purpose
 timeout "${GPU_SVD_TIMEOUT_S:-480}" python3 -m bench.gpu_svd ${GPU_SVD_ARGS:-} --out "$out/gpu_svd.json" 2>&1 |

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from engines.errors import InvalidInput, ModelUnavailable
@@ -148,3 +149,23 @@ def test_prepare_reference_rejects_a_non_image() -> None:
     with pytest.raises(InvalidInput) as caught:
         prepare_reference(b"not an image", 64, 64)  # type: ignore[arg-type]
     assert caught.value.param == "input_reference"
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_paints_on_cuda_in_float16_and_a_batch_equals_each_alone(tiny_painter_path: Path) -> None:
+    engine = PainterEngine(
+        PainterConfig(model_path=str(tiny_painter_path), device="cuda", dtype="float16", width=64, height=64)
+    )
+    requests = [PaintRequest("a red fox by the sea", 64, 64, seed) for seed in (1, 2)]
+
+    batch = engine.paint_batch(requests)
+    alone = [engine.paint(r.prompt, r.width, r.height, r.seed) for r in requests]
+
+    assert all(image.size == (64, 64) and np.asarray(image).std() > 1 for image in batch)
+    for batched, single in zip(batch, alone, strict=True):  # batched fp16 kernels may round differently
+        assert np.abs(np.asarray(batched, dtype=int) - np.asarray(single, dtype=int)).max() <= 8
+    assert np.abs(np.asarray(batch[0], dtype=int) - np.asarray(batch[1], dtype=int)).max() > 8
+    allocated = torch.cuda.memory_allocated()
+    engine.unload()
+    assert torch.cuda.memory_allocated() < allocated
