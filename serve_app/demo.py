@@ -9,6 +9,7 @@ talks to it like any client would, and stops everything it started, also on Ctrl
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import subprocess
@@ -68,7 +69,7 @@ def _start_server(config: str) -> subprocess.Popen:
         stdout=log.open("w"),
         stderr=subprocess.STDOUT,
         env=env,
-        start_new_session=True,  # its own process group: stopping it stops Ray's processes too
+        start_new_session=True,  # its own session, which every Ray process it starts joins: see kill_session
     )
 
 
@@ -130,8 +131,41 @@ def _stop(server: subprocess.Popen) -> None:
     try:
         server.wait(timeout=60)
     except subprocess.TimeoutExpired:
-        os.killpg(server.pid, signal.SIGKILL)
+        kill_session(server.pid)
         server.wait()
+
+
+def kill_session(session_id: int, timeout_s: float = 30) -> None:
+    """SIGKILL every process of a session: a `serve run` started with ``start_new_session`` and its local Ray.
+
+    Killing the process group is not enough: Ray puts each worker (every replica) in a group of its own
+    within the session, and a replica outlives its raylet for a while, still serving and writing. Returns
+    once none is left (Linux; elsewhere, without /proc, only the group is killed).
+    """
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(session_id, signal.SIGKILL)
+    deadline = time.monotonic() + timeout_s
+    while pids := _session_pids(session_id):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"processes {pids} of session {session_id} outlived SIGKILL")
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.1)
+
+
+def _session_pids(session_id: int) -> list[int]:
+    """The live (not zombie) processes of a session, from /proc."""
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            # pid (comm) state ppid pgrp session ...; comm may hold spaces and parentheses
+            state, _, _, session = stat.read_text().rsplit(")", 1)[1].split()[:4]
+        except OSError:  # it ended meanwhile
+            continue
+        if int(session) == session_id and state != "Z":
+            pids.append(int(stat.parent.name))
+    return pids
 
 
 if __name__ == "__main__":

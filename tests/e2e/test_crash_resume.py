@@ -1,4 +1,4 @@
-"""Kill the whole `serve run` process group mid-job, start it again: the job completes, and the scenes
+"""Kill `serve run` and all its Ray processes mid-job, start it again: the job completes, and the scenes
 finished before the kill are not made again."""
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import httpx
 import pytest
 import yaml
 
+from serve_app.demo import kill_session
 from tests.fixtures.serve import _free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -67,7 +68,7 @@ def start(config: Path, log: Path) -> subprocess.Popen:
         stdout=log.open("a"),
         stderr=subprocess.STDOUT,
         env=os.environ | {"RAY_ADDRESS": "local"},
-        start_new_session=True,  # Ray's processes join this group: one killpg ends them all
+        start_new_session=True,  # Ray's processes join this session (each worker in a group of its own)
     )
 
 
@@ -85,15 +86,15 @@ def wait_healthy(url: str, server: subprocess.Popen, log: Path, timeout_s: float
     raise AssertionError(f"serve run did not come up: {log.read_text()[-3000:]}")
 
 
-def kill_group(server: subprocess.Popen, sig: int) -> None:
-    """Send ``sig`` to the server's whole process group; SIGKILL it if it has not exited in 60 s."""
+def stop(server: subprocess.Popen) -> None:
+    """Stop `serve run` cleanly (SIGINT to its group); if it hangs, kill its whole session."""
     try:
-        os.killpg(server.pid, sig)
+        os.killpg(server.pid, signal.SIGINT)
         server.wait(timeout=60)
     except ProcessLookupError:
         return
     except subprocess.TimeoutExpired:
-        os.killpg(server.pid, signal.SIGKILL)
+        kill_session(server.pid)
         server.wait(timeout=60)
 
 
@@ -130,7 +131,8 @@ def test_sigkill_mid_job_then_restart_completes_without_redoing_finished_scenes(
             time.sleep(0.1)
         else:
             raise AssertionError("the first scene never finished")
-        kill_group(server, signal.SIGKILL)
+        kill_session(server.pid)  # every process of this `serve run` and its Ray, at once: the machine died
+        server.wait(timeout=60)
 
         with sqlite3.connect(tmp_path / "storage" / "jobs.sqlite3") as db:
             (status,) = db.execute("SELECT status FROM jobs WHERE id = ?", (video_id,)).fetchone()
@@ -159,4 +161,4 @@ def test_sigkill_mid_job_then_restart_completes_without_redoing_finished_scenes(
         assert job_attempts == 2
         assert httpx.get(f"{url}/v1/videos/{video_id}/content", timeout=30).status_code == 200
     finally:
-        kill_group(server, signal.SIGINT)
+        stop(server)
