@@ -1,7 +1,8 @@
 """The job store: jobs and their scenes in SQLite (WAL), through one SQL code path.
 
-Every statement is plain SQL with named parameters and no SQLite-only syntax besides the PRAGMAs in
-``_connect``, so a PostgreSQL store can follow by swapping the connection.
+Every query is plain SQL with named parameters, so a PostgreSQL store can follow with the same statements.
+What it would change: SCHEMA's ``AUTOINCREMENT`` (an identity column there), the PRAGMAs in ``_connect``,
+the ``:name`` parameter style (psycopg's is ``%(name)s``) and the sqlite3 exception classes caught here.
 
 A column added to SCHEMA later must be nullable or have a DEFAULT: stores written before it gain it with
 ``ALTER TABLE ... ADD COLUMN`` when they are opened.
