@@ -10,7 +10,7 @@ import json
 import logging
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Header, Path, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Header, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, StreamingResponse
 from pydantic import ValidationError
@@ -47,15 +47,10 @@ logger = logging.getLogger("ray.serve")
 
 # Form fields that carry JSON in a multipart body (the OpenAI SDK sends every field as a form field).
 JSON_FORM_FIELDS = ("scenes", "input_reference")
-# Routes that answer without an API key: health probes (Kubernetes, Serve) carry none.
-OPEN_PATHS = frozenset({"/healthz"})
 
 
 async def authorize(request: Request) -> None:
-    """With API keys configured (``auth.api_keys_env``), every route but OPEN_PATHS needs one."""
-    # The matched route's own path: the URL's also holds the application's route prefix.
-    if request.scope["route"].path in OPEN_PATHS:
-        return
+    """With API keys configured (``auth.api_keys_env``), a request to the API needs one of them."""
     keys = _service(request).config.auth.keys()
     if not keys:
         return
@@ -82,8 +77,9 @@ app = FastAPI(
     title="storyreel",
     version="0.1.0",
     description="Text-to-video on Ray Serve, compatible with OpenAI's Videos API.",
-    dependencies=[Depends(authorize)],
 )
+# The API proper; /healthz stays on `app` without a key, as health probes (Kubernetes, Serve) carry none.
+api = APIRouter(dependencies=[Depends(authorize)], responses=errors.responses(Unauthorized))
 # Known kinds are answered where they are raised; `Exception` is the last resort for bugs (a 500, logged).
 for kind in (errors.APIError, InvalidInput, RequestValidationError, StarletteHTTPException, Exception):
     app.add_exception_handler(kind, errors.handle)
@@ -108,7 +104,7 @@ def _service(request: Request) -> VideoService:
     return _services[0]
 
 
-@app.post(
+@api.post(
     "/v1/videos",
     response_model=VideoObject,
     responses=errors.responses(BadRequest, PayloadTooLarge, Unprocessable, Overloaded),
@@ -138,7 +134,7 @@ async def create_video(
     return await service.create(create, reference, idempotency_key)
 
 
-@app.get("/v1/videos", response_model=VideoList, responses=errors.responses(BadRequest))
+@api.get("/v1/videos", response_model=VideoList, responses=errors.responses(BadRequest))
 async def list_videos(
     request: Request,
     after: Annotated[str | None, Query(description="List after this video id.")] = None,
@@ -148,17 +144,17 @@ async def list_videos(
     return _service(request).list(after, limit, order)
 
 
-@app.get("/v1/videos/{video_id}", response_model=VideoObject, responses=errors.responses(NotFound))
+@api.get("/v1/videos/{video_id}", response_model=VideoObject, responses=errors.responses(NotFound))
 async def retrieve_video(request: Request, video_id: VideoId) -> VideoObject:
     return _service(request).retrieve(video_id)
 
 
-@app.delete("/v1/videos/{video_id}", response_model=VideoDeleted, responses=errors.responses(NotFound))
+@api.delete("/v1/videos/{video_id}", response_model=VideoDeleted, responses=errors.responses(NotFound))
 async def delete_video(request: Request, video_id: VideoId) -> VideoDeleted:
     return await _service(request).delete(video_id)
 
 
-@app.get(
+@api.get(
     "/v1/videos/{video_id}/content",
     response_class=FileResponse,
     responses={
@@ -172,7 +168,7 @@ async def download_content(request: Request, video_id: VideoId, variant: Variant
     return FileResponse(path, media_type=media_type, filename=f"{video_id}{extension}")
 
 
-@app.post(
+@api.post(
     "/v1/videos/{video_id}/cancel", response_model=VideoObject, responses=errors.responses(NotFound, Conflict)
 )
 async def cancel_video(request: Request, video_id: VideoId) -> VideoObject:
@@ -180,7 +176,7 @@ async def cancel_video(request: Request, video_id: VideoId) -> VideoObject:
     return await _service(request).cancel(video_id)
 
 
-@app.get(
+@api.get(
     "/v1/videos/{video_id}/events",
     response_class=StreamingResponse,
     responses={200: {"content": {"text/event-stream": {}}}, **errors.responses(NotFound)},
@@ -194,7 +190,7 @@ async def video_events(request: Request, video_id: VideoId) -> StreamingResponse
     )
 
 
-@app.get("/v1/models", response_model=ModelList)
+@api.get("/v1/models", response_model=ModelList)
 async def list_models(request: Request) -> ModelList:
     return _service(request).models()
 
@@ -202,6 +198,9 @@ async def list_models(request: Request) -> ModelList:
 @app.get("/healthz", response_model=Health)
 async def healthz(request: Request) -> Health:
     return Health(jobs_running=_service(request).running)
+
+
+app.include_router(api)  # after its routes: including copies them
 
 
 async def _read_body(request: Request, limit: int) -> tuple[dict[str, Any], bytes | None]:

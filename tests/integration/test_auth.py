@@ -71,3 +71,17 @@ def test_without_keys_the_api_is_open(local_service, monkeypatch):
     monkeypatch.setenv(KEYS_ENV, " , ")  # only separators: no key, still open
     with TestClient(ingress.app) as client:
         assert client.get("/v1/models").status_code == 200
+
+
+def test_the_api_description_is_open_and_documents_401_except_on_health(client):
+    described = client.get("/openapi.json")  # no key, keys configured
+
+    assert described.status_code == 200
+    paths = described.json()["paths"]
+    assert all(
+        "401" in operation["responses"]
+        for path, ops in paths.items()
+        if path.startswith("/v1/")
+        for operation in ops.values()
+    )
+    assert "401" not in paths["/healthz"]["get"]["responses"]
