@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import argparse
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ from typing import Any
 import torch
 
 from bench import encode, report, service
-from bench.pipeline import JOB, InProcessJob, app_config, build_models
+from bench.pipeline import JOB, InProcessJob
 from bench.timing import interleaved, median, percentile
 
 OUT = Path(__file__).parent / "out"
@@ -138,18 +137,14 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _service_benchmarks(quick: bool, details: dict[str, Any]) -> dict[str, float]:
-    with tempfile.TemporaryDirectory(prefix="bench-") as scratch:
-        root = Path(scratch)
-        config = app_config(build_models(root / "models"), root / "storage")
-        local = InProcessJob(config, root / "in-process")
-        with service.cluster() as base_url:
-            client = service.deploy(config, base_url)
-            print("2/4 overhead ...", flush=True)
-            details["overhead"] = measure_overhead(client, local, repeats=3 if quick else 7)
-            print("3/4 latency under load ...", flush=True)
-            details["latency"] = measure_latency(client, seconds=15 if quick else 40)
-            print("4/4 batching ...", flush=True)
-            details["batch"] = measure_batching(config, base_url, rounds=2 if quick else 3)
+    with service.tiny_app("bench-") as app:
+        local = InProcessJob(app.config, app.scratch / "in-process")
+        print("2/4 overhead ...", flush=True)
+        details["overhead"] = measure_overhead(app.client, local, repeats=3 if quick else 7)
+        print("3/4 latency under load ...", flush=True)
+        details["latency"] = measure_latency(app.client, seconds=15 if quick else 40)
+        print("4/4 batching ...", flush=True)
+        details["batch"] = measure_batching(app.config, app.base_url, rounds=2 if quick else 3)
     latency = details["latency"]
     return {
         "overhead_ratio": details["overhead"]["overhead_ratio"],

@@ -8,15 +8,19 @@ from __future__ import annotations
 
 import json
 import socket
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
 from PIL import Image
 
+from bench.pipeline import app_config, build_models
 from bench.timing import Sample, cpu_seconds
 from serve_app.config import AppConfig
 from serve_app.protocol import TERMINAL
@@ -47,6 +51,26 @@ def cluster() -> Iterator[str]:
     finally:
         serve.shutdown()
         ray.shutdown()
+
+
+@dataclass
+class TinyApp:
+    """The app on tiny models, deployed on this process's cluster: a client for its API and what built it."""
+
+    client: httpx.Client
+    config: AppConfig
+    base_url: str
+    scratch: Path
+
+
+@contextmanager
+def tiny_app(prefix: str) -> Iterator[TinyApp]:
+    """Build the tiny models in a scratch folder, start the cluster, deploy the app; remove it all after."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as folder:
+        scratch = Path(folder)
+        config = app_config(build_models(scratch / "models"), scratch / "storage")
+        with cluster() as base_url:
+            yield TinyApp(deploy(config, base_url), config, base_url, scratch)
 
 
 def deploy(config: AppConfig, base_url: str, svd_batch: dict[str, Any] | None = None) -> httpx.Client:

@@ -12,14 +12,13 @@ so a slowdown as the job store fills up shows too.
 from __future__ import annotations
 
 import argparse
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 from bench import report, service
-from bench.pipeline import JOB, app_config, build_models
+from bench.pipeline import JOB
 
 PROCESS_TITLE = f"ray::ServeReplica:{service.APP}:"
 
@@ -60,19 +59,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--concurrency", type=int, default=4, help="jobs running at once")
     args = parser.parse_args(argv)
     report.quiet_libraries()
-    with tempfile.TemporaryDirectory(prefix="soak-") as scratch:
-        root = Path(scratch)
-        config = app_config(build_models(root / "models"), root / "storage")
-        with service.cluster() as base_url:
-            client = service.deploy(config, base_url)
-            done = 0
-            with ThreadPoolExecutor(args.concurrency) as pool:
-                while done < args.jobs:
-                    batch = min(args.every, args.jobs - done)
-                    started = time.monotonic()
-                    list(pool.map(lambda _: service.run_job(client, JOB), range(batch)))
-                    done += batch
-                    _print(done, (time.monotonic() - started) / batch, replica_usage())
+    with service.tiny_app("soak-") as app, ThreadPoolExecutor(args.concurrency) as pool:
+        done = 0
+        while done < args.jobs:
+            batch = min(args.every, args.jobs - done)
+            started = time.monotonic()
+            list(pool.map(lambda _: service.run_job(app.client, JOB), range(batch)))
+            done += batch
+            _print(done, (time.monotonic() - started) / batch, replica_usage())
 
 
 def _print(done: int, seconds_per_job: float, usage: dict[str, Usage]) -> None:

@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import argparse
 import re
-import tempfile
 import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 from bench import report, service
-from bench.pipeline import JOB, app_config, build_models
+from bench.pipeline import JOB
 
 # INFO 2026-11-29 14:39:55,713 bench_SVDGenerator 08mow4b7 0933c728-... -- CALL animate OK 304.4ms
 ACCESS_LINE = re.compile(
@@ -73,18 +72,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--runs", type=int, default=3, help="jobs to run; the last one is shown")
     args = parser.parse_args(argv)
     report.quiet_libraries()
-    with tempfile.TemporaryDirectory(prefix="timeline-") as scratch:
-        root = Path(scratch)
-        config = app_config(build_models(root / "models"), root / "storage")
-        with service.cluster() as base_url:
-            client = service.deploy(config, base_url)
-            for _ in range(args.runs):
-                posted_at = time.time()
-                video_id, request_id = service.post_job(client, JOB)
-                video = service.follow_job(client, video_id)
-                total = time.time() - posted_at
-            time.sleep(1)  # let the replicas flush their last access lines
-            spans = job_spans(serve_logs(), request_id, posted_at)
+    with service.tiny_app("timeline-") as app:
+        for _ in range(args.runs):
+            posted_at = time.time()
+            video_id, request_id = service.post_job(app.client, JOB)
+            video = service.follow_job(app.client, video_id)
+            total = time.time() - posted_at
+        time.sleep(1)  # let the replicas flush their last access lines
+        spans = job_spans(serve_logs(), request_id, posted_at)
     print(f"job {video_id}: {total:.3f} s from POST to the end of its event stream")
     print("scenes per SVD call:", [scene["batch_size"] for scene in video["scenes"]])
     print(f"{'start s':>8} {'end s':>7} {'ms':>7}  call")
