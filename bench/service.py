@@ -1,5 +1,7 @@
 """The service side of the benchmarks: one local Ray cluster, the app deployed on it, and HTTP clients.
 
+The e2e tests start their session's cluster with the same `cluster` and `REPLICAS`.
+
 Ray starts once per benchmark run (about 20 s here); every service measurement shares that cluster.
 Replicas take fractions of a CPU, as in serve_config.cpu.yaml, so the whole graph fits on two cores.
 """
@@ -26,7 +28,8 @@ from serve_app.config import AppConfig
 from serve_app.protocol import TERMINAL
 
 APP = "bench"
-# Fractions of a CPU per replica (Ray counts 8 logical CPUs on this 2-core machine).
+# Fractions of a CPU per replica (Ray counts 8 logical CPUs on this 2-core machine): the five deployments
+# and a second SVD replica fit beside the calling process.
 REPLICAS: dict[str, dict[str, Any]] = {
     "VideoAPI": {"ray_actor_options": {"num_cpus": 0.1}},
     "SceneWriter": {"ray_actor_options": {"num_cpus": 0.1}},
@@ -38,13 +41,16 @@ POLL_S = 0.02
 
 
 @contextmanager
-def cluster() -> Iterator[str]:
-    """Start Ray in this process and Serve's HTTP proxy; yield the proxy's base URL; stop both after."""
+def cluster(log_to_driver: bool = False) -> Iterator[str]:
+    """Start Ray in this process (one logical GPU) and Serve's HTTP proxy; yield the proxy's base URL; stop
+    both after. ``log_to_driver`` prints the replicas' logs here (the tests want them, the tables do not)."""
     import ray
     from ray import serve
 
-    port = _free_port()
-    ray.init(num_cpus=8, num_gpus=1, include_dashboard=False, configure_logging=False, log_to_driver=False)
+    port = free_port()
+    ray.init(
+        num_cpus=8, num_gpus=1, include_dashboard=False, configure_logging=False, log_to_driver=log_to_driver
+    )
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         yield f"http://127.0.0.1:{port}"
@@ -190,7 +196,8 @@ def svd_throughput(scenes: int, rounds: int, width: int, height: int) -> dict[st
     return {"samples": samples, "batch_sizes": {size: n for size, n in sizes.items() if n}}
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port nobody listens on now."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]

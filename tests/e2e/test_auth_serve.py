@@ -9,7 +9,7 @@ import httpx
 import openai
 import pytest
 
-from tests.fixtures.serve import SMALL_REPLICAS, Deployed, cpu_profile, deployed
+from tests.fixtures.serve import REPLICAS, Deployed, cpu_profile, deployed
 
 pytestmark = pytest.mark.e2e
 
@@ -21,7 +21,7 @@ def app(serve_cluster, tmp_path_factory) -> Iterator[Deployed]:
     config = cpu_profile(
         tmp_path_factory.mktemp("keyed-storage"), auth={"api_keys_env": "STORYREEL_E2E_KEYS"}
     )
-    ingress_options = SMALL_REPLICAS["VideoAPI"]["ray_actor_options"] | {
+    ingress_options = REPLICAS["VideoAPI"]["ray_actor_options"] | {
         "runtime_env": {"env_vars": {"STORYREEL_E2E_KEYS": f"{KEY},e2e-key-2"}}
     }
     options = {"VideoAPI": {"ray_actor_options": ingress_options}}

@@ -15,8 +15,8 @@ import httpx
 import pytest
 import yaml
 
+from bench.service import free_port
 from serve_app.demo import kill_session
-from tests.fixtures.serve import _free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -108,7 +108,7 @@ def get_video(url: str, video_id: str) -> dict | None:
 
 
 def test_sigkill_mid_job_then_restart_completes_without_redoing_finished_scenes(tmp_path, tiny_svd_path):
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     config = write_config(tmp_path, port, tiny_svd_path)
     log = tmp_path / "serve.log"
