@@ -1,5 +1,8 @@
 """The benchmark job, and the same job with the engines called directly in this process (no Ray, no HTTP).
 
+The in-process side encodes and stitches with the Encoder deployment's own class, built without Ray (as
+the in-process tests do), so both sides do the same media work by construction.
+
 Both sides use one `AppConfig` with the tiny random-weight models (the real diffusers classes) on CPU and
 the template scene writer, so the only difference between them is the service: HTTP, the job store,
 Ray Serve's handles and batching, and the replicas' processes.
@@ -11,8 +14,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from deployments.encoder import Encoder
 from engines.fallback import animate_scenes, paint_keyframes
-from engines.media import Cue, VideoProcessor, write_webvtt
 from engines.painter import PainterEngine, PaintRequest
 from engines.svd import SceneRequest, SVDEngine
 from engines.tiny_models import TINY_SVD_SETTINGS, build_tiny_painter, build_tiny_svd
@@ -21,6 +24,8 @@ from serve_app.config import AppConfig
 from serve_app.planning import plan_job
 from serve_app.protocol import CreateVideoRequest
 
+# The id the in-process job's files go under (the Encoder lays out files by job id, as in the service).
+LOCAL_JOB_ID = "video_" + "0" * 32
 # The benchmark job: four scenes of one second; SVD runs at 64x64 (8 frames, 2 steps), the video is 128x128.
 JOB: dict[str, Any] = {
     "prompt": "A fox runs through snow. It finds a lantern. The lantern glows. Dawn breaks over the hills.",
@@ -77,7 +82,7 @@ class InProcessJob:
         self.writer = ScriptWriter(config.writer)
         self.painter = PainterEngine(config.painter)
         self.svd = SVDEngine(config.video)
-        self.processor = VideoProcessor(config.video_processing)
+        self.encoder = Encoder.func_or_class(config.video_processing, str(workdir))
         self.painter.load()
         self.svd.load()
 
@@ -109,36 +114,17 @@ class InProcessJob:
                 num_frames=frames,
                 num_inference_steps=plan.steps,
                 fps=plan.fps,
-                motion_bucket_id=request.motion_bucket_id or scene.motion_bucket_id,
+                motion_bucket_id=scene.motion_bucket_id
+                if request.motion_bucket_id is None
+                else request.motion_bucket_id,
                 noise_aug_strength=request.noise_aug_strength,
             )
             for i, (scene, keyframe) in enumerate(zip(script.scenes, keyframes, strict=True))
         ]
         captions = [scene.caption for scene in script.scenes]
         results = animate_scenes(self.svd, requests, captions, policy, self.config.video)
-        # 4. Encode each scene's clip.
-        factor = self.config.video_processing.interpolation_factor
-        clips = [
-            self.processor.frames_to_video(
-                self.processor.interpolate_frames(result.frames, factor),
-                self.workdir / f"scene{i}.mp4",
-                plan.fps * factor,
-            )
-            for i, result in enumerate(results)
-        ]
-        # 5. Stitch and write the extras, as the Encoder deployment's `finish` does.
-        return self._finish(clips, captions, plan.size, request.captions)
-
-    def _finish(
-        self, clips: list[Path], captions: list[str], size: tuple[int, int], with_captions: bool
-    ) -> Path:
-        video = self.processor.stitch(clips, self.workdir / "video.mp4", size=size)
-        spans = self.processor.timeline(clips)
-        frames = self.processor.sample_frames(video, self.processor.config.spritesheet_tiles)
-        self.processor.write_thumbnail(frames[len(frames) // 2], self.workdir / "thumbnail.jpg")
-        self.processor.write_spritesheet(frames, self.workdir / "spritesheet.jpg")
-        if with_captions:
-            cues = [Cue(start, end, text) for (start, end), text in zip(spans, captions, strict=True)]
-            write_webvtt(cues, self.workdir / "captions.vtt")
-        self.processor.probe(video)
-        return video
+        # 4. Encode each scene's clip, then 5. stitch and write the extras: the Encoder's own steps.
+        for i, result in enumerate(results):
+            self.encoder._encode_scene(LOCAL_JOB_ID, i, result, plan.fps)
+        final = self.encoder._finish(LOCAL_JOB_ID, captions, plan.size, request.captions)
+        return Path(final.video)

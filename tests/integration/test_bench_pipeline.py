@@ -1,0 +1,40 @@
+"""The overhead benchmark's in-process reference makes the benchmark job's whole video, as the service would."""
+
+from __future__ import annotations
+
+import av
+import pytest
+
+from bench.pipeline import JOB, InProcessJob, app_config
+from serve_app.planning import plan_job
+from serve_app.protocol import CreateVideoRequest
+
+pytestmark = pytest.mark.integration
+
+
+def test_the_in_process_job_writes_the_video_and_its_extras(tiny_svd_path, tiny_painter_path, tmp_path):
+    config = app_config({"svd": tiny_svd_path, "painter": tiny_painter_path}, tmp_path / "storage")
+    job = InProcessJob(config, tmp_path / "in-process")
+
+    video = job.run()
+
+    with av.open(str(video)) as container:
+        stream = container.streams.video[0]
+        assert (stream.codec_context.name, stream.width, stream.height) == ("h264", 128, 128)
+        seconds = sum(1 for _ in container.decode(stream)) / float(stream.average_rate)
+    # As the service plans it: equal clips, capped at max_frames_per_scene, joined by cross-fades.
+    plan = plan_job(CreateVideoRequest.model_validate(JOB), config, seed=JOB["seed"])
+    clip_seconds = plan.frames_for(plan.scene_seconds, config.limits.max_frames_per_scene) / plan.fps
+    processing = config.video_processing
+    fades = (
+        (plan.num_scenes - 1) * processing.transition_seconds if processing.transition == "crossfade" else 0
+    )
+    assert seconds == pytest.approx(plan.num_scenes * clip_seconds - fades, abs=0.2)
+    assert (video.parent / "captions.vtt").read_text().count(" --> ") == plan.num_scenes
+    assert {path.name for path in video.parent.iterdir()} >= {
+        "thumbnail.jpg",
+        "spritesheet.jpg",
+        "captions.vtt",
+        *(f"scene_{i:03d}.mp4" for i in range(JOB["num_scenes"])),
+    }
+    assert job.run() == video  # a second run starts from an empty folder and lands in the same place
