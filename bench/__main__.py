@@ -13,8 +13,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from bench import encode, report, service
 from bench.pipeline import JOB, InProcessJob
 from bench.timing import interleaved, median, percentile
@@ -25,32 +23,14 @@ OUT = Path(__file__).parent / "out"
 def measure_overhead(client: Any, local: InProcessJob, repeats: int) -> dict[str, Any]:
     """Service vs in-process job, alternating, after one untimed round of each (loads, first calls).
 
-    The in-process side runs with torch on 1 and on 2 threads: Ray gives a fractional-CPU replica one
-    thread (OMP_NUM_THREADS=1), and which is faster here depends on the machine's load. The ratio is taken
-    against the faster of the two, so it never flatters the service.
+    Both sides run the same config, whose `cpu_threads` (2) sets torch's threads around every pipeline
+    call, in a replica (where Ray would otherwise leave one thread) as in this process.
     """
-    torch_threads = torch.get_num_threads()
-
-    def in_process(threads: int) -> Any:
-        def run() -> None:
-            torch.set_num_threads(threads)
-            try:
-                local.run()
-            finally:
-                torch.set_num_threads(torch_threads)
-
-        return run
-
-    variants = {
-        "service": service.job_runner(client, JOB),
-        "in_process_1t": in_process(1),
-        "in_process_2t": in_process(2),
-    }
+    variants = {"service": service.job_runner(client, JOB), "in_process": local.run}
     times = interleaved(variants, repeats, warmup=1)
     wall = {name: median([s.wall for s in samples]) for name, samples in times.items()}
-    reference = min(wall["in_process_1t"], wall["in_process_2t"])
     return {
-        "overhead_ratio": wall["service"] / reference,
+        "overhead_ratio": wall["service"] / wall["in_process"],
         "median_wall_s": wall,
         "wall_s": {name: [round(s.wall, 4) for s in samples] for name, samples in times.items()},
         "repeats": repeats,
@@ -172,8 +152,7 @@ def _notes(details: dict[str, Any]) -> dict[str, str]:
         wall = details["overhead"]["median_wall_s"]
         notes["overhead_ratio"] = (
             f"4-scene tiny-model job: service {wall['service']:.3f} s / in-process "
-            f"{min(wall['in_process_1t'], wall['in_process_2t']):.3f} s (1 thread {wall['in_process_1t']:.3f}, "
-            f"2 threads {wall['in_process_2t']:.3f}), median of {details['overhead']['repeats']}"
+            f"{wall['in_process']:.3f} s, median of {details['overhead']['repeats']}"
         )
     if "latency" in details:
         lat = details["latency"]
