@@ -27,7 +27,13 @@ class DraftRejected(ValueError):
 
 
 def parse_json_object(text: str) -> dict[str, Any]:
-    """Parse the JSON object in a model's answer, tolerating code fences and prose around it."""
+    """Parse the JSON object in a model's answer, tolerating code fences and prose around it.
+
+    Raises:
+        DraftRejected: the answer is not text or not a JSON object, whatever the parser's reason.
+    """
+    if not isinstance(text, str):  # a backend may answer None or bytes despite its signature
+        raise DraftRejected(f"the answer is not text: {type(text).__name__}")
     body = _FENCE.sub("", text.strip())
     start, end = body.find("{"), body.rfind("}")
     if start < 0 or end <= start:
@@ -37,6 +43,11 @@ def parse_json_object(text: str) -> dict[str, Any]:
         data = json.loads(body[start : end + 1], strict=False)
     except json.JSONDecodeError as exc:
         raise DraftRejected(f"the answer is not valid JSON ({exc.msg} at char {exc.pos})") from None
+    # Valid JSON that Python cannot hold is still an answer the model can fix.
+    except RecursionError:
+        raise DraftRejected("the answer is not usable JSON: too deeply nested") from None
+    except ValueError:  # an integer over sys.get_int_max_str_digits()
+        raise DraftRejected("the answer is not usable JSON: an integer too long") from None
     if not isinstance(data, dict):
         raise DraftRejected(f"the answer is JSON but not an object: {_short(data)}")
     return data

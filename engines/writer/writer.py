@@ -137,6 +137,10 @@ class ScriptWriter:
                     {"role": "assistant", "content": answer},
                     {"role": "user", "content": repair_message(str(exc))},
                 ]
+            except Exception as exc:  # a validation bug must not fail the job; a repair would not help
+                logger.warning("writer could not use the %s answer", self.backend.name, exc_info=True)
+                reason = f"{self.backend.name} output unusable: {type(exc).__name__}: {exc}"
+                break
         logger.warning("writer falls back to the template: %s", reason)
         return write_template_script(prompt, count=self._count, fallback_reason=reason[:1000], **common)
 

@@ -160,3 +160,34 @@ def test_the_writer_never_raises_on_model_output(garbage: str) -> None:
     script = writer(backend).write("A cat walks. It sleeps.")
     assert script.backend == "template" and script.fallback_reason
     assert [s.caption for s in script.scenes] == ["A cat walks.", "It sleeps."]
+
+
+@pytest.mark.parametrize(
+    ("answer", "message"),
+    [
+        ('{"scenes":' + "[" * 100_000 + "]" * 100_000 + "}", "too deeply nested"),
+        ('{"scenes": [], "n": ' + "9" * 5000 + "}", "integer too long"),
+        (None, "the answer is not text: NoneType"),
+        (b'{"scenes": []}', "the answer is not text: bytes"),
+    ],
+    ids=["deep-nesting", "5000-digit-int", "none", "bytes"],
+)
+def test_unparsable_answers_get_the_repair_round_then_the_template(answer: Any, message: str) -> None:
+    backend = FakeBackend(answer, answer)
+    script = writer(backend).write("A cat walks.")
+    assert len(backend.calls) == 2
+    assert script.backend == "template"
+    assert "openai output invalid after 2 attempt(s)" in script.fallback_reason
+    assert message in script.fallback_reason
+
+
+def test_an_unexpected_validation_error_falls_back_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*args: Any, **kwargs: Any) -> None:
+        raise KeyError("scenes")
+
+    monkeypatch.setattr("engines.writer.writer.script_from_output", broken)
+    backend = FakeBackend(json.dumps({"title": "T", "scenes": [scene()]}))
+    script = writer(backend).write("A cat walks.")
+    assert len(backend.calls) == 1
+    assert script.backend == "template"
+    assert script.fallback_reason == "openai output unusable: KeyError: 'scenes'"
