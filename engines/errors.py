@@ -70,5 +70,10 @@ def check_seed(seed: Any, where: str = "") -> None:
 
 
 def _short(value: Any, limit: int = 80) -> str:
+    # A hostile value may be huge (a 16 MB string, a list of 200,000 items): never repr all of it.
+    if isinstance(value, list | tuple | dict | set) and len(value) > 16:
+        return f"<{type(value).__name__} of {len(value)} items>"
+    if isinstance(value, str | bytes) and len(value) > limit:
+        return repr(value[:limit])[: limit - 3] + f"... <{len(value)} in all>"
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -51,10 +51,11 @@ class JobPlan:
 
 
 def plan_job(request: CreateVideoRequest, config: AppConfig, seed: int) -> JobPlan:
-    """Resolve ``request`` against ``config``. Raises BadRequest naming the field and value it refuses."""
+    """Resolve ``request`` against ``config``. Raises BadRequest naming the field and value it refuses.
+
+    The text and list bounds were checked when the request was parsed (``protocol.parse_create``).
+    """
     limits = config.limits
-    if len(request.prompt) > limits.max_prompt_chars:
-        raise bad_value("prompt", f"<{len(request.prompt)} characters>", f"at most {limits.max_prompt_chars}")
     if request.model is not None and request.model not in (config.served_model_name, config.video.model):
         raise bad_value("model", request.model, f"this service serves {config.served_model_name!r}")
 

@@ -1,28 +1,57 @@
 """Wire models of the HTTP API: OpenAI's Videos API plus this service's extensions.
 
-Static checks (types, ranges that never change) live here; limits that come from the deployment's config
-(longest prompt, most scenes, largest size) are checked in ``serve_app.serving``.
+Static checks (types, ranges that never change) live here. The text and list bounds that come from the
+deployment's config (``limits``: longest prompt, caption, style, most scenes) are checked here too, before
+the fields are parsed, when the limits come in the validation context (``parse_create``); the rest of the
+config's limits (length, size, steps) are checked by ``serve_app.planning``.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Any, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic_core import PydanticCustomError
 
 JobStatus = Literal["queued", "in_progress", "completed", "failed", "cancelled"]
 SceneStatus = Literal["pending", "painting", "animating", "encoding", "completed", "failed", "cancelled"]
 Variant = Literal["video", "thumbnail", "spritesheet", "captions"]
 TERMINAL: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
 
-SIZE_PATTERN = re.compile(r"^([1-9][0-9]{1,4})x([1-9][0-9]{1,4})$")
+SIZE_PATTERN = re.compile(r"([1-9][0-9]{1,4})x([1-9][0-9]{1,4})")  # always with fullmatch
+MAX_SCENES = 64  # the API's own bound on `scenes`; `limits.max_scenes` may only be lower
+
+# Non-finite numbers (NaN, Infinity, 1e999) are refused wherever a number is taken.
+WIRE = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+class TextLimits(Protocol):
+    """The bounds ``parse_create`` checks (``serve_app.config.LimitsConfig`` has them)."""
+
+    max_prompt_chars: int
+    max_caption_chars: int
+    max_visual_prompt_chars: int
+    max_style_chars: int
+    max_scenes: int
+
+
+def _within(value: Any, info: ValidationInfo, bound: str, unit: str = "characters") -> Any:
+    """Refuse ``value`` longer than the config limit ``bound``, before it is parsed any further."""
+    limits = (info.context or {}).get("limits")
+    if limits is not None and isinstance(value, str | list) and len(value) > getattr(limits, bound):
+        raise PydanticCustomError(
+            "too_long",
+            "at most {limit} {unit} (limits.{bound})",
+            {"limit": getattr(limits, bound), "unit": unit, "bound": bound},
+        )
+    return value
 
 
 class SceneSpec(BaseModel):
     """A scene the caller writes: the writer is skipped."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = WIRE
 
     caption: str = Field(min_length=1, description="Text shown as the scene's subtitle, any language.")
     visual_prompt: str | None = Field(
@@ -35,11 +64,21 @@ class SceneSpec(BaseModel):
         None, description="How much the scene moves (SVD motion bucket)."
     )
 
+    @field_validator("caption", mode="before")
+    @classmethod
+    def _caption_within_limits(cls, value: Any, info: ValidationInfo) -> Any:
+        return _within(value, info, "max_caption_chars")
+
+    @field_validator("visual_prompt", mode="before")
+    @classmethod
+    def _visual_prompt_within_limits(cls, value: Any, info: ValidationInfo) -> Any:
+        return _within(value, info, "max_visual_prompt_chars")
+
 
 class ImageReference(BaseModel):
     """OpenAI's JSON form of `input_reference`. Only data URLs: the service never fetches a URL."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = WIRE
 
     image_url: str = Field(description="A base64 data URL such as data:image/png;base64,....")
 
@@ -47,7 +86,7 @@ class ImageReference(BaseModel):
 class CreateVideoRequest(BaseModel):
     """Body of `POST /v1/videos` (JSON, or multipart form fields with `input_reference` as a file)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = WIRE
 
     prompt: str = Field(min_length=1, description="The story idea.")
     model: str | None = Field(None, description="A model id from GET /v1/models; default the served model.")
@@ -58,7 +97,7 @@ class CreateVideoRequest(BaseModel):
     )
     num_scenes: int | None = Field(None, ge=1, description="How many scenes the writer should make.")
     scenes: list[SceneSpec] | None = Field(
-        None, min_length=1, description="Explicit scenes; skips the writer."
+        None, min_length=1, max_length=MAX_SCENES, description="Explicit scenes; skips the writer."
     )
     seed: int | None = Field(None, ge=0, le=2**32 - 1, description="Base seed; scene i uses seed + i.")
     fps: int | None = Field(
@@ -87,15 +126,39 @@ class CreateVideoRequest(BaseModel):
     @field_validator("size")
     @classmethod
     def _size_is_w_by_h(cls, value: str | None) -> str | None:
-        if value is not None and not SIZE_PATTERN.match(value):
+        if value is not None and not SIZE_PATTERN.fullmatch(value):
             raise ValueError("expected 'WIDTHxHEIGHT' such as '1280x720'")
         return value
+
+    @field_validator("prompt", mode="before")
+    @classmethod
+    def _prompt_within_limits(cls, value: Any, info: ValidationInfo) -> Any:
+        return _within(value, info, "max_prompt_chars")
+
+    @field_validator("style", mode="before")
+    @classmethod
+    def _style_within_limits(cls, value: Any, info: ValidationInfo) -> Any:
+        return _within(value, info, "max_style_chars")
+
+    @field_validator("scenes", mode="before")
+    @classmethod
+    def _scenes_within_limits(cls, value: Any, info: ValidationInfo) -> Any:
+        return _within(value, info, "max_scenes", unit="scenes")
 
     def dimensions(self) -> tuple[int, int] | None:
         if self.size is None:
             return None
-        width, height = SIZE_PATTERN.match(self.size).groups()  # type: ignore[union-attr]
+        width, height = SIZE_PATTERN.fullmatch(self.size).groups()  # type: ignore[union-attr]
         return int(width), int(height)
+
+
+def parse_create(body: Any, limits: TextLimits) -> CreateVideoRequest:
+    """Validate a create body against the schema and the config's text and list ``limits``.
+
+    Raises:
+        pydantic.ValidationError: naming the first field at fault.
+    """
+    return CreateVideoRequest.model_validate(body, context={"limits": limits})
 
 
 class VideoError(BaseModel):
