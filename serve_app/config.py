@@ -19,6 +19,7 @@ from engines.media import VideoProcessingConfig
 from engines.painter import PainterConfig
 from engines.svd import SVDConfig
 from engines.writer import WriterConfig
+from serve_app.protocol import MAX_SCENES
 
 
 class StorageConfig(BaseModel):
@@ -45,10 +46,22 @@ class LimitsConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     max_prompt_chars: int = Field(4000, ge=1, description="Longest prompt accepted.")
+    max_caption_chars: int = Field(
+        500, ge=1, description="Longest caption of an explicit scene (`scenes[].caption`)."
+    )
+    max_visual_prompt_chars: int = Field(
+        1000, ge=1, description="Longest visual prompt of an explicit scene (`scenes[].visual_prompt`)."
+    )
+    max_style_chars: int = Field(200, ge=1, description="Longest `style`.")
     max_seconds: float = Field(
         28, gt=0, description="Longest video accepted, in seconds (8 scenes of 25 frames at 7 fps is 28.6 s)."
     )
-    max_scenes: int = Field(8, ge=1, description="Most scenes per video (explicit or written).")
+    max_scenes: int = Field(
+        8,
+        ge=1,
+        le=MAX_SCENES,
+        description=f"Most scenes per video (explicit or written); at most {MAX_SCENES}, the API's own bound.",
+    )
     max_frames_per_scene: int = Field(
         25, ge=2, description="Most SVD frames per scene; longer scenes are cut into more scenes."
     )
@@ -60,8 +73,26 @@ class LimitsConfig(BaseModel):
         ge=1024,
         description="Largest request body (an `input_reference` image included); 413 above.",
     )
+    body_timeout_s: float = Field(
+        60,
+        gt=0,
+        description="Time a client has to send a whole request body; a slower upload is refused with 408.",
+    )
     max_queued_jobs: int = Field(
         64, ge=1, description="Jobs waiting to start before new ones are refused with 429 and Retry-After."
+    )
+    max_event_streams: int = Field(
+        64,
+        ge=1,
+        description="Event streams (GET /v1/videos/{id}/events) one ingress replica holds open at once; 429 "
+        "past it. Each open stream takes one of the replica's `max_ongoing_requests`, so keep this well below "
+        "that number: the rest are what polls, creates and /healthz need.",
+    )
+    event_stream_max_seconds: float = Field(
+        300,
+        gt=0,
+        description="A stream ends after this long and the client reconnects (the stream's `retry:` tells "
+        "EventSource when), so no connection is held for ever.",
     )
 
 
@@ -84,12 +115,23 @@ class JobsConfig(BaseModel):
         description="A runner holds each job's lease this long and renews it every third of it. A runner that "
         "dies leaves its jobs to be taken up by another (or the next replica) once the lease runs out.",
     )
+    max_attempts: int = Field(
+        3,
+        ge=1,
+        description="Times a job may be started. A job whose runner died this many times (a poison job: it "
+        "crashes every replica that takes it up) fails with `too_many_attempts` instead of being taken up "
+        "again.",
+    )
     sweep_seconds: float = Field(
         5,
         gt=0,
         description="How often the ingress looks for jobs to take up (left by a dead runner) and deletes "
         "expired videos.",
     )
+
+    @property
+    def retention_seconds(self) -> int:
+        return int(self.retention_hours * 3600)
 
 
 class AuthConfig(BaseModel):
@@ -110,6 +152,20 @@ class AuthConfig(BaseModel):
         """The accepted keys (none: the API is open)."""
         value = os.environ.get(self.api_keys_env, "")
         return frozenset(key.strip() for key in value.split(",") if key.strip())
+
+
+class CorsConfig(BaseModel):
+    """Cross-origin access for frontends served from another origin. Off by default: a browser page
+    from elsewhere can then neither read the API's answers nor post to it (see README, "Browsers")."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    allowed_origins: list[str] = Field(
+        default_factory=list,
+        description="Origins (scheme://host[:port]) whose pages may call the API, e.g. "
+        "`https://studio.example.com`; `*` for any. Empty: no cross-origin access.",
+    )
+    max_age_s: int = Field(600, ge=0, description="How long a browser may cache a preflight answer.")
 
 
 class AppConfig(BaseModel):
@@ -141,6 +197,9 @@ class AppConfig(BaseModel):
     limits: LimitsConfig = Field(default_factory=LimitsConfig, description="Bounds on each request.")
     jobs: JobsConfig = Field(default_factory=JobsConfig, description="Job execution and retention.")
     auth: AuthConfig = Field(default_factory=AuthConfig, description="Who may call the HTTP API.")
+    cors: CorsConfig = Field(
+        default_factory=CorsConfig, description="Which other origins' pages may call the API."
+    )
 
     @model_validator(mode="after")
     def _frames_fit_the_limit(self) -> AppConfig:

@@ -8,6 +8,7 @@ turns an exception into a response.
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from fastapi import Request
@@ -58,6 +59,10 @@ class Unauthorized(APIError):
     status, type = 401, "authentication_error"
 
 
+class Forbidden(APIError):
+    status, type = 403, "permission_error"
+
+
 class NotFound(APIError):
     status, type = 404, "not_found_error"
 
@@ -66,8 +71,16 @@ class Conflict(APIError):
     status, type = 409, "conflict_error"
 
 
+class RequestTimeout(APIError):
+    status, type = 408, "request_timeout"
+
+
 class PayloadTooLarge(APIError):
     status, type = 413, "request_too_large"
+
+
+class UnsupportedMediaType(APIError):
+    status, type = 415, "unsupported_media_type"
 
 
 class Unprocessable(APIError):
@@ -80,6 +93,20 @@ class Overloaded(APIError):
 
 class Unavailable(APIError):
     status, type = 503, "service_unavailable"
+
+
+# An absolute POSIX path with at least one folder: not after a letter, digit, dot, colon or slash, so
+# "and/or", "1/2" and URLs stay as they are.
+_SERVER_PATH = re.compile(r"(?<![\w.:/])/(?:[^\s'\"/:,;()\[\]]+/)+[^\s'\"/:,;()\[\]]*")
+
+
+def public_text(text: str) -> str:
+    """``text`` with server paths (storage root, model cache, weights folders) replaced by ``<path>``.
+
+    Messages a client sees (a job's error, a scene's fallback reason) go through this; the log keeps the
+    whole text.
+    """
+    return _SERVER_PATH.sub("<path>", text)
 
 
 def bad_value(param: str, value: Any, reason: str) -> BadRequest:
@@ -96,7 +123,7 @@ def error_response(exc: Exception) -> JSONResponse:
     elif isinstance(exc, RequestValidationError):
         error = _from_validation(exc)
     elif isinstance(exc, StarletteHTTPException):
-        kinds = {404: NotFound, 405: BadRequest, 413: PayloadTooLarge}
+        kinds = {404: NotFound, 405: BadRequest, 413: PayloadTooLarge, 415: UnsupportedMediaType}
         error = kinds.get(exc.status_code, BadRequest)(str(exc.detail))
         error.status = exc.status_code
     else:

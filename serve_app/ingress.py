@@ -6,30 +6,37 @@ Routes only parse HTTP and call ``VideoService``; every error leaves through ``s
 from __future__ import annotations
 
 import hmac
-import json
 import logging
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
+import anyio
 from fastapi import APIRouter, Depends, FastAPI, Header, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, StreamingResponse
 from pydantic import ValidationError
 from ray import serve
-from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from engines.errors import InvalidInput
 from serve_app import errors
+from serve_app.bodies import read_create_body
 from serve_app.config import AppConfig
 from serve_app.errors import (
     BadRequest,
     Conflict,
+    Forbidden,
     NotFound,
     Overloaded,
     PayloadTooLarge,
+    RequestTimeout,
     Unauthorized,
     Unprocessable,
+    UnsupportedMediaType,
 )
+from serve_app.guard import RequestGuard
 from serve_app.jobs import Handles, JobRunner
 from serve_app.protocol import (
     CreateVideoRequest,
@@ -39,14 +46,42 @@ from serve_app.protocol import (
     VideoDeleted,
     VideoList,
     VideoObject,
+    parse_create,
 )
-from serve_app.serving import VideoService
+from serve_app.serving import Content, VideoService
 from serve_app.store import JobStore
 
 logger = logging.getLogger("ray.serve")
 
-# Form fields that carry JSON in a multipart body (the OpenAI SDK sends every field as a form field).
-JSON_FORM_FIELDS = ("scenes", "input_reference")
+
+class OpenedFileResponse(FileResponse):
+    """Starlette's FileResponse (ranges, ETag, HEAD) over a file opened before the route returned.
+
+    FileResponse opens its path only after sending the headers, so a DELETE in between broke the
+    transfer; an open file outlives its name, so the download completes.
+    """
+
+    def __init__(self, content: Content) -> None:
+        super().__init__(
+            content.file.name,
+            media_type=content.media_type,
+            filename=content.filename,
+            stat_result=os.fstat(content.file.fileno()),
+        )
+        self.file = content.file
+
+    @asynccontextmanager
+    async def _open_file(self) -> AsyncIterator[Any]:
+        self.file.seek(0)
+        yield anyio.wrap_file(self.file)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        # Without "pathsend" the server would be handed the path to open again, which may be gone.
+        extensions = {k: v for k, v in scope.get("extensions", {}).items() if k != "http.response.pathsend"}
+        try:
+            await super().__call__({**scope, "extensions": extensions}, receive, send)
+        finally:
+            self.file.close()
 
 
 async def authorize(request: Request) -> None:
@@ -83,6 +118,7 @@ api = APIRouter(dependencies=[Depends(authorize)], responses=errors.responses(Un
 # Known kinds are answered where they are raised; `Exception` is the last resort for bugs (a 500, logged).
 for kind in (errors.APIError, InvalidInput, RequestValidationError, StarletteHTTPException, Exception):
     app.add_exception_handler(kind, errors.handle)
+app.add_middleware(RequestGuard, config=lambda: _services[0].config if _services else None)
 
 VideoId = Annotated[str, Path(description="A video id from POST /v1/videos.")]
 
@@ -104,146 +140,13 @@ def _service(request: Request) -> VideoService:
     return _services[0]
 
 
-@api.post(
-    "/v1/videos",
-    response_model=VideoObject,
-    responses=errors.responses(BadRequest, PayloadTooLarge, Unprocessable, Overloaded),
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {
-                "application/json": {"schema": CreateVideoRequest.model_json_schema()},
-                "multipart/form-data": {
-                    "schema": {"type": "object", "properties": {"prompt": {"type": "string"}}}
-                },
-            },
-        }
-    },
-)
-async def create_video(
-    request: Request,
-    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
-) -> VideoObject:
-    """Start a video job. JSON or multipart (`input_reference` as an image file)."""
-    service = _service(request)
-    body, reference = await _read_body(request, service.config.limits.max_body_bytes)
-    try:
-        create = CreateVideoRequest.model_validate(body)
-    except ValidationError as exc:
-        raise RequestValidationError(exc.errors()) from None
-    return await service.create(create, reference, idempotency_key)
-
-
-@api.get("/v1/videos", response_model=VideoList, responses=errors.responses(BadRequest))
-async def list_videos(
-    request: Request,
-    after: Annotated[str | None, Query(description="List after this video id.")] = None,
-    limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    order: Annotated[str, Query(pattern="^(asc|desc)$")] = "desc",
-) -> VideoList:
-    return _service(request).list(after, limit, order)
-
-
-@api.get("/v1/videos/{video_id}", response_model=VideoObject, responses=errors.responses(NotFound))
-async def retrieve_video(request: Request, video_id: VideoId) -> VideoObject:
-    return _service(request).retrieve(video_id)
-
-
-@api.delete("/v1/videos/{video_id}", response_model=VideoDeleted, responses=errors.responses(NotFound))
-async def delete_video(request: Request, video_id: VideoId) -> VideoDeleted:
-    return await _service(request).delete(video_id)
-
-
-@api.get(
-    "/v1/videos/{video_id}/content",
-    response_class=FileResponse,
-    responses={
-        200: {"content": {"video/mp4": {}, "image/jpeg": {}, "text/vtt": {}}},
-        **errors.responses(BadRequest, NotFound, Conflict),
-    },
-)
-async def download_content(request: Request, video_id: VideoId, variant: Variant = "video") -> FileResponse:
-    path, media_type = _service(request).content(video_id, variant)
-    extension = path.suffix
-    return FileResponse(path, media_type=media_type, filename=f"{video_id}{extension}")
-
-
-@api.post(
-    "/v1/videos/{video_id}/cancel", response_model=VideoObject, responses=errors.responses(NotFound, Conflict)
-)
-async def cancel_video(request: Request, video_id: VideoId) -> VideoObject:
-    """Stop a queued or running video; 409 if it already finished."""
-    return await _service(request).cancel(video_id)
-
-
-@api.get(
-    "/v1/videos/{video_id}/events",
-    response_class=StreamingResponse,
-    responses={200: {"content": {"text/event-stream": {}}}, **errors.responses(NotFound)},
-)
-async def video_events(request: Request, video_id: VideoId) -> StreamingResponse:
-    """Server-sent events: `event: video` with the video object at each change, until it finishes."""
-    service = _service(request)
-    service.retrieve(video_id)  # 404 before the stream starts
-    return StreamingResponse(
-        service.events(video_id), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
-    )
-
-
-@api.get("/v1/models", response_model=ModelList)
-async def list_models(request: Request) -> ModelList:
-    return _service(request).models()
-
-
-@app.get("/healthz", response_model=Health)
-async def healthz(request: Request) -> Health:
-    return Health(jobs_running=_service(request).running)
-
-
-app.include_router(api)  # after its routes: including copies them
-
-
-async def _read_body(request: Request, limit: int) -> tuple[dict[str, Any], bytes | None]:
-    """The create body as a dict, and the uploaded reference image's bytes if any."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"request body of {declared} bytes is over the {limit}-byte limit")
-    content_type = request.headers.get("content-type", "")
-    if content_type.startswith("multipart/form-data") or content_type.startswith(
-        "application/x-www-form-urlencoded"
-    ):
-        return await _read_form(request, limit)
-    raw = await request.body()
-    if len(raw) > limit:
-        raise PayloadTooLarge(f"request body of {len(raw)} bytes is over the {limit}-byte limit")
-    try:
-        body = json.loads(raw or b"null")
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BadRequest(f"body is not valid JSON: {exc}", code="invalid_json") from None
-    if not isinstance(body, dict):
-        raise BadRequest("body must be a JSON object with at least `prompt`", code="invalid_json")
-    return body, None
-
-
-async def _read_form(request: Request, limit: int) -> tuple[dict[str, Any], bytes | None]:
-    form = await request.form(max_part_size=limit)
-    body: dict[str, Any] = {}
-    reference = None
-    for key, value in form.multi_items():
-        if isinstance(value, UploadFile):
-            if key != "input_reference":
-                raise errors.bad_value(key, value.filename, "only input_reference may be a file")
-            reference = await value.read(limit + 1)
-            if len(reference) > limit:
-                raise PayloadTooLarge(f"input_reference is over the {limit}-byte limit")
-        elif key in JSON_FORM_FIELDS:
-            try:
-                body[key] = json.loads(value)
-            except json.JSONDecodeError:
-                raise errors.bad_value(key, value[:60], "must be JSON in a form field") from None
-        else:
-            body[key] = value
-    return body, reference
+def _form_schema() -> dict[str, Any]:
+    """The multipart form of a create: the JSON body's fields as form fields, `input_reference` a file."""
+    schema = CreateVideoRequest.model_json_schema()
+    properties = dict(schema["properties"])
+    properties["input_reference"] = {"type": "string", "format": "binary", "description": "PNG, JPEG or WebP"}
+    properties["scenes"] = {"type": "string", "description": "The `scenes` list as JSON text."}
+    return {**schema, "properties": properties}
 
 
 @serve.deployment(
@@ -278,3 +181,112 @@ class VideoAPI:
         # Health checks run on the replica's event loop as soon as it is up: the place to start the sweep
         # that takes up jobs an earlier replica left unfinished (they run as tasks on this loop).
         self.service.start_background()
+
+
+# Refusals every POST can meet at the gate (serve_app.guard), before its route runs.
+GATE = (Forbidden, RequestTimeout, PayloadTooLarge, UnsupportedMediaType)
+
+
+@api.post(
+    "/v1/videos",
+    response_model=VideoObject,
+    responses=errors.responses(BadRequest, Unprocessable, Overloaded, *GATE),
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": CreateVideoRequest.model_json_schema()},
+                "multipart/form-data": {"schema": _form_schema()},
+            },
+        }
+    },
+)
+async def create_video(
+    request: Request,
+    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+) -> VideoObject:
+    """Start a video job. JSON or multipart (`input_reference` as a PNG, JPEG or WebP file)."""
+    service = _service(request)
+    body = await read_create_body(request)
+    try:
+        create = parse_create(body.fields, service.config.limits)
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors()) from None
+    return await service.create(create, body.upload, idempotency_key)
+
+
+@api.get("/v1/videos", response_model=VideoList, responses=errors.responses(BadRequest))
+async def list_videos(
+    request: Request,
+    after: Annotated[str | None, Query(description="List after this video id.")] = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    order: Annotated[str, Query(pattern="^(asc|desc)$")] = "desc",
+) -> VideoList:
+    return _service(request).list(after, limit, order)
+
+
+@api.get("/v1/videos/{video_id}", response_model=VideoObject, responses=errors.responses(NotFound))
+async def retrieve_video(request: Request, video_id: VideoId) -> VideoObject:
+    return _service(request).retrieve(video_id)
+
+
+@api.delete(
+    "/v1/videos/{video_id}", response_model=VideoDeleted, responses=errors.responses(NotFound, Forbidden)
+)
+async def delete_video(request: Request, video_id: VideoId) -> VideoDeleted:
+    return await _service(request).delete(video_id)
+
+
+@api.get(
+    "/v1/videos/{video_id}/content",
+    response_class=OpenedFileResponse,
+    status_code=200,
+    responses={
+        200: {"content": {"video/mp4": {}, "image/jpeg": {}, "text/vtt": {}}},
+        **errors.responses(BadRequest, NotFound, Conflict),
+    },
+)
+async def download_content(
+    request: Request, video_id: VideoId, variant: Variant = "video"
+) -> OpenedFileResponse:
+    return OpenedFileResponse(_service(request).content(video_id, variant))
+
+
+@api.post(
+    "/v1/videos/{video_id}/cancel",
+    response_model=VideoObject,
+    responses=errors.responses(NotFound, Conflict, *GATE),
+)
+async def cancel_video(request: Request, video_id: VideoId) -> VideoObject:
+    """Stop a queued or running video; 409 if it already finished."""
+    return await _service(request).cancel(video_id)
+
+
+@api.get(
+    "/v1/videos/{video_id}/events",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}}}, **errors.responses(NotFound, Overloaded)},
+)
+async def video_events(request: Request, video_id: VideoId) -> StreamingResponse:
+    """Server-sent events: `event: video` with the video object at each change, until it finishes.
+
+    A stream lasts at most `limits.event_stream_max_seconds`; EventSource then reconnects by itself.
+    """
+    return StreamingResponse(
+        _service(request).open_events(video_id),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+@api.get("/v1/models", response_model=ModelList)
+async def list_models(request: Request) -> ModelList:
+    return _service(request).models()
+
+
+@app.get("/healthz", response_model=Health)
+async def healthz(request: Request) -> Health:
+    return Health(jobs_running=_service(request).running)
+
+
+app.include_router(api)  # after its routes: including copies them
