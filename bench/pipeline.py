@@ -23,6 +23,7 @@ from engines.writer import ScriptWriter
 from serve_app.config import AppConfig
 from serve_app.planning import plan_job
 from serve_app.protocol import CreateVideoRequest
+from serve_app.storage import JobFiles
 
 # The id the in-process job's files go under (the Encoder lays out files by job id, as in the service).
 LOCAL_JOB_ID = "video_" + "0" * 32
@@ -124,6 +125,7 @@ class InProcessJob:
         captions = [scene.caption for scene in script.scenes]
         results = animate_scenes(self.svd, requests, captions, policy, self.config.video)
         # 4. Encode each scene's clip, then 5. stitch and write the extras: the Encoder's own steps.
+        JobFiles(self.encoder.storage_root, LOCAL_JOB_ID).folder.mkdir(parents=True, exist_ok=True)
         for i, result in enumerate(results):
             self.encoder._encode_scene(LOCAL_JOB_ID, i, result, plan.fps)
         final = self.encoder._finish(LOCAL_JOB_ID, captions, plan.size, request.captions)

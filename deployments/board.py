@@ -7,17 +7,32 @@ holds every job's status, and a cancelled job stays cancelled there).
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+
 from ray import serve
+
+# A cancel flag must outlast the batch it stops (SVD's graceful shutdown allows 15 minutes), and then go.
+CANCEL_KEPT_S = 3600.0
 
 
 @serve.deployment(num_replicas=1, ray_actor_options={"num_cpus": 0}, max_ongoing_requests=1000)
 class JobBoard:
-    def __init__(self) -> None:
-        self._cancelled: set[str] = set()
+    """Cancel flags (kept ``CANCEL_KEPT_S``) and step progress (until the job's runner stops).
+
+    Args:
+        clock: seconds, monotonic; tests pass their own.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._cancelled: dict[str, float] = {}  # job id -> when it was cancelled
         self._progress: dict[str, tuple[int, int]] = {}
 
     async def cancel(self, job_id: str) -> None:
-        self._cancelled.add(job_id)
+        now = self._clock()
+        self._cancelled = {job: at for job, at in self._cancelled.items() if now - at < CANCEL_KEPT_S}
+        self._cancelled[job_id] = now
 
     async def cancelled(self, job_ids: list[str]) -> list[str]:
         """Which of ``job_ids`` have been cancelled."""
@@ -32,7 +47,10 @@ class JobBoard:
         return self._progress.get(key)
 
     async def forget(self, job_id: str) -> None:
-        """Drop everything about a finished job."""
-        self._cancelled.discard(job_id)
+        """Drop a job's progress: its runner has stopped. A cancel flag stays, to stop a batch still running."""
         for key in [key for key in self._progress if key.startswith(f"{job_id}:")]:
             del self._progress[key]
+
+    async def size(self) -> dict[str, int]:
+        """How many entries the board holds (the soak benchmark and tests watch it stay bounded)."""
+        return {"cancelled": len(self._cancelled), "progress": len(self._progress)}

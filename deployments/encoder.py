@@ -65,17 +65,16 @@ class Encoder:
         return await asyncio.to_thread(self._finish, job_id, captions, size, with_captions)
 
     def _encode_scene(self, job_id: str, index: int, scene: SceneResult, fps: float) -> EncodedScene:
+        files = self._files(job_id)
         factor = self.processor.config.interpolation_factor
         frames = self.processor.interpolate_frames(scene.frames, factor)
-        path = self.processor.frames_to_video(
-            frames, JobFiles(self.storage_root, job_id).clip(index), fps * factor
-        )
+        path = self.processor.frames_to_video(frames, files.clip(index), fps * factor)
         return EncodedScene(str(path), len(frames), fps * factor, scene.frames[-1].copy())
 
     def _finish(
         self, job_id: str, captions: list[str], size: tuple[int, int], with_captions: bool
     ) -> FinalVideo:
-        files = JobFiles(self.storage_root, job_id)
+        files = self._files(job_id)
         clips = [files.clip(i) for i in range(len(captions))]
         video = self.processor.stitch(clips, files.variant("video"), size=size)
         cues = [
@@ -93,3 +92,15 @@ class Encoder:
             captions=str(vtt) if vtt else None,
             duration=self.processor.probe(video).duration,
         )
+
+    def _files(self, job_id: str) -> JobFiles:
+        """The job's files; its folder must exist (the runner makes it), so a write that comes after a DELETE
+        or an expiry does not bring the folder back with a file in it."""
+        files = JobFiles(self.storage_root, job_id)
+        if not files.folder.is_dir():
+            raise JobFolderGone(f"job {job_id} has no folder: it was deleted or expired meanwhile")
+        return files
+
+
+class JobFolderGone(Exception):
+    """The job whose files were to be written no longer exists."""

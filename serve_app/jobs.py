@@ -26,9 +26,9 @@ from engines.svd import SceneRequest
 from engines.writer import improve_visual_prompt, motion_bucket_id
 from serve_app import metrics
 from serve_app.config import AppConfig
-from serve_app.errors import APIError
+from serve_app.errors import APIError, public_text
 from serve_app.planning import JobPlan, plan_job
-from serve_app.protocol import CreateVideoRequest
+from serve_app.protocol import CreateVideoRequest, parse_create
 from serve_app.storage import JobFiles
 from serve_app.store import JobStore, SceneRow, now
 
@@ -87,7 +87,17 @@ class JobRunner:
         finally:
             heartbeat.cancel()
             self.store.release(job_id, self.runner_id)
+            await self._forget(job_id)
         return True
+
+    async def _forget(self, job_id: str) -> None:
+        """Drop the job's step progress from the JobBoard, which would otherwise keep it for ever."""
+        if self.handles.board is None:
+            return
+        try:
+            await self.handles.board.forget.remote(job_id)
+        except RETRYABLE as exc:
+            logger.warning("job %s: the JobBoard did not hear that it ended: %s", job_id, exc)
 
     async def _heartbeat(self, job_id: str, work: asyncio.Task | None, lease_s: float) -> None:
         while True:
@@ -102,14 +112,26 @@ class JobRunner:
         job = self.store.get(job_id)
         if job is None or job.status in ("completed", "failed", "cancelled"):
             return
+        max_attempts = self.config.jobs.max_attempts
+        if job.attempts >= max_attempts:
+            # Started that often and never ended: its runner died each time. Another start would too.
+            self._fail(
+                job_id,
+                TooManyAttempts(
+                    f"the job was started {job.attempts} times and its runner "
+                    f"stopped each time (jobs.max_attempts={max_attempts})"
+                ),
+            )
+            return
         files = JobFiles(self.config.storage.root, job_id)
+        files.folder.mkdir(parents=True, exist_ok=True)  # the Encoder writes only into a job's own folder
         self.store.update(
             job_id, status="in_progress", started_at=job.started_at or now(), attempts=job.attempts + 1
         )
         started = time.monotonic()
         try:
             # 0. Plan again from the stored request: a redeploy with tighter limits fails it here, visibly.
-            request = CreateVideoRequest.model_validate(job.request)
+            request = parse_create(job.request, self.config.limits)
             plan = plan_job(request, self.config, seed=job.request["seed"])
             # 1. Write the script, unless the caller gave scenes or an earlier run already wrote them.
             scenes = job.scenes or await self._write(job_id, request, plan)
@@ -121,15 +143,10 @@ class JobRunner:
             captions = [scene.caption for scene in scenes]
             await self._call(self.handles.encoder.finish, job_id, captions, plan.size, request.captions)
             self._observe("stitch", stitch_started)
-            # 4. Done.
-            finished = now()
-            self.store.update(
-                job_id,
-                status="completed",
-                progress=100,
-                completed_at=finished,
-                expires_at=finished + int(self.config.jobs.retention_hours * 3600),
-            )
+            # 4. Done, unless a cancel landed first (during the stitch, say): then the cancel stands.
+            if not self.store.finish(job_id, "completed", self.config.jobs.retention_seconds, progress=100):
+                logger.info("job %s ended before it could complete; its end stands", job_id)
+                return
             logger.info("job %s completed in %.1f s", job_id, time.monotonic() - started)
             metrics.get().jobs_finished.inc(tags={"status": "completed"})
         except asyncio.CancelledError:
@@ -201,22 +218,23 @@ class JobRunner:
     ) -> Any:
         """Paint, animate and encode one scene. Returns its last frame (for continuity)."""
         clip = files.clip(scene.idx)
-        if scene.status == "completed" and clip.is_file():
-            return _last_frame(clip) if request.continuity else None  # checkpoint: done in an earlier run
+        if scene.status == "completed" and clip.is_file():  # checkpoint: done in an earlier run
+            return await asyncio.to_thread(_last_frame, clip) if request.continuity else None
         self._scene(job_id, scene.idx, "painting", attempts=scene.attempts + 1)
         seed = plan.seed + scene.idx
         width, height = plan.generation_size
 
         # a. The first frame: the caller's reference, the previous scene's end, or a painted keyframe.
+        #    Resizing an image is CPU work: off the event loop that answers polls.
         stage_started = time.monotonic()
         if scene.idx == 0 and files.reference.is_file():
-            with Image.open(files.reference) as reference:
-                keyframe, made_by = prepare_reference(reference, width, height), "reference"
+            keyframe = await asyncio.to_thread(_open_reference, files.reference, width, height)
+            made_by = "reference"
         elif previous_frame is not None:
-            keyframe, made_by = (
-                prepare_reference(Image.fromarray(previous_frame), width, height),
-                "continuity",
+            keyframe = await asyncio.to_thread(
+                prepare_reference, Image.fromarray(previous_frame), width, height
             )
+            made_by = "continuity"
         else:
             painted = await self._call(self.handles.painter.paint, scene.visual_prompt, width, height, seed)
             keyframe, made_by = painted.image, painted.generator
@@ -250,7 +268,7 @@ class JobRunner:
             scene.idx,
             "encoding",
             generator=result.generator,
-            fallback_reason=result.fallback_reason,
+            fallback_reason=public_text(result.fallback_reason) if result.fallback_reason else None,
             batch_size=result.batch_size,
         )
         stage_started = time.monotonic()
@@ -311,15 +329,17 @@ class JobRunner:
     def _fail(self, job_id: str, exc: BaseException) -> None:
         cause = _unwrap(exc)
         code = _error_code(cause)
-        logger.warning("job %s failed (%s): %s", job_id, code, cause)
-        job = self.store.get(job_id)
-        if job is None or job.status == "cancelled":
-            return  # cancelled while failing: the cancel stands
-        self.store.end_unfinished_scenes(job_id, "failed")
-        self.store.update(
-            job_id, status="failed", error_code=code, error_message=_message(cause), completed_at=now()
+        # The whole text (paths, ffmpeg's command line and output) goes to the log only; the job says less.
+        logger.warning("job %s failed (%s): %s", job_id, code, cause, exc_info=code == "internal_error")
+        ended = self.store.finish(
+            job_id,
+            "failed",
+            self.config.jobs.retention_seconds,
+            error_code=code,
+            error_message=_message(cause, code, job_id),
         )
-        metrics.get().jobs_finished.inc(tags={"status": "failed"})
+        if ended:  # else it was cancelled (or deleted) meanwhile: that stands
+            metrics.get().jobs_finished.inc(tags={"status": "failed"})
 
     def _style_terms(self, request: CreateVideoRequest) -> list[str]:
         writer = self.config.writer
@@ -328,6 +348,15 @@ class JobRunner:
     @staticmethod
     def _observe(stage: str, started: float) -> None:
         metrics.get().stage_seconds.observe(time.monotonic() - started, tags={"stage": stage})
+
+
+class TooManyAttempts(Exception):
+    """A job was started ``jobs.max_attempts`` times without ending."""
+
+
+def _open_reference(path: Path, width: int, height: int) -> Image.Image:
+    with Image.open(path) as reference:
+        return prepare_reference(reference, width, height)
 
 
 def _last_frame(clip: Path) -> Any:
@@ -350,6 +379,7 @@ def _unwrap(exc: BaseException) -> BaseException:
 
 def _error_code(exc: BaseException) -> str:
     for kind, code in (
+        (TooManyAttempts, "too_many_attempts"),
         (ModelUnavailable, "model_unavailable"),
         (InvalidInput, "invalid_input"),
         (MediaError, "media_error"),
@@ -361,6 +391,17 @@ def _error_code(exc: BaseException) -> str:
     return "internal_error"
 
 
-def _message(exc: BaseException) -> str:
+# Codes whose exception text is for the log only (ffmpeg's command line and output, a traceback's cause).
+_LOG_ONLY = {
+    "media_error": "encoding failed",
+    "internal_error": "internal error",
+}
+
+
+def _message(exc: BaseException, code: str, job_id: str) -> str:
+    """What the job's error says: the first line of ``exc`` without server paths, or for codes whose text
+    is for the log only, a pointer to it."""
+    if code in _LOG_ONLY:
+        return f"{_LOG_ONLY[code]}; the server log has the details under job {job_id}"
     text = str(exc).strip().splitlines()
-    return text[0][:1000] if text else type(exc).__name__
+    return public_text(text[0])[:1000] if text else type(exc).__name__

@@ -8,18 +8,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import io
 import json
 import logging
 import secrets
 import time
 import uuid
+import weakref
 from collections.abc import AsyncIterator
-from pathlib import Path
+from dataclasses import dataclass
+from typing import BinaryIO
 
-from PIL import Image, ImageOps, UnidentifiedImageError
-
-from serve_app import metrics
+from serve_app import metrics, uploads
 from serve_app.config import AppConfig
 from serve_app.errors import Conflict, NotFound, Overloaded, Unprocessable, bad_value
 from serve_app.jobs import RETRYABLE, JobRunner
@@ -35,14 +34,25 @@ from serve_app.protocol import (
     VideoList,
     VideoObject,
 )
-from serve_app.storage import CONTENT_TYPES, JOB_ID, JobFiles
+from serve_app.storage import CONTENT_TYPES, JobFiles, is_job_id, job_folders
 from serve_app.store import IdempotencyConflict, JobRow, JobStore, now
 
 logger = logging.getLogger("ray.serve")
 
-MAX_REFERENCE_PIXELS = 40_000_000  # a decompression bomb is refused before it is decoded
 EVENT_POLL_S = 0.5
 EVENT_KEEPALIVE_S = 15.0
+EVENT_RETRY_MS = 2000  # what EventSource waits before it reconnects to a stream that ended
+# A job folder without a row is left alone this long: a create writes the folder just before the row.
+ORPHAN_GRACE_S = 600
+
+
+@dataclass
+class Content:
+    """A finished video's file, opened: a DELETE that comes after cannot take it from a download."""
+
+    file: BinaryIO
+    media_type: str
+    filename: str
 
 
 class VideoService:
@@ -63,6 +73,10 @@ class VideoService:
         self._slots = asyncio.Semaphore(config.jobs.max_concurrent_jobs)
         self._sweeper: asyncio.Task | None = None
         self._changed = asyncio.Event()
+        # The event streams now open (a stream that ends or is dropped leaves the set by itself).
+        self._streams: weakref.WeakSet[AsyncIterator[str]] = weakref.WeakSet()
+        # Each video's latest object as JSON, shared by all its streams: one read per change, not one each.
+        self._snapshots: dict[str, tuple[float, str | None, str]] = {}
         store.listeners.append(self._on_write)
 
     # -- create ---------------------------------------------------------------------------------
@@ -88,9 +102,7 @@ class VideoService:
         # 3. Resolve and check everything the job will use, so a bad request fails now, not later.
         seed = request.seed if request.seed is not None else secrets.randbelow(2**32)
         plan = plan_job(request, self.config, seed)
-        image = _decode_reference(reference) if reference is not None else None
-        if request.input_reference is not None:
-            image = _decode_data_url(request.input_reference.image_url)
+        reference_png = await _reference_png(request, reference)
 
         # 4. Store the job; a key taken meanwhile by a concurrent duplicate answers as in step 1.
         job_id = f"video_{uuid.uuid4().hex}"
@@ -107,17 +119,19 @@ class VideoService:
             idempotency_key=idempotency_key,
             request_hash=body_hash,
         )
-        if image is not None:
-            files = JobFiles(self.config.storage.root, job_id)
-            files.folder.mkdir(parents=True, exist_ok=True)
-            # Upright RGB PNG: any upload (CMYK JPEG, palette GIF, rotated phone photo) is stored one way.
-            ImageOps.exif_transpose(image).convert("RGB").save(files.reference)
+        # The reference is written before the row, so a runner never sees a job without it; a crash in
+        # between leaves a folder without a row, which the sweep removes.
+        files = JobFiles(self.config.storage.root, job_id)
+        if reference_png is not None:
+            await asyncio.to_thread(files.write_reference, reference_png)
         try:
             self.store.create(job)
         except IdempotencyConflict as conflict:
-            if image is not None:
-                JobFiles(self.config.storage.root, job_id).remove()
+            files.remove()
             return self._replay(conflict.existing, idempotency_key, body_hash)
+        except BaseException:
+            files.remove()
+            raise
         self.start(job_id)
         return self.to_object(job)
 
@@ -149,43 +163,65 @@ class VideoService:
             has_more=has_more,
         )
 
-    def content(self, video_id: str, variant: str) -> tuple[Path, str]:
-        """The file of a finished video's ``variant`` and its media type."""
+    def content(self, video_id: str, variant: str) -> Content:
+        """The file of a finished video's ``variant``, opened, with its media type and download name."""
         job = self._job(video_id)
         if job.status != "completed":
             raise Conflict(
                 f"video {video_id} is {job.status}; content is ready when it is completed", code="not_ready"
             )
         path = JobFiles(self.config.storage.root, video_id).variant(variant)
-        if not path.is_file():
-            raise NotFound(f"video {video_id} has no {variant}", param="variant")
-        return path, CONTENT_TYPES[variant]
+        try:
+            file = path.open("rb")
+        except (FileNotFoundError, NotADirectoryError):  # none made, or deleted since the row was read
+            raise NotFound(f"video {video_id} has no {variant}", param="variant") from None
+        return Content(file, CONTENT_TYPES[variant], f"{video_id}{path.suffix}")
 
     def models(self) -> ModelList:
         return ModelList(data=[ModelObject(id=self.config.served_model_name, created=self.started_at)])
 
+    def open_events(self, video_id: str) -> AsyncIterator[str]:
+        """The event stream of ``video_id``: 404 for an unknown video, 429 past ``limits.max_event_streams``.
+
+        Streams are capped so that they cannot take the replica's request slots that polls need.
+        """
+        self._job(video_id)  # 404 before the stream starts
+        cap = self.config.limits.max_event_streams
+        if len(self._streams) >= cap:
+            raise Overloaded(
+                f"{cap} event streams are open on this replica (limits.max_event_streams); poll "
+                f"GET /v1/videos/{video_id} or try again later",
+                code="too_many_streams",
+                headers={"Retry-After": "5"},
+            )
+        stream = self.events(video_id)
+        self._streams.add(stream)
+        return stream
+
     async def events(self, video_id: str) -> AsyncIterator[str]:
         """Server-sent events: the video object each time it changes, ending at a final status.
 
-        A comment line every ``EVENT_KEEPALIVE_S`` keeps proxies from closing a quiet stream.
+        A comment line every ``EVENT_KEEPALIVE_S`` keeps proxies from closing a quiet stream; after
+        ``limits.event_stream_max_seconds`` the stream ends and the client reconnects (``retry:``).
         """
+        yield f"retry: {EVENT_RETRY_MS}\n\n"
+        ends_at = time.monotonic() + self.config.limits.event_stream_max_seconds
         last, quiet = None, 0.0
-        while True:
+        while time.monotonic() < ends_at:
             changed = self._changed  # taken before reading, so a write in between is not missed
-            job = self.store.get(video_id)
-            if job is None:
+            status, video = self._snapshot(video_id)
+            if status is None:
                 yield _sse(
                     "error", {"error": {"code": "video_not_found", "message": f"{video_id} was deleted"}}
                 )
                 return
-            video = self.to_object(job).model_dump_json()
             if video != last:
                 last, quiet = video, 0.0
-                yield f"event: video\nid: {job.progress}\ndata: {video}\n\n"
+                yield f"event: video\ndata: {video}\n\n"
             elif quiet >= EVENT_KEEPALIVE_S:
                 quiet = 0.0
                 yield ": keep-alive\n\n"
-            if job.status in TERMINAL:
+            if status in TERMINAL:
                 return
             # Woken by this process's own writes at once; the timeout catches writes from other replicas.
             started = time.monotonic()
@@ -193,21 +229,29 @@ class VideoService:
                 await asyncio.wait_for(changed.wait(), EVENT_POLL_S)
             quiet += time.monotonic() - started
 
+    def _snapshot(self, video_id: str) -> tuple[str | None, str]:
+        """A video's status and object as JSON, read once per change (or per poll interval) for all streams."""
+        cached = self._snapshots.get(video_id)
+        if cached is not None and time.monotonic() - cached[0] < EVENT_POLL_S:
+            return cached[1], cached[2]
+        job = self.store.get(video_id)
+        status, video = (job.status, self.to_object(job).model_dump_json()) if job else (None, "")
+        if len(self._snapshots) > 2 * self.config.limits.max_event_streams:
+            self._snapshots.clear()  # stale entries of videos no stream follows any more
+        self._snapshots[video_id] = (time.monotonic(), status, video)
+        return status, video
+
     # -- cancel and delete ----------------------------------------------------------------------
 
     async def cancel(self, video_id: str) -> VideoObject:
         """Stop a queued or running video: it ends ``cancelled`` and its SVD work stops at the next step."""
         job = self._job(video_id)
-        if job.status in TERMINAL:
-            raise Conflict(f"video {video_id} is already {job.status}", code="already_finished")
-        finished = now()
-        self.store.update(
-            video_id,
-            status="cancelled",
-            completed_at=finished,
-            expires_at=finished + int(self.config.jobs.retention_hours * 3600),
-        )
-        self.store.end_unfinished_scenes(video_id, "cancelled")
+        # One conditional write decides a cancel racing the job's own end: whichever lands first stands.
+        if job.status in TERMINAL or not self.store.finish(
+            video_id, "cancelled", self.config.jobs.retention_seconds
+        ):
+            status = self._job(video_id).status
+            raise Conflict(f"video {video_id} is already {status}", code="already_finished")
         await self._stop(video_id)
         metrics.get().jobs_finished.inc(tags={"status": "cancelled"})
         return self.retrieve(video_id)
@@ -261,12 +305,21 @@ class VideoService:
             self.start(job_id)
         if started:
             logger.info("Taking up %d unfinished job(s): %s", len(started), ", ".join(started))
-        for job_id in self.store.expired(before=now()):
+        for job_id in self.store.expired(before=now(), retention_s=self.config.jobs.retention_seconds):
             self.store.delete(job_id)
             JobFiles(self.config.storage.root, job_id).remove()
             logger.info("job %s expired and was deleted", job_id)
+        self._remove_orphans()
         self._report_counts()
         return started
+
+    def _remove_orphans(self) -> None:
+        """Remove job folders that have no row (a crash between folder and row, a write racing a DELETE)."""
+        cutoff = time.time() - ORPHAN_GRACE_S
+        for folder, modified in job_folders(self.config.storage.root):
+            if modified < cutoff and self.store.get(folder.name) is None:
+                JobFiles(self.config.storage.root, folder.name).remove()
+                logger.info("removed job folder %s, which has no job", folder.name)
 
     async def _sweep_forever(self) -> None:
         while True:
@@ -294,6 +347,7 @@ class VideoService:
 
     def _on_write(self, job_id: str) -> None:
         """Store listener: wake every event stream (each re-reads its own video and sends it if changed)."""
+        self._snapshots.pop(job_id, None)
         try:
             asyncio.get_running_loop()
         except RuntimeError:
@@ -302,7 +356,7 @@ class VideoService:
         self._changed = asyncio.Event()
 
     def _job(self, video_id: str) -> JobRow:
-        job = self.store.get(video_id) if JOB_ID.match(video_id) else None
+        job = self.store.get(video_id) if is_job_id(video_id) else None
         if job is None:
             raise NotFound(f"no video {video_id!r}", param="video_id", code="video_not_found")
         return job
@@ -354,37 +408,16 @@ def _hash(request: CreateVideoRequest, reference: bytes | None) -> str:
     return digest.hexdigest()
 
 
-def _decode_reference(data: bytes) -> Image.Image:
-    """Open an uploaded image fully (a truncated or fake file fails here, not in the job)."""
-    too_large = f"at most {MAX_REFERENCE_PIXELS // 1_000_000} megapixels"
-    try:
-        with Image.open(io.BytesIO(data)) as probe:
-            if probe.width * probe.height > MAX_REFERENCE_PIXELS:
-                raise bad_value("input_reference", f"{probe.width}x{probe.height}", too_large)
-            probe.verify()
-        image = Image.open(io.BytesIO(data))
-        image.load()
-        return image
-    except Image.DecompressionBombError as exc:  # Pillow's own, larger limit, hit while opening
-        raise bad_value("input_reference", f"<{len(data)} bytes>", too_large) from exc
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise bad_value(
-            "input_reference", f"<{len(data)} bytes>", "not a readable image (PNG, JPEG, WebP)"
-        ) from exc
+async def _reference_png(request: CreateVideoRequest, upload: bytes | None) -> bytes | None:
+    """The request's reference image (an upload or a data URL) as upright RGB PNG bytes, or None.
 
-
-def _decode_data_url(url: str) -> Image.Image:
-    import base64
-    import binascii
-
-    header, _, payload = url.partition(",")
-    if not (header.startswith("data:image/") and header.endswith(";base64")):
-        raise bad_value(
-            "input_reference.image_url",
-            url[:40],
-            "only base64 image data URLs; upload a file or use data:image/...",
-        )
-    try:
-        return _decode_reference(base64.b64decode(payload, validate=True))
-    except binascii.Error as exc:
-        raise bad_value("input_reference.image_url", url[:40], "invalid base64") from exc
+    Decoding a large image takes a while: it runs off the event loop.
+    """
+    if request.input_reference is not None:
+        url = request.input_reference.image_url
+        image = await asyncio.to_thread(uploads.decode_data_url, url, "input_reference.image_url")
+    elif upload is not None:
+        image = await asyncio.to_thread(uploads.decode_image, upload, "input_reference")
+    else:
+        return None
+    return await asyncio.to_thread(uploads.encode_png, image)

@@ -6,11 +6,13 @@ the content route only ever touch files the service wrote.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
-JOB_ID = re.compile(r"^video_[0-9a-f]{32}$")
+JOB_ID = re.compile(r"video_[0-9a-f]{32}")  # always with fullmatch: `$` would let "...\n" through
 
 CONTENT_TYPES = {
     "video": "video/mp4",
@@ -29,7 +31,7 @@ class JobFiles:
     """
 
     def __init__(self, root: str | Path, job_id: str) -> None:
-        if not JOB_ID.match(job_id):
+        if not is_job_id(job_id):
             raise ValueError(f"not a job id: {job_id!r}")
         self.folder = Path(root) / "jobs" / job_id
 
@@ -53,5 +55,27 @@ class JobFiles:
         }
         return self.folder / files[name]
 
+    def write_reference(self, png: bytes) -> None:
+        """Store the caller's reference image (PNG bytes), creating the job's folder."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        temp = self.reference.with_suffix(".part")
+        temp.write_bytes(png)
+        temp.replace(self.reference)
+
     def remove(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def is_job_id(text: str) -> bool:
+    return JOB_ID.fullmatch(text) is not None
+
+
+def job_folders(root: str | Path) -> Iterator[tuple[Path, float]]:
+    """Every job folder under ``root`` with its last-modified time (folders not named as job ids are skipped)."""
+    jobs = Path(root) / "jobs"
+    if not jobs.is_dir():
+        return
+    with os.scandir(jobs) as entries:
+        for entry in entries:
+            if is_job_id(entry.name) and entry.is_dir(follow_symlinks=False):
+                yield Path(entry.path), entry.stat(follow_symlinks=False).st_mtime

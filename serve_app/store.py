@@ -201,6 +201,32 @@ class JobStore:
         self._update("jobs", _JOB_COLUMNS, changes, "id = :key_id", {"key_id": job_id})
         self._notify(job_id)
 
+    def finish(self, job_id: str, status: str, retention_s: int, **changes: Any) -> bool:
+        """End an unfinished job with ``status`` (completed, failed, cancelled), if it has not ended yet.
+
+        The status is checked in the same statement that writes it, so of a cancel and a job's own end
+        racing, exactly one stands. Scenes not completed get the job's status (``completed`` keeps them).
+        The job expires ``retention_s`` after it ends, whatever its status. Returns whether it was ended here.
+        """
+        finished = now()
+        changes |= {"status": status, "completed_at": finished, "expires_at": finished + retention_s}
+        assignments = _assignments("jobs", _JOB_COLUMNS, changes)
+        with self._lock, self._db:
+            ended = (
+                self._db.execute(
+                    f"UPDATE jobs SET {assignments} WHERE id = :key_id AND status IN ('queued', 'in_progress')",
+                    {**changes, "key_id": job_id},
+                ).rowcount
+                == 1
+            )
+            if ended and status != "completed":
+                self._db.execute(
+                    "UPDATE scenes SET status = :status WHERE job_id = :id AND status != 'completed'",
+                    {"status": status, "id": job_id},
+                )
+        self._notify(job_id)
+        return ended
+
     # -- leases: one runner per job ------------------------------------------------------------
 
     def claim(self, job_id: str, runner_id: str, lease_s: float) -> bool:
@@ -243,13 +269,17 @@ class JobStore:
             ).fetchall()
         return [row["id"] for row in rows]
 
-    def expired(self, before: int) -> list[str]:
-        """Finished jobs whose ``expires_at`` is before ``before``."""
+    def expired(self, before: int, retention_s: int) -> list[str]:
+        """Finished jobs whose ``expires_at`` is before ``before``.
+
+        A job that ended without ``expires_at`` (failed under an earlier version) expires ``retention_s``
+        after it ended, or after it was created when that is not known either.
+        """
         with self._lock:
             rows = self._db.execute(
                 "SELECT id FROM jobs WHERE status IN ('completed', 'failed', 'cancelled') "
-                "AND expires_at IS NOT NULL AND expires_at < :before",
-                {"before": before},
+                "AND COALESCE(expires_at, COALESCE(completed_at, created_at) + :retention) < :before",
+                {"before": before, "retention": retention_s},
             ).fetchall()
         return [row["id"] for row in rows]
 
@@ -326,10 +356,7 @@ class JobStore:
     def _update(
         self, table: str, columns: tuple[str, ...], changes: dict[str, Any], where: str, keys: dict[str, Any]
     ) -> None:
-        unknown = set(changes) - set(columns)
-        if unknown:
-            raise ValueError(f"unknown {table} columns: {sorted(unknown)}")
-        assignments = ", ".join(f"{name} = :{name}" for name in changes)
+        assignments = _assignments(table, columns, changes)
         with self._lock, self._db:
             self._db.execute(f"UPDATE {table} SET {assignments} WHERE {where}", {**changes, **keys})
 
@@ -359,6 +386,14 @@ def _schema_columns() -> dict[str, dict[str, str]]:
         lines = (line.strip().rstrip(",") for line in body.strip().splitlines())
         tables[table] = dict(line.split(" ", 1) for line in lines if not line.startswith("PRIMARY KEY"))
     return tables
+
+
+def _assignments(table: str, columns: tuple[str, ...], changes: dict[str, Any]) -> str:
+    """The SET clause for ``changes``; only known columns, as names are put into the SQL text."""
+    unknown = set(changes) - set(columns)
+    if unknown:
+        raise ValueError(f"unknown {table} columns: {sorted(unknown)}")
+    return ", ".join(f"{name} = :{name}" for name in changes)
 
 
 def now() -> int:
