@@ -1,0 +1,305 @@
+"""A hostile client against the API in-process (FastAPI's app, the real service, no Ray): every bad input is
+a 4xx in the envelope naming the field, and nothing is stored for a request that is refused."""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from serve_app import ingress, uploads
+from serve_app.bodies import MAX_JSON_DEPTH
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def client(local_service):
+    ingress.install(local_service)
+    with TestClient(ingress.app) as client:
+        yield client
+
+
+def stored(service) -> tuple[list, list[Path]]:
+    """Every job row and every job folder the service has."""
+    jobs = Path(service.config.storage.root) / "jobs"
+    return service.store.list(None, 100, "desc")[0], sorted(jobs.glob("*")) if jobs.exists() else []
+
+
+def assert_refused(response, status: int, code: str, param: str | None = None) -> dict:
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert error["code"] == code, error
+    if param is not None:
+        assert error["param"] == param, error
+    return error
+
+
+def form(**fields: str | list[str]) -> list[tuple[str, tuple[None, str]]]:
+    """Multipart text fields, as the OpenAI SDK sends them (httpx would send a plain `data=` urlencoded)."""
+    return [
+        (name, (None, value))
+        for name, values in fields.items()
+        for value in (values if isinstance(values, list) else [values])
+    ]
+
+
+def png(width: int = 32, height: int = 24) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), (200, 40, 40)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def png_with_garbage_exif() -> bytes:
+    """A PNG Pillow opens, whose eXIf chunk fails only when the orientation is read (was a 500)."""
+    import struct
+    import zlib
+
+    data = png()
+    payload = b"not a tiff header at all"
+    chunk = struct.pack(">I", len(payload)) + b"eXIf" + payload
+    chunk += struct.pack(">I", zlib.crc32(b"eXIf" + payload))
+    end = data.rindex(b"IEND") - 4
+    return data[:end] + chunk + data[end:]
+
+
+# -- uploads ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "upload",
+    [
+        png_with_garbage_exif(),
+        png()[:60],  # truncated
+        b"GIF89a" + png()[6:],  # wrong magic
+        b"\x89PNG\r\n\x1a\n" + b"\x00" * 100,  # garbage after the signature
+    ],
+    ids=["garbage-exif", "truncated", "wrong-magic", "garbage"],
+)
+def test_a_hostile_upload_is_a_400_and_leaves_nothing_in_storage(client, local_service, upload):
+    response = client.post(
+        "/v1/videos", data={"prompt": "an upload"}, files={"input_reference": ("x.png", upload)}
+    )
+    assert_refused(response, 400, "invalid_image", "input_reference")
+    assert stored(local_service) == ([], [])
+
+
+def test_formats_outside_the_list_are_refused_as_upload_and_data_url(client, local_service):
+    gif = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(gif, format="GIF")
+    response = client.post(
+        "/v1/videos", data={"prompt": "gif"}, files={"input_reference": ("x.gif", gif.getvalue())}
+    )
+    assert_refused(response, 400, "invalid_image", "input_reference")
+    import base64
+
+    url = "data:image/gif;base64," + base64.b64encode(gif.getvalue()).decode()
+    response = client.post("/v1/videos", json={"prompt": "gif", "input_reference": {"image_url": url}})
+    assert_refused(response, 400, "invalid_image", "input_reference.image_url")
+    assert stored(local_service) == ([], [])
+
+
+def test_a_good_upload_is_decoded_off_the_event_loop_and_stored_as_png(client, local_service, monkeypatch):
+    threads = []
+    decode = uploads.decode_image
+
+    def recording(data, param):
+        threads.append(threading.current_thread())
+        return decode(data, param)
+
+    monkeypatch.setattr(uploads, "decode_image", recording)
+    response = client.post(
+        "/v1/videos", data={"prompt": "an upload"}, files={"input_reference": ("x.png", png(40, 30))}
+    )
+    assert response.status_code == 200, response.text
+    assert threads and threads[0] is not threading.main_thread()
+    # The TestClient's loop runs in a thread of its own: the decode ran in neither.
+    assert threads[0].name.startswith("asyncio")
+    reference = (
+        Path(local_service.config.storage.root) / "jobs" / response.json()["id"] / "input_reference.png"
+    )
+    with Image.open(reference) as image:
+        assert (image.format, image.mode, image.size) == ("PNG", "RGB", (40, 30))
+
+
+# -- JSON -------------------------------------------------------------------------------------------
+
+
+HOSTILE_JSON = {
+    "deep": '{"prompt": "x", "scenes": ' + "[" * 100_000 + "]" * 100_000 + "}",
+    "nested past the limit": '{"prompt": "x", "scenes": '
+    + "[" * (MAX_JSON_DEPTH + 1)
+    + "]" * (MAX_JSON_DEPTH + 1)
+    + "}",
+    "huge integer": '{"prompt": "x", "seed": ' + "9" * 5000 + "}",
+    "NaN": '{"prompt": "x", "seconds": NaN}',
+    "Infinity": '{"prompt": "x", "seconds": Infinity}',
+    "1e999": '{"prompt": "x", "scenes": [{"caption": "a", "duration_s": 1e999}]}',
+    "syntax": '{"prompt": "x",',
+}
+
+
+@pytest.mark.parametrize("text", HOSTILE_JSON.values(), ids=HOSTILE_JSON.keys())
+def test_json_the_parser_refuses_is_a_400_naming_the_body(client, local_service, text):
+    response = client.post("/v1/videos", content=text, headers={"content-type": "application/json"})
+    assert_refused(response, 400, "invalid_json", "body")
+    assert stored(local_service) == ([], [])
+
+
+def test_invalid_utf8_is_a_400(client):
+    response = client.post(
+        "/v1/videos", content=b'{"prompt": "\xff\xfe"}', headers={"content-type": "application/json"}
+    )
+    assert_refused(response, 400, "invalid_json", "body")
+
+
+FORM_JSON = {
+    "deep": "[" * 100_000 + "]" * 100_000,
+    "nested past the limit": "[" * 40 + "]" * 40,
+    "huge integer": "9" * 5000,
+    "1e999": '[{"caption": "a", "duration_s": 1e999}]',
+    "syntax": "[{",
+}
+
+
+@pytest.mark.parametrize("text", FORM_JSON.values(), ids=FORM_JSON.keys())
+def test_json_form_fields_go_through_the_same_parser(client, local_service, text):
+    response = client.post("/v1/videos", files=form(prompt="x", scenes=text))
+    assert_refused(response, 400, "invalid_json", "scenes")
+    assert stored(local_service) == ([], [])
+
+
+@pytest.mark.parametrize("seconds", ["inf", "nan", "-inf", "1e999"])
+def test_non_finite_numbers_in_form_fields_are_refused(client, seconds):
+    response = client.post("/v1/videos", files=form(prompt="x", seconds=seconds))
+    assert_refused(response, 400, "invalid_value", "seconds")
+
+
+def test_a_form_field_given_twice_or_a_second_file_is_refused(client):
+    twice = client.post("/v1/videos", files=form(prompt=["a", "b"]))
+    assert_refused(twice, 400, "invalid_value", "prompt")
+    other_file = client.post("/v1/videos", files=[*form(prompt="x"), ("style", ("s.txt", b"watercolor"))])
+    assert_refused(other_file, 400, "invalid_value", "style")
+
+
+# -- content types and origins ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", None])
+def test_posts_that_are_not_json_or_multipart_are_415(client, local_service, content_type):
+    headers = {"content-type": content_type} if content_type else {}
+    response = client.post("/v1/videos", content=json.dumps({"prompt": "csrf"}), headers=headers)
+    assert_refused(response, 415, "unsupported_media_type", "content-type")
+    assert stored(local_service) == ([], [])
+
+
+def test_a_cross_site_cancel_is_refused_and_a_same_site_one_is_not(client):
+    video = client.post("/v1/videos", json={"prompt": "Dawn. Noon."}).json()
+    plain = client.post(f"/v1/videos/{video['id']}/cancel", headers={"content-type": "text/plain"})
+    assert_refused(plain, 415, "unsupported_media_type")
+    evil = {"origin": "https://evil.example", "content-type": "application/json"}
+    cross = client.post(f"/v1/videos/{video['id']}/cancel", headers=evil)
+    assert_refused(cross, 403, "cross_origin_request", "origin")
+    deleted = client.delete(f"/v1/videos/{video['id']}", headers={"origin": "https://evil.example"})
+    assert_refused(deleted, 403, "cross_origin_request")
+    assert "access-control-allow-origin" not in cross.headers  # no CORS unless configured
+    same = client.post(
+        f"/v1/videos/{video['id']}/cancel",
+        headers={"origin": "http://testserver", "content-type": "application/json"},
+    )
+    assert same.status_code in (200, 409), same.text  # 409 if the tiny job finished first
+
+
+def test_configured_origins_get_cors_through_starlettes_middleware(client, local_service):
+    local_service.config.cors.allowed_origins = ["https://studio.example"]
+    preflight = client.options(
+        "/v1/videos",
+        headers={
+            "origin": "https://studio.example",
+            "access-control-request-method": "POST",
+            "access-control-request-headers": "content-type, authorization",
+        },
+    )
+    assert preflight.status_code == 200
+    assert preflight.headers["access-control-allow-origin"] == "https://studio.example"
+    created = client.post(
+        "/v1/videos", json={"prompt": "from the studio"}, headers={"origin": "https://studio.example"}
+    )
+    assert (
+        created.status_code == 200
+        and created.headers["access-control-allow-origin"] == "https://studio.example"
+    )
+    other = client.post("/v1/videos", json={"prompt": "x"}, headers={"origin": "https://evil.example"})
+    assert_refused(other, 403, "cross_origin_request")
+    assert "access-control-allow-origin" not in other.headers
+
+
+# -- bounds ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "param", "limit"),
+    [
+        ({"prompt": "x", "scenes": [{"caption": "c" * 100_000}]}, "scenes.0.caption", "max_caption_chars"),
+        (
+            {"prompt": "x", "scenes": [{"caption": "c", "visual_prompt": "v" * 5000}]},
+            "scenes.0.visual_prompt",
+            "max_visual_prompt_chars",
+        ),
+        ({"prompt": "x", "style": "s" * 1000}, "style", "max_style_chars"),
+        ({"prompt": "p" * 5000}, "prompt", "max_prompt_chars"),
+        ({"prompt": "x", "scenes": [{"caption": "c"}] * 9}, "scenes", "max_scenes"),
+        ({"prompt": "x", "size": "1280x720\n"}, "size", None),
+    ],
+    ids=["caption", "visual_prompt", "style", "prompt", "scenes", "size-newline"],
+)
+def test_bounds_name_the_field_and_the_limit(client, local_service, body, param, limit):
+    error = assert_refused(client.post("/v1/videos", json=body), 400, "invalid_value", param)
+    if limit:
+        assert f"limits.{limit}" in error["message"]
+    assert len(error["message"]) < 400  # the value is shown shortened, never whole
+    assert stored(local_service) == ([], [])
+
+
+def test_two_hundred_thousand_scenes_are_refused_by_the_count_alone(client, monkeypatch):
+    from serve_app import protocol
+
+    built = []
+    monkeypatch.setattr(protocol.SceneSpec, "model_post_init", lambda self, _: built.append(1))
+    body = {"prompt": "x", "scenes": [{"caption": "c"}] * 200_000}
+    started = time.monotonic()
+    error = assert_refused(client.post("/v1/videos", json=body), 400, "invalid_value", "scenes")
+    assert "at most 8 scenes" in error["message"] and built == []
+    assert time.monotonic() - started < 5  # the JSON is ~3 MB; no scene object is ever made
+
+
+# -- body size and time -------------------------------------------------------------------------------
+
+
+def test_a_chunked_body_over_the_limit_is_a_413(client, local_service):
+    limit = local_service.config.limits.max_body_bytes
+    sent = []
+
+    def chunks():
+        for _ in range(limit // 65536 + 4):
+            sent.append(1)
+            yield b" " * 65536
+
+    response = client.post("/v1/videos", content=chunks(), headers={"content-type": "application/json"})
+    assert_refused(response, 413, "request_too_large")
+    assert stored(local_service) == ([], [])
+
+
+def test_a_file_over_the_limit_is_a_413(client, local_service):
+    limit = local_service.config.limits.max_body_bytes
+    response = client.post(
+        "/v1/videos", data={"prompt": "x"}, files={"input_reference": ("x.png", b"\0" * (limit + 1))}
+    )
+    assert_refused(response, 413, "request_too_large")
+    assert stored(local_service) == ([], [])
