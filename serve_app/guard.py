@@ -1,10 +1,11 @@
 """The gate in front of every route: cross-origin access, content types, and the body's size and time.
 
 A cross-site page may send a "simple" POST (a form, or a `text/plain` or bodiless fetch) without asking
-the server first. So a POST must say it is JSON or multipart (else 415), and a POST or DELETE that a
-browser marks as coming from another origin is refused (403) unless `cors.allowed_origins` names that
-origin; CORS itself is Starlette's own middleware, added only when origins are configured. Non-browser
-clients (the SDK, curl) send no `Origin` and are unaffected.
+the server first. So a POST with a body must say it is JSON or multipart (else 415), and a POST or DELETE
+that a browser marks as coming from another origin (`Origin`, which browsers send on every cross-origin
+POST) is refused (403) unless `cors.allowed_origins` names that origin; CORS itself is Starlette's own
+middleware, added only when origins are configured. Non-browser clients (the SDK, curl) send no `Origin`
+and are unaffected.
 
 The body is counted as it arrives: past `limits.max_body_bytes` the request fails with 413 at once
 (chunked bodies and multipart files included, nothing is read whole first), and a body that takes longer
@@ -84,7 +85,10 @@ class RequestGuard:
                     code="cross_origin_request",
                 )
         media_type = headers.get("content-type", "").split(";", 1)[0].strip().lower()
-        if method == "POST" and media_type not in BODY_TYPES:
+        # A POST without a body (a cancel from curl) has no type to judge; a browser's cross-site one was
+        # refused above by its Origin.
+        bodiless = headers.get("content-length", "0") == "0" and "transfer-encoding" not in headers
+        if method == "POST" and media_type not in BODY_TYPES and not (bodiless and not media_type):
             raise UnsupportedMediaType(
                 f"content-type={media_type or '<none>'!r}: POST takes application/json or multipart/form-data",
                 param="content-type",

@@ -118,7 +118,7 @@ api = APIRouter(dependencies=[Depends(authorize)], responses=errors.responses(Un
 # Known kinds are answered where they are raised; `Exception` is the last resort for bugs (a 500, logged).
 for kind in (errors.APIError, InvalidInput, RequestValidationError, StarletteHTTPException, Exception):
     app.add_exception_handler(kind, errors.handle)
-app.add_middleware(RequestGuard, config=lambda: _services[0].config if _services else None)
+app.add_middleware(RequestGuard, config=lambda: _current_config())
 
 VideoId = Annotated[str, Path(description="A video id from POST /v1/videos.")]
 
@@ -131,6 +131,12 @@ _services: list[VideoService] = []
 def install(service: VideoService) -> None:
     """Make ``service`` the one the routes use (the replica's constructor, or a test, calls this)."""
     _services[:] = [service]
+
+
+def _current_config() -> AppConfig | None:
+    # Module-level, like the routes: Serve pickles `app` with its middleware, and a function it can
+    # import by name reads this module's `_services` in the replica, where a lambda would carry a copy.
+    return _services[0].config if _services else None
 
 
 def _service(request: Request) -> VideoService:
@@ -147,40 +153,6 @@ def _form_schema() -> dict[str, Any]:
     properties["input_reference"] = {"type": "string", "format": "binary", "description": "PNG, JPEG or WebP"}
     properties["scenes"] = {"type": "string", "description": "The `scenes` list as JSON text."}
     return {**schema, "properties": properties}
-
-
-@serve.deployment(
-    ray_actor_options={"num_cpus": 0.25},
-    max_ongoing_requests=200,
-    # Past this many requests waiting for the ingress, Serve's proxy answers 429 with Retry-After itself
-    # (its default would be 503), so clients back off instead of treating the service as down.
-    max_queued_requests=500,
-    backpressure_config={"status_code": 429, "retry_after_s": 5},
-    # Jobs are checkpointed and resume on the next replica, so the ingress need not outlast a generation.
-    graceful_shutdown_timeout_s=30,
-)
-@serve.ingress(app)
-class VideoAPI:
-    """The ingress: HTTP in, jobs run from here through the other deployments.
-
-    Args:
-        config: the application config.
-        writer, painter, svd, encoder, board: handles of the SceneWriter, KeyframePainter, SVDGenerator,
-            Encoder and JobBoard deployments.
-    """
-
-    def __init__(
-        self, config: AppConfig, writer: Any, painter: Any, svd: Any, encoder: Any, board: Any
-    ) -> None:
-        store = JobStore(config.storage.database_path)
-        handles = Handles(writer=writer, painter=painter, svd=svd, encoder=encoder, board=board)
-        self.service = VideoService(config, store, JobRunner(config, store, handles))
-        install(self.service)
-
-    async def check_health(self) -> None:
-        # Health checks run on the replica's event loop as soon as it is up: the place to start the sweep
-        # that takes up jobs an earlier replica left unfinished (they run as tasks on this loop).
-        self.service.start_background()
 
 
 # Refusals every POST can meet at the gate (serve_app.guard), before its route runs.
@@ -290,3 +262,37 @@ async def healthz(request: Request) -> Health:
 
 
 app.include_router(api)  # after its routes: including copies them
+
+
+@serve.deployment(
+    ray_actor_options={"num_cpus": 0.25},
+    max_ongoing_requests=200,
+    # Past this many requests waiting for the ingress, Serve's proxy answers 429 with Retry-After itself
+    # (its default would be 503), so clients back off instead of treating the service as down.
+    max_queued_requests=500,
+    backpressure_config={"status_code": 429, "retry_after_s": 5},
+    # Jobs are checkpointed and resume on the next replica, so the ingress need not outlast a generation.
+    graceful_shutdown_timeout_s=30,
+)
+@serve.ingress(app)
+class VideoAPI:
+    """The ingress: HTTP in, jobs run from here through the other deployments.
+
+    Args:
+        config: the application config.
+        writer, painter, svd, encoder, board: handles of the SceneWriter, KeyframePainter, SVDGenerator,
+            Encoder and JobBoard deployments.
+    """
+
+    def __init__(
+        self, config: AppConfig, writer: Any, painter: Any, svd: Any, encoder: Any, board: Any
+    ) -> None:
+        store = JobStore(config.storage.database_path)
+        handles = Handles(writer=writer, painter=painter, svd=svd, encoder=encoder, board=board)
+        self.service = VideoService(config, store, JobRunner(config, store, handles))
+        install(self.service)
+
+    async def check_health(self) -> None:
+        # Health checks run on the replica's event loop as soon as it is up: the place to start the sweep
+        # that takes up jobs an earlier replica left unfinished (they run as tasks on this loop).
+        self.service.start_background()
