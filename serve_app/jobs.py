@@ -393,7 +393,7 @@ def _error_code(exc: BaseException) -> str:
 
 # Codes whose exception text is for the log only (ffmpeg's command line and output, a traceback's cause).
 _LOG_ONLY = {
-    "media_error": "encoding failed",
+    "media_error": "encoding with ffmpeg failed",
     "internal_error": "internal error",
 }
 

@@ -45,11 +45,12 @@ def test_missing_weights_fall_back_and_a_failing_stage_fails_the_job(app):
 
     assert video["status"] == "failed"
     assert video["error"]["code"] == "media_error" and "ffmpeg" in video["error"]["message"]
+    assert "/bin/false" not in video["error"]["message"]  # no server paths, no command lines
     assert video["completed_at"] is not None
     # SVD and the painter were unavailable: the scenes record the fallback and why, never "svd".
     for scene in video["scenes"]:
         assert scene["generator"] == "fallback" and scene["keyframe_generator"] == "placeholder"
-        assert str(scene["fallback_reason"]).strip()
+        assert str(scene["fallback_reason"]).strip() and "no-weights" not in scene["fallback_reason"]
         assert scene["status"] == "failed"
     # The service is still healthy and answers the next request.
     assert app.client.get("/healthz").status_code == 200

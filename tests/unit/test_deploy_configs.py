@@ -106,6 +106,16 @@ def _replica_demand(which: str, resource: str) -> list[float]:
 
 
 @pytest.mark.parametrize("path", [GPU_CONFIG, CPU_CONFIG], ids=["gpu", "cpu"])
+def test_event_streams_leave_the_ingress_most_of_its_request_slots(path: Path) -> None:
+    # Each open stream holds one of the replica's max_ongoing_requests for its whole life: the cap on
+    # streams must leave room for the polls, creates and health checks behind them.
+    slots = _deployments(_serve_doc(path))["VideoAPI"].get(
+        "max_ongoing_requests", VideoAPI.max_ongoing_requests
+    )
+    assert load_serve_config(path).limits.max_event_streams <= slots // 2
+
+
+@pytest.mark.parametrize("path", [GPU_CONFIG, CPU_CONFIG], ids=["gpu", "cpu"])
 def test_serve_config_validates_against_the_app_schema_and_ray_serve(path: Path) -> None:
     config = load_serve_config(path)
 
