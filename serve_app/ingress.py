@@ -118,7 +118,6 @@ api = APIRouter(dependencies=[Depends(authorize)], responses=errors.responses(Un
 # Known kinds are answered where they are raised; `Exception` is the last resort for bugs (a 500, logged).
 for kind in (errors.APIError, InvalidInput, RequestValidationError, StarletteHTTPException, Exception):
     app.add_exception_handler(kind, errors.handle)
-app.add_middleware(RequestGuard, config=lambda: _current_config())
 
 VideoId = Annotated[str, Path(description="A video id from POST /v1/videos.")]
 
@@ -134,9 +133,12 @@ def install(service: VideoService) -> None:
 
 
 def _current_config() -> AppConfig | None:
-    # Module-level, like the routes: Serve pickles `app` with its middleware, and a function it can
-    # import by name reads this module's `_services` in the replica, where a lambda would carry a copy.
     return _services[0].config if _services else None
+
+
+# Module-level, like the routes: Serve pickles `app` with its middleware, and a function it can import
+# by name reads this module's `_services` in the replica, where a lambda would carry a copy of it.
+app.add_middleware(RequestGuard, config=_current_config)
 
 
 def _service(request: Request) -> VideoService:
@@ -146,13 +148,29 @@ def _service(request: Request) -> VideoService:
     return _services[0]
 
 
-def _form_schema() -> dict[str, Any]:
-    """The multipart form of a create: the JSON body's fields as form fields, `input_reference` a file."""
-    schema = CreateVideoRequest.model_json_schema()
-    properties = dict(schema["properties"])
-    properties["input_reference"] = {"type": "string", "format": "binary", "description": "PNG, JPEG or WebP"}
-    properties["scenes"] = {"type": "string", "description": "The `scenes` list as JSON text."}
-    return {**schema, "properties": properties}
+# The create body's schemas, for /openapi.json: its models live in the components (where `$ref`s can
+# reach them), and the multipart form is the same fields with `input_reference` a file, `scenes` JSON text.
+CREATE_SCHEMAS = CreateVideoRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+CREATE_MODELS = {"CreateVideoRequest": CREATE_SCHEMAS, **CREATE_SCHEMAS.pop("$defs")}
+CREATE_FORM = {
+    **CREATE_SCHEMAS,
+    "properties": CREATE_SCHEMAS["properties"]
+    | {
+        "input_reference": {"type": "string", "format": "binary", "description": "PNG, JPEG or WebP"},
+        "scenes": {"type": "string", "description": "The `scenes` list as JSON text."},
+    },
+}
+
+
+def openapi() -> dict[str, Any]:
+    """FastAPI's description of the app, with the create body's models among its components."""
+    if app.openapi_schema is None:
+        schema = FastAPI.openapi(app)
+        schema.setdefault("components", {}).setdefault("schemas", {}).update(CREATE_MODELS)
+    return app.openapi_schema
+
+
+app.openapi = openapi  # type: ignore[method-assign]
 
 
 # Refusals every POST can meet at the gate (serve_app.guard), before its route runs.
@@ -167,8 +185,8 @@ GATE = (Forbidden, RequestTimeout, PayloadTooLarge, UnsupportedMediaType)
         "requestBody": {
             "required": True,
             "content": {
-                "application/json": {"schema": CreateVideoRequest.model_json_schema()},
-                "multipart/form-data": {"schema": _form_schema()},
+                "application/json": {"schema": {"$ref": "#/components/schemas/CreateVideoRequest"}},
+                "multipart/form-data": {"schema": CREATE_FORM},
             },
         }
     },

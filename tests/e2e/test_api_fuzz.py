@@ -1,5 +1,6 @@
 """Schema-driven fuzzing of the running API (real Serve, real HTTP): no input yields a 5xx, and every
-response matches what /openapi.json declares for it (status code, content type, body schema)."""
+response matches what /openapi.json declares for it (status code, content type, body schema). Creates are
+fuzzed as JSON and, on their own, as multipart forms (every field, and a file part)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
@@ -42,3 +43,14 @@ schema = schemathesis.pytest.from_fixture("api_schema")
 @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
 def test_no_input_gives_a_server_error_or_an_undeclared_response(case, fuzz_app):
     case.call_and_validate(base_url=fuzz_app.url, checks=CHECKS, timeout=60)
+
+
+def test_multipart_creates_give_no_server_error_or_undeclared_response(api_schema, fuzz_app):
+    create = api_schema["/v1/videos"]["POST"]
+
+    @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(case=create.as_strategy(media_type="multipart/form-data"))
+    def fuzz(case):
+        case.call_and_validate(base_url=fuzz_app.url, checks=CHECKS, timeout=60)
+
+    fuzz()
