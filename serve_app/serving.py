@@ -72,6 +72,7 @@ class VideoService:
         self._tasks: dict[str, asyncio.Task] = {}
         self._slots = asyncio.Semaphore(config.jobs.max_concurrent_jobs)
         self._sweeper: asyncio.Task | None = None
+        self._orphans_checked_at = -ORPHAN_GRACE_S
         self._changed = asyncio.Event()
         # The event streams now open (a stream that ends or is dropped leaves the set by itself).
         self._streams: weakref.WeakSet[AsyncIterator[str]] = weakref.WeakSet()
@@ -314,12 +315,18 @@ class VideoService:
         return started
 
     def _remove_orphans(self) -> None:
-        """Remove job folders that have no row (a crash between folder and row, a write racing a DELETE)."""
+        """Remove job folders that have no row (a crash between folder and row, a write racing a DELETE).
+
+        At most every tenth of ``ORPHAN_GRACE_S``: it lists every job folder, and orphans are rare.
+        """
+        if time.monotonic() - self._orphans_checked_at < ORPHAN_GRACE_S / 10:
+            return
+        self._orphans_checked_at = time.monotonic()
         cutoff = time.time() - ORPHAN_GRACE_S
-        for folder, modified in job_folders(self.config.storage.root):
-            if modified < cutoff and self.store.get(folder.name) is None:
-                JobFiles(self.config.storage.root, folder.name).remove()
-                logger.info("removed job folder %s, which has no job", folder.name)
+        old = [folder.name for folder, modified in job_folders(self.config.storage.root) if modified < cutoff]
+        for job_id in set(old) - self.store.existing(old):
+            JobFiles(self.config.storage.root, job_id).remove()
+            logger.info("removed job folder %s, which has no job", job_id)
 
     async def _sweep_forever(self) -> None:
         while True:

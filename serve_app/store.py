@@ -283,6 +283,17 @@ class JobStore:
             ).fetchall()
         return [row["id"] for row in rows]
 
+    def existing(self, job_ids: list[str]) -> set[str]:
+        """Which of ``job_ids`` have a row."""
+        found: set[str] = set()
+        with self._lock:
+            for start in range(0, len(job_ids), 500):  # well under SQLite's limit on parameters
+                chunk = {f"id{i}": job_id for i, job_id in enumerate(job_ids[start : start + 500])}
+                names = ", ".join(":" + name for name in chunk)
+                rows = self._db.execute(f"SELECT id FROM jobs WHERE id IN ({names})", chunk).fetchall()
+                found.update(row["id"] for row in rows)
+        return found
+
     def counts(self) -> dict[str, int]:
         """How many jobs have each status (statuses with none are absent)."""
         with self._lock:
