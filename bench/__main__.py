@@ -23,12 +23,6 @@ from bench.timing import interleaved, median, percentile
 
 OUT = Path(__file__).parent / "out"
 PARTS = ("encode", "overhead", "latency", "streams", "batch")
-# The issue's goal for bench.streams' figure, shown in the table after the other status rows.
-report.GOALS = {
-    **{key: goal for key, goal in report.GOALS.items() if key != "batch_speedup"},
-    streams.FIGURE: (streams.GOAL_MS, "<=", "ms"),
-    **{key: goal for key, goal in report.GOALS.items() if key == "batch_speedup"},
-}
 
 
 def measure_overhead(client: Any, local: InProcessJob, repeats: int) -> dict[str, Any]:

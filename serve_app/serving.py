@@ -86,7 +86,7 @@ class VideoService:
         self, request: CreateVideoRequest, reference: bytes | None, idempotency_key: str | None
     ) -> VideoObject:
         """Validate ``request``, store the job and start it. Same key and body: the same job."""
-        body_hash = _hash(request, reference)
+        body_hash = await asyncio.to_thread(_hash, request, reference)  # a large upload hashes for ms
         # 1. A retry of a request that already made its job gets that job, even when the queue is full.
         if idempotency_key is not None:
             existing = self.store.get_by_key(idempotency_key)
