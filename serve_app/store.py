@@ -329,17 +329,6 @@ class JobStore:
         )
         self._notify(job_id)
 
-    def end_unfinished_scenes(self, job_id: str, status: str) -> None:
-        """Give every scene of the job that is not completed the final ``status`` (failed, cancelled)."""
-        self._update(
-            "scenes",
-            _SCENE_COLUMNS,
-            {"status": status},
-            "job_id = :key_id AND status != 'completed'",
-            {"key_id": job_id},
-        )
-        self._notify(job_id)
-
     # -- internals ------------------------------------------------------------------------------
 
     def _add_new_columns(self) -> None:

@@ -75,12 +75,14 @@ def test_ending_a_job_ends_its_unfinished_scenes_and_keeps_finished_ones(local_s
     async def scenario():
         job_id = await create(local_service, num_scenes=3, seconds=3)
         await local_service._tasks[job_id]
+        local_service.store.update(job_id, status="in_progress")  # as if its stitch had not happened
         local_service.store.update_scene(job_id, 1, status="animating")
         local_service.store.update_scene(job_id, 2, status="queued")
-        local_service.store.end_unfinished_scenes(job_id, "failed")
-        return local_service.store.get(job_id)
+        ended = local_service.store.finish(job_id, "failed", 60)
+        return ended, local_service.store.get(job_id)
 
-    job = asyncio.run(scenario())
+    ended, job = asyncio.run(scenario())
+    assert ended and job.status == "failed"
     assert [scene.status for scene in job.scenes] == ["completed", "failed", "failed"]
 
 
