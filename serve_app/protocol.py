@@ -36,10 +36,22 @@ class TextLimits(Protocol):
     max_scenes: int
 
 
-def _within(value: Any, info: ValidationInfo, bound: str, unit: str = "characters") -> Any:
-    """Refuse ``value`` longer than the config limit ``bound``, before it is parsed any further."""
+# Each bounded field and the `limits` entry that bounds it.
+BOUNDS = {
+    "prompt": "max_prompt_chars",
+    "style": "max_style_chars",
+    "caption": "max_caption_chars",
+    "visual_prompt": "max_visual_prompt_chars",
+    "scenes": "max_scenes",
+}
+
+
+def _within(cls: type, value: Any, info: ValidationInfo) -> Any:
+    """Refuse a field longer than its config limit (``BOUNDS``), before it is parsed any further."""
     limits = (info.context or {}).get("limits")
+    bound = BOUNDS[info.field_name or ""]
     if limits is not None and isinstance(value, str | list) and len(value) > getattr(limits, bound):
+        unit = "scenes" if isinstance(value, list) else "characters"
         raise PydanticCustomError(
             "too_long",
             "at most {limit} {unit} (limits.{bound})",
@@ -64,15 +76,7 @@ class SceneSpec(BaseModel):
         None, description="How much the scene moves (SVD motion bucket)."
     )
 
-    @field_validator("caption", mode="before")
-    @classmethod
-    def _caption_within_limits(cls, value: Any, info: ValidationInfo) -> Any:
-        return _within(value, info, "max_caption_chars")
-
-    @field_validator("visual_prompt", mode="before")
-    @classmethod
-    def _visual_prompt_within_limits(cls, value: Any, info: ValidationInfo) -> Any:
-        return _within(value, info, "max_visual_prompt_chars")
+    _within_limits = field_validator("caption", "visual_prompt", mode="before")(classmethod(_within))
 
 
 class ImageReference(BaseModel):
@@ -130,20 +134,7 @@ class CreateVideoRequest(BaseModel):
             raise ValueError("expected 'WIDTHxHEIGHT' such as '1280x720'")
         return value
 
-    @field_validator("prompt", mode="before")
-    @classmethod
-    def _prompt_within_limits(cls, value: Any, info: ValidationInfo) -> Any:
-        return _within(value, info, "max_prompt_chars")
-
-    @field_validator("style", mode="before")
-    @classmethod
-    def _style_within_limits(cls, value: Any, info: ValidationInfo) -> Any:
-        return _within(value, info, "max_style_chars")
-
-    @field_validator("scenes", mode="before")
-    @classmethod
-    def _scenes_within_limits(cls, value: Any, info: ValidationInfo) -> Any:
-        return _within(value, info, "max_scenes", unit="scenes")
+    _within_limits = field_validator("prompt", "style", "scenes", mode="before")(classmethod(_within))
 
     def dimensions(self) -> tuple[int, int] | None:
         if self.size is None:

@@ -13,7 +13,8 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from serve_app.store import JobRow, JobStore, now
+from serve_app.store import JobStore
+from tests.fixtures.jobs import job_row
 from tests.fixtures.serve import Deployed, cpu_profile, deployed
 
 pytestmark = pytest.mark.e2e
@@ -39,20 +40,7 @@ def app(serve_cluster, tmp_path_factory) -> Iterator[Deployed]:
     )
     # A job that stays queued: a live runner elsewhere holds it, so its streams stay open.
     store = JobStore(config.storage.database_path)
-    store.create(
-        JobRow(
-            id=WAITING,
-            status="queued",
-            model="svd-xt",
-            prompt="waiting",
-            size="640x360",
-            seconds="4",
-            request_json='{"prompt": "waiting", "seed": 1}',
-            created_at=now(),
-            runner_id="runner-elsewhere",
-            lease_until=time.time() + 3600,
-        )
-    )
+    store.create(job_row(WAITING, "queued", runner_id="runner-elsewhere", lease_until=time.time() + 3600))
     with deployed(serve_cluster, config, "hostile", {"VideoAPI": {"max_ongoing_requests": SLOTS}}) as app:
         yield app
 

@@ -23,8 +23,8 @@ from serve_app.jobs import JobRunner
 from serve_app.protocol import CreateVideoRequest
 from serve_app.serving import ORPHAN_GRACE_S, VideoService
 from serve_app.storage import JobFiles
-from serve_app.store import JobRow, JobStore, now
-from tests.fixtures.jobs import Fake, local_handles
+from serve_app.store import JobStore, now
+from tests.fixtures.jobs import Fake, job_row, local_handles
 
 pytestmark = pytest.mark.integration
 
@@ -39,20 +39,6 @@ def service_with(config, **replaced) -> VideoService:
 async def create(service: VideoService, **body) -> str:
     video = await service.create(CreateVideoRequest(prompt="Dawn. Noon.", **body), None, None)
     return video.id
-
-
-def row(job_id: str, status: str, **fields) -> JobRow:
-    return JobRow(
-        id=job_id,
-        status=status,
-        model="svd-xt",
-        prompt="Left behind.",
-        size="64x64",
-        seconds="2",
-        request_json='{"prompt": "Left behind.", "seconds": 2, "seed": 5}',
-        created_at=now(),
-        **fields,
-    )
 
 
 # -- expiry ---------------------------------------------------------------------------------------------
@@ -80,9 +66,11 @@ def test_the_sweep_removes_expired_ends_of_every_kind_and_folders_without_a_row(
     store, root = local_service.store, Path(local_service.config.storage.root)
     long_ago = now() - local_service.config.jobs.retention_seconds - 10
     ids = {name: f"video_{digit * 32}" for name, digit in (("failed", "a"), ("legacy", "b"), ("kept", "c"))}
-    store.create(row(ids["failed"], "failed", completed_at=long_ago, expires_at=now() - 1))
-    store.create(row(ids["legacy"], "cancelled", completed_at=long_ago))  # no expires_at: an older version
-    store.create(row(ids["kept"], "failed", completed_at=now(), expires_at=now() + 3600))
+    store.create(job_row(ids["failed"], "failed", completed_at=long_ago, expires_at=now() - 1))
+    store.create(
+        job_row(ids["legacy"], "cancelled", completed_at=long_ago)
+    )  # no expires_at: an older version
+    store.create(job_row(ids["kept"], "failed", completed_at=now(), expires_at=now() + 3600))
     orphan, fresh_orphan = (JobFiles(root, f"video_{d * 32}").folder for d in "de")
     for folder in (orphan, fresh_orphan, *(JobFiles(root, i).folder for i in ids.values())):
         folder.mkdir(parents=True)
@@ -210,7 +198,7 @@ def test_a_job_whose_runner_died_max_attempts_times_fails_instead_of_running_aga
     job_id = "video_" + "f" * 32
     attempts = local_service.config.jobs.max_attempts
     local_service.store.create(
-        row(job_id, "in_progress", attempts=attempts, runner_id="dead", lease_until=1.0)
+        job_row(job_id, "in_progress", attempts=attempts, runner_id="dead", lease_until=1.0)
     )
     assert asyncio.run(local_service.runner.run(job_id))
     job = local_service.store.get(job_id)

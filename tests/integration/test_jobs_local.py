@@ -19,8 +19,8 @@ from serve_app import ingress
 from serve_app.jobs import JobRunner
 from serve_app.protocol import CreateVideoRequest
 from serve_app.serving import VideoService
-from serve_app.store import JobRow, JobStore, now
-from tests.fixtures.jobs import local_handles
+from serve_app.store import JobStore, now
+from tests.fixtures.jobs import job_row, local_handles
 
 pytestmark = pytest.mark.integration
 
@@ -90,8 +90,8 @@ def test_the_sweep_takes_up_unfinished_jobs_and_deletes_expired_ones(local_servi
     async def scenario():
         service = local_service
         store = service.store
-        store.create(_job("video_" + "1" * 32, status="in_progress"))  # left by a dead process
-        store.create(_job("video_" + "2" * 32, status="completed", expires_at=now() - 1))
+        store.create(job_row("video_" + "1" * 32, status="in_progress"))  # left by a dead process
+        store.create(job_row("video_" + "2" * 32, status="completed", expires_at=now() - 1))
         folder = Path(service.config.storage.root) / "jobs" / ("video_" + "2" * 32)
         folder.mkdir(parents=True)
         started = service.sweep()
@@ -106,7 +106,7 @@ def test_the_sweep_takes_up_unfinished_jobs_and_deletes_expired_ones(local_servi
 
 def test_a_full_queue_answers_429_with_retry_after(local_service):
     local_service.config.limits.max_queued_jobs = 1
-    waiting = _job("video_" + "3" * 32, status="queued")
+    waiting = job_row("video_" + "3" * 32, status="queued")
     # Held by a live runner elsewhere, so this service's sweep does not start it and empty the queue.
     waiting.runner_id, waiting.lease_until = "runner-elsewhere", time.time() + 60
     local_service.store.create(waiting)
@@ -116,20 +116,6 @@ def test_a_full_queue_answers_429_with_retry_after(local_service):
     assert response.status_code == 429
     assert response.headers["retry-after"] == "30"
     assert response.json()["error"]["type"] == "rate_limit_error"
-
-
-def _job(job_id: str, status: str, expires_at: int | None = None) -> JobRow:
-    return JobRow(
-        id=job_id,
-        status=status,
-        model="svd-xt",
-        prompt="Left behind. Still waiting.",
-        size="64x64",
-        seconds="2",
-        request_json='{"prompt": "Left behind. Still waiting.", "seconds": 2, "seed": 5}',
-        created_at=now(),
-        expires_at=expires_at,
-    )
 
 
 def test_interpolated_scene_clips_through_the_runner(local_config):
