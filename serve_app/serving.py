@@ -14,7 +14,7 @@ import secrets
 import time
 import uuid
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -181,10 +181,17 @@ class VideoService:
     def models(self) -> ModelList:
         return ModelList(data=[ModelObject(id=self.config.served_model_name, created=self.started_at)])
 
-    def open_events(self, video_id: str) -> AsyncIterator[str]:
+    def open_events(
+        self, video_id: str, gone: Callable[[], Awaitable[bool]] | None = None
+    ) -> AsyncIterator[str]:
         """The event stream of ``video_id``: 404 for an unknown video, 429 past ``limits.max_event_streams``.
 
         Streams are capped so that they cannot take the replica's request slots that polls need.
+
+        Args:
+            video_id: the video to follow.
+            gone: whether the client has left; asked each poll, so a closed stream frees its slot at once
+                instead of at its next write (a quiet stream writes only every ``EVENT_KEEPALIVE_S``).
         """
         self._job(video_id)  # 404 before the stream starts
         cap = self.config.limits.max_event_streams
@@ -195,11 +202,13 @@ class VideoService:
                 code="too_many_streams",
                 headers={"Retry-After": "5"},
             )
-        stream = self.events(video_id)
+        stream = self.events(video_id, gone)
         self._streams.add(stream)
         return stream
 
-    async def events(self, video_id: str) -> AsyncIterator[str]:
+    async def events(
+        self, video_id: str, gone: Callable[[], Awaitable[bool]] | None = None
+    ) -> AsyncIterator[str]:
         """Server-sent events: the video object each time it changes, ending at a final status.
 
         A comment line every ``EVENT_KEEPALIVE_S`` keeps proxies from closing a quiet stream; after
@@ -208,7 +217,7 @@ class VideoService:
         yield f"retry: {EVENT_RETRY_MS}\n\n"
         ends_at = time.monotonic() + self.config.limits.event_stream_max_seconds
         last, quiet = None, 0.0
-        while time.monotonic() < ends_at:
+        while time.monotonic() < ends_at and not (gone is not None and await gone()):
             changed = self._changed  # taken before reading, so a write in between is not missed
             status, video = self._snapshot(video_id)
             if status is None:
