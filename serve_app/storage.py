@@ -12,6 +12,8 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+from engines.media.ffmpeg import atomic_output
+
 JOB_ID = re.compile(r"video_[0-9a-f]{32}")  # always with fullmatch: `$` would let "...\n" through
 
 CONTENT_TYPES = {
@@ -57,10 +59,8 @@ class JobFiles:
 
     def write_reference(self, png: bytes) -> None:
         """Store the caller's reference image (PNG bytes), creating the job's folder."""
-        self.folder.mkdir(parents=True, exist_ok=True)
-        temp = self.reference.with_suffix(".part")
-        temp.write_bytes(png)
-        temp.replace(self.reference)
+        with atomic_output(self.reference, "input_reference") as temp:
+            temp.write_bytes(png)
 
     def remove(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
