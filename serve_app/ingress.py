@@ -263,7 +263,7 @@ async def video_events(request: Request, video_id: VideoId) -> StreamingResponse
     A stream lasts at most `limits.event_stream_max_seconds`; EventSource then reconnects by itself.
     """
     return StreamingResponse(
-        _service(request).open_events(video_id, gone=request.is_disconnected),
+        _service(request).open_events(video_id),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )

@@ -14,7 +14,7 @@ import secrets
 import time
 import uuid
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -74,8 +74,8 @@ class VideoService:
         self._sweeper: asyncio.Task | None = None
         self._orphans_checked_at = -ORPHAN_GRACE_S
         self._changed = asyncio.Event()
-        # The event streams now open (a stream that ends or is dropped leaves the set by itself).
-        self._streams: weakref.WeakSet[AsyncIterator[str]] = weakref.WeakSet()
+        # A token for each event stream now open (see open_events).
+        self._streams: set[object] = set()
         # Each video's latest object as JSON, shared by all its streams: one read per change, not one each.
         self._snapshots: dict[str, tuple[float, str | None, str]] = {}
         store.listeners.append(self._on_write)
@@ -181,17 +181,12 @@ class VideoService:
     def models(self) -> ModelList:
         return ModelList(data=[ModelObject(id=self.config.served_model_name, created=self.started_at)])
 
-    def open_events(
-        self, video_id: str, gone: Callable[[], Awaitable[bool]] | None = None
-    ) -> AsyncIterator[str]:
+    def open_events(self, video_id: str) -> AsyncIterator[str]:
         """The event stream of ``video_id``: 404 for an unknown video, 429 past ``limits.max_event_streams``.
 
-        Streams are capped so that they cannot take the replica's request slots that polls need.
-
-        Args:
-            video_id: the video to follow.
-            gone: whether the client has left; asked each poll, so a closed stream frees its slot at once
-                instead of at its next write (a quiet stream writes only every ``EVENT_KEEPALIVE_S``).
+        Streams are capped so that they cannot take the replica's request slots that polls need. A stream
+        gives its slot back when it ends, fails or is cancelled (Serve cancels it when the client leaves),
+        or, if it never ran, when it is dropped.
         """
         self._job(video_id)  # 404 before the stream starts
         cap = self.config.limits.max_event_streams
@@ -202,13 +197,20 @@ class VideoService:
                 code="too_many_streams",
                 headers={"Retry-After": "5"},
             )
-        stream = self.events(video_id, gone)
-        self._streams.add(stream)
+        slot = object()
+        self._streams.add(slot)
+        stream = self._holding(slot, self.events(video_id))
+        weakref.finalize(stream, self._streams.discard, slot)
         return stream
 
-    async def events(
-        self, video_id: str, gone: Callable[[], Awaitable[bool]] | None = None
-    ) -> AsyncIterator[str]:
+    async def _holding(self, slot: object, stream: AsyncIterator[str]) -> AsyncIterator[str]:
+        try:
+            async for chunk in stream:
+                yield chunk
+        finally:
+            self._streams.discard(slot)
+
+    async def events(self, video_id: str) -> AsyncIterator[str]:
         """Server-sent events: the video object each time it changes, ending at a final status.
 
         A comment line every ``EVENT_KEEPALIVE_S`` keeps proxies from closing a quiet stream; after
@@ -217,7 +219,7 @@ class VideoService:
         yield f"retry: {EVENT_RETRY_MS}\n\n"
         ends_at = time.monotonic() + self.config.limits.event_stream_max_seconds
         last, quiet = None, 0.0
-        while time.monotonic() < ends_at and not (gone is not None and await gone()):
+        while time.monotonic() < ends_at:
             changed = self._changed  # taken before reading, so a write in between is not missed
             status, video = self._snapshot(video_id)
             if status is None:

@@ -91,7 +91,7 @@ def test_streams_past_the_cap_get_429_and_polls_creates_and_health_still_answer(
     assert all(text.startswith("retry: ") for _, text, _ in streams)  # EventSource's reconnect delay
     assert refused.status_code == 429 and refused.headers["retry-after"] == "5"
     assert refused.json()["error"]["code"] == "too_many_streams"
-    # Closed streams free their slots within a poll interval, long before their next keep-alive.
+    # Closed streams give their slots back (Serve cancels them; their lifetime ends them at the latest).
     deadline = time.monotonic() + 10
     while stream_status(app) == 429:
         assert time.monotonic() < deadline, "closed streams still hold their slots"

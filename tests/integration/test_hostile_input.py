@@ -3,6 +3,7 @@ a 4xx in the envelope naming the field, and nothing is stored for a request that
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import threading
@@ -305,3 +306,37 @@ def test_a_file_over_the_limit_is_a_413(client, local_service):
     )
     assert_refused(response, 413, "request_too_large")
     assert stored(local_service) == ([], [])
+
+
+# -- event stream slots ---------------------------------------------------------------------------------
+
+
+def test_a_stream_gives_its_slot_back_when_closed_or_dropped_unstarted(local_service):
+    import gc
+
+    async def scenario():
+        job_id = await create_job(local_service)
+        local_service.config.limits.max_event_streams = 2
+        first = local_service.open_events(job_id)
+        assert (await anext(first)).startswith("retry: ")
+        local_service.open_events(job_id)  # never iterated, then dropped (a client gone before it began)
+        gc.collect()
+        assert len(local_service._streams) == 1
+        second = local_service.open_events(job_id)
+        with pytest.raises(Exception) as refused:
+            local_service.open_events(job_id)
+        await first.aclose()  # what Serve's cancel of a departed client's request comes to
+        held = len(local_service._streams)
+        del second
+        gc.collect()
+        return refused.value, held, len(local_service._streams)
+
+    refused, held, after = asyncio.run(scenario())
+    assert getattr(refused, "code", None) == "too_many_streams"
+    assert (held, after) == (1, 0)
+
+
+async def create_job(service) -> str:
+    from serve_app.protocol import CreateVideoRequest
+
+    return (await service.create(CreateVideoRequest(prompt="Dawn. Dusk."), None, None)).id
