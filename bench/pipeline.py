@@ -14,6 +14,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from core.files import JobFiles
 from deployments.encoder import Encoder
 from engines.fallback import animate_scenes, paint_keyframes
 from engines.painter import PainterEngine, PaintRequest
@@ -23,7 +24,6 @@ from engines.writer import ScriptWriter
 from serve_app.config import AppConfig
 from serve_app.planning import plan_job
 from serve_app.protocol import CreateVideoRequest
-from serve_app.storage import JobFiles
 
 # The id the in-process job's files go under (the Encoder lays out files by job id, as in the service).
 LOCAL_JOB_ID = "video_" + "0" * 32

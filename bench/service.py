@@ -24,8 +24,8 @@ from PIL import Image
 
 from bench.pipeline import app_config, build_models
 from bench.timing import Sample, cpu_seconds
+from core.status import TERMINAL
 from serve_app.config import AppConfig
-from serve_app.protocol import TERMINAL
 
 APP = "bench"
 # Fractions of a CPU per replica (Ray counts 8 logical CPUs on this 2-core machine): the five deployments

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 import numpy as np
 from ray import serve
 
+from core.files import JobFiles
 from engines.fallback import SceneResult
 from engines.media import Cue, VideoProcessingConfig, VideoProcessor, write_webvtt
-from serve_app.storage import JobFiles
 
 
 @dataclass

@@ -6,11 +6,11 @@ from collections import Counter
 
 from ray import serve
 
+from core import metrics
 from deployments.batching import BatchSettings, apply_batch_settings, run_batch
 from deployments.model_thread import ModelThread
 from engines.fallback import FallbackPolicy, KeyframeResult, load_under_policy, paint_keyframes
 from engines.painter import PainterConfig, PainterEngine, PaintRequest
-from serve_app import metrics
 
 # A job asks for all its keyframes within milliseconds, and a turbo model paints one in well under a
 # second: a short wait gathers a job's keyframes without delaying a lone request much.

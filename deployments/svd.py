@@ -11,12 +11,12 @@ from typing import Any
 
 from ray import serve
 
+from core import metrics
+from core.errors import GenerationCancelled
 from deployments.batching import BatchSettings, apply_batch_settings, run_batch
 from deployments.model_thread import ModelThread
-from engines.errors import GenerationCancelled
 from engines.fallback import FallbackPolicy, SceneResult, animate_scenes, load_under_policy
 from engines.svd import SceneRequest, SVDConfig, SVDEngine
-from serve_app import metrics
 
 logger = logging.getLogger("ray.serve")
 

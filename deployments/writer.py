@@ -7,8 +7,8 @@ import logging
 
 from ray import serve
 
+from core.errors import ModelUnavailable
 from deployments.model_thread import ModelThread
-from engines.errors import ModelUnavailable
 from engines.fallback import FallbackPolicy
 from engines.writer import Script, ScriptWriter, WriterConfig
 

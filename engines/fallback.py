@@ -20,7 +20,7 @@ from typing import Literal, Protocol, TypeVar, get_args
 import numpy as np
 from PIL import Image
 
-from engines.errors import InvalidInput, ModelUnavailable
+from core.errors import InvalidInput, ModelUnavailable
 from engines.media.cards import placeholder_image, title_card_frames
 from engines.painter import PainterEngine, PaintRequest
 from engines.svd import CancelToken, ProgressCallback, SceneRequest, SVDConfig, SVDEngine

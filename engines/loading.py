@@ -2,7 +2,7 @@
 
 Both the SVD engine and the keyframe painter go through :func:`load_pipeline`, so a missing folder, a model
 that is not in the local cache while downloads are off, or an unreadable weights file always surface as one
-:class:`~engines.errors.ModelUnavailable` with a message that says what to fix. The fallback policy catches
+:class:`~core.errors.ModelUnavailable` with a message that says what to fix. The fallback policy catches
 exactly that error.
 """
 
@@ -19,7 +19,7 @@ from typing import Any, Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from engines.errors import ModelUnavailable
+from core.errors import ModelUnavailable
 
 logger = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ import torch
 from PIL import Image, ImageOps
 from pydantic import Field
 
-from engines.errors import InvalidInput, check_seed, is_int
+from core.errors import InvalidInput, check_seed, is_int
 from engines.loading import (
     ModelSourceConfig,
     Placement,

@@ -24,7 +24,7 @@ import torch
 from PIL import Image
 from pydantic import Field
 
-from engines.errors import GenerationCancelled, InvalidInput, ModelUnavailable, check_seed, is_int
+from core.errors import GenerationCancelled, InvalidInput, ModelUnavailable, check_seed, is_int
 from engines.loading import (
     ModelSourceConfig,
     Placement,

@@ -2,7 +2,7 @@
 
 Every error the API returns looks like ``{"error": {"message", "type", "param", "code"}}`` (OpenAI's
 shape). Domain code raises ``APIError`` (or an engine error); ``error_response`` is the only place that
-turns an exception into a response.
+turns an exception into a response, through ``core.errors.classify``, which the job runner uses too.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from engines.errors import InvalidInput
+from core.errors import CodedError, InvalidInput, classify
 
 logger = logging.getLogger("ray.serve")
 
@@ -35,7 +35,7 @@ class ErrorResponse(BaseModel):
     error: ErrorBody
 
 
-class APIError(Exception):
+class APIError(CodedError):
     """An error with its HTTP status. Raise the subclasses below, not this."""
 
     status = 500
@@ -95,6 +95,13 @@ class Unavailable(APIError):
     status, type = 503, "service_unavailable"
 
 
+_BY_STATUS: dict[int, type[APIError]] = {
+    kind.status: kind
+    for kind in (BadRequest, Unauthorized, Forbidden, NotFound, Conflict, RequestTimeout, PayloadTooLarge)
+    + (UnsupportedMediaType, Unprocessable, Overloaded, Unavailable)
+}
+
+
 # An absolute POSIX path with at least one folder: not after a letter, digit, dot, colon or slash, so
 # "and/or", "1/2" and URLs stay as they are.
 _SERVER_PATH = re.compile(r"(?<![\w.:/])/(?:[^\s'\"/:,;()\[\]]+/)+[^\s'\"/:,;()\[\]]*")
@@ -118,8 +125,6 @@ def error_response(exc: Exception) -> JSONResponse:
     """Map any exception to the envelope and its status. Unknown exceptions are 500 and logged."""
     if isinstance(exc, APIError):
         error = exc
-    elif isinstance(exc, InvalidInput):
-        error = BadRequest(str(exc), param=exc.param, code="invalid_value")
     elif isinstance(exc, RequestValidationError):
         error = _from_validation(exc)
     elif isinstance(exc, StarletteHTTPException):
@@ -127,8 +132,13 @@ def error_response(exc: Exception) -> JSONResponse:
         error = kinds.get(exc.status_code, BadRequest)(str(exc.detail))
         error.status = exc.status_code
     else:
-        logger.exception("Unhandled error", exc_info=exc)
-        error = APIError("Internal error; the server log has the details.")
+        kind = classify(exc)
+        if kind.status >= 500:
+            logger.exception("Error answered with %d", kind.status, exc_info=exc)
+        message = kind.message if kind.status < 500 else f"{kind.message}; the server log has the details"
+        error = _BY_STATUS.get(kind.status, APIError)(
+            message, param=getattr(exc, "param", None), code=kind.code
+        )
     body = ErrorResponse(
         error=ErrorBody(message=error.message, type=error.type, param=error.param, code=error.code)
     )

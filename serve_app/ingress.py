@@ -20,7 +20,8 @@ from pydantic import ValidationError
 from ray import serve
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from engines.errors import InvalidInput
+from core.errors import InvalidInput
+from core.status import Variant
 from serve_app import errors
 from serve_app.bodies import read_create_body
 from serve_app.config import AppConfig
@@ -42,7 +43,6 @@ from serve_app.protocol import (
     CreateVideoRequest,
     Health,
     ModelList,
-    Variant,
     VideoDeleted,
     VideoList,
     VideoObject,
@@ -237,7 +237,7 @@ async def delete_video(request: Request, video_id: VideoId) -> VideoDeleted:
     },
 )
 async def download_content(
-    request: Request, video_id: VideoId, variant: Variant = "video"
+    request: Request, video_id: VideoId, variant: Variant = Variant.VIDEO
 ) -> OpenedFileResponse:
     return OpenedFileResponse(_service(request).content(video_id, variant))
 

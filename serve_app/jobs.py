@@ -20,16 +20,16 @@ from PIL import Image
 from ray.exceptions import ActorUnavailableError, RayActorError
 from ray.serve.exceptions import BackPressureError
 
-from engines.errors import GenerationCancelled, InvalidInput, MediaError, ModelUnavailable
+from core import metrics
+from core.errors import GenerationCancelled, InvalidInput, MediaError, ModelUnavailable
+from core.files import JobFiles
 from engines.painter import prepare_reference
 from engines.svd import SceneRequest
 from engines.writer import improve_visual_prompt, motion_bucket_id
-from serve_app import metrics
 from serve_app.config import AppConfig
 from serve_app.errors import APIError, public_text
 from serve_app.planning import JobPlan, plan_job
 from serve_app.protocol import CreateVideoRequest, parse_create
-from serve_app.storage import JobFiles
 from serve_app.store import JobStore, SceneRow, now
 
 logger = logging.getLogger("ray.serve")

@@ -14,10 +14,7 @@ from typing import Any, Literal, Protocol
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 
-JobStatus = Literal["queued", "in_progress", "completed", "failed", "cancelled"]
-SceneStatus = Literal["pending", "painting", "animating", "encoding", "completed", "failed", "cancelled"]
-Variant = Literal["video", "thumbnail", "spritesheet", "captions"]
-TERMINAL: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
+from core.status import JobStatus, SceneStatus
 
 SIZE_PATTERN = re.compile(r"([1-9][0-9]{1,4})x([1-9][0-9]{1,4})")  # always with fullmatch
 MAX_SCENES = 64  # the API's own bound on `scenes`; `limits.max_scenes` may only be lower

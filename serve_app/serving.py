@@ -18,13 +18,15 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from serve_app import metrics, uploads
+from core import metrics
+from core.files import CONTENT_TYPES, JobFiles, is_job_id, job_folders
+from core.status import TERMINAL
+from serve_app import uploads
 from serve_app.config import AppConfig
 from serve_app.errors import Conflict, NotFound, Overloaded, Unprocessable, bad_value
 from serve_app.jobs import RETRYABLE, JobRunner
 from serve_app.planning import plan_job
 from serve_app.protocol import (
-    TERMINAL,
     CreateVideoRequest,
     ModelList,
     ModelObject,
@@ -34,7 +36,6 @@ from serve_app.protocol import (
     VideoList,
     VideoObject,
 )
-from serve_app.storage import CONTENT_TYPES, JobFiles, is_job_id, job_folders
 from serve_app.store import IdempotencyConflict, JobRow, JobStore, now
 
 logger = logging.getLogger("ray.serve")

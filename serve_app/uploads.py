@@ -19,7 +19,7 @@ from typing import Any
 
 from PIL import Image, ImageOps
 
-from engines.errors import InvalidInput
+from core.errors import InvalidInput
 from serve_app.errors import BadRequest
 
 ACCEPTED_FORMATS = ("PNG", "JPEG", "WEBP")

@@ -6,8 +6,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from engines.errors import InvalidInput
-from engines.media.ffmpeg import atomic_output
+from core.errors import InvalidInput
+from core.files import atomic_output
 
 
 @dataclass(frozen=True)

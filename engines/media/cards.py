@@ -9,7 +9,7 @@ import re
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from engines.errors import InvalidInput
+from core.errors import InvalidInput
 from engines.media.fonts import load_font
 
 # One token is a run of Latin letters/digits (kept whole when wrapping) or any other single character,

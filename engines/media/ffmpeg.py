@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import os
 import shutil
 import subprocess
 import tempfile
-import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 
-from engines.errors import InvalidInput, MediaError
+from core.errors import InvalidInput, MediaError
 
 # ffmpeg may only open local files and its own pipes: no URLs, even if a path string were to carry one.
 INPUT_PROTOCOLS = ["-protocol_whitelist", "file,pipe"]
@@ -100,26 +98,3 @@ def _check(returncode: int, stderr: bytes, args: list[str]) -> None:
     if returncode != 0:
         text = stderr.decode("utf-8", "replace").strip()[-2000:]
         raise MediaError(f"ffmpeg exited with status {returncode}", text or " ".join(args))
-
-
-@contextlib.contextmanager
-def atomic_output(path: str | os.PathLike[str], param: str = "output_path") -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds.
-
-    A failure never leaves a partial file at ``path`` (nor the temporary one).
-    """
-    target = Path(path)
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise InvalidInput(param, str(path), f"cannot create its folder ({exc.strerror or exc})") from exc
-    if not os.access(target.parent, os.W_OK):
-        raise InvalidInput(param, str(path), "its folder is not writable")
-    if target.is_dir():
-        raise InvalidInput(param, str(path), "is a folder, not a file path")
-    temp = target.with_name(f".{target.stem}.{uuid.uuid4().hex[:8]}.part{target.suffix}")
-    try:
-        yield temp
-        os.replace(temp, target)
-    finally:
-        temp.unlink(missing_ok=True)

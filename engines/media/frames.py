@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from engines.errors import InvalidInput
+from core.errors import InvalidInput
 
 Frames = Sequence[Any] | np.ndarray
 

@@ -18,7 +18,8 @@ import numpy as np
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
-from engines.errors import InvalidInput, MediaError
+from core.errors import InvalidInput, MediaError
+from core.files import atomic_output
 from engines.media import ffmpeg
 from engines.media.cards import title_card_frames
 from engines.media.frames import Frames, as_frame_array
@@ -133,7 +134,7 @@ class VideoProcessor:
             *self._encoder_args(),
         ]
         # fmt: on
-        with ffmpeg.atomic_output(output_path) as temp:
+        with atomic_output(output_path) as temp:
             ffmpeg.stream([*args, str(temp)], _frame_bytes(array), self.config.ffmpeg_path)
         return Path(output_path)
 
@@ -236,7 +237,7 @@ class VideoProcessor:
                 f"pad={width}:{height}:(ow-iw)/2:(oh-ih)/2,setsar=1,fps={_rate(fps)},format=yuv420p[v{i}]"
             )
         graph += _join_filters(infos, fade)
-        with ffmpeg.atomic_output(output_path) as temp:
+        with atomic_output(output_path) as temp:
             ffmpeg.run(
                 [
                     *inputs,
@@ -284,7 +285,7 @@ class VideoProcessor:
     def write_thumbnail(self, frame: np.ndarray | Image.Image, output_path: str | os.PathLike[str]) -> Path:
         """Save one frame as the poster JPEG."""
         image = Image.fromarray(as_frame_array([frame], "frame")[0])
-        with ffmpeg.atomic_output(output_path) as temp:
+        with atomic_output(output_path) as temp:
             image.save(temp, format="JPEG", quality=self.config.jpeg_quality)
         return Path(output_path)
 
@@ -300,7 +301,7 @@ class VideoProcessor:
         for i, frame in enumerate(picks):
             tile = Image.fromarray(frame).resize((tile_w, tile_h), Image.BILINEAR)
             sheet.paste(tile, ((i % columns) * tile_w, (i // columns) * tile_h))
-        with ffmpeg.atomic_output(output_path) as temp:
+        with atomic_output(output_path) as temp:
             sheet.save(temp, format="JPEG", quality=self.config.jpeg_quality)
         return Path(output_path)
 

@@ -13,7 +13,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from engines.errors import _short
+from core.errors import _short
 from engines.writer.config import BackendName, WriterBounds
 from engines.writer.prompting import TokenCounter, approx_clip_tokens, improve_visual_prompt
 from engines.writer.script import Motion, Scene, Script

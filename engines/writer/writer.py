@@ -6,7 +6,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from engines.errors import InvalidInput, ModelUnavailable, is_int
+from core.errors import InvalidInput, ModelUnavailable, is_int
 from engines.writer.backends.base import ChatBackend, Message
 from engines.writer.config import WriterConfig
 from engines.writer.prompting import repair_message, system_prompt, token_counter, user_message

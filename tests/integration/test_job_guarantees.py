@@ -14,15 +14,15 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from core.errors import MediaError, ModelUnavailable
+from core.files import JobFiles
 from deployments.board import CANCEL_KEPT_S, JobBoard
 from deployments.encoder import Encoder, JobFolderGone
-from engines.errors import MediaError, ModelUnavailable
 from serve_app import ingress
 from serve_app.errors import NotFound
 from serve_app.jobs import JobRunner
 from serve_app.protocol import CreateVideoRequest
 from serve_app.serving import ORPHAN_GRACE_S, VideoService
-from serve_app.storage import JobFiles
 from serve_app.store import JobStore, now
 from tests.fixtures.jobs import Fake, job_row, local_handles
 

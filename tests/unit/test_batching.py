@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
+from core.errors import GenerationCancelled, InvalidInput
 from deployments.batching import run_batch
-from engines.errors import GenerationCancelled, InvalidInput
 
 pytestmark = pytest.mark.unit
 

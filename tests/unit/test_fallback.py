@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from engines.errors import GenerationCancelled, InvalidInput, ModelUnavailable
+from core.errors import GenerationCancelled, InvalidInput, ModelUnavailable
 from engines.fallback import (
     animate_scene,
     animate_scenes,

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import webvtt
 
-from engines.errors import InvalidInput
+from core.errors import InvalidInput
 from engines.media import (
     Cue,
     VideoProcessingConfig,

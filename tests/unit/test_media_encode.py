@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from engines.errors import InvalidInput, MediaError
+from core.errors import InvalidInput, MediaError
 from engines.media import VideoProcessingConfig, VideoProcessor
 from tests.fixtures.media import moving_square
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from engines.errors import InvalidInput, ModelUnavailable
+from core.errors import InvalidInput, ModelUnavailable
 from engines.painter import PainterConfig, PainterEngine, PaintRequest, prepare_reference
 
 pytestmark = pytest.mark.unit

@@ -13,7 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-from engines.errors import GenerationCancelled, InvalidInput, ModelUnavailable
+from core.errors import GenerationCancelled, InvalidInput, ModelUnavailable
 from engines.svd import SceneRequest, SVDConfig, SVDEngine
 from engines.tiny_models import TINY_SVD_SETTINGS
 

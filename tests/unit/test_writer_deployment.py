@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from core.errors import ModelUnavailable
 from deployments.writer import SceneWriter
-from engines.errors import ModelUnavailable
 from engines.writer import WriterConfig
 
 pytestmark = pytest.mark.unit

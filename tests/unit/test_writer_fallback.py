@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from engines.errors import ModelUnavailable
+from core.errors import ModelUnavailable
 from engines.writer import ScriptWriter, WriterBounds, WriterConfig, approx_clip_tokens
 
 pytestmark = pytest.mark.unit

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from engines.errors import InvalidInput
+from core.errors import InvalidInput
 from engines.writer import (
     MOTION_BUCKET_IDS,
     Motion,

@@ -11,7 +11,7 @@ import logging
 import threading
 from typing import Any
 
-from engines.errors import ModelUnavailable
+from core.errors import ModelUnavailable
 from engines.writer.backends.base import Message
 from engines.writer.config import TransformersWriterConfig
 

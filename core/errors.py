@@ -1,15 +1,26 @@
-"""Errors shared by every engine.
+"""Errors shared by every layer, and the one table from an error to its code and HTTP status.
 
-The HTTP layer maps these to status codes in one place (``serve_app.errors``); engines only say what
-went wrong and which parameter was at fault.
+Every error raised on purpose says what it is with three class attributes: ``code`` (the short
+machine-readable word a client sees, in a response's or a failed job's ``error.code``), ``status`` (the
+HTTP status it answers with) and ``public`` (whether its text may be shown, or is for the log only).
+``classify`` is the only place that reads them: the HTTP layer and the job runner both call it.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 
-class EngineError(Exception):
+class CodedError(Exception):
+    """Base class for every error raised on purpose; subclasses set the three attributes."""
+
+    code = "internal_error"
+    status = 500
+    public = True
+
+
+class EngineError(CodedError):
     """Base class for every error an engine raises on purpose."""
 
 
@@ -28,6 +39,8 @@ class InvalidInput(EngineError, ValueError):
         self.reason = reason
         super().__init__(f"{param}={_short(value)}: {reason}")
 
+    code, status = "invalid_value", 400
+
 
 class ModelUnavailable(EngineError):
     """A model cannot be loaded or run: weights missing, unreadable, offline, or no usable device.
@@ -35,9 +48,13 @@ class ModelUnavailable(EngineError):
     The fallback policy catches this; with ``fallback: never`` it fails the scene with this message.
     """
 
+    code, status = "model_unavailable", 503
+
 
 class GenerationCancelled(EngineError):
     """A cooperative cancel stopped a generation at a step boundary."""
+
+    code, status = "cancelled", 409
 
 
 class MediaError(EngineError):
@@ -51,6 +68,51 @@ class MediaError(EngineError):
     def __init__(self, message: str, detail: str = "") -> None:
         self.detail = detail
         super().__init__(f"{message}: {detail}" if detail else message)
+
+    # Its text holds ffmpeg's command line and output, with server paths: for the log only.
+    code, status, public = "media_error", 500, False
+
+
+class TooManyAttempts(CodedError):
+    """A job was started ``jobs.max_attempts`` times and its runner stopped each time."""
+
+    code = "too_many_attempts"
+
+
+class JobGone(CodedError):
+    """The job whose files were to be written was deleted or expired meanwhile."""
+
+    code, status = "video_not_found", 404
+
+
+@dataclass(frozen=True)
+class ErrorKind:
+    """What an exception becomes for a client: its code, HTTP status and the text it may see."""
+
+    code: str
+    status: int
+    message: str
+
+
+# The text shown for an error whose own text is for the log only, or for an error nobody raised on purpose.
+LOG_ONLY_TEXT = {"media_error": "encoding with ffmpeg failed", "internal_error": "internal error"}
+
+
+def classify(exc: BaseException) -> ErrorKind:
+    """The code, status and client-facing first line of ``exc``.
+
+    Errors raised on purpose (``CodedError``) carry their own code and status; anything else is a 500
+    ``internal_error``. Text that is for the log only is replaced by a short phrase; the caller adds where
+    the details are (a job's id, the server log).
+    """
+    if isinstance(exc, CodedError):
+        code, status, public = exc.code, exc.status, exc.public
+    else:
+        code, status, public = "internal_error", 500, False
+    if not public:
+        return ErrorKind(code, status, LOG_ONLY_TEXT.get(code, LOG_ONLY_TEXT["internal_error"]))
+    lines = str(exc).strip().splitlines()
+    return ErrorKind(code, status, lines[0] if lines else type(exc).__name__)
 
 
 def is_int(value: Any) -> bool:

@@ -6,13 +6,15 @@ the content route only ever touch files the service wrote.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-from engines.media.ffmpeg import atomic_output
+from core.errors import InvalidInput
 
 JOB_ID = re.compile(r"video_[0-9a-f]{32}")  # always with fullmatch: `$` would let "...\n" through
 
@@ -79,3 +81,26 @@ def job_folders(root: str | Path) -> Iterator[tuple[Path, float]]:
         for entry in entries:
             if is_job_id(entry.name) and entry.is_dir(follow_symlinks=False):
                 yield Path(entry.path), entry.stat(follow_symlinks=False).st_mtime
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | os.PathLike[str], param: str = "output_path") -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds.
+
+    A failure never leaves a partial file at ``path`` (nor the temporary one).
+    """
+    target = Path(path)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InvalidInput(param, str(path), f"cannot create its folder ({exc.strerror or exc})") from exc
+    if not os.access(target.parent, os.W_OK):
+        raise InvalidInput(param, str(path), "its folder is not writable")
+    if target.is_dir():
+        raise InvalidInput(param, str(path), "is a folder, not a file path")
+    temp = target.with_name(f".{target.stem}.{uuid.uuid4().hex[:8]}.part{target.suffix}")
+    try:
+        yield temp
+        os.replace(temp, target)
+    finally:
+        temp.unlink(missing_ok=True)

@@ -1,0 +1,62 @@
+"""The words jobs and scenes are described in: statuses, content variants, what made a part."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class JobStatus(StrEnum):
+    """A video job's status, as OpenAI's Videos API names them."""
+
+    QUEUED = "queued"
+    IN_PROGRESS = "in_progress"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+# A job in one of these never changes again (except by expiring).
+TERMINAL: frozenset[JobStatus] = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED})
+
+
+class SceneStatus(StrEnum):
+    """Where one scene is in the recipe."""
+
+    PENDING = "pending"
+    PAINTING = "painting"
+    ANIMATING = "animating"
+    ENCODING = "encoding"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class Variant(StrEnum):
+    """The downloadable files of a finished video (``GET /v1/videos/{id}/content?variant=``)."""
+
+    VIDEO = "video"
+    THUMBNAIL = "thumbnail"
+    SPRITESHEET = "spritesheet"
+    CAPTIONS = "captions"
+
+
+class Animator(StrEnum):
+    """What made a scene's frames: the video model, or the title-card fallback."""
+
+    SVD = "svd"
+    FALLBACK = "fallback"
+
+
+class KeyframeSource(StrEnum):
+    """What made a scene's first frame."""
+
+    PAINTER = "painter"
+    PLACEHOLDER = "placeholder"  # the painter's fallback: a title card
+    REFERENCE = "reference"  # the caller's input_reference
+    CONTINUITY = "continuity"  # the previous scene's last frame
+
+
+class ScriptSource(StrEnum):
+    """Who wrote the scenes, when the caller did not (the writer's backends name themselves otherwise)."""
+
+    EXPLICIT = "explicit"
