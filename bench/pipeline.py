@@ -1,32 +1,32 @@
-"""The benchmark job, and the same job with the engines called directly in this process (no Ray, no HTTP).
+"""The benchmark job, and the same job run in this process (no Ray, no HTTP) through the one recipe.
 
-The in-process side encodes and stitches with the Encoder deployment's own class, built without Ray (as
-the in-process tests do), so both sides do the same media work by construction.
+The in-process side stores the job in its own job store and runs `serve_app.recipe.VideoRecipe` over
+`engines.local.LocalStages` (which batches keyframes and scenes that arrive together, as the service's
+deployments do), so both sides run the same steps on the same engines by construction.
 
 Both sides use one `AppConfig` with the tiny random-weight models (the real diffusers classes) on CPU and
-the template scene writer, so the only difference between them is the service: HTTP, the job store,
-Ray Serve's handles and batching, and the replicas' processes.
+the template scene writer, so the only difference between them is the service: HTTP, Ray Serve's handles,
+the replicas' processes and the runner's polling of the store.
 """
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 from pathlib import Path
 from typing import Any
 
 from core.files import JobFiles
-from deployments.encoder import Encoder
-from engines.fallback import animate_scenes, paint_keyframes
-from engines.painter import PainterEngine, PaintRequest
-from engines.svd import SceneRequest, SVDEngine
+from core.status import JobStatus, Variant
 from engines.tiny_models import TINY_SVD_SETTINGS, build_tiny_painter, build_tiny_svd
-from engines.writer import ScriptWriter
 from serve_app.config import AppConfig
-from serve_app.planning import plan_job
 from serve_app.protocol import CreateVideoRequest
+from serve_app.recipe import VideoRecipe
+from serve_app.runner import JobWorker
+from serve_app.serving import VideoService
+from serve_app.stages import local_stages
+from serve_app.store import JobStore
 
-# The id the in-process job's files go under (the Encoder lays out files by job id, as in the service).
-LOCAL_JOB_ID = "video_" + "0" * 32
 # The benchmark job: four scenes of one second; SVD runs at 64x64 (8 frames, 2 steps), the video is 128x128.
 JOB: dict[str, Any] = {
     "prompt": "A fox runs through snow. It finds a lantern. The lantern glows. Dawn breaks over the hills.",
@@ -70,63 +70,46 @@ def app_config(models: dict[str, Path], storage: Path, concurrent_jobs: int = 8)
 
 
 class InProcessJob:
-    """The service's job, step for step, with the engines called directly (the reference for overhead).
+    """The service's job, through the same recipe, with the stages in this process (the overhead reference).
 
     Args:
-        config: the application config (the one the service runs).
-        workdir: where the clips and the final video go; emptied before each run.
+        config: the application config (the one the service runs); its storage root is replaced.
+        workdir: where the job store, clips and final video go; emptied before each run.
     """
 
     def __init__(self, config: AppConfig, workdir: Path) -> None:
-        self.config = config
         self.workdir = workdir
-        self.writer = ScriptWriter(config.writer)
-        self.painter = PainterEngine(config.painter)
-        self.svd = SVDEngine(config.video)
-        self.encoder = Encoder.func_or_class(config.video_processing, str(workdir))
-        self.painter.load()
-        self.svd.load()
+        self.config = config.model_copy(deep=True)
+        self.config.storage.root = str(workdir)
+        self.config.storage.database = str(workdir / "jobs.sqlite3")
+        self.stages = local_stages(self.config)  # loads the models once
 
     def run(self, body: dict[str, Any] = JOB) -> Path:
         """Make the video of ``body`` (a POST /v1/videos body) and return the final MP4's path."""
         shutil.rmtree(self.workdir, ignore_errors=True)
         self.workdir.mkdir(parents=True)
-        request = CreateVideoRequest.model_validate(body)
-        plan = plan_job(request, self.config, seed=body["seed"])
-        width, height = plan.generation_size
-        policy = self.config.fallback
+        return asyncio.run(self._run(body))
 
-        # 1. Write the script.
-        script = self.writer.write(request.prompt, plan.num_scenes, None, request.style)
-        # 2. Paint all keyframes in one batched call (what the painter's @serve.batch achieves at best).
-        paint = [
-            PaintRequest(scene.visual_prompt, width, height, plan.seed + i)
-            for i, scene in enumerate(script.scenes)
-        ]
-        keyframes = [result.image for result in paint_keyframes(self.painter, paint, policy)]
-        # 3. Animate all scenes in one batched SVD call (what @serve.batch achieves at best).
-        frames = plan.frames_for(plan.seconds / len(script.scenes), self.config.limits.max_frames_per_scene)
-        requests = [
-            SceneRequest(
-                image=keyframe,
-                seed=plan.seed + i,
-                width=width,
-                height=height,
-                num_frames=frames,
-                num_inference_steps=plan.steps,
-                fps=plan.fps,
-                motion_bucket_id=scene.motion_bucket_id
-                if request.motion_bucket_id is None
-                else request.motion_bucket_id,
-                noise_aug_strength=request.noise_aug_strength,
-            )
-            for i, (scene, keyframe) in enumerate(zip(script.scenes, keyframes, strict=True))
-        ]
-        captions = [scene.caption for scene in script.scenes]
-        results = animate_scenes(self.svd, requests, captions, policy, self.config.video)
-        # 4. Encode each scene's clip, then 5. stitch and write the extras: the Encoder's own steps.
-        JobFiles(self.encoder.storage_root, LOCAL_JOB_ID).folder.mkdir(parents=True, exist_ok=True)
-        for i, result in enumerate(results):
-            self.encoder._encode_scene(LOCAL_JOB_ID, i, result, plan.fps)
-        final = self.encoder._finish(LOCAL_JOB_ID, captions, plan.size, request.captions)
-        return Path(final.video)
+    async def _run(self, body: dict[str, Any]) -> Path:
+        store = JobStore(self.config.storage.database_path)
+        try:
+            service = VideoService(self.config, store, _NoRunners())
+            video = await service.create(CreateVideoRequest.model_validate(body), None, None)
+            worker = JobWorker(self.config, store, VideoRecipe(self.config, store, self.stages))
+            await worker.run(video.id)
+            job = store.get(video.id)
+            if job is None or job.status != JobStatus.COMPLETED:
+                raise RuntimeError(f"in-process job ended {job and job.status}: {job and job.error_message}")
+            return JobFiles(self.config.storage.root, video.id).variant(Variant.VIDEO)
+        finally:
+            store.close()
+
+
+class _NoRunners:
+    """The in-process job is run by hand, right after it is stored."""
+
+    async def job_stored(self, job_id: str) -> None:
+        pass
+
+    async def job_stopped(self, job_id: str) -> None:
+        pass

@@ -85,6 +85,12 @@ class JobGone(CodedError):
     code, status = "video_not_found", 404
 
 
+class FramesLost(CodedError):
+    """A scene's frames were lost between the animator and the encoder (the animator's replica died)."""
+
+    code = "frames_lost"
+
+
 @dataclass(frozen=True)
 class ErrorKind:
     """What an exception becomes for a client: its code, HTTP status and the text it may see."""
@@ -92,6 +98,7 @@ class ErrorKind:
     code: str
     status: int
     message: str
+    public: bool  # False: ``message`` stands in for text that went to the log only
 
 
 # The text shown for an error whose own text is for the log only, or for an error nobody raised on purpose.
@@ -110,9 +117,9 @@ def classify(exc: BaseException) -> ErrorKind:
     else:
         code, status, public = "internal_error", 500, False
     if not public:
-        return ErrorKind(code, status, LOG_ONLY_TEXT.get(code, LOG_ONLY_TEXT["internal_error"]))
+        return ErrorKind(code, status, LOG_ONLY_TEXT.get(code, LOG_ONLY_TEXT["internal_error"]), False)
     lines = str(exc).strip().splitlines()
-    return ErrorKind(code, status, lines[0] if lines else type(exc).__name__)
+    return ErrorKind(code, status, lines[0] if lines else type(exc).__name__, True)
 
 
 def is_int(value: Any) -> bool:

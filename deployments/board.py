@@ -1,8 +1,8 @@
-"""JobBoard: the few facts the ingress and the generators share while a job runs.
+"""JobBoard: cancel flags, from the ingress to the animator replicas (checked at every denoising step).
 
-Cancel flags flow from the ingress to SVD replicas (checked at every denoising step), step progress
-flows back. It lives in memory: a lost board loses only progress detail, never a job (the job store
-holds every job's status, and a cancelled job stays cancelled there).
+It lives in memory: a lost board loses only the chance to stop a batch early, never a job (the job store
+holds every job's status, and a cancelled job stays cancelled there). Step progress does not pass through
+it: the animator streams it to the job runner.
 """
 
 from __future__ import annotations
@@ -12,13 +12,14 @@ from collections.abc import Callable
 
 from ray import serve
 
-# A cancel flag must outlast the batch it stops (SVD's graceful shutdown allows 15 minutes), and then go.
+# A flag must outlast the batch it stops (the animator's graceful shutdown allows 15 minutes), and then go:
+# a batch that outlives a cancel by more has finished anyway.
 CANCEL_KEPT_S = 3600.0
 
 
 @serve.deployment(num_replicas=1, ray_actor_options={"num_cpus": 0}, max_ongoing_requests=1000)
 class JobBoard:
-    """Cancel flags (kept ``CANCEL_KEPT_S``) and step progress (until the job's runner stops).
+    """Cancel flags, each kept ``CANCEL_KEPT_S``.
 
     Args:
         clock: seconds, monotonic; tests pass their own.
@@ -27,7 +28,6 @@ class JobBoard:
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self._cancelled: dict[str, float] = {}  # job id -> when it was cancelled
-        self._progress: dict[str, tuple[int, int]] = {}
 
     async def cancel(self, job_id: str) -> None:
         now = self._clock()
@@ -38,19 +38,6 @@ class JobBoard:
         """Which of ``job_ids`` have been cancelled."""
         return [job_id for job_id in job_ids if job_id in self._cancelled]
 
-    async def report(self, keys: list[str], step: int, total: int) -> None:
-        """Record that the scenes ``keys`` ('job_id:index') finished denoising step ``step`` of ``total``."""
-        for key in keys:
-            self._progress[key] = (step, total)
-
-    async def progress(self, key: str) -> tuple[int, int] | None:
-        return self._progress.get(key)
-
-    async def forget(self, job_id: str) -> None:
-        """Drop a job's progress: its runner has stopped. A cancel flag stays, to stop a batch still running."""
-        for key in [key for key in self._progress if key.startswith(f"{job_id}:")]:
-            del self._progress[key]
-
     async def size(self) -> dict[str, int]:
-        """How many entries the board holds (the soak benchmark and tests watch it stay bounded)."""
-        return {"cancelled": len(self._cancelled), "progress": len(self._progress)}
+        """How many flags the board holds (the soak benchmark and tests watch it stay bounded)."""
+        return {"cancelled": len(self._cancelled)}

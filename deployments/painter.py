@@ -42,9 +42,9 @@ class KeyframePainter:
     def reconfigure(self, user_config: dict) -> None:
         apply_batch_settings(self._paint_batch, user_config)
 
-    async def paint(self, prompt: str, width: int, height: int, seed: int) -> KeyframeResult:
-        """Paint one keyframe (see `PaintRequest`); keyframes requested together share a pipeline call."""
-        outcome = await self._paint_batch(PaintRequest(prompt, width, height, seed))
+    async def paint(self, request: PaintRequest) -> KeyframeResult:
+        """Paint one keyframe; keyframes requested together share a pipeline call."""
+        outcome = await self._paint_batch(request)
         if isinstance(outcome, Exception):
             raise outcome
         return outcome

@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
-import asyncio
+import dataclasses
 import logging
 import time
 from collections import Counter
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import ray
 from ray import serve
 
 from core import metrics
 from core.errors import GenerationCancelled
+from core.status import KeyframeSource
 from deployments.batching import BatchSettings, apply_batch_settings, run_batch
 from deployments.model_thread import ModelThread
-from engines.fallback import FallbackPolicy, SceneResult, animate_scenes, load_under_policy
+from engines.fallback import FallbackPolicy, KeyframeResult, SceneResult, animate_scenes, load_under_policy
+from engines.stages import Animated, AnimateRequest, AnimationEvent, KeyframeReady, StepDone, follow_steps
 from engines.svd import SceneRequest, SVDConfig, SVDEngine
 
 logger = logging.getLogger("ray.serve")
@@ -23,12 +27,13 @@ logger = logging.getLogger("ray.serve")
 
 @dataclass
 class AnimateItem:
-    """One scene to animate: the SVD request, the text its fallback title card would show, and its
-    'job_id:index' key on the JobBoard."""
+    """One scene in a batch: the SVD request with its keyframe, its title-card text, its 'job_id:index' key
+    and where its step progress goes."""
 
     request: SceneRequest
     text: str
     key: str
+    progress: Callable[[int, int], None]
 
     @property
     def job_id(self) -> str:
@@ -36,7 +41,7 @@ class AnimateItem:
 
 
 class BatchSignals:
-    """Step progress out to the JobBoard, and cancel in from it, for one pipeline call.
+    """Step progress out to each scene's stream, and cancel in from the JobBoard, for one pipeline call.
 
     A batch may hold scenes of several jobs; it stops only when every one of those jobs is cancelled (a
     cancelled job's scenes in a mixed batch finish with it and are discarded by their runner).
@@ -44,19 +49,18 @@ class BatchSignals:
 
     CHECK_EVERY_S = 0.5  # denoising steps take seconds on a GPU; the board is asked at most this often
 
-    def __init__(self, board: Any, items: list[AnimateItem], loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, board: Any, items: list[AnimateItem]) -> None:
         self.board = board
-        self.loop = loop
-        self.keys = [item.key for item in items]
+        self.items = items
         self.job_ids = sorted({item.job_id for item in items})
         # The first question waits CHECK_EVERY_S too: a batch that was just started is rarely cancelled already.
         self._checked_at = time.monotonic()
         self._cancelled = False
 
     def progress(self, step: int, total: int) -> None:
-        # Sent from the replica's event loop, fire and forget: the pipeline's thread never waits on it.
-        if self.board is not None:
-            self.loop.call_soon_threadsafe(self.board.report.remote, self.keys, step, total)
+        # Called on the pipeline's thread; each item's callback hands it to its own event loop.
+        for item in self.items:
+            item.progress(step, total)
 
     def is_set(self) -> bool:
         if self.board is None or self._cancelled:
@@ -97,28 +101,41 @@ class SVDGenerator:
     def reconfigure(self, user_config: dict) -> None:
         apply_batch_settings(self._animate_batch, user_config)
 
-    async def animate(self, request: SceneRequest, text: str, key: str = "") -> SceneResult:
-        """Animate one scene; scenes that arrive within the batch wait share one pipeline call.
+    async def animate(
+        self, request: AnimateRequest, keyframe: KeyframeResult
+    ) -> AsyncIterator[AnimationEvent]:
+        """Animate one scene from its keyframe, streaming `KeyframeReady`, a `StepDone` per denoising step and
+        `Animated`, whose frames stay in the object store for the encoder. Scenes that arrive within the batch
+        wait share one pipeline call.
 
         Args:
-            request: the scene's SVD request.
-            text: its caption, shown on the title card if the fallback is used.
-            key: 'job_id:index', for progress and cancel through the JobBoard.
+            request: the scene (see `AnimateRequest`).
+            keyframe: its first frame; in the service, the painter's response, which Serve resolves here.
         """
-        outcome = await self._animate_batch(AnimateItem(request, text, key))
+        ready = KeyframeReady(KeyframeSource(keyframe.generator), keyframe.fallback_reason)
+        yield ready
+        scene = dataclasses.replace(request.scene, image=keyframe.image)
+        outcome: SceneResult | Exception | None = None
+        async for event in follow_steps(
+            lambda progress: self._animate_batch(AnimateItem(scene, request.text, request.key, progress))
+        ):
+            if isinstance(event, StepDone):
+                yield event
+            else:
+                outcome = event
         if isinstance(outcome, Exception):
             raise outcome
-        return outcome
+        assert outcome is not None
+        yield Animated.of(outcome, [ray.put(outcome.frames)], ready)
 
     @serve.batch(max_batch_size=4, batch_wait_timeout_s=0.2)
     async def _animate_batch(self, items: list[AnimateItem]) -> list[SceneResult | Exception]:
         self.batch_sizes[len(items)] += 1
         metrics.get().batch_size.observe(len(items))
-        loop = asyncio.get_running_loop()
         try:
             # One scene's bad input must not fail the others in its batch: on failure each runs alone.
             outcomes = await run_batch(
-                lambda batch: self.thread.run(self._run, batch, loop), items, keep=(GenerationCancelled,)
+                lambda batch: self.thread.run(self._run, batch), items, keep=(GenerationCancelled,)
             )
         except GenerationCancelled as exc:
             self.cancelled_batches += 1
@@ -126,8 +143,8 @@ class SVDGenerator:
         self._record_gpu_memory()
         return outcomes
 
-    def _run(self, items: list[AnimateItem], loop: asyncio.AbstractEventLoop) -> list[SceneResult]:
-        signals = BatchSignals(self.board, items, loop)
+    def _run(self, items: list[AnimateItem]) -> list[SceneResult]:
+        signals = BatchSignals(self.board, items)
         return animate_scenes(
             self.engine,
             [item.request for item in items],

@@ -1,6 +1,7 @@
 """The fallback policy: when a model cannot load or run, a stage degrades instead of failing the job.
 
-`fallback: auto | always | never`
+`fallback: auto | always | never`, applied here and nowhere else, for the writer, the painter and the
+animator:
 - `auto`: use the model; if it is unavailable (no weights, no device, out of memory after the retries), use
   the title card instead and record why.
 - `always`: never touch the model (the CPU demo profile).
@@ -21,9 +22,11 @@ import numpy as np
 from PIL import Image
 
 from core.errors import InvalidInput, ModelUnavailable
+from core.status import Animator, KeyframeSource
 from engines.media.cards import placeholder_image, title_card_frames
 from engines.painter import PainterEngine, PaintRequest
 from engines.svd import CancelToken, ProgressCallback, SceneRequest, SVDConfig, SVDEngine
+from engines.writer import Script, ScriptWriter, WriterConfig, WriteRequest
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +55,7 @@ class SceneResult:
     """
 
     frames: np.ndarray
-    generator: Literal["svd", "fallback"]
+    generator: Animator
     seed: int | None
     seconds: float
     fallback_reason: str | None = None
@@ -61,10 +64,11 @@ class SceneResult:
 
 @dataclass
 class KeyframeResult:
-    """A scene's keyframe and who made it: "painter" (text-to-image) or "placeholder" (a title card)."""
+    """A scene's keyframe and what made it: the painter, its placeholder (a title card), the caller's
+    reference image or the previous scene's last frame."""
 
     image: Image.Image
-    generator: Literal["painter", "placeholder"]
+    generator: KeyframeSource
     fallback_reason: str | None = None
 
 
@@ -109,7 +113,7 @@ def animate_scenes(
         return [
             SceneResult(
                 frames=item.frames,
-                generator="svd",
+                generator=Animator.SVD,
                 seed=item.seed,
                 seconds=item.seconds,
                 batch_size=item.batch_size,
@@ -159,7 +163,7 @@ def paint_keyframes(
             raise
         logger.warning("painter unavailable, using placeholder keyframes: %s", exc)
         return _placeholders(requests, str(exc))
-    return [KeyframeResult(image=image, generator="painter") for image in images]
+    return [KeyframeResult(image=image, generator=KeyframeSource.PAINTER) for image in images]
 
 
 def paint_keyframe(
@@ -172,6 +176,41 @@ def paint_keyframe(
 ) -> KeyframeResult:
     """One keyframe: `paint_keyframes` with a single request (the fields of `PaintRequest` as arguments)."""
     return paint_keyframes(painter, [PaintRequest(prompt, width, height, seed)], policy)[0]
+
+
+def scene_writer(config: WriterConfig, policy: FallbackPolicy) -> ScriptWriter:
+    """The scene writer the policy allows, loaded: `always` writes with the template (no model).
+
+    Raises:
+        ModelUnavailable: the model cannot load and the policy is "never" (with "auto" the template
+            takes over from it at each write, recording why).
+    """
+    _check_policy(policy)
+    if policy == "always":
+        config = config.model_copy(update={"backend": "template"})
+    writer = ScriptWriter(config)
+    try:
+        writer.load()
+    except ModelUnavailable as exc:
+        if policy == "never":
+            raise
+        logger.warning("Scene writer model unavailable, scripts come from the template writer: %s", exc)
+    return writer
+
+
+def write_script(writer: ScriptWriter, request: WriteRequest, policy: FallbackPolicy) -> Script:
+    """Write the script of ``request``; under "never", a script the template wrote instead of the model
+    fails with the model's reason.
+
+    Raises:
+        ModelUnavailable: the model fell back to the template and the policy is "never".
+        InvalidInput: a bad request.
+    """
+    _check_policy(policy)
+    script = writer.write(request.prompt, request.num_scenes, request.language, request.style)
+    if policy == "never" and script.fallback_reason:
+        raise ModelUnavailable(f"the scene writer fell back to the template: {script.fallback_reason}")
+    return script
 
 
 def load_under_policy(
@@ -216,7 +255,7 @@ def _fallback_clips(
         results.append(
             SceneResult(
                 frames=frames,
-                generator="fallback",
+                generator=Animator.FALLBACK,
                 seed=request.seed,
                 seconds=0.0,
                 fallback_reason=reason,
@@ -230,7 +269,7 @@ def _placeholders(requests: Sequence[PaintRequest], reason: str) -> list[Keyfram
     return [
         KeyframeResult(
             image=placeholder_image(request.prompt, request.width, request.height),
-            generator="placeholder",
+            generator=KeyframeSource.PLACEHOLDER,
             fallback_reason=reason,
         )
         for request in requests
@@ -255,4 +294,6 @@ __all__ = [
     "load_under_policy",
     "paint_keyframe",
     "paint_keyframes",
+    "scene_writer",
+    "write_script",
 ]

@@ -129,14 +129,15 @@ class SceneRequest:
     """One scene to animate. Every `None` means "take the value from `SVDConfig`".
 
     Args:
-        image: the keyframe, already `width` x `height` (see `engines.painter.prepare_reference`).
+        image: the keyframe, already `width` x `height` (see `engines.painter.prepare_reference`); None
+            until the animator deployment fills it in from the keyframe it was handed.
         seed: random seed; `None` picks one, which the result records.
         width, height: frame size in pixels, multiples of 8.
         num_frames, num_inference_steps, fps, motion_bucket_id, noise_aug_strength, min_guidance_scale,
         max_guidance_scale, decode_chunk_size: as in `SVDConfig`.
     """
 
-    image: Image.Image
+    image: Image.Image | None = None
     seed: int | None = None
     width: int | None = None
     height: int | None = None

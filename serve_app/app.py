@@ -11,12 +11,14 @@ from deployments.svd import SVDGenerator
 from deployments.writer import SceneWriter
 from serve_app.config import AppConfig
 from serve_app.ingress import VideoAPI
+from serve_app.runner import JobRunner
 
 
 # No `from __future__ import annotations` here: Ray Serve reads the real annotation of `args` to validate
 # the config file's args into an AppConfig.
 def build_app(args: AppConfig) -> Application:
-    """Bind the deployment graph: VideoAPI -> SceneWriter, KeyframePainter, SVDGenerator, Encoder, JobBoard.
+    """Bind the deployment graph: VideoAPI -> JobRunner -> SceneWriter, KeyframePainter, SVDGenerator, Encoder,
+    with the JobBoard carrying cancels from VideoAPI to SVDGenerator.
 
     Args:
         args: the application config (`args` in the Serve config file, validated by Ray Serve).
@@ -42,4 +44,5 @@ def bind_graph(config: AppConfig, options: dict[str, dict[str, Any]] | None = No
     painter = configured(KeyframePainter).bind(config.painter, config.fallback)
     svd = configured(SVDGenerator).bind(config.video, config.fallback, board)
     encoder = configured(Encoder).bind(config.video_processing, config.storage.root)
-    return configured(VideoAPI).bind(config, writer, painter, svd, encoder, board)
+    runner = configured(JobRunner).bind(config, writer, painter, svd, encoder)
+    return configured(VideoAPI).bind(config, runner, board)

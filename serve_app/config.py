@@ -102,8 +102,9 @@ class JobsConfig(BaseModel):
     max_concurrent_jobs: int = Field(
         2,
         ge=1,
-        description="Jobs one ingress replica runs at once. Their scenes reach SVD together, which is what "
-        "lets @serve.batch form batches; more than the GPUs can keep busy only queues inside Serve.",
+        description="Jobs one JobRunner replica runs at once (the runner autoscales on jobs in flight and "
+        "waiting over this). Their scenes reach SVD together, which is what lets @serve.batch form batches; "
+        "more than the GPUs can keep busy only queues inside Serve.",
     )
     default_seconds: float = Field(4, gt=0, description="Video length when a request does not say.")
     retention_hours: float = Field(
@@ -122,11 +123,16 @@ class JobsConfig(BaseModel):
         "crashes every replica that takes it up) fails with `too_many_attempts` instead of being taken up "
         "again.",
     )
+    poll_seconds: float = Field(
+        1.0,
+        gt=0,
+        description="How often a runner looks in the store for jobs to take up (queued, or left by a runner "
+        "that died). A create wakes a runner at once; this catches the rest.",
+    )
     sweep_seconds: float = Field(
         5,
         gt=0,
-        description="How often the ingress looks for jobs to take up (left by a dead runner) and deletes "
-        "expired videos.",
+        description="How often a runner deletes expired videos and job folders without a job.",
     )
 
     @property

@@ -135,7 +135,7 @@ def error_response(exc: Exception) -> JSONResponse:
         kind = classify(exc)
         if kind.status >= 500:
             logger.exception("Error answered with %d", kind.status, exc_info=exc)
-        message = kind.message if kind.status < 500 else f"{kind.message}; the server log has the details"
+        message = kind.message if kind.public else f"{kind.message}; the server log has the details"
         error = _BY_STATUS.get(kind.status, APIError)(
             message, param=getattr(exc, "param", None), code=kind.code
         )

@@ -21,7 +21,7 @@ from ray import serve
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from core.errors import InvalidInput
-from core.status import Variant
+from core.status import JobStatus, Variant
 from serve_app import errors
 from serve_app.bodies import read_create_body
 from serve_app.config import AppConfig
@@ -38,7 +38,6 @@ from serve_app.errors import (
     UnsupportedMediaType,
 )
 from serve_app.guard import RequestGuard
-from serve_app.jobs import Handles, JobRunner
 from serve_app.protocol import (
     CreateVideoRequest,
     Health,
@@ -48,7 +47,7 @@ from serve_app.protocol import (
     VideoObject,
     parse_create,
 )
-from serve_app.serving import Content, VideoService
+from serve_app.serving import Content, ServeSignals, VideoService
 from serve_app.store import JobStore
 
 logger = logging.getLogger("ray.serve")
@@ -144,7 +143,6 @@ app.add_middleware(RequestGuard, config=_current_config)
 def _service(request: Request) -> VideoService:
     if not _services:
         raise errors.Unavailable("the service is starting", code="starting", headers={"Retry-After": "5"})
-    _services[0].start_background()  # idempotent; whichever comes first, a request or a health check
     return _services[0]
 
 
@@ -276,7 +274,10 @@ async def list_models(request: Request) -> ModelList:
 
 @app.get("/healthz", response_model=Health)
 async def healthz(request: Request) -> Health:
-    return Health(jobs_running=_service(request).running)
+    counts = _service(request).counts()
+    return Health(
+        jobs_running=counts.get(JobStatus.IN_PROGRESS, 0), jobs_queued=counts.get(JobStatus.QUEUED, 0)
+    )
 
 
 app.include_router(api)  # after its routes: including copies them
@@ -289,28 +290,20 @@ app.include_router(api)  # after its routes: including copies them
     # (its default would be 503), so clients back off instead of treating the service as down.
     max_queued_requests=500,
     backpressure_config={"status_code": 429, "retry_after_s": 5},
-    # Jobs are checkpointed and resume on the next replica, so the ingress need not outlast a generation.
+    # No job runs here: the ingress need not outlast a generation.
     graceful_shutdown_timeout_s=30,
 )
 @serve.ingress(app)
 class VideoAPI:
-    """The ingress: HTTP in, jobs run from here through the other deployments.
+    """The ingress: validates, stores jobs, answers polls and event streams; the JobRunner makes the videos.
 
     Args:
         config: the application config.
-        writer, painter, svd, encoder, board: handles of the SceneWriter, KeyframePainter, SVDGenerator,
-            Encoder and JobBoard deployments.
+        runner: handle of the JobRunner deployment (told of each new job).
+        board: handle of the JobBoard deployment (told of each cancel and delete).
     """
 
-    def __init__(
-        self, config: AppConfig, writer: Any, painter: Any, svd: Any, encoder: Any, board: Any
-    ) -> None:
+    def __init__(self, config: AppConfig, runner: Any, board: Any) -> None:
         store = JobStore(config.storage.database_path)
-        handles = Handles(writer=writer, painter=painter, svd=svd, encoder=encoder, board=board)
-        self.service = VideoService(config, store, JobRunner(config, store, handles))
+        self.service = VideoService(config, store, ServeSignals(runner, board))
         install(self.service)
-
-    async def check_health(self) -> None:
-        # Health checks run on the replica's event loop as soon as it is up: the place to start the sweep
-        # that takes up jobs an earlier replica left unfinished (they run as tasks on this loop).
-        self.service.start_background()

@@ -227,4 +227,5 @@ class ModelList(BaseModel):
 
 class Health(BaseModel):
     status: Literal["ok"] = "ok"
-    jobs_running: int
+    jobs_running: int = Field(description="Jobs in progress, on every runner.")
+    jobs_queued: int = Field(description="Jobs waiting for a runner.")

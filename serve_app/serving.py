@@ -1,6 +1,7 @@
-"""The API's logic, apart from HTTP: create, read, list and delete videos, and run their jobs.
+"""The API's logic, apart from HTTP: create, read, list, cancel and delete videos.
 
-``VideoService`` receives its store and job runner in the constructor, so tests can build it with fakes.
+``VideoService`` stores jobs and answers about them; the job runner (``serve_app.runner``) makes them. It
+receives its store and its ``RunnerSignals`` in the constructor, so tests can build it with fakes.
 """
 
 from __future__ import annotations
@@ -16,15 +17,14 @@ import uuid
 import weakref
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import Any, BinaryIO, Protocol
 
 from core import metrics
-from core.files import CONTENT_TYPES, JobFiles, is_job_id, job_folders
-from core.status import TERMINAL
+from core.files import CONTENT_TYPES, JobFiles, is_job_id
+from core.status import TERMINAL, JobStatus
 from serve_app import uploads
 from serve_app.config import AppConfig
 from serve_app.errors import Conflict, NotFound, Overloaded, Unprocessable, bad_value
-from serve_app.jobs import RETRYABLE, JobRunner
 from serve_app.planning import plan_job
 from serve_app.protocol import (
     CreateVideoRequest,
@@ -36,6 +36,7 @@ from serve_app.protocol import (
     VideoList,
     VideoObject,
 )
+from serve_app.stages import RETRYABLE
 from serve_app.store import IdempotencyConflict, JobRow, JobStore, now
 
 logger = logging.getLogger("ray.serve")
@@ -43,8 +44,39 @@ logger = logging.getLogger("ray.serve")
 EVENT_POLL_S = 0.5
 EVENT_KEEPALIVE_S = 15.0
 EVENT_RETRY_MS = 2000  # what EventSource waits before it reconnects to a stream that ended
-# A job folder without a row is left alone this long: a create writes the folder just before the row.
-ORPHAN_GRACE_S = 600
+
+
+class RunnerSignals(Protocol):
+    """What the ingress tells the job runners; both are hints: the store is what they act on."""
+
+    async def job_stored(self, job_id: str) -> None:
+        """A job was stored: a runner may take it up now instead of at its next poll."""
+        ...
+
+    async def job_stopped(self, job_id: str) -> None:
+        """A job was cancelled or deleted: its animation may stop at the next denoising step."""
+        ...
+
+
+class ServeSignals:
+    """``RunnerSignals`` over the JobRunner and JobBoard deployments' handles."""
+
+    def __init__(self, runner: Any, board: Any) -> None:
+        self.runner = runner
+        self.board = board
+
+    async def job_stored(self, job_id: str) -> None:
+        try:
+            await self.runner.wake.remote()
+        except RETRYABLE as exc:  # a runner finds the job at its next poll anyway
+            logger.warning("job %s: no runner heard of it at once: %s", job_id, exc)
+
+    async def job_stopped(self, job_id: str) -> None:
+        try:
+            await self.board.cancel.remote(job_id)
+        except RETRYABLE as exc:
+            # The runner still stops at its next look at the store; a batch already running finishes unheard.
+            logger.warning("cancel of %s did not reach the JobBoard: %s", job_id, exc)
 
 
 @dataclass
@@ -57,23 +89,19 @@ class Content:
 
 
 class VideoService:
-    """Videos as the API sees them, backed by the job store; jobs run as tasks on this event loop.
+    """Videos as the API sees them, backed by the job store.
 
     Args:
         config: the application config.
         store: the job store.
-        runner: runs one job to its end.
+        runners: what the job runners are told of creates, cancels and deletes.
     """
 
-    def __init__(self, config: AppConfig, store: JobStore, runner: JobRunner) -> None:
+    def __init__(self, config: AppConfig, store: JobStore, runners: RunnerSignals) -> None:
         self.config = config
         self.store = store
-        self.runner = runner
+        self.runners = runners
         self.started_at = now()
-        self._tasks: dict[str, asyncio.Task] = {}
-        self._slots = asyncio.Semaphore(config.jobs.max_concurrent_jobs)
-        self._sweeper: asyncio.Task | None = None
-        self._orphans_checked_at = -ORPHAN_GRACE_S
         self._changed = asyncio.Event()
         # A token for each event stream now open (see open_events).
         self._streams: set[object] = set()
@@ -94,7 +122,7 @@ class VideoService:
             if existing is not None:
                 return self._replay(existing, idempotency_key, body_hash)
         # 2. Back-pressure before any work: a full queue answers 429 with a time to come back.
-        queued = self.store.counts().get("queued", 0)
+        queued = self.store.counts().get(JobStatus.QUEUED, 0)
         if queued >= self.config.limits.max_queued_jobs:
             raise Overloaded(
                 f"{queued} videos are waiting; try again later",
@@ -111,7 +139,7 @@ class VideoService:
         stored = request.model_dump(mode="json", exclude={"input_reference"}) | {"seed": seed}
         job = JobRow(
             id=job_id,
-            status="queued",
+            status=JobStatus.QUEUED,
             model=self.config.served_model_name,
             prompt=request.prompt,
             size=f"{plan.size[0]}x{plan.size[1]}",
@@ -134,7 +162,7 @@ class VideoService:
         except BaseException:
             files.remove()
             raise
-        self.start(job_id)
+        await self.runners.job_stored(job_id)
         return self.to_object(job)
 
     def _replay(self, existing: JobRow, key: str | None, body_hash: str) -> VideoObject:
@@ -168,7 +196,7 @@ class VideoService:
     def content(self, video_id: str, variant: str) -> Content:
         """The file of a finished video's ``variant``, opened, with its media type and download name."""
         job = self._job(video_id)
-        if job.status != "completed":
+        if job.status != JobStatus.COMPLETED:
             raise Conflict(
                 f"video {video_id} is {job.status}; content is ready when it is completed", code="not_ready"
             )
@@ -278,89 +306,13 @@ class VideoService:
         return VideoDeleted(id=video_id)
 
     async def _stop(self, video_id: str) -> None:
-        # The board tells SVD replicas to stop at the next denoising step; cancelling the task stops the
-        # runner here (and Serve cancels its in-flight calls).
-        if self.runner.handles.board is not None:
-            try:
-                await self.runner.handles.board.cancel.remote(video_id)
-            except RETRYABLE as exc:
-                # The runner's task is still cancelled below; a batch already running finishes unheard.
-                logger.warning("cancel of %s did not reach the JobBoard: %s", video_id, exc)
-        task = self._tasks.pop(video_id, None)
-        if task is not None and not task.done():
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+        # The runner stops the job when it next finds it ended or gone in the store; the signal stops the
+        # animator's batch at its next denoising step.
+        await self.runners.job_stopped(video_id)
 
-    # -- running jobs ---------------------------------------------------------------------------
-
-    def start(self, job_id: str) -> None:
-        """Run ``job_id`` as a task once a slot is free (``jobs.max_concurrent_jobs`` run at once)."""
-        if job_id in self._tasks and not self._tasks[job_id].done():
-            return
-        task = asyncio.get_running_loop().create_task(self._run(job_id), name=job_id)
-        self._tasks[job_id] = task
-        task.add_done_callback(
-            lambda done: self._tasks.pop(job_id, None) if self._tasks.get(job_id) is done else None
-        )
-
-    def start_background(self) -> None:
-        """Start the sweep (once): take up jobs no live runner holds, delete expired videos."""
-        if self._sweeper is None:
-            self._sweeper = asyncio.get_running_loop().create_task(self._sweep_forever(), name="sweep")
-
-    def sweep(self) -> list[str]:
-        """One sweep: start every claimable job (queued, or left by a dead runner); delete expired ones.
-
-        Returns the ids of the jobs started.
-        """
-        started = [job_id for job_id in self.store.claimable() if job_id not in self._tasks]
-        for job_id in started:
-            self.start(job_id)
-        if started:
-            logger.info("Taking up %d unfinished job(s): %s", len(started), ", ".join(started))
-        for job_id in self.store.expired(before=now(), retention_s=self.config.jobs.retention_seconds):
-            self.store.delete(job_id)
-            JobFiles(self.config.storage.root, job_id).remove()
-            logger.info("job %s expired and was deleted", job_id)
-        self._remove_orphans()
-        self._report_counts()
-        return started
-
-    def _remove_orphans(self) -> None:
-        """Remove job folders that have no row (a crash between folder and row, a write racing a DELETE).
-
-        At most every tenth of ``ORPHAN_GRACE_S``: it lists every job folder, and orphans are rare.
-        """
-        if time.monotonic() - self._orphans_checked_at < ORPHAN_GRACE_S / 10:
-            return
-        self._orphans_checked_at = time.monotonic()
-        cutoff = time.time() - ORPHAN_GRACE_S
-        old = [folder.name for folder, modified in job_folders(self.config.storage.root) if modified < cutoff]
-        for job_id in set(old) - self.store.existing(old):
-            JobFiles(self.config.storage.root, job_id).remove()
-            logger.info("removed job folder %s, which has no job", job_id)
-
-    async def _sweep_forever(self) -> None:
-        while True:
-            try:
-                self.sweep()
-            except Exception:  # noqa: BLE001 - a failed sweep must not stop the next one
-                logger.exception("sweep failed")
-            await asyncio.sleep(self.config.jobs.sweep_seconds)
-
-    def _report_counts(self) -> None:
-        gauge, counts = metrics.get().jobs, self.store.counts()
-        for status in ("queued", "in_progress", "completed", "failed", "cancelled"):
-            gauge.set(counts.get(status, 0), tags={"status": status})
-
-    @property
-    def running(self) -> int:
-        return sum(1 for task in self._tasks.values() if not task.done())
-
-    async def _run(self, job_id: str) -> None:
-        metrics.get().queue_depth.set(self.store.counts().get("queued", 0))
-        async with self._slots:
-            await self.runner.run(job_id)
+    def counts(self) -> dict[str, int]:
+        """Jobs by status."""
+        return self.store.counts()
 
     # -- helpers --------------------------------------------------------------------------------
 

@@ -252,6 +252,16 @@ class JobStore:
             )
             return cursor.rowcount == 1
 
+    def is_running(self, job_id: str, runner_id: str) -> bool:
+        """Whether ``job_id`` is unfinished and leased to ``runner_id`` (not cancelled, deleted or taken)."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT 1 FROM jobs WHERE id = :id AND runner_id = :runner "
+                "AND status IN ('queued', 'in_progress')",
+                {"id": job_id, "runner": runner_id},
+            ).fetchone()
+        return row is not None
+
     def release(self, job_id: str, runner_id: str) -> None:
         with self._lock, self._db:
             self._db.execute(

@@ -15,7 +15,7 @@ from engines.writer.script import (
     draft_json_schema,
     motion_bucket_id,
 )
-from engines.writer.writer import ScriptWriter
+from engines.writer.writer import ScriptWriter, WriteRequest
 
 __all__ = [
     "MOTION_BUCKET_IDS",
@@ -26,6 +26,7 @@ __all__ = [
     "ScriptWriter",
     "TransformersWriterConfig",
     "WriterBounds",
+    "WriteRequest",
     "WriterConfig",
     "approx_clip_tokens",
     "draft_json_schema",

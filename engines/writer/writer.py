@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from core.errors import InvalidInput, ModelUnavailable, is_int
@@ -29,6 +30,16 @@ def build_backend(config: WriterConfig) -> ChatBackend | None:
 
         return OpenAIBackend(config.openai)
     return None
+
+
+@dataclass
+class WriteRequest:
+    """What the writer is asked for (the arguments of `ScriptWriter.write`, as one object)."""
+
+    prompt: str
+    num_scenes: int | None = None
+    style: str | None = None
+    language: str | None = None
 
 
 class ScriptWriter:

@@ -1,4 +1,4 @@
-"""The overhead benchmark's in-process reference makes the benchmark job's whole video, as the service would."""
+"""The overhead benchmark's in-process reference makes the benchmark job's whole video through the one recipe."""
 
 from __future__ import annotations
 
@@ -37,4 +37,6 @@ def test_the_in_process_job_writes_the_video_and_its_extras(tiny_svd_path, tiny_
         "captions.vtt",
         *(f"scene_{i:03d}.mp4" for i in range(JOB["num_scenes"])),
     }
-    assert job.run() == video  # a second run starts from an empty folder and lands in the same place
+    again = job.run()  # a second run starts from an empty folder: only its own job is there
+    assert again.is_file() and not video.exists()
+    assert [folder.name for folder in (again.parents[1]).iterdir()] == [again.parent.name]

@@ -1,6 +1,7 @@
 """What jobs promise under races and failures, in-process: every end expires, writes after a DELETE leave
 nothing, a cancel during the stitch stands, poison jobs stop, errors show no server paths, the JobBoard
-forgets. The deployments' real classes do the work; fakes only hold a call back where a race needs it."""
+keeps only cancel flags. In-process stages do the work; fakes implement a stage protocol only where a race
+needs a call held back."""
 
 from __future__ import annotations
 
@@ -14,26 +15,38 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from core.errors import MediaError, ModelUnavailable
+from core.errors import JobGone, MediaError, ModelUnavailable
 from core.files import JobFiles
 from deployments.board import CANCEL_KEPT_S, JobBoard
-from deployments.encoder import Encoder, JobFolderGone
+from engines.stages import Animated, StepDone
 from serve_app import ingress
 from serve_app.errors import NotFound
-from serve_app.jobs import JobRunner
 from serve_app.protocol import CreateVideoRequest
-from serve_app.serving import ORPHAN_GRACE_S, VideoService
-from serve_app.store import JobStore, now
-from tests.fixtures.jobs import Fake, job_row, local_handles
+from serve_app.runner import ORPHAN_GRACE_S
+from serve_app.serving import VideoService
+from serve_app.stages import local_stages
+from serve_app.store import now
+from tests.fixtures.jobs import Spy, job_row, runners, service_with
 
 pytestmark = pytest.mark.integration
 
 
-def service_with(config, **replaced) -> VideoService:
-    """A service over the real local handles, with some handle methods replaced (name -> Fake)."""
-    handles = dataclasses.replace(local_handles(config), **replaced)
-    store = JobStore(config.storage.database_path)
-    return VideoService(config, store, JobRunner(config, store, handles))
+class EncoderAround:
+    """An encoder (the protocol) that hands both calls to the in-process one, through hooks a test sets."""
+
+    def __init__(self, config, encode=None, stitch=None) -> None:
+        self.inner = local_stages(config)
+        self._encode, self._stitch = encode, stitch
+
+    async def encode_scene(self, request, animated):
+        if self._encode is not None:
+            return await self._encode(self.inner, request, animated)
+        return await self.inner.encode_scene(request, animated)
+
+    async def stitch(self, request):
+        if self._stitch is not None:
+            return await self._stitch(self.inner, request)
+        return await self.inner.stitch(request)
 
 
 async def create(service: VideoService, **body) -> str:
@@ -44,14 +57,16 @@ async def create(service: VideoService, **body) -> str:
 # -- expiry ---------------------------------------------------------------------------------------------
 
 
-def test_failed_and_cancelled_jobs_expire_like_completed_ones(local_config):
-    async def failing_write(*args):
+class BrokenWriter:
+    async def write(self, request):
         raise RuntimeError("the writer broke")
 
+
+def test_failed_and_cancelled_jobs_expire_like_completed_ones(local_config):
     async def scenario():
-        service = service_with(local_config, writer=Fake(write=failing_write))
+        service = service_with(local_config, writer=BrokenWriter())
         failed = await create(service)
-        await service._tasks[failed]
+        await runners(service).finished(failed)
         cancelled = await create(service, num_scenes=2, seconds=2)
         await service.cancel(cancelled)
         return service.store.get(failed), service.store.get(cancelled)
@@ -79,7 +94,7 @@ def test_the_sweep_removes_expired_ends_of_every_kind_and_folders_without_a_row(
     os.utime(orphan, (old, old))
 
     async def sweep():
-        local_service.sweep()
+        runners(local_service).worker.sweep()
 
     asyncio.run(sweep())
     assert store.get(ids["failed"]) is None and store.get(ids["legacy"]) is None
@@ -93,24 +108,21 @@ def test_the_sweep_removes_expired_ends_of_every_kind_and_folders_without_a_row(
 
 
 def test_a_cancel_that_lands_during_the_stitch_stands(local_config):
-    encoder = Encoder.func_or_class(local_config.video_processing, local_config.storage.root)
     stitching, release = asyncio.Event(), asyncio.Event()
 
-    async def slow_finish(*args):
+    async def slow_stitch(inner, request):
         stitching.set()
         await release.wait()
-        return await encoder.finish(*args)
+        return await inner.stitch(request)
 
     async def scenario():
-        service = service_with(
-            local_config, encoder=Fake(encode_scene=encoder.encode_scene, finish=slow_finish)
-        )
+        service = service_with(local_config, encoder=EncoderAround(local_config, stitch=slow_stitch))
         job_id = await create(service, num_scenes=2, seconds=2)
         await stitching.wait()
-        # Another ingress replica cancels: its write lands while this runner stitches.
+        # An ingress replica cancels: its write lands while the runner stitches (before it looks again).
         assert service.store.finish(job_id, "cancelled", local_config.jobs.retention_seconds)
         release.set()
-        await service._tasks[job_id]
+        await runners(service).finished(job_id)
         return service.store.get(job_id)
 
     job = asyncio.run(scenario())
@@ -121,7 +133,7 @@ def test_a_cancel_that_lands_during_the_stitch_stands(local_config):
 def test_a_cancel_after_completion_is_a_409_not_a_second_end(local_service):
     async def scenario():
         job_id = await create(local_service, num_scenes=1, seconds=1)
-        await local_service._tasks[job_id]
+        await runners(local_service).finished(job_id)
         with pytest.raises(Exception) as raised:
             await local_service.cancel(job_id)
         return raised.value, local_service.store.get(job_id)
@@ -131,22 +143,21 @@ def test_a_cancel_after_completion_is_a_409_not_a_second_end(local_service):
 
 
 def test_a_scene_encoded_after_its_job_was_deleted_leaves_no_files(local_config):
-    encoder = Encoder.func_or_class(local_config.video_processing, local_config.storage.root)
     encoding, release = asyncio.Event(), asyncio.Event()
     late: list[asyncio.Task] = []
 
-    async def remote_encode(*args):
+    async def remote_encode(inner, request, animated):
         # Like a replica: the call goes on after the runner that made it was cancelled.
         async def encode():
             encoding.set()
             await release.wait()
-            return await encoder.encode_scene(*args)
+            return await inner.encode_scene(request, animated)
 
         late.append(asyncio.ensure_future(encode()))
         return await asyncio.shield(late[-1])
 
     async def scenario():
-        service = service_with(local_config, encoder=Fake(encode_scene=remote_encode, finish=encoder.finish))
+        service = service_with(local_config, encoder=EncoderAround(local_config, encode=remote_encode))
         job_id = await create(service, num_scenes=1, seconds=1)
         await encoding.wait()
         await service.delete(job_id)
@@ -155,14 +166,14 @@ def test_a_scene_encoded_after_its_job_was_deleted_leaves_no_files(local_config)
         return job_id, outcome
 
     job_id, outcome = asyncio.run(scenario())
-    assert isinstance(outcome, JobFolderGone)
+    assert isinstance(outcome, JobGone)
     assert not JobFiles(local_config.storage.root, job_id).folder.exists()
 
 
 def test_a_download_racing_a_delete_gets_the_whole_file_or_a_404(local_service):
     async def scenario():
         job_id = await create(local_service, num_scenes=1, seconds=1)
-        await local_service._tasks[job_id]
+        await runners(local_service).finished(job_id)
         content = local_service.content(job_id, "video")  # the route has opened the file
         await local_service.delete(job_id)
         return job_id, content
@@ -194,17 +205,17 @@ def test_a_file_gone_from_under_a_finished_video_is_a_404_over_http(local_servic
 # -- poison jobs ------------------------------------------------------------------------------------------
 
 
-def test_a_job_whose_runner_died_max_attempts_times_fails_instead_of_running_again(local_service):
+def test_a_job_whose_runner_died_max_attempts_times_fails_instead_of_running_again(local_config):
+    writer = Spy(local_stages(local_config))
+    service = service_with(local_config, writer=writer)
     job_id = "video_" + "f" * 32
-    attempts = local_service.config.jobs.max_attempts
-    local_service.store.create(
-        job_row(job_id, "in_progress", attempts=attempts, runner_id="dead", lease_until=1.0)
-    )
-    assert asyncio.run(local_service.runner.run(job_id))
-    job = local_service.store.get(job_id)
+    attempts = local_config.jobs.max_attempts
+    service.store.create(job_row(job_id, "in_progress", attempts=attempts, runner_id="dead", lease_until=1.0))
+    assert asyncio.run(runners(service).worker.run(job_id))
+    job = service.store.get(job_id)
     assert job.status == "failed" and job.error_code == "too_many_attempts"
     assert f"jobs.max_attempts={attempts}" in job.error_message and job.expires_at is not None
-    assert local_service.runner.handles.writer.write.calls == 0
+    assert writer.calls["write"] == 0
 
 
 # -- what errors say ----------------------------------------------------------------------------------------
@@ -223,17 +234,13 @@ def test_a_job_whose_runner_died_max_attempts_times_fails_instead_of_running_aga
     ids=["ffmpeg", "model"],
 )
 def test_job_errors_carry_no_server_paths_or_command_lines(local_config, caplog, error, code, hidden):
-    async def broken_finish(*args):
+    async def broken_stitch(inner, request):
         raise error
 
-    encoder = Encoder.func_or_class(local_config.video_processing, local_config.storage.root)
-
     async def scenario():
-        service = service_with(
-            local_config, encoder=Fake(encode_scene=encoder.encode_scene, finish=broken_finish)
-        )
+        service = service_with(local_config, encoder=EncoderAround(local_config, stitch=broken_stitch))
         job_id = await create(service, num_scenes=1, seconds=1)
-        await service._tasks[job_id]
+        await runners(service).finished(job_id)
         return service.store.get(job_id)
 
     serve_log = logging.getLogger("ray.serve")  # Ray's logger does not propagate to caplog's root handler
@@ -247,34 +254,71 @@ def test_job_errors_carry_no_server_paths_or_command_lines(local_config, caplog,
     assert all(text in caplog.text for text in hidden) and job.id in caplog.text  # the log keeps it all
 
 
-def test_fallback_reasons_carry_no_server_paths(local_config):
-    handles = local_handles(local_config)
-    animate = handles.svd.animate.function
+class AnimatorAround:
+    """An animator (the protocol) that passes on the in-process one's events through ``change``."""
 
-    async def animate_without_weights(*args):
-        result = await animate(*args)
-        return dataclasses.replace(result, fallback_reason="weights missing at /home/ops/.cache/svd/unet")
+    def __init__(self, config, change) -> None:
+        self.inner = local_stages(config)
+        self.change = change
+
+    async def animate(self, request, keyframe):
+        async for event in self.inner.animate(request, keyframe):
+            yield await self.change(event)
+
+
+def test_fallback_reasons_carry_no_server_paths(local_config):
+    async def without_weights(event):
+        if isinstance(event, Animated):
+            return dataclasses.replace(event, fallback_reason="weights missing at /home/ops/.cache/svd/unet")
+        return event
 
     async def scenario():
-        service = service_with(local_config, svd=Fake(animate=animate_without_weights))
+        service = service_with(local_config, animator=AnimatorAround(local_config, without_weights))
         job_id = await create(service, num_scenes=1, seconds=1)
-        await service._tasks[job_id]
+        await runners(service).finished(job_id)
         return service.store.get(job_id)
 
     job = asyncio.run(scenario())
     assert job.scenes[0].fallback_reason == "weights missing at <path>"
 
 
+def test_step_progress_reaches_the_scene_from_the_animators_own_events(local_config):
+    seen: list[int] = []
+    service: list[VideoService] = []
+
+    class Halfway:
+        """The in-process animator, with a report of step 1 of 2 before its frames (title cards have none)."""
+
+        def __init__(self) -> None:
+            self.inner = local_stages(local_config)
+
+        async def animate(self, request, keyframe):
+            async for event in self.inner.animate(request, keyframe):
+                if isinstance(event, Animated):
+                    yield StepDone(1, 2)
+                    # The recipe has written the step before it asks for the next event.
+                    seen.append(service[0].store.get(request.job_id).scenes[0].progress)
+                yield event
+
+    async def scenario():
+        service.append(service_with(local_config, animator=Halfway()))
+        job_id = await create(service[0], num_scenes=1, seconds=1)
+        await runners(service[0]).finished(job_id)
+        return service[0].store.get(job_id)
+
+    job = asyncio.run(scenario())
+    # Half the steps: halfway through the animating stage (25 to 85), as the animator said, not a board.
+    assert seen == [55] and job.status == "completed"
+
+
 # -- the JobBoard -------------------------------------------------------------------------------------------
 
 
-def test_the_board_forgets_progress_when_a_job_ends_and_cancel_flags_after_a_while():
+def test_the_board_keeps_cancel_flags_only_and_drops_them_after_a_while():
     clock = [0.0]
     board = JobBoard.func_or_class(clock=lambda: clock[0])
 
     async def scenario():
-        await board.report(["video_a:0", "video_a:1", "video_b:0"], 3, 10)
-        await board.forget("video_a")
         await board.cancel("video_c")
         kept = await board.cancelled(["video_c"])
         clock[0] = CANCEL_KEPT_S + 1
@@ -283,24 +327,8 @@ def test_the_board_forgets_progress_when_a_job_ends_and_cancel_flags_after_a_whi
 
     kept, size, cancelled = asyncio.run(scenario())
     assert kept == ["video_c"] and cancelled == ["video_d"]
-    assert size == {"cancelled": 1, "progress": 1}  # only video_b's scene, which has not ended
-
-
-def test_the_runner_tells_the_board_when_it_stops(local_config):
-    board = JobBoard.func_or_class()
-    fake = Fake(forget=board.forget, progress=board.progress, cancel=board.cancel, report=board.report)
-
-    async def scenario():
-        await board.report(["video_" + "1" * 32 + ":0"], 1, 4)  # a stale entry of a job run before
-        service = service_with(local_config, board=fake)
-        job_id = await create(service, num_scenes=2, seconds=2)
-        await board.report([f"{job_id}:0", f"{job_id}:1"], 2, 4)
-        await service._tasks[job_id]
-        return job_id, await board.size()
-
-    job_id, size = asyncio.run(scenario())
-    assert fake.forget.calls == 1
-    assert size == {"cancelled": 0, "progress": 1}
+    assert size == {"cancelled": 1}
+    assert not hasattr(board, "report") and not hasattr(board, "progress")
 
 
 # -- ids ------------------------------------------------------------------------------------------------------

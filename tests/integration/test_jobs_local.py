@@ -1,5 +1,5 @@
 """Job runner guarantees, checked in-process: one runner per job, take-over after a dead runner, the
-queue bound, expiry. The deployments' real classes do the work; only Ray is left out."""
+queue bound, expiry. The recipe runs over in-process stages (real engines and encoding); only Ray is left out."""
 
 from __future__ import annotations
 
@@ -16,11 +16,12 @@ from PIL import Image
 
 from engines.media import VideoProcessor
 from serve_app import ingress
-from serve_app.jobs import JobRunner
 from serve_app.protocol import CreateVideoRequest
+from serve_app.recipe import VideoRecipe
+from serve_app.runner import JobWorker
 from serve_app.serving import VideoService
 from serve_app.store import JobStore, now
-from tests.fixtures.jobs import job_row, local_handles
+from tests.fixtures.jobs import Spy, job_row, runners, service_with, stages_with
 
 pytestmark = pytest.mark.integration
 
@@ -30,51 +31,65 @@ async def create(service: VideoService, **body) -> str:
     return video.id
 
 
+def worker_of(config, store: JobStore) -> tuple[JobWorker, Spy]:
+    """A runner of its own over in-process stages, and a spy on its animator."""
+    animator = Spy(stages_with(config).animator)
+    worker = JobWorker(config, store, VideoRecipe(config, store, stages_with(config, animator=animator)))
+    return worker, animator
+
+
+class Idle:
+    """RunnerSignals that start nothing: the test drives the runners itself."""
+
+    async def job_stored(self, job_id: str) -> None:
+        pass
+
+    async def job_stopped(self, job_id: str) -> None:
+        pass
+
+
 def test_two_runners_racing_for_one_job_one_wins(local_config, tmp_path):
     async def scenario():
-        # Two runners, as in two ingress replicas: separate stores on one database file.
-        runners = [
-            JobRunner(local_config, JobStore(local_config.storage.database_path), local_handles(local_config))
-            for _ in range(2)
-        ]
-        service = VideoService(local_config, runners[0].store, runners[0])
+        # Two runners, as in two JobRunner replicas: separate stores on one database file.
+        workers = [worker_of(local_config, JobStore(local_config.storage.database_path)) for _ in range(2)]
+        service = VideoService(local_config, workers[0][0].store, Idle())
         job_id = await create(service, num_scenes=3, seconds=3)
-        service._tasks.pop(job_id).cancel()  # this test drives the runners itself
-        won = await asyncio.gather(*(runner.run(job_id) for runner in runners))
-        return job_id, won, runners
+        won = await asyncio.gather(*(worker.run(job_id) for worker, _ in workers))
+        return job_id, won, workers, service.store
 
-    job_id, won, runners = asyncio.run(scenario())
+    job_id, won, workers, store = asyncio.run(scenario())
     assert sorted(won) == [False, True]
-    assert sum(runner.handles.svd.animate.calls for runner in runners) == 3  # each scene made once
-    assert runners[0].store.get(job_id).status == "completed"
+    assert sum(animator.calls["animate"] for _, animator in workers) == 3  # each scene made once
+    assert store.get(job_id).status == "completed"
 
 
 def test_a_dead_runners_job_is_taken_up_after_its_lease_keeping_finished_scenes(local_config):
     async def scenario():
-        store = JobStore(local_config.storage.database_path)
-        first = JobRunner(local_config, store, local_handles(local_config))
-        service = VideoService(local_config, store, first)
+        service = service_with(local_config)
+        store = service.store
         job_id = await create(service, num_scenes=3, seconds=3)
-        await service._tasks[job_id]  # let it finish once, then pretend scene 2 was lost in a crash
+        await runners(service).finished(
+            job_id
+        )  # let it finish once, then pretend scene 2 was lost in a crash
         store.update(job_id, status="in_progress", runner_id="runner-dead", lease_until=time.time() + 1)
         store.update_scene(job_id, 2, status="animating", progress=40)
 
-        second = JobRunner(local_config, store, local_handles(local_config))
+        second, animator = worker_of(local_config, store)
         assert not await second.run(job_id)  # the dead runner's lease still holds
         await asyncio.sleep(1.1)
         assert await second.run(job_id)
-        return store.get(job_id), second
+        return store.get(job_id), animator
 
-    job, second = asyncio.run(scenario())
+    job, animator = asyncio.run(scenario())
     assert job.status == "completed" and job.attempts == 2
     assert [scene.attempts for scene in job.scenes] == [1, 1, 2]  # only the lost scene ran again
-    assert second.handles.svd.animate.calls == 1
+    assert animator.calls["animate"] == 1
 
 
 def test_ending_a_job_ends_its_unfinished_scenes_and_keeps_finished_ones(local_service):
     async def scenario():
         job_id = await create(local_service, num_scenes=3, seconds=3)
-        await local_service._tasks[job_id]
+        await runners(local_service).finished(job_id)
         local_service.store.update(job_id, status="in_progress")  # as if its stitch had not happened
         local_service.store.update_scene(job_id, 1, status="animating")
         local_service.store.update_scene(job_id, 2, status="queued")
@@ -86,7 +101,7 @@ def test_ending_a_job_ends_its_unfinished_scenes_and_keeps_finished_ones(local_s
     assert [scene.status for scene in job.scenes] == ["completed", "failed", "failed"]
 
 
-def test_the_sweep_takes_up_unfinished_jobs_and_deletes_expired_ones(local_service):
+def test_a_poll_takes_up_unfinished_jobs_and_deletes_expired_ones(local_service):
     async def scenario():
         service = local_service
         store = service.store
@@ -94,8 +109,9 @@ def test_the_sweep_takes_up_unfinished_jobs_and_deletes_expired_ones(local_servi
         store.create(job_row("video_" + "2" * 32, status="completed", expires_at=now() - 1))
         folder = Path(service.config.storage.root) / "jobs" / ("video_" + "2" * 32)
         folder.mkdir(parents=True)
-        started = service.sweep()
-        await asyncio.gather(*service._tasks.values())
+        worker = runners(service).worker
+        started = worker.poll()
+        await asyncio.gather(*worker.tasks.values())
         return started, store, folder
 
     started, store, folder = asyncio.run(scenario())
@@ -107,7 +123,7 @@ def test_the_sweep_takes_up_unfinished_jobs_and_deletes_expired_ones(local_servi
 def test_a_full_queue_answers_429_with_retry_after(local_service):
     local_service.config.limits.max_queued_jobs = 1
     waiting = job_row("video_" + "3" * 32, status="queued")
-    # Held by a live runner elsewhere, so this service's sweep does not start it and empty the queue.
+    # Held by a live runner elsewhere, so this service's runner does not start it and empty the queue.
     waiting.runner_id, waiting.lease_until = "runner-elsewhere", time.time() + 60
     local_service.store.create(waiting)
     ingress.install(local_service)
@@ -122,13 +138,10 @@ def test_interpolated_scene_clips_through_the_runner(local_config):
     local_config.video_processing.interpolation_factor = 2
 
     async def scenario():
-        store = JobStore(local_config.storage.database_path)
-        service = VideoService(
-            local_config, store, JobRunner(local_config, store, local_handles(local_config))
-        )
+        service = service_with(local_config)
         job_id = await create(service, num_scenes=2, seconds=2)
-        await service._tasks[job_id]
-        return store.get(job_id)
+        await runners(service).finished(job_id)
+        return service.store.get(job_id)
 
     job = asyncio.run(scenario())
     assert job.status == "completed", job.error_message

@@ -22,6 +22,7 @@ from deployments.svd import SVDGenerator
 from deployments.writer import SceneWriter
 from serve_app.config import AppConfig, load_serve_config
 from serve_app.ingress import VideoAPI
+from serve_app.runner import JobRunner
 
 pytestmark = pytest.mark.unit
 
@@ -31,7 +32,7 @@ CPU_CONFIG = ROOT / "serve_config.cpu.yaml"
 RAYSERVICE = ROOT / "cluster" / "rayservice.yaml"
 RAY_CLUSTER = ROOT / "cluster" / "ray-cluster.yaml"
 
-APP_DEPLOYMENTS = {d.name for d in (VideoAPI, SceneWriter, KeyframePainter, SVDGenerator, Encoder)}
+APP_DEPLOYMENTS = {d.name for d in (VideoAPI, JobRunner, SceneWriter, KeyframePainter, SVDGenerator, Encoder)}
 GPU_DEPLOYMENTS = {"KeyframePainter", "SVDGenerator"}
 INGRESS_RESOURCE = "storyreel_ingress"
 # Keys whose value is a tuning decision: each must carry its reason on the same line.
@@ -190,8 +191,16 @@ def test_every_deployment_but_the_ingress_autoscales() -> None:
     for name in APP_DEPLOYMENTS - {"VideoAPI"}:
         autoscaling = deployments[name]["autoscaling_config"]
         assert 1 <= autoscaling["min_replicas"] <= autoscaling["max_replicas"], name
-        assert {"target_ongoing_requests", "upscale_delay_s", "downscale_delay_s"} <= set(autoscaling), name
-    # The ingress runs jobs and resumes unfinished ones on start: two replicas would run jobs twice.
+        assert {"upscale_delay_s", "downscale_delay_s"} <= set(autoscaling), name
+        if name == "JobRunner":  # jobs are not requests: its own policy counts jobs in flight and waiting
+            policy = autoscaling["policy"]["policy_function"]
+            assert (
+                policy == "serve_app.runner:jobs_autoscaling_policy"
+                and "target_ongoing_requests" not in autoscaling
+            )
+        else:
+            assert "target_ongoing_requests" in autoscaling, name
+    # One ingress replica: with the SQLite store, every replica must live on the head beside it.
     assert deployments["VideoAPI"]["num_replicas"] == 1
     assert "autoscaling_config" not in deployments["VideoAPI"]
 
@@ -238,11 +247,17 @@ def test_rayservice_mounts_the_storage_root_on_every_pod() -> None:
 
 def test_the_job_store_and_the_ingress_share_the_head_alone() -> None:
     config = load_serve_config(GPU_CONFIG)
-    ingress = _deployments(_serve_doc(GPU_CONFIG))["VideoAPI"]
+    deployments = _deployments(_serve_doc(GPU_CONFIG))
+    ingress, runner = deployments["VideoAPI"], deployments["JobRunner"]
     groups = _k8s_groups()
     launcher = yaml.safe_load(RAY_CLUSTER.read_text())["available_node_types"]
 
-    assert ingress["ray_actor_options"]["resources"] == {INGRESS_RESOURCE: 1}
+    # The ingress and every runner replica the autoscaler may start fit the head's one unit together.
+    runners = (
+        runner["autoscaling_config"]["max_replicas"]
+        * runner["ray_actor_options"]["resources"][INGRESS_RESOURCE]
+    )
+    assert ingress["ray_actor_options"]["resources"][INGRESS_RESOURCE] + runners <= 1
     assert INGRESS_RESOURCE in groups["head"]["rayStartParams"]["resources"]
     assert all(INGRESS_RESOURCE not in str(g["rayStartParams"]) for n, g in groups.items() if n != "head")
     assert [n for n, t in launcher.items() if INGRESS_RESOURCE in t["resources"]] == ["head"]

@@ -9,7 +9,7 @@ import pytest
 
 from core.errors import ModelUnavailable
 from deployments.writer import SceneWriter
-from engines.writer import WriterConfig
+from engines.writer import WriterConfig, WriteRequest
 
 pytestmark = pytest.mark.unit
 
@@ -23,7 +23,7 @@ def missing_model(tmp_path: Path) -> WriterConfig:
 
 
 def write(writer: SceneWriter):
-    return asyncio.run(writer.write(PROMPT, 3, None, None))
+    return asyncio.run(writer.write(WriteRequest(PROMPT, 3)))
 
 
 def test_always_writes_with_the_template_without_touching_the_model(tmp_path):

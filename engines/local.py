@@ -1,0 +1,175 @@
+"""LocalStages: the four stages as engines called in this process (tests, benchmarks, no Ray).
+
+Keyframes and scenes that arrive together share one engine call, as Ray Serve's batching does in the
+service, so the in-process side of a benchmark does the same work the service does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Generic, TypeVar
+
+from core.status import KeyframeSource
+from engines.fallback import (
+    FallbackPolicy,
+    KeyframeResult,
+    SceneResult,
+    animate_scenes,
+    paint_keyframes,
+    write_script,
+)
+from engines.media.clips import ClipEncoder, EncodedScene, EncodeRequest, FinalVideo, StitchRequest
+from engines.painter import PainterEngine, PaintRequest
+from engines.stages import Animated, AnimateRequest, AnimationEvent, KeyframeReady, StepDone, follow_steps
+from engines.svd import SceneRequest, SVDConfig, SVDEngine
+from engines.writer import Script, ScriptWriter, WriteRequest
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class MicroBatcher(Generic[T, R]):
+    """Gathers items that arrive within ``wait_s`` of the first (at most ``max_size``) into one call of
+    ``run`` on a worker thread, one at a time, as ``@serve.batch`` does in a replica.
+
+    Args:
+        run: maps a list of items to one result per item (blocking; it runs off the event loop).
+        max_size, wait_s: the batch's size and how long its first item waits for company.
+    """
+
+    def __init__(self, run: Callable[[list[T]], list[R]], max_size: int = 4, wait_s: float = 0.2) -> None:
+        self.run = run
+        self.max_size = max_size
+        self.wait_s = wait_s
+        self._waiting: list[tuple[T, asyncio.Future[R]]] = []
+        self._full = asyncio.Event()
+        self._lock = asyncio.Lock()  # one call at a time, like a replica's single model thread
+
+    async def submit(self, item: T) -> R:
+        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        self._waiting.append((item, future))
+        if len(self._waiting) == 1:
+            asyncio.get_running_loop().create_task(self._flush_after_wait())
+        if len(self._waiting) >= self.max_size:
+            self._full.set()
+        return await future
+
+    async def _flush_after_wait(self) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._full.wait(), self.wait_s)
+        self._full.clear()
+        batch, self._waiting = self._waiting[: self.max_size], self._waiting[self.max_size :]
+        if self._waiting:
+            asyncio.get_running_loop().create_task(self._flush_after_wait())
+        async with self._lock:
+            try:
+                results = await asyncio.to_thread(self.run, [item for item, _ in batch])
+            except Exception as exc:  # noqa: BLE001 - every caller of the batch hears it
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                return
+        for (_, future), result in zip(batch, results, strict=True):
+            if not future.done():
+                future.set_result(result)
+
+
+@dataclasses.dataclass
+class _Scene:
+    request: SceneRequest
+    text: str
+    job_id: str
+    progress: Callable[[int, int], None]
+
+
+class LocalStages:
+    """Writer, painter, animator and encoder over engines in this process, under one fallback policy.
+
+    Args:
+        writer: the scene writer (see `engines.fallback.scene_writer`).
+        painter, svd: the loaded engines, or None where the policy stands in for them.
+        clips: the encoder of the job files.
+        policy: the fallback policy.
+        video: the SVD settings (title cards take their size and length from it when a request does not).
+        cancelled: ids of cancelled jobs; their scenes stop at the next denoising step.
+    """
+
+    def __init__(
+        self,
+        writer: ScriptWriter,
+        painter: PainterEngine | None,
+        svd: SVDEngine | None,
+        clips: ClipEncoder,
+        policy: FallbackPolicy,
+        video: SVDConfig,
+        cancelled: set[str] | None = None,
+    ) -> None:
+        self.writer_engine = writer
+        self.painter_engine = painter
+        self.svd = svd
+        self.clips = clips
+        self.policy = policy
+        self.video = video
+        self.cancelled = cancelled if cancelled is not None else set()
+        self._paintings = MicroBatcher(self._paint_batch, max_size=4, wait_s=0.05)
+        self._scenes = MicroBatcher(self._animate_batch, max_size=4, wait_s=0.2)
+        # The four protocols, by name: this object is all of them.
+        self.writer, self.painter, self.animator, self.encoder = self, self, self, self
+
+    async def write(self, request: WriteRequest) -> Script:
+        return await asyncio.to_thread(write_script, self.writer_engine, request, self.policy)
+
+    def paint(self, request: PaintRequest) -> Awaitable[KeyframeResult]:
+        return asyncio.ensure_future(self._paintings.submit(request))
+
+    async def animate(
+        self, request: AnimateRequest, keyframe: KeyframeResult | Awaitable[KeyframeResult]
+    ) -> AsyncIterator[AnimationEvent]:
+        made = keyframe if isinstance(keyframe, KeyframeResult) else await keyframe
+        ready = KeyframeReady(KeyframeSource(made.generator), made.fallback_reason)
+        yield ready
+        scene = dataclasses.replace(request.scene, image=made.image)
+        result: SceneResult | None = None
+        async for event in follow_steps(
+            lambda progress: self._scenes.submit(_Scene(scene, request.text, request.job_id, progress))
+        ):
+            if isinstance(event, StepDone):
+                yield event
+            else:
+                result = event
+        assert result is not None
+        yield Animated.of(result, result.frames, ready)
+
+    async def encode_scene(self, request: EncodeRequest, animated: Animated) -> EncodedScene:
+        return await asyncio.to_thread(self.clips.encode_scene, request, animated.frames)
+
+    async def stitch(self, request: StitchRequest) -> FinalVideo:
+        return await asyncio.to_thread(self.clips.stitch, request)
+
+    def _paint_batch(self, requests: list[PaintRequest]) -> list[KeyframeResult]:
+        return paint_keyframes(self.painter_engine, requests, self.policy)
+
+    def _animate_batch(self, scenes: list[_Scene]) -> list[SceneResult]:
+        job_ids = {scene.job_id for scene in scenes}
+
+        def progress(step: int, total: int) -> None:
+            for scene in scenes:
+                scene.progress(step, total)
+
+        class Cancelled:
+            @staticmethod
+            def is_set() -> bool:
+                return job_ids <= self.cancelled
+
+        return animate_scenes(
+            self.svd,
+            [scene.request for scene in scenes],
+            [scene.text for scene in scenes],
+            self.policy,
+            self.video,
+            progress=progress,
+            cancel=Cancelled(),
+        )
