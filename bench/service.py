@@ -32,6 +32,7 @@ APP = "bench"
 # and a second SVD replica fit beside the calling process.
 REPLICAS: dict[str, dict[str, Any]] = {
     "VideoAPI": {"ray_actor_options": {"num_cpus": 0.1}},
+    "JobRunner": {"ray_actor_options": {"num_cpus": 0.1}},
     "SceneWriter": {"ray_actor_options": {"num_cpus": 0.1}},
     "KeyframePainter": {"ray_actor_options": {"num_cpus": 0.1}},
     "SVDGenerator": {"ray_actor_options": {"num_cpus": 0.2, "num_gpus": 0}},

@@ -74,7 +74,7 @@ class VideoRecipe:
             return
         files = JobFiles(self.config.storage.root, job_id)
         files.folder.mkdir(parents=True, exist_ok=True)  # the encoder writes only into a job's own folder
-        self.store.update(
+        self.store.advance(
             job_id,
             status=JobStatus.IN_PROGRESS,
             started_at=job.started_at or now(),
@@ -143,7 +143,7 @@ class VideoRecipe:
             ]
             title, backend = script.title, script.backend
         self.store.set_scenes(job_id, rows)
-        self.store.update(job_id, title=title, script_backend=backend, progress=WRITE_SHARE)
+        self.store.advance(job_id, title=title, script_backend=backend, progress=WRITE_SHARE)
         self._observe("write", started)
         logger.info("job %s: %d scenes written by %s", job_id, len(rows), backend)
         return rows
@@ -264,7 +264,7 @@ class VideoRecipe:
         job = self.store.get(job_id)
         if job is not None and job.scenes:
             done = sum(scene.progress for scene in job.scenes) / (100 * len(job.scenes))
-            self.store.update(job_id, progress=int(WRITE_SHARE + SCENES_SHARE * done))
+            self.store.advance(job_id, progress=int(WRITE_SHARE + SCENES_SHARE * done))
 
     def fail(self, job_id: str, exc: BaseException) -> None:
         """End ``job_id`` as failed with the code and text ``core.errors.classify`` gives ``exc``."""

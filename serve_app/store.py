@@ -201,6 +201,11 @@ class JobStore:
         self._update("jobs", _JOB_COLUMNS, changes, "id = :key_id", {"key_id": job_id})
         self._notify(job_id)
 
+    def advance(self, job_id: str, **changes: Any) -> None:
+        """Set columns of an unfinished job: a runner's writes after a cancel (before it stops) change nothing."""
+        self._update("jobs", _JOB_COLUMNS, changes, f"id = :key_id AND {_UNFINISHED}", {"key_id": job_id})
+        self._notify(job_id)
+
     def finish(self, job_id: str, status: str, retention_s: int, **changes: Any) -> bool:
         """End an unfinished job with ``status`` (completed, failed, cancelled), if it has not ended yet.
 
@@ -330,11 +335,12 @@ class JobStore:
         self._notify(job_id)
 
     def update_scene(self, job_id: str, idx: int, **changes: Any) -> None:
+        """Set columns of a scene of an unfinished job (an ended job's scenes keep how they ended)."""
         self._update(
             "scenes",
             _SCENE_COLUMNS,
             changes,
-            "job_id = :key_id AND idx = :key_idx",
+            f"job_id = :key_id AND idx = :key_idx AND EXISTS (SELECT 1 FROM jobs WHERE id = :key_id AND {_UNFINISHED})",
             {"key_id": job_id, "key_idx": idx},
         )
         self._notify(job_id)
@@ -404,6 +410,9 @@ def _assignments(table: str, columns: tuple[str, ...], changes: dict[str, Any]) 
     if unknown:
         raise ValueError(f"unknown {table} columns: {sorted(unknown)}")
     return ", ".join(f"{name} = :{name}" for name in changes)
+
+
+_UNFINISHED = "status IN ('queued', 'in_progress')"
 
 
 def now() -> int:

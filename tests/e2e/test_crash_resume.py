@@ -51,7 +51,14 @@ def write_config(folder: Path, port: int, svd_path: Path) -> Path:
                 "args": args,
                 "deployments": [
                     {"name": name, **small}
-                    for name in ("VideoAPI", "SceneWriter", "KeyframePainter", "Encoder", "SVDGenerator")
+                    for name in (
+                        "VideoAPI",
+                        "JobRunner",
+                        "SceneWriter",
+                        "KeyframePainter",
+                        "Encoder",
+                        "SVDGenerator",
+                    )
                 ],
             }
         ],

@@ -7,6 +7,7 @@ save_pretrained and loaded by the deployments through the project's own loading 
 from __future__ import annotations
 
 import io
+import sqlite3
 import time
 from collections.abc import Iterator
 
@@ -48,6 +49,8 @@ def app(
             "video_processing": {"preset": "ultrafast", "transition": "cut"},
             "limits": {"max_frames_per_scene": 8},
             "storage": {"root": str(tmp_path_factory.mktemp("tiny-storage"))},
+            # A killed runner's jobs are taken up once its lease runs out: keep the wait short.
+            "jobs": {"lease_seconds": 3},
         }
     )
     options = {
@@ -125,15 +128,25 @@ def _poll(app: Deployed, video_id: str, until, timeout_s: float = 120) -> dict:
     raise AssertionError(f"condition not reached for {video_id}: {video}")
 
 
-def _svd_replicas() -> list:
+def _replicas(deployment: str = "SVDGenerator") -> list:
     import ray
 
     names = [
         actor["name"]
         for actor in ray.util.list_named_actors(all_namespaces=True)
-        if "tiny#SVDGenerator" in actor["name"]
+        if f"tiny#{deployment}#" in actor["name"]
     ]
     return [ray.get_actor(name, namespace="serve") for name in names]
+
+
+def _stored(app, video_id: str) -> tuple[str, int, list[tuple[str, int]]]:
+    """The job's status, attempts and (status, attempts) of each scene, read from the store itself."""
+    with sqlite3.connect(app.storage / "jobs.sqlite3") as db:
+        status, attempts = db.execute(
+            "SELECT status, attempts FROM jobs WHERE id = ?", (video_id,)
+        ).fetchone()
+        scenes = db.execute("SELECT status, attempts FROM scenes WHERE job_id = ? ORDER BY idx", (video_id,))
+        return status, attempts, scenes.fetchall()
 
 
 SLOW_JOB = {
@@ -176,7 +189,7 @@ def test_a_killed_svd_replica_costs_a_retry_not_the_job(app):
 
     video = app.client.post("/v1/videos", json=SLOW_JOB | {"seed": 2}).json()
     _poll(app, video["id"], lambda v: any(25 < s["progress"] < 85 for s in v["scenes"]))
-    replicas = _svd_replicas()
+    replicas = _replicas()
     assert len(replicas) == 2
     for replica in replicas:  # both, so the one mid-batch surely dies
         ray.kill(replica, no_restart=True)
@@ -184,3 +197,47 @@ def test_a_killed_svd_replica_costs_a_retry_not_the_job(app):
     finished = app.wait(video["id"], timeout_s=300)
     assert finished["status"] == "completed", finished["error"]
     assert [s["generator"] for s in finished["scenes"]] == ["svd", "svd"]
+
+
+CHAINED_JOB = SLOW_JOB | {"continuity": True}
+
+
+def test_a_killed_ingress_replica_neither_stops_nor_restarts_a_job(app):
+    import ray
+
+    video = app.client.post("/v1/videos", json=CHAINED_JOB | {"seed": 3}).json()
+    _poll(app, video["id"], lambda v: any(25 < s["progress"] < 85 for s in v["scenes"]))
+    (ingress,) = _replicas("VideoAPI")
+    ray.kill(ingress, no_restart=True)  # Serve starts another; the job's runner is elsewhere
+
+    deadline = time.monotonic() + 300
+    while _stored(app, video["id"])[0] != "completed":
+        assert time.monotonic() < deadline, _stored(app, video["id"])
+        time.sleep(0.25)
+    status, attempts, scenes = _stored(app, video["id"])
+    # Run once, by the runner that started it: no resume, no scene made twice.
+    assert attempts == 1 and scenes == [("completed", 1), ("completed", 1)]
+    assert app.wait(video["id"], timeout_s=60)["status"] == "completed"  # the new ingress answers
+
+
+def test_a_killed_runner_replica_costs_a_resume_from_the_last_finished_scene(app):
+    import ray
+
+    video = app.client.post("/v1/videos", json=CHAINED_JOB | {"seed": 4}).json()
+    # Continuity chains the scenes: kill the runner once the first is done and the second is animating.
+    _poll(
+        app,
+        video["id"],
+        lambda v: (
+            v["scenes"] and v["scenes"][0]["status"] == "completed" and 25 < v["scenes"][1]["progress"] < 85
+        ),
+        timeout_s=240,
+    )
+    (runner,) = _replicas("JobRunner")
+    ray.kill(runner, no_restart=True)
+
+    finished = app.wait(video["id"], timeout_s=300)
+    assert finished["status"] == "completed", finished["error"]
+    status, attempts, scenes = _stored(app, video["id"])
+    # Taken up again once the dead runner's lease ran out; the first scene was its checkpoint.
+    assert attempts == 2 and scenes == [("completed", 1), ("completed", 2)]
