@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from core.status import Animator as AnimatorName
 from core.status import KeyframeSource
@@ -122,17 +122,27 @@ class Encoder(Protocol):
 class Stages(Protocol):
     """The four stages a recipe runs on."""
 
-    writer: Writer
-    painter: Painter
-    animator: Animator
-    encoder: Encoder
+    @property
+    def writer(self) -> Writer: ...
+
+    @property
+    def painter(self) -> Painter: ...
+
+    @property
+    def animator(self) -> Animator: ...
+
+    @property
+    def encoder(self) -> Encoder: ...
+
+
+R = TypeVar("R")
 
 
 async def follow_steps(
-    run: Callable[[Callable[[int, int], None]], Awaitable[SceneResult]],
-) -> AsyncIterator[StepDone | SceneResult]:
+    run: Callable[[Callable[[int, int], None]], Awaitable[R]],
+) -> AsyncIterator[StepDone | R]:
     """Run ``run(progress)`` (which calls ``progress(step, total)`` from any thread) and yield a `StepDone`
-    per call as it happens, then the `SceneResult`. Used by both adapters' animators."""
+    per call as it happens, then what ``run`` returned. Used by both adapters' animators."""
     loop = asyncio.get_running_loop()
     steps: asyncio.Queue[StepDone] = asyncio.Queue()
 

@@ -12,6 +12,8 @@ the image batch: shape (batch, 1, 1, 1).
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from diffusers import StableVideoDiffusionPipeline
 
@@ -30,8 +32,9 @@ class PerVideoConditioningSVDPipeline(StableVideoDiffusionPipeline):
         do_classifier_free_guidance: bool,
     ) -> torch.Tensor:
         conditions = (fps, motion_bucket_id, noise_aug_strength)
-        passed_dim = self.unet.config.addition_time_embed_dim * len(conditions)
-        expected_dim = self.unet.add_embedding.linear_1.in_features
+        unet: Any = self.unet  # type: ignore[attr-defined]  # set by DiffusionPipeline.register_modules
+        passed_dim = unet.config.addition_time_embed_dim * len(conditions)
+        expected_dim = unet.add_embedding.linear_1.in_features
         if passed_dim != expected_dim:
             raise ValueError(
                 f"the UNet expects added time ids of width {expected_dim}, not {passed_dim}: "

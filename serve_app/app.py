@@ -36,7 +36,7 @@ def bind_graph(config: AppConfig, options: dict[str, dict[str, Any]] | None = No
     """
     options = options or {}
 
-    def configured(deployment: Deployment) -> Deployment:
+    def configured(deployment: Any) -> Deployment:  # a @serve.deployment class (typed as its class)
         return deployment.options(**options.get(deployment.name, {}))
 
     board = configured(JobBoard).bind()

@@ -96,9 +96,9 @@ async def authorize(request: Request) -> None:
             code="missing_api_key",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    token = token.strip().encode()
+    sent = token.strip().encode()
     # compare_digest's time does not depend on where the first wrong byte is: no guessing a key by timing.
-    if not any(hmac.compare_digest(token, key.encode()) for key in keys):
+    if not any(hmac.compare_digest(sent, key.encode()) for key in keys):
         raise Unauthorized(
             "invalid API key in the Authorization header",
             param="authorization",
@@ -165,6 +165,7 @@ def openapi() -> dict[str, Any]:
     if app.openapi_schema is None:
         schema = FastAPI.openapi(app)
         schema.setdefault("components", {}).setdefault("schemas", {}).update(CREATE_MODELS)
+        app.openapi_schema = schema
     return app.openapi_schema
 
 

@@ -81,7 +81,7 @@ def plan_job(request: CreateVideoRequest, config: AppConfig, seed: int) -> JobPl
         param, value = "scenes", f"<{num_scenes} scenes>"
     else:
         num_scenes = request.num_scenes or max(1, math.ceil(seconds / config.scene_seconds - 0.05))
-        param, value = "num_scenes", num_scenes
+        param, value = "num_scenes", str(num_scenes)
     if num_scenes > limits.max_scenes:
         raise bad_value(param, value, f"at most {limits.max_scenes} scenes")
     if request.num_scenes is not None and request.num_scenes > config.writer.bounds.max_scenes:

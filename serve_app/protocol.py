@@ -73,7 +73,7 @@ class SceneSpec(BaseModel):
         None, description="How much the scene moves (SVD motion bucket)."
     )
 
-    _within_limits = field_validator("caption", "visual_prompt", mode="before")(classmethod(_within))
+    _within_limits = field_validator("caption", "visual_prompt", mode="before")(_within)
 
 
 class ImageReference(BaseModel):
@@ -131,7 +131,7 @@ class CreateVideoRequest(BaseModel):
             raise ValueError("expected 'WIDTHxHEIGHT' such as '1280x720'")
         return value
 
-    _within_limits = field_validator("prompt", "style", "scenes", mode="before")(classmethod(_within))
+    _within_limits = field_validator("prompt", "style", "scenes", mode="before")(_within)
 
     def dimensions(self) -> tuple[int, int] | None:
         if self.size is None:

@@ -310,7 +310,7 @@ def unwrap(exc: BaseException) -> BaseException:
     while True:
         if isinstance(exc, BaseExceptionGroup) and exc.exceptions:
             exc = exc.exceptions[0]
-        elif getattr(exc, "cause", None) is not None and isinstance(exc.cause, BaseException):
-            exc = exc.cause
+        elif isinstance(cause := getattr(exc, "cause", None), BaseException):
+            exc = cause
         else:
             return exc

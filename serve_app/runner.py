@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import math
 import time
@@ -81,7 +82,7 @@ class JobWorker:
         for job_id in started:
             task = asyncio.get_running_loop().create_task(self.run(job_id), name=job_id)
             self.tasks[job_id] = task
-            task.add_done_callback(lambda done, job_id=job_id: self._forget(job_id, done))
+            task.add_done_callback(functools.partial(self._forget, job_id))
         if time.monotonic() - self._swept_at >= self.config.jobs.sweep_seconds:
             self._swept_at = time.monotonic()
             self.sweep()

@@ -182,7 +182,7 @@ class VideoService:
 
     def list(self, after: str | None, limit: int, order: str) -> VideoList:
         try:
-            jobs, has_more = self.store.list(after, limit, order)
+            jobs, has_more = self.store.page(after, limit, order)
         except KeyError:
             raise bad_value("after", after, "no such video") from None
         data = [self.to_object(job) for job in jobs]

@@ -176,7 +176,7 @@ class JobStore:
         with self._lock:
             return self._by_key(key)
 
-    def list(self, after: str | None, limit: int, order: str) -> tuple[list[JobRow], bool]:
+    def page(self, after: str | None, limit: int, order: str) -> tuple[list[JobRow], bool]:
         """Jobs ordered by creation (``order`` 'asc' or 'desc'), starting after job ``after``.
 
         Returns the page and whether more follow. Raises KeyError if ``after`` is unknown.

@@ -29,7 +29,7 @@ def background_color(text: str) -> tuple[int, int, int]:
     return int(r * 255), int(g * 255), int(b * 255)
 
 
-def wrap_text(text: str, font: ImageFont.ImageFont, max_width: float) -> list[str]:
+def wrap_text(text: str, font: ImageFont.ImageFont | ImageFont.FreeTypeFont, max_width: float) -> list[str]:
     """Greedily wrap ``text`` into lines no wider than ``max_width`` pixels.
 
     Words in spaced scripts stay whole unless one alone is too wide; CJK text breaks between characters.
@@ -51,7 +51,9 @@ def wrap_text(text: str, font: ImageFont.ImageFont, max_width: float) -> list[st
     return [line for line in lines if line] or [""]
 
 
-def _break_long(token: str, font: ImageFont.ImageFont, max_width: float) -> tuple[list[str], str]:
+def _break_long(
+    token: str, font: ImageFont.ImageFont | ImageFont.FreeTypeFont, max_width: float
+) -> tuple[list[str], str]:
     pieces, current = [], ""
     for char in token:
         if current and font.getlength(current + char) > max_width:
@@ -136,7 +138,9 @@ def title_card_frames(
         box_w, box_h = big.width / zoom, big.height / zoom
         left = (big.width - box_w) / 2
         top = (big.height - box_h) / 2
-        crop = big.resize((width, height), Image.BILINEAR, box=(left, top, left + box_w, top + box_h))
+        crop = big.resize(
+            (width, height), Image.Resampling.BILINEAR, box=(left, top, left + box_w, top + box_h)
+        )
         frames[i] = np.asarray(crop)
     return frames
 

@@ -30,7 +30,7 @@ def as_frame_array(frames: Frames, param: str = "frames") -> np.ndarray:
         return np.ascontiguousarray(frames)
     if frames is None or len(frames) == 0:
         raise InvalidInput(param, "[]" if frames is not None else None, "needs at least one frame")
-    arrays = []
+    arrays: list[np.ndarray] = []
     for i, frame in enumerate(frames):
         name = f"{param}[{i}]"
         if isinstance(frame, Image.Image):

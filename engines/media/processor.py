@@ -299,7 +299,7 @@ class VideoProcessor:
         columns = min(self.config.spritesheet_columns, count)
         sheet = Image.new("RGB", (columns * tile_w, math.ceil(count / columns) * tile_h))
         for i, frame in enumerate(picks):
-            tile = Image.fromarray(frame).resize((tile_w, tile_h), Image.BILINEAR)
+            tile = Image.fromarray(frame).resize((tile_w, tile_h), Image.Resampling.BILINEAR)
             sheet.paste(tile, ((i % columns) * tile_w, (i // columns) * tile_h))
         with atomic_output(output_path) as temp:
             sheet.save(temp, format="JPEG", quality=self.config.jpeg_quality)
@@ -314,7 +314,7 @@ class VideoProcessor:
             with av.open(str(path)) as container:
                 stream = container.streams.video[0]
                 frames = stream.frames or sum(1 for _ in container.decode(stream))
-                return VideoInfo(stream.width, stream.height, float(stream.average_rate), frames)
+                return VideoInfo(stream.width, stream.height, float(stream.average_rate or 0), frames)
         except (av.error.FFmpegError, IndexError) as exc:
             raise MediaError(f"cannot read video {path}", str(exc)) from exc
 

@@ -117,7 +117,12 @@ class ScriptWriter:
         prompt = prompt[: bounds.max_prompt_chars]
         language = language.strip() if language else detect_language(prompt)
         terms = [*request_style, *self.config.style, *self.config.quality_terms]
-        common = {"bounds": bounds, "language": language, "num_scenes": num_scenes, "terms": terms}
+        common: dict[str, Any] = {
+            "bounds": bounds,
+            "language": language,
+            "num_scenes": num_scenes,
+            "terms": terms,
+        }
 
         # 3. No model configured: the template writes it.
         if self.backend is None:

@@ -38,7 +38,7 @@ def test_requests_without_a_valid_key_get_401_and_store_nothing(client, local_se
     assert wrong.json()["error"]["code"] == "invalid_api_key"
     assert "not-a-key" not in wrong.text  # a secret, even a wrong one, is not echoed
     assert missing.headers["www-authenticate"] == "Bearer"
-    assert local_service.store.list(None, 10, "desc")[0] == []
+    assert local_service.store.page(None, 10, "desc")[0] == []
 
 
 def test_every_configured_key_is_accepted_and_health_needs_none(client):

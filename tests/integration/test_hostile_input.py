@@ -30,7 +30,7 @@ def client(local_service):
 def stored(service) -> tuple[list, list[Path]]:
     """Every job row and every job folder the service has."""
     jobs = Path(service.config.storage.root) / "jobs"
-    return service.store.list(None, 100, "desc")[0], sorted(jobs.glob("*")) if jobs.exists() else []
+    return service.store.page(None, 100, "desc")[0], sorted(jobs.glob("*")) if jobs.exists() else []
 
 
 def assert_refused(response, status: int, code: str, param: str | None = None) -> dict:

@@ -182,7 +182,7 @@ def test_an_oversized_image_is_refused_before_it_is_decoded(local_service):
         response = client.post("/v1/videos", data={"prompt": "x"}, files={"input_reference": ("a.png", bomb)})
     assert response.status_code == 400
     assert "megapixels" in response.json()["error"]["message"]
-    assert local_service.store.list(None, 10, "desc")[0] == []
+    assert local_service.store.page(None, 10, "desc")[0] == []
 
 
 def test_a_retry_with_its_idempotency_key_gets_its_job_even_when_the_queue_is_full(local_service):

@@ -24,3 +24,12 @@ def test_readme_opens_with_the_two_commands_and_covers_operations():
     assert "make demo" in quick_start and "make test" in quick_start
     for heading in ("## Troubleshooting", "## Performance", "## Configuration", "## Monitoring"):
         assert heading in readme, heading
+
+
+def test_the_license_file_is_the_license_pyproject_names():
+    import tomllib
+
+    license_name = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["license"]["text"]
+    text = (ROOT / "LICENSE").read_text(encoding="utf-8")
+    assert license_name == "Apache-2.0"
+    assert "Apache License" in text[:200] and "Version 2.0, January 2004" in text[:200]

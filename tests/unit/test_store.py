@@ -35,7 +35,7 @@ def test_a_list_page_reads_every_jobs_scenes_with_one_query(tmp_path):
 
     statements: list[str] = []
     store._db.set_trace_callback(statements.append)
-    page, has_more = store.list(after=None, limit=3, order="desc")
+    page, has_more = store.page(after=None, limit=3, order="desc")
     store._db.set_trace_callback(None)
 
     assert [job.id for job in page] == [jobs[3].id, jobs[2].id, jobs[1].id] and has_more
@@ -45,7 +45,7 @@ def test_a_list_page_reads_every_jobs_scenes_with_one_query(tmp_path):
     assert [len(job.scenes) for job in page] == [3, 2, 1]
     assert sum("FROM scenes" in statement for statement in statements) == 1
 
-    rest, has_more = store.list(after=jobs[1].id, limit=3, order="desc")
+    rest, has_more = store.page(after=jobs[1].id, limit=3, order="desc")
     assert [job.id for job in rest] == [jobs[0].id] and rest[0].scenes == [] and not has_more
     assert store.get(jobs[2].id).scenes == page[1].scenes
 

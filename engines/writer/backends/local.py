@@ -13,7 +13,7 @@ from typing import Any
 
 from core.errors import ModelUnavailable
 from engines.writer.backends.base import Message
-from engines.writer.config import TransformersWriterConfig
+from engines.writer.config import BackendName, TransformersWriterConfig
 
 logger = logging.getLogger(__name__)
 
@@ -28,7 +28,7 @@ class TransformersBackend:
         config: model id or path, device, seed, temperature and token limit.
     """
 
-    name = "transformers"
+    name: BackendName = "transformers"
 
     def __init__(self, config: TransformersWriterConfig) -> None:
         self.config = config
@@ -69,7 +69,7 @@ class TransformersBackend:
                 raise ModelUnavailable(f"writer model {self.config.model!r} cannot be loaded: {exc}") from exc
             if not getattr(tokenizer, "chat_template", None):
                 raise ModelUnavailable(f"writer model {self.config.model!r} has no chat template")
-            model.to(device).eval()
+            model.to(device).eval()  # type: ignore[arg-type]  # transformers types .to() for its own wrapper
             # The model's vocabulary may be padded beyond the tokenizer's; the mask must cover all of it.
             info = xgrammar.TokenizerInfo.from_huggingface(tokenizer, vocab_size=model.config.vocab_size)
             self._compiler = xgrammar.GrammarCompiler(info)

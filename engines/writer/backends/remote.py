@@ -12,7 +12,7 @@ import os
 from typing import Any
 
 from engines.writer.backends.base import Message
-from engines.writer.config import OpenAIWriterConfig
+from engines.writer.config import BackendName, OpenAIWriterConfig
 
 logger = logging.getLogger(__name__)
 
@@ -27,7 +27,7 @@ class OpenAIBackend:
         client: an ``openai.OpenAI`` client to use instead of building one (tests, shared pools).
     """
 
-    name = "openai"
+    name: BackendName = "openai"
 
     def __init__(self, config: OpenAIWriterConfig, client: Any = None) -> None:
         import openai
@@ -71,7 +71,7 @@ class OpenAIBackend:
             try:
                 response = self._client.chat.completions.create(
                     model=self.config.model,
-                    messages=messages,
+                    messages=messages,  # type: ignore[arg-type]  # the SDK wants its TypedDicts; these are the same dicts
                     temperature=self.config.temperature,
                     max_tokens=self.config.max_tokens,
                     **extra,

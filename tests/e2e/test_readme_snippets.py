@@ -1,0 +1,81 @@
+"""The README's code snippets, run as written against the CPU profile (only the host and port differ)."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import av
+import pytest
+
+from tests.fixtures.serve import Deployed, cpu_profile, deployed
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+README = Path(__file__).parents[2] / "README.md"
+DOCUMENTED = "http://127.0.0.1:8000"
+
+
+def snippets(language: str) -> list[str]:
+    return re.findall(rf"```{language}\n(.*?)```", README.read_text(encoding="utf-8"), flags=re.DOTALL)
+
+
+def api_snippets() -> list[str]:
+    """The snippets that call the API (not the ones that install or start things)."""
+    return [s for s in snippets("python") + snippets("bash") if "/v1" in s or "localhost:8000" in s]
+
+
+@pytest.fixture(scope="module")
+def app(serve_cluster, tmp_path_factory) -> Iterator[Deployed]:
+    with deployed(serve_cluster, cpu_profile(tmp_path_factory.mktemp("readme-storage")), "readme") as app:
+        yield app
+
+
+def test_the_readme_has_the_snippets_this_file_runs():
+    assert len(snippets("python")) >= 1 and any("curl" in s for s in snippets("bash"))
+    assert len(api_snippets()) == 2, "a new API snippet in the README needs a test here"
+
+
+def test_the_python_snippet_makes_and_downloads_a_video(app, tmp_path, monkeypatch, capsys):
+    (code,) = snippets("python")
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code.replace(DOCUMENTED, app.url), "README.md", "exec"), {})
+
+    assert capsys.readouterr().out.startswith("completed 100 ")
+    with av.open(str(tmp_path / "video.mp4")) as container:
+        stream = container.streams.video[0]
+        assert (stream.codec_context.name, stream.width, stream.height) == ("h264", 1280, 720)
+
+
+def test_the_curl_snippet_runs_line_by_line(app, tmp_path):
+    (block,) = [s for s in snippets("bash") if "curl" in s]
+    commands = re.split(r"\n(?=curl )", block.strip())
+    host = app.url.removeprefix("http://")
+
+    def run(command: str, video_id: str = "") -> str:
+        command = command.replace("localhost:8000", host).replace("VIDEO_ID", video_id)
+        done = subprocess.run(
+            ["bash", "-c", f"set -o pipefail; {command}"],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert done.returncode == 0, (command, done.stderr)
+        return done.stdout
+
+    created = json.loads(run(commands[0]))
+    video, events, cancel, poster, page, deleted = (run(command, created["id"]) for command in commands[1:])
+
+    assert json.loads(video)["id"] == created["id"]
+    streamed = [json.loads(line[6:]) for line in events.splitlines() if line.startswith("data: ")]
+    assert streamed[-1]["status"] == "completed"  # the stream ran to the end of the job...
+    assert json.loads(cancel)["error"]["code"] == "already_finished"  # ...so the cancel came too late
+    assert (tmp_path / "poster.jpg").read_bytes()[:2] == b"\xff\xd8" and poster == ""
+    assert json.loads(page)["object"] == "list"
+    assert json.loads(deleted) == {"id": created["id"], "object": "video.deleted", "deleted": True}
+    gone = json.loads(run(f"curl -s localhost:8000/v1/videos/{created['id']}"))
+    assert gone["error"]["code"] == "video_not_found"
