@@ -62,7 +62,7 @@ def app_config(models: dict[str, Path], storage: Path, concurrent_jobs: int = 8)
                 "cpu_threads": 2,
             },
             "writer": {"backend": "template"},
-            "limits": {"max_frames_per_scene": 8},
+            "limits": {"max_frames_per_segment": 8},
             "jobs": {"max_concurrent_jobs": concurrent_jobs},
             "storage": {"root": str(storage)},
         }

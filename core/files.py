@@ -42,6 +42,14 @@ class JobFiles:
     def clip(self, index: int) -> Path:
         return self.folder / f"scene_{index:03d}.mp4"
 
+    def segment(self, index: int, segment: int) -> Path:
+        """One segment of a scene made of several model calls (``clip`` joins them)."""
+        return self.folder / f"scene_{index:03d}_part_{segment:02d}.mp4"
+
+    def inherited(self, index: int) -> Path:
+        """A scene clip taken over from the video a remix or an extension starts from."""
+        return self.folder / f"inherited_{index:03d}.mp4"
+
     def keyframe(self, index: int) -> Path:
         return self.folder / f"keyframe_{index:03d}.png"
 

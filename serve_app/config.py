@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_validator
 
 from engines.fallback import FallbackPolicy
 from engines.media import VideoProcessingConfig
@@ -54,7 +54,10 @@ class LimitsConfig(BaseModel):
     )
     max_style_chars: int = Field(200, ge=1, description="Longest `style`.")
     max_seconds: float = Field(
-        28, gt=0, description="Longest video accepted, in seconds (8 scenes of 25 frames at 7 fps is 28.6 s)."
+        28,
+        gt=0,
+        description="Longest video accepted, in seconds: `seconds`, explicit scenes' lengths in all, and an "
+        "extension with the video it extends.",
     )
     max_scenes: int = Field(
         8,
@@ -62,8 +65,13 @@ class LimitsConfig(BaseModel):
         le=MAX_SCENES,
         description=f"Most scenes per video (explicit or written); at most {MAX_SCENES}, the API's own bound.",
     )
-    max_frames_per_scene: int = Field(
-        25, ge=2, description="Most SVD frames per scene; longer scenes are cut into more scenes."
+    max_frames_per_segment: int = Field(
+        25,
+        ge=2,
+        validation_alias=AliasChoices("max_frames_per_segment", "max_frames_per_scene"),
+        description="Most frames one SVD call makes (SVD-XT is trained on 25). A longer scene is made of "
+        "segments, each starting from the last frame of the one before, so a video lasts what was asked. "
+        "`max_frames_per_scene`, its name before, is still read.",
     )
     max_inference_steps: int = Field(50, ge=1, description="Most SVD denoising steps a request may ask for.")
     max_width: int = Field(1920, ge=64, description="Widest output accepted, in pixels.")
@@ -209,10 +217,10 @@ class AppConfig(BaseModel):
 
     @model_validator(mode="after")
     def _frames_fit_the_limit(self) -> AppConfig:
-        if self.video.num_frames > self.limits.max_frames_per_scene:
+        if self.video.num_frames > self.limits.max_frames_per_segment:
             raise ValueError(
-                f"video.num_frames={self.video.num_frames} exceeds limits.max_frames_per_scene="
-                f"{self.limits.max_frames_per_scene}"
+                f"video.num_frames={self.video.num_frames} exceeds limits.max_frames_per_segment="
+                f"{self.limits.max_frames_per_segment}"
             )
         return self
 

@@ -42,18 +42,40 @@ class JobPlan:
     def scene_seconds(self) -> float:
         return self.seconds / self.num_scenes
 
-    def frames_for(self, duration_s: float, max_frames: int) -> int:
-        """SVD frames for a scene of ``duration_s`` seconds plus its share of the cross-fades.
+    def scene_frames(self, durations: list[float]) -> list[int]:
+        """Frames for scenes of ``durations`` seconds, each with its share of the cross-fades (at least 2).
 
-        At least 2 and at most ``max_frames`` (a longer scene is capped, and the video comes out shorter).
+        Rounded where each scene ends on the whole timeline, not scene by scene, so the video is off what
+        was asked by under a frame however many scenes it has.
         """
-        return max(2, min(max_frames, round((duration_s + self.overlap) * self.fps)))
+        frames, end = [], 0.0
+        for duration in durations:
+            start = round(end * self.fps)
+            end += duration + self.overlap
+            frames.append(max(2, round(end * self.fps) - start))
+        return frames
 
 
-def plan_job(request: CreateVideoRequest, config: AppConfig, seed: int) -> JobPlan:
+def segment_frames(frames: int, max_frames: int) -> list[int]:
+    """How a scene of ``frames`` frames splits into model calls of at most ``max_frames`` frames each.
+
+    Each segment after the first starts from the previous one's last frame, which it repeats as its own
+    first frame (dropped when the segments are joined), so k segments of n_1..n_k frames make
+    1 + sum(n_i - 1) frames. The segments are as equal as the count allows, so they batch together.
+    """
+    if frames <= max_frames:
+        return [frames]
+    count = math.ceil((frames - 1) / (max_frames - 1))
+    base, extra = divmod(frames - 1, count)
+    return [base + 1 + (1 if i < extra else 0) for i in range(count)]
+
+
+def plan_job(request: CreateVideoRequest, config: AppConfig, seed: int, extra_joins: int = 0) -> JobPlan:
     """Resolve ``request`` against ``config``. Raises BadRequest naming the field and value it refuses.
 
     The text and list bounds were checked when the request was parsed (``protocol.parse_create``).
+    ``extra_joins``: transitions the scenes make beyond those between them (an extension's first scene
+    joins the video it extends), which their clips are lengthened for.
     """
     limits = config.limits
     if request.model is not None and request.model not in (config.served_model_name, config.video.model):
@@ -88,6 +110,11 @@ def plan_job(request: CreateVideoRequest, config: AppConfig, seed: int) -> JobPl
         raise bad_value(
             "num_scenes", request.num_scenes, f"the writer makes at most {config.writer.bounds.max_scenes}"
         )
+    if request.scenes is not None:
+        # Scenes longer than one model call are made of several: what bounds the work is the total length.
+        total = sum(spec.duration_s or seconds / num_scenes for spec in request.scenes)
+        if total > limits.max_seconds:
+            raise bad_value("scenes", f"<{total:g} s in all>", f"at most {limits.max_seconds:g} s in all")
     if seconds / num_scenes * fps < 2:
         raise bad_value("seconds", seconds, f"too short for {num_scenes} scenes at {fps} fps (2 frames each)")
 
@@ -99,16 +126,16 @@ def plan_job(request: CreateVideoRequest, config: AppConfig, seed: int) -> JobPl
         num_scenes=num_scenes,
         steps=steps,
         seed=seed,
-        overlap=_overlap(config, num_scenes),
+        overlap=_overlap(config, num_scenes, extra_joins),
     )
 
 
-def _overlap(config: AppConfig, num_scenes: int) -> float:
+def _overlap(config: AppConfig, num_scenes: int, extra_joins: int) -> float:
     # N clips joined by N-1 cross-fades lose (N-1) fades; spreading that over the N clips keeps the total.
     processing = config.video_processing
     if processing.transition != "crossfade":
         return 0.0
-    return processing.transition_seconds * (num_scenes - 1) / num_scenes
+    return processing.transition_seconds * (num_scenes - 1 + extra_joins) / num_scenes
 
 
 def generation_size(width: int, height: int, base_width: int, base_height: int) -> tuple[int, int]:

@@ -9,8 +9,12 @@ Each finished scene clip is a checkpoint: a job that runs again skips the scenes
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import hashlib
 import io
+import json
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -20,27 +24,29 @@ from PIL import Image
 from core import metrics
 from core.errors import FramesLost, classify
 from core.files import JobFiles
-from core.status import JobStatus, KeyframeSource, SceneStatus, ScriptSource
+from core.status import Animator, JobStatus, KeyframeSource, SceneStatus, ScriptSource
 from engines.fallback import KeyframeResult
 from engines.media import VideoProcessor
-from engines.media.clips import EncodeRequest, StitchRequest, png_bytes
+from engines.media.clips import EncodedScene, EncodeRequest, StitchRequest, png_bytes
 from engines.painter import PaintRequest, prepare_reference
 from engines.stages import Animated, AnimateRequest, KeyframeReady, Stages, StepDone
 from engines.svd import SceneRequest
 from engines.writer import WriteRequest, improve_visual_prompt, motion_bucket_id
 from serve_app.config import AppConfig
 from serve_app.errors import public_text
-from serve_app.planning import JobPlan, plan_job
+from serve_app.planning import JobPlan, plan_job, segment_frames
 from serve_app.protocol import CreateVideoRequest, parse_create
-from serve_app.store import JobStore, SceneRow, now
+from serve_app.store import JobRow, JobStore, SceneRow, now
 
 logger = logging.getLogger("ray.serve")
 
 # How a job's progress splits between its steps, in percent.
 WRITE_SHARE, SCENES_SHARE = 5, 85
-# Where each scene stage starts, in percent of the scene.
 # Times a scene is animated when its frames are lost before the encoder has them.
 FRAMES_ATTEMPTS = 2
+# Segment k of a scene uses seed + k * this: far from the seeds of the scenes after it.
+SEGMENT_SEED_STRIDE = 1_000_003
+# Where each scene stage starts, in percent of the scene.
 STAGE_START = {
     SceneStatus.PAINTING: 5,
     SceneStatus.ANIMATING: 25,
@@ -84,20 +90,28 @@ class VideoRecipe:
         try:
             # 0. Plan again from the stored request: a redeploy with tighter limits fails it here, visibly.
             request = parse_create(job.request, self.config.limits)
-            plan = plan_job(request, self.config, seed=job.request["seed"])
-            # 1. Write the script, unless the caller gave scenes or an earlier run already wrote them.
-            scenes = job.scenes or await self._write(job_id, request, plan)
+            extends = job.extended_from_video_id is not None
+            plan = plan_job(request, self.config, seed=job.request["seed"], extra_joins=int(extends))
+            # 1. Write the script, unless the caller gave scenes or an earlier run already wrote them. A remix
+            #    or an extension takes over the clips of the video it starts from that it can.
+            scenes = job.scenes or await self._write(job, request, plan, files)
             # 2. Make the scenes: keyframe, animate, encode. Scenes overlap (scene 2 animates while scene 1
-            #    encodes) unless continuity chains each to the last frame of the one before.
-            await self._make_scenes(job_id, request, plan, scenes, files)
+            #    encodes) unless continuity chains each to the last frame of the one before. An extension's
+            #    first scene starts from the last frame of the video it extends.
+            opening = len(job.inherited) if extends else None
+            await self._make_scenes(job_id, request, plan, scenes, files, opening)
             # 3. Stitch the clips; write the poster, spritesheet and captions.
             stitch_started = time.monotonic()
             captions = [scene.caption for scene in scenes]
-            await self.stages.encoder.stitch(StitchRequest(job_id, captions, plan.size, request.captions))
+            final = await self.stages.encoder.stitch(
+                StitchRequest(job_id, captions, plan.size, request.captions)
+            )
             self._observe("stitch", stitch_started)
-            # 4. Done, unless a cancel landed first (during the stitch, say): then the cancel stands.
+            # 4. Done, unless a cancel landed first (during the stitch, say): then the cancel stands. The
+            #    video says how long its file lasts.
             retention = self.config.jobs.retention_seconds
-            if not self.store.finish(job_id, JobStatus.COMPLETED, retention, progress=100):
+            seconds = f"{round(final.duration, 2):g}"
+            if not self.store.finish(job_id, JobStatus.COMPLETED, retention, progress=100, seconds=seconds):
                 logger.info("job %s ended before it could complete; its end stands", job_id)
                 return
             logger.info("job %s completed in %.1f s", job_id, time.monotonic() - started)
@@ -109,14 +123,19 @@ class VideoRecipe:
 
     # -- steps ----------------------------------------------------------------------------------
 
-    async def _write(self, job_id: str, request: CreateVideoRequest, plan: JobPlan) -> list[SceneRow]:
+    async def _write(
+        self, job: JobRow, request: CreateVideoRequest, plan: JobPlan, files: JobFiles
+    ) -> list[SceneRow]:
         started = time.monotonic()
+        # An extension's scenes follow those of the video it extends.
+        inherited = job.inherited if job.extended_from_video_id else []
+        first = len(inherited)
         if request.scenes is not None:
             terms = self._style_terms(request)
             rows = [
                 SceneRow(
-                    job_id=job_id,
-                    idx=i,
+                    job_id=job.id,
+                    idx=first + i,
                     caption=spec.caption,
                     visual_prompt=spec.visual_prompt or improve_visual_prompt(spec.caption, terms),
                     duration_s=spec.duration_s or plan.scene_seconds,
@@ -132,8 +151,8 @@ class VideoRecipe:
             # Equal scene lengths: the video lasts what was asked, and equal frame counts batch together.
             rows = [
                 SceneRow(
-                    job_id=job_id,
-                    idx=i,
+                    job_id=job.id,
+                    idx=first + i,
                     caption=scene.caption,
                     visual_prompt=scene.visual_prompt,
                     duration_s=plan.seconds / len(script.scenes),
@@ -142,23 +161,88 @@ class VideoRecipe:
                 for i, scene in enumerate(script.scenes)
             ]
             title, backend = script.title, script.backend
-        self.store.set_scenes(job_id, rows)
-        self.store.advance(job_id, title=title, script_backend=backend, progress=WRITE_SHARE)
+        if job.extended_from_video_id:
+            rows = [*(await asyncio.to_thread(self._take_over, job, inherited, files)), *rows]
+        elif job.remixed_from_video_id:
+            rows = await asyncio.to_thread(self._reuse, job, request, plan, rows, files)
+        self.store.set_scenes(job.id, rows)
+        self.store.advance(job.id, title=title, script_backend=backend, progress=WRITE_SHARE)
         self._observe("write", started)
-        logger.info("job %s: %d scenes written by %s", job_id, len(rows), backend)
+        logger.info("job %s: %d scenes written by %s", job.id, len(rows), backend)
         return rows
 
+    def _take_over(self, job: JobRow, inherited: list[SceneRow], files: JobFiles) -> list[SceneRow]:
+        """The scenes of the video an extension extends, done, with the clips copied when it was created."""
+        for scene in inherited:
+            _move(files.inherited(scene.idx), files.clip(scene.idx))
+        return [_done(scene, job, files.clip(scene.idx)) for scene in inherited]
+
+    def _reuse(
+        self, job: JobRow, request: CreateVideoRequest, plan: JobPlan, rows: list[SceneRow], files: JobFiles
+    ) -> list[SceneRow]:
+        """A remix's scenes, those made of what made the source's scene at their place taken over done.
+
+        With continuity a scene starts from the one before, so only an unbroken run from the first scene is
+        taken over. A fallback's clip is made again unless the fallback is all this deployment makes.
+        """
+        source = {scene.idx: scene for scene in job.inherited}
+        frames = plan.scene_frames([row.duration_s for row in rows])
+        kept: list[SceneRow] = []
+        for row in rows:
+            old = source.get(row.idx)
+            chained = request.continuity and row.idx > 0
+            same = (
+                old is not None
+                and old.fingerprint == self._fingerprint(request, plan, row, frames[row.idx], files, chained)
+                and (old.generator != Animator.FALLBACK or self.config.fallback == "always")
+                and files.inherited(row.idx).is_file()
+                and (not request.continuity or len(kept) == row.idx)
+            )
+            if same and old is not None:
+                _move(files.inherited(row.idx), files.clip(row.idx))
+                kept.append(_done(old, job, files.clip(row.idx)))
+            else:
+                kept.append(row)
+        taken = sum(1 for row in kept if row.source_video_id)
+        logger.info(
+            "job %s: %d of %d scenes taken over from %s", job.id, taken, len(kept), job.remixed_from_video_id
+        )
+        return kept
+
     async def _make_scenes(
-        self, job_id: str, request: CreateVideoRequest, plan: JobPlan, scenes: list[SceneRow], files: JobFiles
+        self,
+        job_id: str,
+        request: CreateVideoRequest,
+        plan: JobPlan,
+        scenes: list[SceneRow],
+        files: JobFiles,
+        opening: int | None,
     ) -> None:
+        """Make every scene not done yet; scene ``opening`` starts from the last frame of the one before."""
+
+        frames = plan.scene_frames([scene.duration_s for scene in scenes])
+
+        async def start_of(scene: SceneRow) -> bytes | None:
+            if scene.idx != opening or scene.status == SceneStatus.COMPLETED:
+                return None
+            return await asyncio.to_thread(_last_frame_png, files.clip(scene.idx - 1))
+
         if request.continuity:
             last_frame = None
             for scene in scenes:
-                last_frame = await self._make_scene(job_id, request, plan, scene, files, last_frame)
+                start = last_frame or await start_of(scene)
+                last_frame = await self._make_scene(
+                    job_id, request, plan, scene, frames[scene.idx], files, start
+                )
             return
+
+        async def make(scene: SceneRow) -> None:
+            start = await start_of(scene)
+            await self._make_scene(job_id, request, plan, scene, frames[scene.idx], files, start)
+
         async with asyncio.TaskGroup() as group:
             for scene in scenes:
-                group.create_task(self._make_scene(job_id, request, plan, scene, files, None))
+                group.create_task(make(scene))
 
     async def _make_scene(
         self,
@@ -166,94 +250,212 @@ class VideoRecipe:
         request: CreateVideoRequest,
         plan: JobPlan,
         scene: SceneRow,
+        frames: int,
         files: JobFiles,
         previous_frame: bytes | None,
     ) -> bytes | None:
-        """Keyframe, animate and encode one scene. Returns its last frame as PNG bytes (for continuity)."""
+        """Keyframe, animate and encode one scene. Returns its last frame as PNG bytes (for continuity).
+
+        A scene longer than one model call is made of segments, each animated from the last frame of the
+        one before and encoded to its own file: a job that runs again resumes after the last one written.
+        """
         clip = files.clip(scene.idx)
         if scene.status == SceneStatus.COMPLETED and clip.is_file():  # checkpoint: done in an earlier run
             return await asyncio.to_thread(_last_frame_png, clip) if request.continuity else None
-        self._scene(job_id, scene.idx, SceneStatus.PAINTING, attempts=scene.attempts + 1)
-        seed = plan.seed + scene.idx
+        lengths = self._segments(frames)
+        first = scene.segments_done if scene.segments == len(lengths) else 0
+        while first > 0 and not files.segment(scene.idx, first - 1).is_file():
+            first -= 1  # a segment file gone (a redeploy on a fresh volume): make it again
+        first = min(first, len(lengths) - 1)
+        self._scene(
+            job_id,
+            scene.idx,
+            SceneStatus.PAINTING,
+            attempts=scene.attempts + 1,
+            segments=len(lengths),
+            segments_done=first,
+        )
         width, height = plan.generation_size
 
         # a. The first frame: the caller's reference, the previous scene's end, or a keyframe painted (in the
         #    service, handed from the painter to the animator directly). Resizing runs off the event loop.
+        #    A segment after the first starts from the end of the one before.
         stage_started = time.monotonic()
         keyframe: Any
-        if scene.idx == 0 and files.reference.is_file():
+        if first > 0:
+            png = await asyncio.to_thread(_last_frame_png, files.segment(scene.idx, first - 1))
+            keyframe = KeyframeResult(
+                await asyncio.to_thread(_open_png, png, width, height), KeyframeSource.CONTINUITY
+            )
+        elif scene.idx == 0 and files.reference.is_file():
             image = await asyncio.to_thread(_open_reference, files.reference, width, height)
             keyframe = KeyframeResult(image, KeyframeSource.REFERENCE)
         elif previous_frame is not None:
             image = await asyncio.to_thread(_open_png, previous_frame, width, height)
             keyframe = KeyframeResult(image, KeyframeSource.CONTINUITY)
         else:
-            keyframe = self.stages.painter.paint(PaintRequest(scene.visual_prompt, width, height, seed))
+            keyframe = self.stages.painter.paint(
+                PaintRequest(scene.visual_prompt, width, height, seed_of(plan, scene.idx))
+            )
 
-        # b. Animate it (the painting, when there is one, goes to the animator without passing here).
         motion = scene.motion_bucket_id if request.motion_bucket_id is None else request.motion_bucket_id
-        animate = AnimateRequest(
-            scene=SceneRequest(
-                seed=seed,
-                width=width,
-                height=height,
-                num_frames=plan.frames_for(scene.duration_s, self.config.limits.max_frames_per_scene),
-                num_inference_steps=plan.steps,
-                fps=plan.fps,
-                motion_bucket_id=motion,
-                noise_aug_strength=request.noise_aug_strength,
-            ),
-            text=scene.caption,
-            key=f"{job_id}:{scene.idx}",
-        )
-        # c. Encode its clip: the checkpoint. Frames lost on the way (their animator died) are made again.
         encoded = None
+        for segment in range(first, len(lengths)):
+            if segment > first:
+                assert encoded is not None and encoded.last_frame_png is not None
+                image = await asyncio.to_thread(_open_png, encoded.last_frame_png, width, height)
+                keyframe = KeyframeResult(image, KeyframeSource.CONTINUITY)
+            # b. Animate it (the painting, when there is one, goes to the animator without passing here).
+            animate = AnimateRequest(
+                scene=SceneRequest(
+                    seed=seed_of(plan, scene.idx, segment),
+                    width=width,
+                    height=height,
+                    num_frames=lengths[segment],
+                    num_inference_steps=plan.steps,
+                    fps=plan.fps,
+                    motion_bucket_id=motion,
+                    noise_aug_strength=request.noise_aug_strength,
+                ),
+                text=scene.caption,
+                key=f"{job_id}:{scene.idx}",
+            )
+            encode = EncodeRequest(
+                job_id,
+                scene.idx,
+                plan.fps,
+                keep_last_frame=request.continuity or segment < len(lengths) - 1,
+                segment=segment,
+                segments=len(lengths),
+            )
+            encoded = await self._segment(job_id, scene, animate, keyframe, encode, stage_started)
+            stage_started = time.monotonic()
+        assert encoded is not None
+        self._scene(
+            job_id,
+            scene.idx,
+            SceneStatus.COMPLETED,
+            clip_path=encoded.path,
+            segments_done=len(lengths),
+            fingerprint=await asyncio.to_thread(
+                self._fingerprint, request, plan, scene, frames, files, previous_frame is not None
+            ),
+        )
+        return encoded.last_frame_png
+
+    async def _segment(
+        self,
+        job_id: str,
+        scene: SceneRow,
+        animate: AnimateRequest,
+        keyframe: Any,
+        encode: EncodeRequest,
+        started: float,
+    ) -> EncodedScene:
+        """Animate and encode one segment of a scene (all of it, for most scenes): its checkpoint.
+
+        Frames lost on the way (their animator died) are made again.
+        """
+        last = encode.segment == encode.segments - 1
         for attempt in range(1, FRAMES_ATTEMPTS + 1):
-            animated = await self._animate(job_id, scene, animate, keyframe, stage_started)
+            animated = await self._animate(job_id, scene, animate, keyframe, started, encode)
             self._scene(
                 job_id,
                 scene.idx,
-                SceneStatus.ENCODING,
+                SceneStatus.ENCODING if last else SceneStatus.ANIMATING,
+                progress=_progress(encode.segment + 1, encode.segments)
+                if not last
+                else STAGE_START[SceneStatus.ENCODING],
                 generator=animated.generator,
                 fallback_reason=public_text(animated.fallback_reason) if animated.fallback_reason else None,
                 batch_size=animated.batch_size,
             )
-            stage_started = time.monotonic()
+            started = time.monotonic()
             try:
-                encoded = await self.stages.encoder.encode_scene(
-                    EncodeRequest(job_id, scene.idx, plan.fps, keep_last_frame=request.continuity), animated
-                )
-                break
+                encoded = await self.stages.encoder.encode_scene(encode, animated)
             except FramesLost:
                 if attempt == FRAMES_ATTEMPTS:
                     raise
                 logger.warning("job %s: scene %d's frames were lost; animating it again", job_id, scene.idx)
-        assert encoded is not None
-        self._observe("encode", stage_started)
-        self._scene(job_id, scene.idx, SceneStatus.COMPLETED, clip_path=encoded.path)
-        metrics.get().scenes.inc(tags={"generator": animated.generator})
-        return encoded.last_frame_png
+                continue
+            self._observe("encode", started)
+            if last:
+                metrics.get().scenes.inc(tags={"generator": animated.generator})
+            else:
+                self._scene(
+                    job_id,
+                    scene.idx,
+                    SceneStatus.ANIMATING,
+                    segments_done=encode.segment + 1,
+                    progress=_progress(encode.segment + 1, encode.segments),
+                )
+            return encoded
+        raise AssertionError("unreachable")
 
     async def _animate(
-        self, job_id: str, scene: SceneRow, request: AnimateRequest, keyframe: Any, started: float
+        self,
+        job_id: str,
+        scene: SceneRow,
+        request: AnimateRequest,
+        keyframe: Any,
+        started: float,
+        encode: EncodeRequest,
     ) -> Animated:
-        """Animate a scene from its keyframe, copying step progress into the scene as it comes."""
+        """Animate a segment from its keyframe, copying step progress into the scene as it comes."""
         animated: Animated | None = None
         async for event in self.stages.animator.animate(request, keyframe):
             if isinstance(event, KeyframeReady):
                 self._observe("paint", started)
                 started = time.monotonic()
-                self._scene(job_id, scene.idx, SceneStatus.ANIMATING, keyframe_generator=event.source)
+                # What made the scene's first frame; later segments start from the one before.
+                made_by = {"keyframe_generator": event.source} if encode.segment == 0 else {}
+                progress = _progress(encode.segment, encode.segments)
+                self._scene(job_id, scene.idx, SceneStatus.ANIMATING, progress=progress, **made_by)
             elif isinstance(event, StepDone):
-                low, high = STAGE_START[SceneStatus.ANIMATING], STAGE_START[SceneStatus.ENCODING]
-                progress = low + (high - low) * event.step // event.total
-                self._scene(job_id, scene.idx, SceneStatus.ANIMATING, progress=progress)
+                done = encode.segment + event.step / event.total
+                self._scene(
+                    job_id, scene.idx, SceneStatus.ANIMATING, progress=_progress(done, encode.segments)
+                )
             else:
                 animated = event
         if animated is None:
             raise RuntimeError(f"the animator ended scene {scene.idx} without its frames")
         self._observe("animate", started)
         return animated
+
+    def _segments(self, frames: int) -> list[int]:
+        """Frames of each model call that makes a scene of ``frames`` frames."""
+        return segment_frames(frames, self.config.limits.max_frames_per_segment)
+
+    def _fingerprint(
+        self,
+        request: CreateVideoRequest,
+        plan: JobPlan,
+        scene: SceneRow,
+        frames: int,
+        files: JobFiles,
+        chained: bool,
+    ) -> str:
+        """What a scene's clip is made from: a remix whose scene has the same fingerprint takes its clip over."""
+        motion = scene.motion_bucket_id if request.motion_bucket_id is None else request.motion_bucket_id
+        if scene.idx == 0 and files.reference.is_file():
+            start = "reference:" + hashlib.sha256(files.reference.read_bytes()).hexdigest()
+        else:
+            start = "previous scene" if chained else "painted"
+        made_of = {
+            "caption": scene.caption,
+            "visual_prompt": scene.visual_prompt,
+            "frames": frames,
+            "seed": seed_of(plan, scene.idx),
+            "size": plan.generation_size,
+            "steps": plan.steps,
+            "fps": plan.fps,
+            "motion": motion,
+            "noise": request.noise_aug_strength,
+            "interpolation": self.config.video_processing.interpolation_factor,
+            "start": start,
+        }
+        return hashlib.sha256(json.dumps(made_of, sort_keys=True).encode()).hexdigest()
 
     # -- bookkeeping ----------------------------------------------------------------------------
 
@@ -289,6 +491,36 @@ class VideoRecipe:
     @staticmethod
     def _observe(stage: str, started: float) -> None:
         metrics.get().stage_seconds.observe(time.monotonic() - started, tags={"stage": stage})
+
+
+def _move(source: Path, target: Path) -> None:
+    """Put a taken-over clip in place (a run that already did, and stopped, finds it there)."""
+    if source.is_file():
+        os.replace(source, target)
+
+
+def _done(scene: SceneRow, job: JobRow, clip: Path) -> SceneRow:
+    """``scene`` of another video as a finished scene of ``job``, saying which video made it."""
+    return dataclasses.replace(
+        scene,
+        job_id=job.id,
+        status=SceneStatus.COMPLETED,
+        progress=100,
+        attempts=0,
+        clip_path=str(clip),
+        source_video_id=scene.source_video_id or scene.job_id,
+    )
+
+
+def seed_of(plan: JobPlan, index: int, segment: int = 0) -> int:
+    """The seed of a scene's segment: scene i starts at ``seed + i``; its later segments have seeds of their own."""
+    return (plan.seed + index + segment * SEGMENT_SEED_STRIDE) % 2**32
+
+
+def _progress(segments_done: float, segments: int) -> int:
+    """A scene's progress while it animates, ``segments_done`` of its ``segments`` made."""
+    low, high = STAGE_START[SceneStatus.ANIMATING], STAGE_START[SceneStatus.ENCODING]
+    return int(low + (high - low) * segments_done / segments)
 
 
 def _open_reference(path: Path, width: int, height: int) -> Image.Image:

@@ -46,7 +46,11 @@ CREATE TABLE IF NOT EXISTS jobs (
     request_hash TEXT,
     attempts INTEGER NOT NULL DEFAULT 0,
     runner_id TEXT,
-    lease_until REAL
+    lease_until REAL,
+    remixed_from_video_id TEXT,
+    extended_from_video_id TEXT,
+    inherited_json TEXT,
+    webhook_url TEXT
 );
 CREATE TABLE IF NOT EXISTS scenes (
     job_id TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
@@ -63,9 +67,26 @@ CREATE TABLE IF NOT EXISTS scenes (
     attempts INTEGER NOT NULL DEFAULT 0,
     batch_size INTEGER,
     clip_path TEXT,
+    segments INTEGER NOT NULL DEFAULT 1,
+    segments_done INTEGER NOT NULL DEFAULT 0,
+    fingerprint TEXT,
+    source_video_id TEXT,
     PRIMARY KEY (job_id, idx)
 );
+CREATE TABLE IF NOT EXISTS webhooks (
+    id TEXT PRIMARY KEY,
+    job_id TEXT NOT NULL,
+    url TEXT NOT NULL,
+    event TEXT NOT NULL,
+    body TEXT NOT NULL,
+    status TEXT NOT NULL DEFAULT 'pending',
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_at REAL NOT NULL,
+    last_error TEXT,
+    created_at INTEGER NOT NULL
+);
 CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs(status);
+CREATE INDEX IF NOT EXISTS webhooks_due ON webhooks(status, next_at);
 """
 
 
@@ -85,6 +106,10 @@ class SceneRow:
     attempts: int = 0
     batch_size: int | None = None
     clip_path: str | None = None
+    segments: int = 1
+    segments_done: int = 0
+    fingerprint: str | None = None
+    source_video_id: str | None = None
 
 
 @dataclass
@@ -110,11 +135,22 @@ class JobRow:
     attempts: int = 0
     runner_id: str | None = None
     lease_until: float | None = None
+    remixed_from_video_id: str | None = None
+    extended_from_video_id: str | None = None
+    inherited_json: str | None = None
+    webhook_url: str | None = None
     scenes: list[SceneRow] = field(default_factory=list)
 
     @property
     def request(self) -> dict[str, Any]:
         return json.loads(self.request_json)
+
+    @property
+    def inherited(self) -> list[SceneRow]:
+        """The scenes of the video a remix or an extension starts from (their clips are ``inherited_NNN``)."""
+        if not self.inherited_json:
+            return []
+        return [SceneRow(**scene) for scene in json.loads(self.inherited_json)]
 
 
 _JOB_COLUMNS = tuple(f.name for f in fields(JobRow) if f.name != "scenes")
@@ -314,6 +350,36 @@ class JobStore:
         with self._lock:
             rows = self._db.execute("SELECT status, COUNT(*) AS n FROM jobs GROUP BY status").fetchall()
         return {row["status"]: row["n"] for row in rows}
+
+    def queue_positions(self, job_ids: list[str]) -> dict[str, int]:
+        """The 0-based place in the queue of those of ``job_ids`` that are queued: jobs start in creation order."""
+        if not job_ids:
+            return {}
+        ids = {f"id{i}": job_id for i, job_id in enumerate(job_ids[:500])}
+        names = ", ".join(":" + name for name in ids)
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT j.id AS id, (SELECT COUNT(*) FROM jobs q WHERE q.status = 'queued' AND q.seq < j.seq) AS n "
+                f"FROM jobs j WHERE j.status = 'queued' AND j.id IN ({names})",
+                ids,
+            ).fetchall()
+        return {row["id"]: row["n"] for row in rows}
+
+    def pace(self, recent: int = 20) -> tuple[float | None, int]:
+        """How long the last ``recent`` completed jobs ran (their median, in seconds; None before any), and how
+        many runners hold a live lease now."""
+        with self._lock:
+            runs = self._db.execute(
+                "SELECT completed_at - started_at AS s FROM jobs WHERE status = 'completed' "
+                "AND started_at IS NOT NULL ORDER BY seq DESC LIMIT :n",
+                {"n": recent},
+            ).fetchall()
+            runners = self._db.execute(
+                "SELECT COUNT(DISTINCT runner_id) AS n FROM jobs WHERE runner_id IS NOT NULL AND lease_until >= :now",
+                {"now": time.time()},
+            ).fetchone()["n"]
+        seconds = sorted(row["s"] for row in runs)
+        return (float(seconds[len(seconds) // 2]) if seconds else None), runners
 
     def delete(self, job_id: str) -> bool:
         with self._lock, self._db:

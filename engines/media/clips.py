@@ -21,18 +21,26 @@ from engines.media.processor import VideoProcessingConfig, VideoProcessor
 
 @dataclass
 class EncodeRequest:
-    """One scene's clip to write.
+    """One scene's clip to write, or one segment of it.
+
+    A scene longer than one model call is made of ``segments``, each starting from the last frame of the
+    one before. Each segment is written to its own file (the checkpoint of a resumed job); the last one
+    joins them all into the scene's clip.
 
     Args:
         job_id, index: whose scene, and which.
         fps: the frame rate the frames were made for (interpolation multiplies it).
-        keep_last_frame: return the clip's last frame (as PNG bytes), for the next scene to start from.
+        keep_last_frame: return the frames' last frame (as PNG bytes), for what comes next to start from.
+        segment: which segment of the scene these frames are (from 0).
+        segments: how many segments the scene has.
     """
 
     job_id: str
     index: int
     fps: float
     keep_last_frame: bool = False
+    segment: int = 0
+    segments: int = 1
 
 
 @dataclass
@@ -84,13 +92,27 @@ class ClipEncoder:
         self.storage_root = storage_root
 
     def encode_scene(self, request: EncodeRequest, frames: np.ndarray) -> EncodedScene:
-        """Interpolate (if configured) and encode one scene's frames to its clip file."""
+        """Interpolate (if configured) and encode one scene's frames (or one segment's) to its file.
+
+        Returns the scene's clip, or for a segment before the last, the segment's file.
+        """
         files = self._files(request.job_id)
         factor = self.processor.config.interpolation_factor
+        fps = request.fps * factor
         made = self.processor.interpolate_frames(frames, factor)
-        path = self.processor.frames_to_video(made, files.clip(request.index), request.fps * factor)
         last = png_bytes(frames[-1]) if request.keep_last_frame else None
-        return EncodedScene(str(path), len(made), request.fps * factor, last)
+        if request.segments == 1:
+            path = self.processor.frames_to_video(made, files.clip(request.index), fps)
+            return EncodedScene(str(path), len(made), fps, last)
+        if request.segment > 0:
+            made = made[1:]  # the previous segment's last frame, which this one started from
+        path = self.processor.frames_to_video(made, files.segment(request.index, request.segment), fps)
+        if request.segment < request.segments - 1:
+            return EncodedScene(str(path), len(made), fps, last)
+        parts = [files.segment(request.index, k) for k in range(request.segments)]
+        clip = self.processor.stitch(parts, files.clip(request.index), transition="cut", fps=fps)
+        frames_in_clip = sum(self.processor.probe(part).frames for part in parts)
+        return EncodedScene(str(clip), frames_in_clip, fps, last)
 
     def stitch(self, request: StitchRequest) -> FinalVideo:
         """Stitch the clips into the final video and write its poster, spritesheet and captions."""

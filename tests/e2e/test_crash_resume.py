@@ -36,7 +36,7 @@ def write_config(folder: Path, port: int, svd_path: Path) -> Path:
         },
         "painter": {"model_path": str(folder / "no-painter"), "device": "cpu"},
         "video_processing": {"preset": "ultrafast", "transition": "cut"},
-        "limits": {"max_frames_per_scene": 8},
+        "limits": {"max_frames_per_segment": 8},
         "storage": {"root": str(folder / "storage")},
         "jobs": {"lease_seconds": 3, "sweep_seconds": 1},
     }

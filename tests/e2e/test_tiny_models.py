@@ -47,7 +47,7 @@ def app(
                 },
             },
             "video_processing": {"preset": "ultrafast", "transition": "cut"},
-            "limits": {"max_frames_per_scene": 8},
+            "limits": {"max_frames_per_segment": 8},
             "storage": {"root": str(tmp_path_factory.mktemp("tiny-storage"))},
             # A killed runner's jobs are taken up once its lease runs out: keep the wait short.
             "jobs": {"lease_seconds": 3},

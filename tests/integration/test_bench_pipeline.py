@@ -22,9 +22,9 @@ def test_the_in_process_job_writes_the_video_and_its_extras(tiny_svd_path, tiny_
         stream = container.streams.video[0]
         assert (stream.codec_context.name, stream.width, stream.height) == ("h264", 128, 128)
         seconds = sum(1 for _ in container.decode(stream)) / float(stream.average_rate)
-    # As the service plans it: equal clips, capped at max_frames_per_scene, joined by cross-fades.
+    # As the service plans it: equal clips joined by cross-fades.
     plan = plan_job(CreateVideoRequest.model_validate(JOB), config, seed=JOB["seed"])
-    clip_seconds = plan.frames_for(plan.scene_seconds, config.limits.max_frames_per_scene) / plan.fps
+    clip_seconds = sum(plan.scene_frames([plan.scene_seconds] * plan.num_scenes)) / plan.fps / plan.num_scenes
     processing = config.video_processing
     fades = (
         (plan.num_scenes - 1) * processing.transition_seconds if processing.transition == "crossfade" else 0
