@@ -44,11 +44,20 @@ class MicroBatcher(Generic[T, R]):
         self.run = run
         self.max_size = max_size
         self.wait_s = wait_s
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._waiting: list[tuple[T, asyncio.Future[R]]] = []
         self._full = asyncio.Event()
         self._lock = asyncio.Lock()  # one call at a time, like a replica's single model thread
 
+    def _bind(self) -> None:
+        """Start afresh on a new event loop (a second ``asyncio.run`` over the same stages): asyncio's
+        Event and Lock belong to the loop that first waited on them, and would fail on another."""
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            self._loop, self._waiting, self._full, self._lock = loop, [], asyncio.Event(), asyncio.Lock()
+
     async def submit(self, item: T) -> R:
+        self._bind()
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         self._waiting.append((item, future))
         if len(self._waiting) == 1:

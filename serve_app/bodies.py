@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +22,7 @@ MAX_NUMBER_CHARS = 64  # longer number literals are refused before Python conver
 
 # Form fields that carry JSON in a multipart body (the OpenAI SDK sends every field as a form field).
 JSON_FORM_FIELDS = ("scenes", "input_reference")
+NESTED_FIELD = re.compile(r"([a-z_]{1,32})\[([a-z_]{1,32})\]")  # `video[id]`, always with fullmatch
 MAX_FORM_FIELDS = 32  # the create schema has fewer fields than this
 MAX_FORM_FIELD_BYTES = 2**20  # a text field; the file part is bounded by limits.max_body_bytes
 
@@ -58,10 +60,14 @@ def parse_json(data: bytes | str, param: str) -> Any:
     return value
 
 
-async def read_create_body(request: Request) -> CreateBody:
-    """The create body, JSON or multipart (the guard has already refused every other content type)."""
+async def read_create_body(request: Request, file_field: str | None = "input_reference") -> CreateBody:
+    """A create body, JSON or multipart (the guard has already refused every other content type).
+
+    ``file_field``: the one form field that may be a file (none for the remix, edit and extension bodies).
+    A form field named ``name[key]`` (how the OpenAI SDK sends ``video: {"id": ...}``) becomes ``name: {key: ...}``.
+    """
     if request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
-        return await _read_form(request)
+        return await _read_form(request, file_field)
     raw = await request.body()
     # A large body takes tens of milliseconds to parse: off the event loop that answers polls.
     fields = await asyncio.to_thread(parse_json, raw, "body")
@@ -72,20 +78,29 @@ async def read_create_body(request: Request) -> CreateBody:
     return CreateBody(fields)
 
 
-async def _read_form(request: Request) -> CreateBody:
+async def _read_form(request: Request, file_field: str | None) -> CreateBody:
     body = CreateBody({})
     async with request.form(
         max_files=1, max_fields=MAX_FORM_FIELDS, max_part_size=MAX_FORM_FIELD_BYTES
     ) as form:
         for key, value in form.multi_items():
-            if key in body.fields or (key == "input_reference" and body.upload is not None):
+            if key in body.fields or (key == file_field and body.upload is not None):
                 raise bad_value(key, "<given twice>", "each form field may be given once")
             if isinstance(value, UploadFile):
-                if key != "input_reference":
-                    raise bad_value(key, value.filename, "only input_reference may be a file")
+                if key != file_field:
+                    allowed = (
+                        f"only {file_field} may be a file" if file_field else "no field may be a file here"
+                    )
+                    raise bad_value(key, value.filename, allowed)
                 body.upload = await value.read()
             elif key in JSON_FORM_FIELDS:
                 body.fields[key] = await asyncio.to_thread(parse_json, value, key)
+            elif (nested := NESTED_FIELD.fullmatch(key)) is not None:
+                name, inner = nested.groups()
+                group = body.fields.setdefault(name, {})
+                if not isinstance(group, dict) or inner in group:
+                    raise bad_value(key, "<given twice>", "each form field may be given once")
+                group[inner] = value
             else:
                 body.fields[key] = value
     return body

@@ -40,11 +40,16 @@ from serve_app.errors import (
 from serve_app.guard import RequestGuard
 from serve_app.protocol import (
     CreateVideoRequest,
+    EditRequest,
+    ExtendRequest,
     Health,
+    M,
     ModelList,
+    RemixRequest,
     VideoDeleted,
     VideoList,
     VideoObject,
+    parse_body,
     parse_create,
 )
 from serve_app.serving import Content, ServeSignals, VideoService
@@ -202,6 +207,56 @@ async def create_video(
     except ValidationError as exc:
         raise RequestValidationError(exc.errors()) from None
     return await service.create(create, body.upload, idempotency_key)
+
+
+async def _parse(request: Request, model: type[M]) -> M:
+    """A remix, edit or extension body (JSON or multipart, no files), validated as a create is."""
+    body = await read_create_body(request, file_field=None)
+    try:
+        return parse_body(model, body.fields, _service(request).config.limits)
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors()) from None
+
+
+SOURCE_ERRORS = errors.responses(BadRequest, NotFound, Conflict, Overloaded, *GATE)
+
+
+@api.post("/v1/videos/{video_id}/remix", response_model=VideoObject, responses=SOURCE_ERRORS)
+async def remix_video(request: Request, video_id: VideoId) -> VideoObject:
+    """A new video with a completed one's settings and a new prompt. With explicit `scenes` (an extension),
+    only the scenes that differ from the source's at their place are made again."""
+    service = _service(request)
+    return await service.remix(video_id, await _parse(request, RemixRequest))
+
+
+@api.post("/v1/videos/edits", response_model=VideoObject, responses=SOURCE_ERRORS)
+async def edit_video(request: Request) -> VideoObject:
+    """OpenAI's successor to remix: `prompt` and `video: {id}`; does what remix does."""
+    edit = await _parse(request, EditRequest)
+    remix = RemixRequest(prompt=edit.prompt, webhook_url=edit.webhook_url)
+    return await _service(request).remix(edit.video.id, remix)
+
+
+@api.post("/v1/videos/extensions", response_model=VideoObject, responses=SOURCE_ERRORS)
+async def extend_video(request: Request) -> VideoObject:
+    """A completed video followed by `seconds` more, written from `prompt`, starting from its last frame."""
+    return await _service(request).extend(await _parse(request, ExtendRequest))
+
+
+@api.api_route(
+    "/v1/videos/characters{rest:path}",
+    methods=["GET", "POST", "DELETE"],
+    responses=errors.responses(BadRequest),
+    include_in_schema=False,
+)
+async def characters(request: Request) -> None:
+    """OpenAI's characters (reusable likenesses) are not something this service makes."""
+    raise BadRequest(
+        "characters are not supported by this service; describe the character in the prompt or pass "
+        "`input_reference`",
+        param="characters",
+        code="unsupported",
+    )
 
 
 @api.get("/v1/videos", response_model=VideoList, responses=errors.responses(BadRequest))

@@ -9,7 +9,7 @@ config's limits (length, size, steps) are checked by ``serve_app.planning``.
 from __future__ import annotations
 
 import re
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
@@ -54,6 +54,16 @@ def _within(cls: type, value: Any, info: ValidationInfo) -> Any:
             "at most {limit} {unit} (limits.{bound})",
             {"limit": getattr(limits, bound), "unit": unit, "bound": bound},
         )
+    return value
+
+
+def _number_from_text(cls: type, value: object) -> object:
+    # OpenAI's SDK sends seconds as a string ("4", "8", "12").
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
     return value
 
 
@@ -112,17 +122,14 @@ class CreateVideoRequest(BaseModel):
         False, description="Start each scene from the previous scene's last frame instead of a new keyframe."
     )
     captions: bool = Field(True, description="Write WebVTT captions from the scene text.")
+    webhook_url: str | None = Field(
+        None,
+        max_length=2048,
+        description="Where to POST `video.completed`, `video.failed` or `video.cancelled` when the video "
+        "ends (signed per Standard Webhooks); default the deployment's `webhooks.url`.",
+    )
 
-    @field_validator("seconds", mode="before")
-    @classmethod
-    def _seconds_may_be_a_string(cls, value: object) -> object:
-        # OpenAI's SDK sends seconds as a string ("4", "8", "12").
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                return value
-        return value
+    _seconds_may_be_a_string = field_validator("seconds", mode="before")(_number_from_text)
 
     @field_validator("size")
     @classmethod
@@ -140,6 +147,60 @@ class CreateVideoRequest(BaseModel):
         return int(width), int(height)
 
 
+class VideoReference(BaseModel):
+    """A video made here, by id (OpenAI's SDK also allows uploading a video; this service does not)."""
+
+    model_config = WIRE
+
+    id: str = Field(description="A completed video's id.")
+
+
+class RemixRequest(BaseModel):
+    """Body of `POST /v1/videos/{id}/remix`: a new prompt, the source's settings."""
+
+    model_config = WIRE
+
+    prompt: str = Field(min_length=1, description="The new story idea.")
+    scenes: list[SceneSpec] | None = Field(
+        None,
+        min_length=1,
+        max_length=MAX_SCENES,
+        description="Extension: explicit scenes. Only the scenes that differ from the source's at their place "
+        "are made again; the rest take over its clips.",
+    )
+    webhook_url: str | None = Field(None, max_length=2048, description="As for create.")
+
+    _within_limits = field_validator("prompt", "scenes", mode="before")(_within)
+
+
+class EditRequest(BaseModel):
+    """Body of `POST /v1/videos/edits` (OpenAI's successor to remix): does what remix does."""
+
+    model_config = WIRE
+
+    prompt: str = Field(min_length=1, description="The new story idea.")
+    video: VideoReference
+    webhook_url: str | None = Field(None, max_length=2048, description="As for create.")
+
+    _within_limits = field_validator("prompt", mode="before")(_within)
+
+
+class ExtendRequest(BaseModel):
+    """Body of `POST /v1/videos/extensions`: new scenes written from `prompt`, after the video's last frame."""
+
+    model_config = WIRE
+
+    prompt: str = Field(min_length=1, description="What happens next.")
+    seconds: float = Field(
+        gt=0, description="Length of the extension; the result lasts the source plus this."
+    )
+    video: VideoReference
+    webhook_url: str | None = Field(None, max_length=2048, description="As for create.")
+
+    _within_limits = field_validator("prompt", mode="before")(_within)
+    _seconds_may_be_a_string = field_validator("seconds", mode="before")(_number_from_text)
+
+
 def parse_create(body: Any, limits: TextLimits) -> CreateVideoRequest:
     """Validate a create body against the schema and the config's text and list ``limits``.
 
@@ -147,6 +208,14 @@ def parse_create(body: Any, limits: TextLimits) -> CreateVideoRequest:
         pydantic.ValidationError: naming the first field at fault.
     """
     return CreateVideoRequest.model_validate(body, context={"limits": limits})
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def parse_body(model: type[M], body: Any, limits: TextLimits) -> M:
+    """Validate a remix, edit or extension body (as ``parse_create`` does a create body)."""
+    return model.model_validate(body, context={"limits": limits})
 
 
 class VideoError(BaseModel):
@@ -174,6 +243,24 @@ class SceneObject(BaseModel):
         description="How many scenes shared the SVD pipeline call that made it (batching at work); for a "
         "title-card fallback, how many were made together.",
     )
+    segments: int = Field(
+        1, description="Model calls the scene is made of (a scene longer than one call chains several)."
+    )
+    segments_done: int = Field(0, description="Of those, how many are made and saved.")
+    source_video_id: str | None = Field(
+        None, description="Set when the clip was taken over from another video (a remix, an extension)."
+    )
+
+
+class WebhookState(BaseModel):
+    """Extension: where the video's webhook stands."""
+
+    status: Literal["waiting", "pending", "delivered", "failed"] = Field(
+        description="`waiting` until the video ends; then `pending` until a 2xx answer (`delivered`) or the "
+        "retries run out (`failed`)."
+    )
+    attempts: int
+    last_error: str | None = None
 
 
 class VideoObject(BaseModel):
@@ -191,6 +278,19 @@ class VideoObject(BaseModel):
     size: str
     seconds: str
     error: VideoError | None = None
+    remixed_from_video_id: str | None = Field(None, description="The video this one remixes (remix, edit).")
+    extended_from_video_id: str | None = Field(
+        None, description="Extension: the video this one extends (it holds that video, then new scenes)."
+    )
+    queue_position: int | None = Field(
+        None, description="Extension: 0-based place among queued videos; null once started."
+    )
+    estimated_start_at: int | None = Field(
+        None,
+        description="Extension: a rough Unix time a queued video starts at, from how long recent videos took "
+        "and how many runners work; null when unknown.",
+    )
+    webhook: WebhookState | None = Field(None, description="Extension: the webhook's delivery, if any.")
     title: str | None = None
     writer: str | None = Field(
         None,

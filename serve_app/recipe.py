@@ -188,6 +188,7 @@ class VideoRecipe:
         source = {scene.idx: scene for scene in job.inherited}
         frames = plan.scene_frames([row.duration_s for row in rows])
         kept: list[SceneRow] = []
+        unbroken = True  # every scene so far taken over (what a chained scene needs)
         for row in rows:
             old = source.get(row.idx)
             chained = request.continuity and row.idx > 0
@@ -196,13 +197,14 @@ class VideoRecipe:
                 and old.fingerprint == self._fingerprint(request, plan, row, frames[row.idx], files, chained)
                 and (old.generator != Animator.FALLBACK or self.config.fallback == "always")
                 and files.inherited(row.idx).is_file()
-                and (not request.continuity or len(kept) == row.idx)
+                and unbroken
             )
             if same and old is not None:
                 _move(files.inherited(row.idx), files.clip(row.idx))
                 kept.append(_done(old, job, files.clip(row.idx)))
             else:
                 kept.append(row)
+                unbroken = not request.continuity
         taken = sum(1 for row in kept if row.source_video_id)
         logger.info(
             "job %s: %d of %d scenes taken over from %s", job.id, taken, len(kept), job.remixed_from_video_id

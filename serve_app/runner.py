@@ -21,10 +21,11 @@ from core import metrics
 from core.errors import TooManyAttempts
 from core.files import JobFiles, job_folders
 from core.status import JobStatus
+from serve_app import webhooks
 from serve_app.config import AppConfig
 from serve_app.recipe import VideoRecipe
 from serve_app.stages import ServeStages
-from serve_app.store import JobStore, now
+from serve_app.store import JobStore, WebhookRow, now
 
 logger = logging.getLogger("ray.serve")
 
@@ -33,6 +34,8 @@ ORPHAN_GRACE_S = 600
 # How often a runner asks the store whether each of its jobs is still its own and unfinished (a cancel or a
 # DELETE from the ingress stops the job's work within this).
 CHECK_S = 1.0
+# Webhook deliveries one runner attempts at once.
+WEBHOOKS_IN_FLIGHT = 8
 
 
 class JobWorker:
@@ -54,6 +57,7 @@ class JobWorker:
         self._loop_task: asyncio.Task | None = None
         self._swept_at = -math.inf
         self._orphans_checked_at = -math.inf
+        self._deliveries: set[asyncio.Task] = set()
 
     # -- taking jobs ----------------------------------------------------------------------------
 
@@ -83,10 +87,56 @@ class JobWorker:
             task = asyncio.get_running_loop().create_task(self.run(job_id), name=job_id)
             self.tasks[job_id] = task
             task.add_done_callback(functools.partial(self._forget, job_id))
+        self.send_webhooks()
         if time.monotonic() - self._swept_at >= self.config.jobs.sweep_seconds:
             self._swept_at = time.monotonic()
             self.sweep()
         return started
+
+    # -- webhooks -------------------------------------------------------------------------------
+
+    def send_webhooks(self) -> None:
+        """Start one delivery attempt for each webhook event due, at most ``WEBHOOKS_IN_FLIGHT`` at a time.
+
+        Each event is held for this runner while it is tried (``store.due_webhooks``), and its next attempt
+        is set by the outcome: at least once per event, with the same ``webhook-id`` each time.
+        """
+        free = WEBHOOKS_IN_FLIGHT - len(self._deliveries)
+        if free <= 0:
+            return
+        hold_s = 2 * self.config.webhooks.timeout_s + 10  # longer than an attempt, DNS included
+        for event in self.store.due_webhooks(hold_s, limit=free):
+            task = asyncio.get_running_loop().create_task(self._deliver(event), name=event.id)
+            self._deliveries.add(task)
+            task.add_done_callback(self._deliveries.discard)
+
+    async def _deliver(self, event: WebhookRow) -> None:
+        hooks = self.config.webhooks
+        key = hooks.signing_key()
+        if key is None:
+            error: str | None = f"not sent: the server has no signing secret ({hooks.secret_env})"
+        else:
+            result = await webhooks.deliver(
+                event.url,
+                event.id,
+                event.body.encode(),
+                key,
+                allowed_hosts=hooks.allowed_hosts,
+                timeout_s=hooks.timeout_s,
+            )
+            error = None if result.ok else result.error or "failed"
+        retry_in = (
+            None if error is None else webhooks.next_attempt_delay(event.attempts + 1, hooks.retry_seconds)
+        )
+        self.store.webhook_attempted(event.id, error, retry_in)
+        if error is not None:
+            logger.info(
+                "webhook %s of job %s: attempt %d failed: %s",
+                event.id,
+                event.job_id,
+                event.attempts + 1,
+                error,
+            )
 
     def _forget(self, job_id: str, task: asyncio.Task) -> None:
         if self.tasks.get(job_id) is task:
@@ -165,6 +215,7 @@ class JobWorker:
             JobFiles(self.config.storage.root, job_id).remove()
             logger.info("job %s expired and was deleted", job_id)
         self._remove_orphans()
+        self.store.prune_webhooks(before=now() - self.config.jobs.retention_seconds)
         gauge, counts = metrics.get().jobs, self.store.counts()
         for status in JobStatus:
             gauge.set(counts.get(status, 0), tags={"status": status})

@@ -7,34 +7,46 @@ receives its store and its ``RunnerSignals`` in the constructor, so tests can bu
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
+import math
+import os
 import secrets
+import shutil
 import time
 import uuid
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, BinaryIO, Protocol
+
+from pydantic import ValidationError
 
 from core import metrics
 from core.files import CONTENT_TYPES, JobFiles, is_job_id
 from core.status import TERMINAL, JobStatus
-from serve_app import uploads
+from serve_app import uploads, webhooks
 from serve_app.config import AppConfig
 from serve_app.errors import Conflict, NotFound, Overloaded, Unprocessable, bad_value
 from serve_app.planning import plan_job
 from serve_app.protocol import (
     CreateVideoRequest,
+    ExtendRequest,
     ModelList,
     ModelObject,
+    RemixRequest,
     SceneObject,
     VideoDeleted,
     VideoError,
     VideoList,
     VideoObject,
+    WebhookState,
+    parse_create,
 )
 from serve_app.stages import RETRYABLE
 from serve_app.store import IdempotencyConflict, JobRow, JobStore, now
@@ -131,14 +143,50 @@ class VideoService:
             )
         # 3. Resolve and check everything the job will use, so a bad request fails now, not later.
         seed = request.seed if request.seed is not None else secrets.randbelow(2**32)
-        plan = plan_job(request, self.config, seed)
+        plan_job(request, self.config, seed)
+        webhook_url = await self._webhook_url(request.webhook_url)
         reference_png = await _reference_png(request, reference)
+        job = self._job_row(request, seed, webhook_url, idempotency_key, body_hash)
+        return await self._store(job, reference_png)
 
-        # 4. Store the job; a key taken meanwhile by a concurrent duplicate answers as in step 1.
-        job_id = f"video_{uuid.uuid4().hex}"
-        stored = request.model_dump(mode="json", exclude={"input_reference"}) | {"seed": seed}
-        job = JobRow(
-            id=job_id,
+    async def _store(
+        self,
+        job: JobRow,
+        reference_png: bytes | None,
+        inherited: Sequence[tuple[Path, int]] = (),
+    ) -> VideoObject:
+        """Store a new job with its reference image and the clips it takes over, then start it."""
+        # The files are written before the row, so a runner never sees a job without them; a crash in
+        # between leaves a folder without a row, which the sweep removes.
+        files = JobFiles(self.config.storage.root, job.id)
+        try:
+            if reference_png is not None:
+                await asyncio.to_thread(files.write_reference, reference_png)
+            for clip, index in inherited:
+                await asyncio.to_thread(_link, clip, files.inherited(index))
+            self.store.create(job)
+        except IdempotencyConflict as conflict:
+            files.remove()
+            return self._replay(conflict.existing, job.idempotency_key, job.request_hash or "")
+        except BaseException:
+            files.remove()
+            raise
+        await self.runners.job_stored(job.id)
+        return self.to_objects([job])[0]
+
+    def _job_row(
+        self,
+        request: CreateVideoRequest,
+        seed: int,
+        webhook_url: str | None,
+        idempotency_key: str | None,
+        body_hash: str | None,
+        **lineage: Any,
+    ) -> JobRow:
+        plan = plan_job(request, self.config, seed, extra_joins=int("extended_from_video_id" in lineage))
+        stored = request.model_dump(mode="json", exclude={"input_reference", "webhook_url"}) | {"seed": seed}
+        return JobRow(
+            id=f"video_{uuid.uuid4().hex}",
             status=JobStatus.QUEUED,
             model=self.config.served_model_name,
             prompt=request.prompt,
@@ -148,22 +196,133 @@ class VideoService:
             created_at=now(),
             idempotency_key=idempotency_key,
             request_hash=body_hash,
+            webhook_url=webhook_url,
+            **lineage,
         )
-        # The reference is written before the row, so a runner never sees a job without it; a crash in
-        # between leaves a folder without a row, which the sweep removes.
-        files = JobFiles(self.config.storage.root, job_id)
-        if reference_png is not None:
-            await asyncio.to_thread(files.write_reference, reference_png)
+
+    async def _webhook_url(self, asked: str | None) -> str | None:
+        """The webhook of a new job (the request's, else the deployment's), checked; None for none."""
+        hooks = self.config.webhooks
+        url = asked or hooks.url
+        if url is None:
+            return None
+        if hooks.signing_key() is None:
+            if asked is None:
+                logger.warning("webhooks.url is set but %s is not: no webhook is sent", hooks.secret_env)
+                return None
+            raise bad_value(
+                "webhook_url",
+                asked,
+                f"webhooks are off: the server has no signing secret ({hooks.secret_env})",
+            )
         try:
-            self.store.create(job)
-        except IdempotencyConflict as conflict:
-            files.remove()
-            return self._replay(conflict.existing, idempotency_key, body_hash)
-        except BaseException:
-            files.remove()
-            raise
-        await self.runners.job_stored(job_id)
-        return self.to_object(job)
+            await asyncio.to_thread(webhooks.check_target, url, hooks.allowed_hosts)
+        except webhooks.WebhookRefused as refused:
+            raise bad_value("webhook_url", url, refused.reason) from None
+        return url
+
+    # -- remix, edit, extend --------------------------------------------------------------------
+
+    async def remix(self, source_id: str, remix: RemixRequest) -> VideoObject:
+        """A new video from a completed one's settings with a new prompt (and, optionally, scenes).
+
+        Scenes made of the same things as the source's scene at their place take over its clip.
+        """
+        source = self._source(source_id, "video_id")
+        if source.extended_from_video_id is not None:
+            raise bad_value(
+                "video_id",
+                source_id,
+                "is an extension: remix the video it extends, then extend the remix",
+            )
+        fields = source.request | {"prompt": remix.prompt}
+        fields.pop("scenes", None)
+        if remix.scenes is not None:
+            fields.pop("num_scenes", None)
+            fields["scenes"] = [scene.model_dump(mode="json", exclude_none=True) for scene in remix.scenes]
+        request = self._reparse(fields, "prompt")
+        webhook_url = await self._webhook_url(remix.webhook_url)
+        job = self._job_row(
+            request,
+            source.request["seed"],
+            webhook_url,
+            None,
+            None,
+            remixed_from_video_id=source.id,
+            inherited_json=_scenes_json(source),
+        )
+        return await self._store(job, await self._source_reference(source), self._clips(source))
+
+    async def extend(self, extension: ExtendRequest) -> VideoObject:
+        """A new video: a completed one, then new scenes written from the prompt that start from its end."""
+        source = self._source(extension.video.id, "video.id")
+        limits = self.config.limits
+        total = float(source.seconds) + extension.seconds
+        if total > limits.max_seconds:
+            raise bad_value(
+                "seconds",
+                extension.seconds,
+                f"{source.id} lasts {source.seconds} s and a video may last at most {limits.max_seconds:g} s",
+            )
+        fields = {
+            key: value
+            for key, value in source.request.items()
+            if key not in ("scenes", "num_scenes", "seconds", "prompt")
+        } | {"prompt": extension.prompt, "seconds": extension.seconds}
+        request = self._reparse(fields, "prompt")
+        seed = source.request["seed"]
+        plan = plan_job(request, self.config, seed, extra_joins=1)
+        if plan.num_scenes + len(source.scenes) > limits.max_scenes:
+            raise bad_value(
+                "seconds",
+                extension.seconds,
+                f"{source.id} has {len(source.scenes)} scenes, this adds {plan.num_scenes}, and a video has "
+                f"at most {limits.max_scenes} (limits.max_scenes)",
+            )
+        webhook_url = await self._webhook_url(extension.webhook_url)
+        job = self._job_row(
+            request,
+            seed,
+            webhook_url,
+            None,
+            None,
+            extended_from_video_id=source.id,
+            inherited_json=_scenes_json(source),
+        )
+        job.seconds = f"{total:g}"
+        return await self._store(job, None, self._clips(source))
+
+    def _source(self, video_id: str, param: str) -> JobRow:
+        """The completed video a remix or an extension starts from."""
+        job = self.store.get(video_id) if is_job_id(video_id) else None
+        if job is None:
+            raise NotFound(f"no video {video_id!r}", param=param, code="video_not_found")
+        if job.status != JobStatus.COMPLETED:
+            raise Conflict(
+                f"video {video_id} is {job.status}; only a completed video can be remixed or extended",
+                code="not_ready",
+            )
+        return job
+
+    def _reparse(self, fields: dict[str, Any], param: str) -> CreateVideoRequest:
+        """A create request made of a source's stored settings and new fields, checked as a create is."""
+        try:
+            return parse_create(fields, self.config.limits)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(part) for part in first["loc"]) or param
+            raise bad_value(where, fields.get(where, "<from the source video>"), first["msg"]) from None
+
+    def _clips(self, source: JobRow) -> list[tuple[Path, int]]:
+        files = JobFiles(self.config.storage.root, source.id)
+        return [(files.clip(scene.idx), scene.idx) for scene in source.scenes]
+
+    async def _source_reference(self, source: JobRow) -> bytes | None:
+        path = JobFiles(self.config.storage.root, source.id).reference
+        try:
+            return await asyncio.to_thread(path.read_bytes)
+        except FileNotFoundError:
+            return None
 
     def _replay(self, existing: JobRow, key: str | None, body_hash: str) -> VideoObject:
         """The job an idempotency key already made; 422 if this request's body is not the one it was made with."""
@@ -173,19 +332,19 @@ class VideoService:
                 param="Idempotency-Key",
                 code="idempotency_key_reused",
             )
-        return self.to_object(existing)
+        return self.to_objects([existing])[0]
 
     # -- read -----------------------------------------------------------------------------------
 
     def retrieve(self, video_id: str) -> VideoObject:
-        return self.to_object(self._job(video_id))
+        return self.to_objects([self._job(video_id)])[0]
 
     def list(self, after: str | None, limit: int, order: str) -> VideoList:
         try:
             jobs, has_more = self.store.page(after, limit, order)
         except KeyError:
             raise bad_value("after", after, "no such video") from None
-        data = [self.to_object(job) for job in jobs]
+        data = self.to_objects(jobs)
         return VideoList(
             data=data,
             first_id=data[0].id if data else None,
@@ -276,7 +435,7 @@ class VideoService:
         if cached is not None and time.monotonic() - cached[0] < EVENT_POLL_S:
             return cached[1], cached[2]
         job = self.store.get(video_id)
-        status, video = (job.status, self.to_object(job).model_dump_json()) if job else (None, "")
+        status, video = (job.status, self.to_objects([job])[0].model_dump_json()) if job else (None, "")
         if len(self._snapshots) > 2 * self.config.limits.max_event_streams:
             self._snapshots.clear()  # stale entries of videos no stream follows any more
         self._snapshots[video_id] = (time.monotonic(), status, video)
@@ -332,7 +491,40 @@ class VideoService:
             raise NotFound(f"no video {video_id!r}", param="video_id", code="video_not_found")
         return job
 
+    def to_objects(self, jobs: Sequence[JobRow]) -> builtins.list[VideoObject]:
+        """The video objects of ``jobs``, with their places in the queue and webhooks (one query each)."""
+        ids = [job.id for job in jobs]
+        positions = self.store.queue_positions(ids)
+        hooks = self.store.webhook_states(ids)
+        start_at = self._start_times() if positions else None
+        objects = []
+        for job in jobs:
+            video = self.to_object(job)
+            video.queue_position = positions.get(job.id)
+            if video.queue_position is not None:
+                video.estimated_start_at = start_at.get(video.queue_position) if start_at else None
+            hook = hooks.get(job.id)
+            if hook is not None:
+                video.webhook = WebhookState(
+                    status=hook.status,
+                    attempts=hook.attempts,
+                    last_error=hook.last_error,
+                )
+            elif job.webhook_url:
+                video.webhook = WebhookState(status="waiting", attempts=0)
+            objects.append(video)
+        return objects
+
+    def _start_times(self) -> _StartTimes:
+        """A rough start time for each place in the queue: the jobs running and those ahead drain
+        ``max_concurrent_jobs`` per runner at a time, each taking as long as recent jobs took."""
+        job_seconds, runners = self.store.pace()
+        running = self.store.counts().get(JobStatus.IN_PROGRESS, 0)
+        slots = max(1, runners) * self.config.jobs.max_concurrent_jobs
+        return _StartTimes(job_seconds, running, slots)
+
     def to_object(self, job: JobRow) -> VideoObject:
+        """The video object of ``job`` as its row has it (``to_objects`` adds the queue and the webhook)."""
         return VideoObject(
             id=job.id,
             model=job.model,
@@ -347,6 +539,8 @@ class VideoService:
             error=VideoError(code=job.error_code, message=job.error_message or "")
             if job.error_code
             else None,
+            remixed_from_video_id=job.remixed_from_video_id,
+            extended_from_video_id=job.extended_from_video_id,
             title=job.title,
             writer=job.script_backend,
             scenes=[
@@ -362,10 +556,45 @@ class VideoService:
                     fallback_reason=scene.fallback_reason,
                     attempts=scene.attempts,
                     batch_size=scene.batch_size,
+                    segments=scene.segments,
+                    segments_done=scene.segments_done,
+                    source_video_id=scene.source_video_id,
                 )
                 for scene in job.scenes
             ],
         )
+
+
+@dataclass
+class _StartTimes:
+    job_seconds: float | None
+    running: int
+    slots: int
+
+    def get(self, position: int) -> int | None:
+        if self.job_seconds is None:
+            return None
+        waves = (self.running + position) // self.slots
+        return now() + math.ceil(waves * self.job_seconds)
+
+
+def _scenes_json(source: JobRow) -> str:
+    """A finished video's scenes, as a remix or an extension of it keeps them (``JobRow.inherited``)."""
+    return json.dumps([dataclasses.asdict(scene) for scene in source.scenes])
+
+
+def _link(source: Path, target: Path) -> None:
+    """Give ``target`` the content of clip ``source``: a hard link where the filesystem allows, else a copy.
+
+    Either way the new video keeps its clips when the source video is deleted or expires.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(source, target)
+    except FileNotFoundError:
+        raise Conflict(f"a clip of the source video is gone ({source.name})", code="not_ready") from None
+    except OSError:
+        shutil.copyfile(source, target)
 
 
 def _sse(event: str, data: dict) -> str:

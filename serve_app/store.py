@@ -16,6 +16,7 @@ import re
 import sqlite3
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -153,6 +154,23 @@ class JobRow:
         return [SceneRow(**scene) for scene in json.loads(self.inherited_json)]
 
 
+@dataclass
+class WebhookRow:
+    """One event in the webhook outbox: sent until a 2xx answer, with the same id each time."""
+
+    id: str
+    job_id: str
+    url: str
+    event: str
+    body: str
+    status: str
+    attempts: int
+    next_at: float
+    last_error: str | None
+    created_at: int
+
+
+_WEBHOOK_COLUMNS = tuple(f.name for f in fields(WebhookRow))
 _JOB_COLUMNS = tuple(f.name for f in fields(JobRow) if f.name != "scenes")
 _SCENE_COLUMNS = tuple(f.name for f in fields(SceneRow))
 
@@ -265,8 +283,90 @@ class JobStore:
                     "UPDATE scenes SET status = :status WHERE job_id = :id AND status != 'completed'",
                     {"status": status, "id": job_id},
                 )
+            if ended:
+                self._queue_webhook(job_id, status, finished)
         self._notify(job_id)
         return ended
+
+    # -- webhooks: an outbox in the same database --------------------------------------------------
+
+    def _queue_webhook(self, job_id: str, status: str, at: int) -> None:
+        """Queue the event of a job's end for its webhook, if it has one (inside ``finish``'s transaction,
+        so a job never ends without its event, nor gets it twice)."""
+        row = self._db.execute("SELECT webhook_url FROM jobs WHERE id = :id", {"id": job_id}).fetchone()
+        if row is None or not row["webhook_url"]:
+            return
+        event_id = f"evt_{uuid.uuid4().hex}"
+        body = {
+            "object": "event",
+            "id": event_id,
+            "type": f"video.{status}",
+            "created_at": at,
+            "data": {"id": job_id},
+        }
+        self._db.execute(
+            _insert("webhooks", ("id", "job_id", "url", "event", "body", "next_at", "created_at")),
+            {
+                "id": event_id,
+                "job_id": job_id,
+                "url": row["webhook_url"],
+                "event": body["type"],
+                "body": json.dumps(body, separators=(",", ":")),
+                "next_at": time.time(),
+                "created_at": at,
+            },
+        )
+
+    def due_webhooks(self, hold_s: float, limit: int = 16) -> list[WebhookRow]:
+        """Take up to ``limit`` events due for an attempt, each held ``hold_s`` from other runners: one
+        conditional UPDATE per event decides which runner sends it."""
+        with self._lock, self._db:
+            rows = self._db.execute(
+                "SELECT * FROM webhooks WHERE status = 'pending' AND next_at <= :now ORDER BY next_at LIMIT :n",
+                {"now": time.time(), "n": limit},
+            ).fetchall()
+            taken = []
+            for row in rows:
+                claimed = self._db.execute(
+                    "UPDATE webhooks SET next_at = :until WHERE id = :id AND status = 'pending' AND next_at = :seen",
+                    {"until": time.time() + hold_s, "id": row["id"], "seen": row["next_at"]},
+                ).rowcount
+                if claimed:
+                    taken.append(WebhookRow(**{name: row[name] for name in _WEBHOOK_COLUMNS}))
+        return taken
+
+    def webhook_attempted(self, event_id: str, error: str | None, retry_in: float | None) -> None:
+        """Record an attempt: delivered (``error`` None; the last failure stays visible), due again in
+        ``retry_in`` seconds, or failed for good."""
+        status = "delivered" if error is None else "pending" if retry_in is not None else "failed"
+        with self._lock, self._db:
+            self._db.execute(
+                "UPDATE webhooks SET attempts = attempts + 1, status = :status, last_error = COALESCE(:error, last_error), "
+                "next_at = :next WHERE id = :id",
+                {"status": status, "error": error, "next": time.time() + (retry_in or 0), "id": event_id},
+            )
+            row = self._db.execute("SELECT job_id FROM webhooks WHERE id = :id", {"id": event_id}).fetchone()
+        if row is not None:
+            self._notify(row["job_id"])
+
+    def webhook_states(self, job_ids: list[str]) -> dict[str, WebhookRow]:
+        """The latest webhook event of each of ``job_ids`` that has one."""
+        if not job_ids:
+            return {}
+        ids = {f"id{i}": job_id for i, job_id in enumerate(job_ids[:500])}
+        names = ", ".join(":" + name for name in ids)
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT * FROM webhooks WHERE job_id IN ({names}) ORDER BY created_at", ids
+            ).fetchall()
+        return {row["job_id"]: WebhookRow(**{name: row[name] for name in _WEBHOOK_COLUMNS}) for row in rows}
+
+    def prune_webhooks(self, before: int) -> int:
+        """Forget delivered and failed events created before ``before``; returns how many."""
+        with self._lock, self._db:
+            return self._db.execute(
+                "DELETE FROM webhooks WHERE status != 'pending' AND created_at < :before", {"before": before}
+            ).rowcount
 
     # -- leases: one runner per job ------------------------------------------------------------
 

@@ -100,6 +100,10 @@ class ClipEncoder:
         factor = self.processor.config.interpolation_factor
         fps = request.fps * factor
         made = self.processor.interpolate_frames(frames, factor)
+        if request.segment == request.segments - 1 and factor > 1:
+            # N frames interpolate to (N - 1) * factor + 1; holding the last one factor - 1 more keeps the
+            # scene N / fps long, as without interpolation (so a video lasts what was asked either way).
+            made = np.concatenate([made, np.repeat(made[-1:], factor - 1, axis=0)])
         last = png_bytes(frames[-1]) if request.keep_last_frame else None
         if request.segments == 1:
             path = self.processor.frames_to_video(made, files.clip(request.index), fps)

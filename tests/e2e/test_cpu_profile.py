@@ -41,7 +41,7 @@ def test_openai_sdk_creates_retrieves_and_downloads(app, openai_client, tmp_path
     finished = app.wait(created.id)
     assert finished["status"] == "completed", finished["error"]
     video = openai_client.videos.retrieve(created.id)
-    assert video.progress == 100 and video.size == "1280x720" and video.seconds == "4"
+    assert video.progress == 100 and video.size == "1280x720"
     # Every scene says it is a fallback, and why: never passed off as SVD.
     assert [scene["generator"] for scene in finished["scenes"]] == ["fallback"] * len(finished["scenes"])
     assert all("always" in scene["fallback_reason"] for scene in finished["scenes"])
@@ -55,6 +55,7 @@ def test_openai_sdk_creates_retrieves_and_downloads(app, openai_client, tmp_path
         assert (stream.width, stream.height) == (1280, 720)
         frames = sum(1 for _ in container.decode(stream))
     assert frames / float(stream.average_rate) == pytest.approx(4.0, abs=0.3)
+    assert float(video.seconds) == pytest.approx(frames / float(stream.average_rate), abs=0.01)
 
     thumbnail = openai_client.videos.download_content(created.id, variant="thumbnail").read()
     assert Image.open(io.BytesIO(thumbnail)).format == "JPEG"
@@ -256,3 +257,36 @@ def test_json_input_reference_as_a_data_url(app):
         ).json()["error"]["param"]
         == "input_reference.image_url"
     )
+
+
+def test_the_sdk_polls_remixes_edits_and_extends(app, openai_client, tmp_path):
+    source = openai_client.videos.create_and_poll(
+        prompt="A fox wakes under the snow. It crosses the river.", seconds="4", poll_interval_ms=250
+    )
+    assert source.status == "completed", source.error
+    remix = openai_client.videos.remix(source.id, prompt="A fox sleeps by the fire. It dreams of spring.")
+    edit = openai_client.videos.edit(prompt="A wolf wakes under the snow.", video={"id": source.id})
+    extension = openai_client.videos.extend(
+        prompt="Night falls. Stars come out.", seconds="4", video={"id": source.id}
+    )
+    assert remix.remixed_from_video_id == source.id and edit.remixed_from_video_id == source.id
+    done = {
+        made.id: openai_client.videos.poll(made.id, poll_interval_ms=250) for made in (remix, edit, extension)
+    }
+    assert {video.status for video in done.values()} == {"completed"}
+
+    # The extension holds the source, then 4 s more, and says how long its file lasts.
+    extended = app.client.get(f"/v1/videos/{extension.id}").json()
+    assert extended["extended_from_video_id"] == source.id
+    target = tmp_path / "extended.mp4"
+    openai_client.videos.download_content(extension.id).write_to_file(target)
+    with av.open(str(target)) as container:
+        stream = container.streams.video[0]
+        seconds = sum(1 for _ in container.decode(stream)) / float(stream.average_rate)
+    assert seconds == pytest.approx(float(source.seconds) + 4, abs=0.3)
+    assert float(done[extension.id].seconds) == pytest.approx(seconds, abs=0.01)
+    inherited = [scene for scene in extended["scenes"] if scene["source_video_id"] == source.id]
+    assert len(inherited) == len(app.client.get(f"/v1/videos/{source.id}").json()["scenes"])
+
+    refused = app.client.post("/v1/videos/characters", json={"name": "Fox"})
+    assert refused.status_code == 400 and refused.json()["error"]["code"] == "unsupported"

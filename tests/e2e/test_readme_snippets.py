@@ -36,11 +36,16 @@ def app(serve_cluster, tmp_path_factory) -> Iterator[Deployed]:
 
 def test_the_readme_has_the_snippets_this_file_runs():
     assert len(snippets("python")) >= 1 and any("curl" in s for s in snippets("bash"))
-    assert len(api_snippets()) == 2, "a new API snippet in the README needs a test here"
+    assert len(api_snippets()) == 3, "a new API snippet in the README needs a test here"
+
+
+def python_snippet(marker: str) -> str:
+    (code,) = [snippet for snippet in snippets("python") if marker in snippet]
+    return code
 
 
 def test_the_python_snippet_makes_and_downloads_a_video(app, tmp_path, monkeypatch, capsys):
-    (code,) = snippets("python")
+    code = python_snippet("download_content")
     monkeypatch.chdir(tmp_path)
     exec(compile(code.replace(DOCUMENTED, app.url), "README.md", "exec"), {})
 
@@ -48,6 +53,15 @@ def test_the_python_snippet_makes_and_downloads_a_video(app, tmp_path, monkeypat
     with av.open(str(tmp_path / "video.mp4")) as container:
         stream = container.streams.video[0]
         assert (stream.codec_context.name, stream.width, stream.height) == ("h264", 1280, 720)
+
+
+def test_the_remix_and_extend_snippet_prints_what_it_says(app, capsys):
+    code = python_snippet("videos.extend")
+    exec(compile(code.replace(DOCUMENTED, app.url), "README.md", "exec"), {})
+
+    status, seconds, extends = capsys.readouterr().out.split()
+    assert (status, extends) == ("completed", "True")
+    assert float(seconds) == pytest.approx(12, abs=0.3)  # the 8 s source, then 4 s more
 
 
 def test_the_curl_snippet_runs_line_by_line(app, tmp_path):

@@ -147,8 +147,9 @@ def test_interpolated_scene_clips_through_the_runner(local_config):
     assert job.status == "completed", job.error_message
     for scene in job.scenes:
         info = VideoProcessor.probe(scene.clip_path)
-        # A 1 s scene plus its 0.25 s share of the fade is 5 frames at 4 fps: (5 - 1) * 2 + 1 at 8 fps.
-        assert (info.fps, info.frames) == (8.0, 9)
+        # A 1 s scene plus its 0.25 s share of the fade is 5 frames at 4 fps: (5 - 1) * 2 + 1 at 8 fps,
+        # and the last held once more so the clip lasts those 5 frames' 1.25 s.
+        assert (info.fps, info.frames) == (8.0, 10)
 
 
 @pytest.mark.parametrize("mode", ["CMYK", "P", "LA", "I;16"])
