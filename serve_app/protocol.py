@@ -155,6 +155,12 @@ class VideoReference(BaseModel):
     id: str = Field(description="A completed video's id.")
 
 
+def _reference_from_id(cls: type, value: object) -> object:
+    # `video` may also be the bare id: a multipart field `video=video_...`, which is how openai 3.x's
+    # `edit` and `extend` can send it (they refuse `video={"id": ...}` before sending, expecting a file).
+    return {"id": value} if isinstance(value, str) else value
+
+
 class RemixRequest(BaseModel):
     """Body of `POST /v1/videos/{id}/remix`: a new prompt, the source's settings."""
 
@@ -179,10 +185,11 @@ class EditRequest(BaseModel):
     model_config = WIRE
 
     prompt: str = Field(min_length=1, description="The new story idea.")
-    video: VideoReference
+    video: VideoReference = Field(description='`{"id": ...}`, or the id alone.')
     webhook_url: str | None = Field(None, max_length=2048, description="As for create.")
 
     _within_limits = field_validator("prompt", mode="before")(_within)
+    _video_by_id = field_validator("video", mode="before")(_reference_from_id)
 
 
 class ExtendRequest(BaseModel):
@@ -194,10 +201,11 @@ class ExtendRequest(BaseModel):
     seconds: float = Field(
         gt=0, description="Length of the extension; the result lasts the source plus this."
     )
-    video: VideoReference
+    video: VideoReference = Field(description='`{"id": ...}`, or the id alone.')
     webhook_url: str | None = Field(None, max_length=2048, description="As for create.")
 
     _within_limits = field_validator("prompt", mode="before")(_within)
+    _video_by_id = field_validator("video", mode="before")(_reference_from_id)
     _seconds_may_be_a_string = field_validator("seconds", mode="before")(_number_from_text)
 
 

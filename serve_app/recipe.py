@@ -180,7 +180,8 @@ class VideoRecipe:
     def _reuse(
         self, job: JobRow, request: CreateVideoRequest, plan: JobPlan, rows: list[SceneRow], files: JobFiles
     ) -> list[SceneRow]:
-        """A remix's scenes, those made of what made the source's scene at their place taken over done.
+        """A remix's scenes. Each scene made of the same things as the source's scene at its place takes
+        over that scene's clip and is done; the others are made.
 
         With continuity a scene starts from the one before, so only an unbroken run from the first scene is
         taken over. A fallback's clip is made again unless the fallback is all this deployment makes.

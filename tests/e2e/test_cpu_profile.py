@@ -265,9 +265,11 @@ def test_the_sdk_polls_remixes_edits_and_extends(app, openai_client, tmp_path):
     )
     assert source.status == "completed", source.error
     remix = openai_client.videos.remix(source.id, prompt="A fox sleeps by the fire. It dreams of spring.")
-    edit = openai_client.videos.edit(prompt="A wolf wakes under the snow.", video={"id": source.id})
+    # openai 3.x refuses `video={"id": ...}` before sending (it wants a file there); `(None, id)` sends the id
+    # as a plain form field, which the service takes as the video's id.
+    edit = openai_client.videos.edit(prompt="A wolf wakes under the snow.", video=(None, source.id))
     extension = openai_client.videos.extend(
-        prompt="Night falls. Stars come out.", seconds="4", video={"id": source.id}
+        prompt="Night falls. Stars come out.", seconds="4", video=(None, source.id)
     )
     assert remix.remixed_from_video_id == source.id and edit.remixed_from_video_id == source.id
     done = {

@@ -5,13 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import hashlib
-import hmac
 import json
 import secrets
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from fastapi.testclient import TestClient
@@ -27,6 +23,7 @@ from serve_app.runner import JobWorker
 from serve_app.serving import VideoService
 from serve_app.store import JobStore
 from tests.fixtures.jobs import Spy, runners, service_with, stages_with
+from tests.fixtures.webhooks import Receiver, verify
 
 pytestmark = pytest.mark.integration
 
@@ -197,41 +194,6 @@ def test_the_queue_position_counts_down_as_jobs_start(local_config):
     assert listed[ids[3]].estimated_start_at is not None and listed[ids[0]].estimated_start_at is None
 
 
-class Receiver:
-    """A local HTTP receiver that answers 500 to the first ``failures`` deliveries, then 204."""
-
-    def __init__(self, failures: int) -> None:
-        self.failures = failures
-        self.received: list[tuple[float, dict[str, str], bytes]] = []
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - the http.server name
-                body = self.rfile.read(int(self.headers["content-length"]))
-                receiver.received.append((time.monotonic(), dict(self.headers.items()), body))
-                self.send_response(500 if len(receiver.received) <= receiver.failures else 204)
-                self.send_header("content-length", "0")
-                self.end_headers()
-
-            def log_message(self, *args) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-
-
-def verify(secret: str, headers: dict[str, str], body: bytes) -> bool:
-    """The Standard Webhooks check a receiver runs, written from the spec."""
-    key = base64.b64decode(secret.removeprefix("whsec_"))
-    signed = f"{headers['webhook-id']}.{headers['webhook-timestamp']}.".encode() + body
-    expected = base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
-    return f"v1,{expected}" in headers["webhook-signature"].split(" ")
-
-
 @pytest.fixture
 def secret(monkeypatch) -> str:
     value = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
@@ -348,6 +310,7 @@ def test_the_routes_take_the_sdk_forms_and_refuse_characters(local_config):
         edit = client.post(
             "/v1/videos/edits", files={"prompt": (None, "Night."), "video[id]": (None, video_id)}
         )
+        bare = client.post("/v1/videos/edits", files={"prompt": (None, "Night."), "video": (None, video_id)})
         extend = client.post(
             "/v1/videos/extensions",
             files={"prompt": (None, "More."), "seconds": (None, "4"), "video[id]": (None, video_id)},
@@ -362,6 +325,7 @@ def test_the_routes_take_the_sdk_forms_and_refuse_characters(local_config):
         )
     assert edit.status_code == 200, edit.text
     assert edit.json()["remixed_from_video_id"] == video_id
+    assert bare.status_code == 200 and bare.json()["remixed_from_video_id"] == video_id
     assert extend.status_code == 200, extend.text
     assert extend.json()["extended_from_video_id"] == video_id and extend.json()["seconds"] == "6"
     assert remix.status_code == 200 and remix.json()["remixed_from_video_id"] == video_id
