@@ -353,8 +353,7 @@ class JobStore:
         """The latest webhook event of each of ``job_ids`` that has one."""
         if not job_ids:
             return {}
-        ids = {f"id{i}": job_id for i, job_id in enumerate(job_ids[:500])}
-        names = ", ".join(":" + name for name in ids)
+        names, ids = _id_list(job_ids)
         with self._lock:
             rows = self._db.execute(
                 f"SELECT * FROM webhooks WHERE job_id IN ({names}) ORDER BY created_at", ids
@@ -455,8 +454,7 @@ class JobStore:
         """The 0-based place in the queue of those of ``job_ids`` that are queued: jobs start in creation order."""
         if not job_ids:
             return {}
-        ids = {f"id{i}": job_id for i, job_id in enumerate(job_ids[:500])}
-        names = ", ".join(":" + name for name in ids)
+        names, ids = _id_list(job_ids)
         with self._lock:
             rows = self._db.execute(
                 "SELECT j.id AS id, (SELECT COUNT(*) FROM jobs q WHERE q.status = 'queued' AND q.seq < j.seq) AS n "
@@ -568,6 +566,12 @@ def _schema_columns() -> dict[str, dict[str, str]]:
         lines = (line.strip().rstrip(",") for line in body.strip().splitlines())
         tables[table] = dict(line.split(" ", 1) for line in lines if not line.startswith("PRIMARY KEY"))
     return tables
+
+
+def _id_list(job_ids: list[str]) -> tuple[str, dict[str, str]]:
+    """``IN (...)`` placeholders and their parameters for a page of job ids (at most 500: a list page is 100)."""
+    ids = {f"id{i}": job_id for i, job_id in enumerate(job_ids[:500])}
+    return ", ".join(":" + name for name in ids), ids
 
 
 def _assignments(table: str, columns: tuple[str, ...], changes: dict[str, Any]) -> str:

@@ -48,40 +48,33 @@ def length(config: AppConfig, video_id: str) -> float:
     return VideoProcessor.probe(JobFiles(config.storage.root, video_id).variant("video")).duration
 
 
-def test_a_remix_with_scenes_makes_again_only_the_scene_that_changed(local_config):
+@pytest.mark.parametrize(
+    "continuity, taken_over, animated",
+    [
+        (False, [True, False, True], 1),  # only the scene that changed is made again
+        (True, [True, False, False], 2),  # scene 2 starts from scene 1's last frame, which changed
+    ],
+)
+def test_a_remix_with_scenes_makes_again_only_what_changed(local_config, continuity, taken_over, animated):
     async def scenario():
         service, animator = spied(local_config)
-        source = await service.create(CreateVideoRequest(prompt="A fox.", scenes=SCENES, seed=7), None, None)
+        body = CreateVideoRequest(prompt="A fox.", scenes=SCENES, seed=7, continuity=continuity)
+        source = await service.create(body, None, None)
         await made(service, source.id)
         before = animator.calls["animate"]
         changed = [SCENES[0], SceneSpec(caption="It stops to drink.", duration_s=1.5), SCENES[2]]
         remix = await service.remix(source.id, RemixRequest(prompt="A thirsty fox.", scenes=changed))
         return source.id, await made(service, remix.id), animator.calls["animate"] - before
 
-    source_id, video, animated = asyncio.run(scenario())
+    source_id, video, calls = asyncio.run(scenario())
     assert video["status"] == "completed", video["error"]
     assert video["remixed_from_video_id"] == source_id and video["prompt"] == "A thirsty fox."
-    assert [scene["source_video_id"] for scene in video["scenes"]] == [source_id, None, source_id]
+    assert [scene["source_video_id"] for scene in video["scenes"]] == [
+        source_id if taken else None for taken in taken_over
+    ]
     assert video["scenes"][1]["caption"] == "It stops to drink."
-    assert animated == 1  # one scene made again, two clips taken over
+    assert calls == animated
     assert length(local_config, video["id"]) == pytest.approx(4.5, abs=0.3)
-
-
-def test_a_remix_with_continuity_keeps_only_the_unbroken_start(local_config):
-    async def scenario():
-        service, animator = spied(local_config)
-        body = CreateVideoRequest(prompt="A fox.", scenes=SCENES, seed=7, continuity=True)
-        source = await service.create(body, None, None)
-        await made(service, source.id)
-        before = animator.calls["animate"]
-        changed = [SCENES[0], SceneSpec(caption="It stops to drink.", duration_s=1.5), SCENES[2]]
-        remix = await service.remix(source.id, RemixRequest(prompt="A fox.", scenes=changed))
-        return source.id, await made(service, remix.id), animator.calls["animate"] - before
-
-    source_id, video, animated = asyncio.run(scenario())
-    # Scene 2 starts from scene 1's last frame, which changed: it is made again too.
-    assert [scene["source_video_id"] for scene in video["scenes"]] == [source_id, None, None]
-    assert animated == 2
 
 
 def test_a_remix_keeps_the_settings_and_a_deleted_source_takes_nothing_away(local_config):
