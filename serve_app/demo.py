@@ -1,138 +1,129 @@
-"""`make demo`: start the service on the CPU profile, make one video over HTTP, save it, shut down.
+"""A local service for `storyreel serve` and `storyreel demo`: `serve run` on a fresh Ray, stopped for sure.
 
-    python -m serve_app.demo [--prompt TEXT] [--seconds N] [--out DIR] [--config FILE]
+`local_service` starts `serve run -a local CONFIG` (a new local Ray instance, never a cluster an earlier
+run left recorded), waits until the API answers, and on the way out stops `serve run` and every Ray
+process it started, also on Ctrl-C or an error. What the demo makes and prints lives in `serve_app.cli`
+(`storyreel demo`), which goes through the same create, wait and download functions as `storyreel create`.
 
-It starts `serve run` on a fresh local Ray instance (never a cluster an earlier run left recorded),
-talks to it like any client would, and stops everything it started, also on Ctrl-C or an error.
+    python -m serve_app.demo [--out DIR] ...    # the same as `storyreel demo [--out DIR] ...`
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
-from tqdm import tqdm
 
 DEFAULT_PROMPT = (
     "A lighthouse keeper climbs the stairs at dusk. Far below, a whale glows under the waves. "
     "灯塔的光和鲸鱼的歌声在海面上相遇。"
 )
+# The demo's files: each content variant and the name it is saved under.
 VARIANTS = {
     "video": "video.mp4",
     "thumbnail": "thumbnail.jpg",
     "spritesheet": "spritesheet.jpg",
     "captions": "captions.vtt",
 }
+# `serve run` shuts Serve and its local Ray down on SIGINT; past this it is killed.
+STOP_TIMEOUT_S = 60
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--prompt", default=DEFAULT_PROMPT, help="the story idea")
-    parser.add_argument("--seconds", default="6", help="video length in seconds (default 6)")
-    parser.add_argument("--size", default="1280x720", help="WIDTHxHEIGHT (default 1280x720)")
-    parser.add_argument(
-        "--out", type=Path, default=Path("out/demo"), help="where the files go (default out/demo)"
-    )
-    parser.add_argument(
-        "--config", default="serve_config.cpu.yaml", help="Serve config (default the CPU profile)"
-    )
-    parser.add_argument("--url", default="http://127.0.0.1:8000", help="where that config serves")
-    parser.add_argument("--startup-timeout", type=float, default=300, help="seconds to wait for the service")
-    args = parser.parse_args()
+class ServiceFailed(RuntimeError):
+    """The local service did not come up: `serve run` exited, or the API did not answer in time."""
 
-    if _healthy(args.url):
-        print(f"Something already serves {args.url}; stop it first (it may be an earlier `serve run`).")
-        return 1
-    server = _start_server(args.config)
+
+@contextlib.contextmanager
+def local_service(
+    config: Path, url: str, log: Path | None = None, startup_timeout_s: float | None = 300
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Run `serve run -a local CONFIG` until the block ends; yield its process once ``url`` is healthy.
+
+    The environment passes through unchanged, so `serve run` and the cluster it starts see the same
+    ``RAY_AUTH_MODE`` and token (README, "Ray auth").
+
+    Args:
+        config: the Serve config file (``serve_config.cpu.yaml`` or ``serve_config.yaml``).
+        url: where that config serves, e.g. ``http://127.0.0.1:8000``; its ``/healthz`` is polled.
+        log: a file for `serve run`'s output; default None, this process's stdout and stderr.
+        startup_timeout_s: seconds to wait for the API; None waits as long as `serve run` runs.
+
+    Raises:
+        ServiceFailed: something already serves ``url``, `serve run` exited, or the API did not come up.
+    """
+    if healthy(url):
+        raise ServiceFailed(
+            f"something already serves {url}; stop it first (it may be an earlier `serve run`)"
+        )
+    server = start_server(config, log)
     try:
-        _wait_until_up(args.url, server, args.startup_timeout)
-        return _make_video(args)
+        wait_until_up(url, server, startup_timeout_s, where=f"see {log}" if log else "see its output above")
+        yield server
     finally:
-        _stop(server)
+        stop(server)
 
 
-def _start_server(config: str) -> subprocess.Popen:
-    log = Path("out/demo-serve.log")
-    log.parent.mkdir(parents=True, exist_ok=True)
-    print(f"Starting `serve run {config}` on a fresh local Ray instance (log: {log}) ...")
-    # RAY_ADDRESS=local: a new local instance, not whatever cluster a previous run left recorded.
-    env = os.environ | {"RAY_ADDRESS": "local"}
+def start_server(config: Path, log: Path | None = None) -> subprocess.Popen[bytes]:
+    """Start `serve run -a local CONFIG` in a session of its own (see ``kill_session``), output to ``log``."""
+    output: Any = None
+    if log is not None:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        output = log.open("w")
+    print(
+        f"Starting `serve run {config}` on a fresh local Ray instance{f' (log: {log})' if log else ''} ...",
+        file=sys.stderr,
+    )
     return subprocess.Popen(
-        [str(Path(sys.executable).parent / "serve"), "run", config],
-        stdout=log.open("w"),
-        stderr=subprocess.STDOUT,
-        env=env,
+        # -a local: a new local instance, not whatever cluster a previous run left recorded.
+        [str(Path(sys.executable).parent / "serve"), "run", "-a", "local", str(config)],
+        stdout=output,
+        stderr=subprocess.STDOUT if log is not None else None,
         start_new_session=True,  # its own session, which every Ray process it starts joins: see kill_session
     )
 
 
-def _wait_until_up(url: str, server: subprocess.Popen, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+def wait_until_up(url: str, server: subprocess.Popen[bytes], timeout_s: float | None, where: str) -> None:
+    """Return once ``url``/healthz answers 200; raise ServiceFailed (saying ``where`` to look) otherwise."""
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    while deadline is None or time.monotonic() < deadline:
         if server.poll() is not None:
-            raise SystemExit(f"`serve run` exited with status {server.returncode}; see out/demo-serve.log")
-        if _healthy(url):
+            raise ServiceFailed(f"`serve run` exited with status {server.returncode}; {where}")
+        if healthy(url):
             return
         time.sleep(1)
-    raise SystemExit(f"The service did not come up in {timeout:.0f} s; see out/demo-serve.log")
+    raise ServiceFailed(f"the service did not come up in {timeout_s:.0f} s; {where}")
 
 
-def _make_video(args: argparse.Namespace) -> int:
-    client = httpx.Client(base_url=args.url, timeout=60)
-    created = client.post(
-        "/v1/videos", json={"prompt": args.prompt, "seconds": args.seconds, "size": args.size}
-    )
-    if created.status_code != 200:
-        print(f"The service refused the request: {created.json()['error']['message']}")
-        return 1
-    video = created.json()
-    with tqdm(total=100, desc="Generating", unit="%") as bar:
-        while video["status"] not in ("completed", "failed", "cancelled"):
-            time.sleep(0.5)
-            video = client.get(f"/v1/videos/{video['id']}").json()
-            bar.update(video["progress"] - bar.n)
-    if video["status"] != "completed":
-        print(f"The video {video['status']}: {video['error']}")
-        return 1
-
-    args.out.mkdir(parents=True, exist_ok=True)
-    for variant, name in VARIANTS.items():
-        response = client.get(f"/v1/videos/{video['id']}/content", params={"variant": variant})
-        response.raise_for_status()
-        (args.out / name).write_bytes(response.content)
-    print(
-        f"\n{video['title'] or 'Video'} ({video['seconds']} s, {video['size']}, {len(video['scenes'])} scenes):"
-    )
-    for scene in video["scenes"]:
-        print(f"  scene {scene['index']}: {scene['generator']:<8} {scene['caption']}")
-    print(f"\nWrote {', '.join(str(args.out / name) for name in VARIANTS.values())}")
-    return 0
-
-
-def _healthy(url: str) -> bool:
+def healthy(url: str) -> bool:
+    """Whether ``url``/healthz answers 200 within 2 s."""
     try:
         return httpx.get(f"{url}/healthz", timeout=2).status_code == 200
     except httpx.HTTPError:
         return False
 
 
-def _stop(server: subprocess.Popen) -> None:
-    if server.poll() is not None:
-        return
-    print("Shutting the service down ...")
-    os.killpg(server.pid, signal.SIGINT)  # `serve run` shuts Serve and its local Ray down on Ctrl-C
-    try:
-        server.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        kill_session(server.pid)
-        server.wait()
+def stop(server: subprocess.Popen[bytes]) -> None:
+    """Stop `serve run` with Ctrl-C's SIGINT, then kill what is left of its session.
+
+    A replica outlives `serve run` for seconds, still answering and working (README, "Troubleshooting"), so
+    the session is always swept, also when `serve run` exited by itself. A second Ctrl-C skips the wait.
+    """
+    if server.poll() is None:
+        print("Shutting the service down ...", file=sys.stderr)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.pid, signal.SIGINT)
+        with contextlib.suppress(subprocess.TimeoutExpired, KeyboardInterrupt):
+            server.wait(timeout=STOP_TIMEOUT_S)
+    kill_session(server.pid)
+    server.wait()
 
 
 def kill_session(session_id: int, timeout_s: float = 30) -> None:
@@ -169,4 +160,7 @@ def _session_pids(session_id: int) -> list[int]:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # `make demo` ran this module before `storyreel demo` existed. The command is run, not imported:
+    # serve_app.cli imports this module, and imports point one way only (tests/unit/test_import_graph.py).
+    command = [sys.executable, "-m", "serve_app.cli", "demo", *sys.argv[1:]]
+    sys.exit(subprocess.call(command))

@@ -1,0 +1,118 @@
+"""`storyreel` against the CPU profile over real Ray Serve: each command run in process, as `main([...])`."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import av
+import pytest
+from PIL import Image
+
+from serve_app.cli import main
+from tests.fixtures.serve import Deployed, cpu_profile, deployed
+
+pytestmark = pytest.mark.e2e
+
+PROMPT = "A lighthouse keeper climbs the stairs at dusk. A whale glows under the sea."
+# The session's cluster forwards the replicas' logs to this process, where capsys catches them too:
+# "(ServeReplica:cli:VideoAPI pid=12) INFO ...", "(raylet) ...", and Serve's own "INFO 2026-12-01 ...".
+RAY_LOG_LINE = re.compile(r"^(\x1b\[[0-9;]*m)?\([^)]*\)|^(DEBUG|INFO|WARNING|ERROR) \d{4}-\d\d-\d\d ")
+
+
+@pytest.fixture(scope="module")
+def app(serve_cluster, tmp_path_factory) -> Iterator[Deployed]:
+    with deployed(serve_cluster, cpu_profile(tmp_path_factory.mktemp("cli-storage")), "cli") as app:
+        yield app
+
+
+@pytest.fixture(scope="module")
+def finished(app: Deployed, tmp_path_factory) -> tuple[str, object]:
+    """One 4 s video made with `create --wait --out`: its id, and where the MP4 went."""
+    target = tmp_path_factory.mktemp("cli-out") / "x.mp4"
+    assert (
+        main(
+            [
+                "--base-url",
+                app.url,
+                "--json",
+                "create",
+                PROMPT,
+                "--seconds",
+                "4",
+                "--wait",
+                "--out",
+                str(target),
+            ]
+        )
+        == 0
+    )
+    return app.client.get("/v1/videos", params={"limit": 1}).json()["data"][0]["id"], target
+
+
+def storyreel(app: Deployed, capsys, *argv: str) -> tuple[int, str, str]:
+    """Run `storyreel --base-url APP ARGV...` in process: its exit status, stdout and stderr."""
+    capsys.readouterr()  # drop what came before
+    status = main(["--base-url", app.url, *argv])
+    out, err = capsys.readouterr()
+    return status, _without_ray_logs(out), _without_ray_logs(err)
+
+
+def _without_ray_logs(text: str) -> str:
+    return "".join(line for line in text.splitlines(keepends=True) if not RAY_LOG_LINE.match(line))
+
+
+def test_create_waits_and_saves_a_4_second_mp4(app, finished, capsys) -> None:
+    video_id, target = finished
+    with av.open(str(target)) as container:
+        stream = container.streams.video[0]
+        assert stream.codec_context.name == "h264"
+        frames = sum(1 for _ in container.decode(stream))
+    assert frames / float(stream.average_rate) == pytest.approx(4.0, abs=0.3)
+    status, out, _ = storyreel(app, capsys, "get", video_id, "--json")
+    assert status == 0 and json.loads(out)["status"] == "completed"
+
+
+def test_create_prints_the_api_error_naming_the_field(app, capsys) -> None:
+    status, out, err = storyreel(app, capsys, "create", "")
+    assert status == 1 and out == ""
+    assert err.startswith("storyreel: ") and "prompt" in err
+
+
+def test_list_json_is_the_apis_list(app, finished, capsys) -> None:
+    status, out, _ = storyreel(app, capsys, "list", "--json", "--limit", "5")
+    page = json.loads(out)
+    assert status == 0 and page["object"] == "list" and finished[0] in [video["id"] for video in page["data"]]
+
+
+def test_get_and_download_a_thumbnail(app, finished, capsys, tmp_path) -> None:
+    video_id, _ = finished
+    status, out, _ = storyreel(app, capsys, "get", video_id)
+    assert status == 0 and video_id in out and "scene 0: fallback" in out
+    poster = tmp_path / "poster.jpg"
+    status, _, err = storyreel(
+        app, capsys, "download", video_id, "--variant", "thumbnail", "--out", str(poster)
+    )
+    assert status == 0 and str(poster) in err
+    assert Image.open(io.BytesIO(poster.read_bytes())).format == "JPEG"
+
+
+def test_rm_then_get_is_not_found(app, capsys) -> None:
+    status, out, _ = storyreel(app, capsys, "create", "A fox runs through snow.", "--seconds", "2")
+    video_id = out.strip()
+    assert status == 0 and video_id.startswith("video_")
+    status, out, _ = storyreel(app, capsys, "rm", video_id, "--json")
+    assert status == 0 and json.loads(out) == {"id": video_id, "object": "video.deleted", "deleted": True}
+    status, _, err = storyreel(app, capsys, "get", video_id)
+    assert status == 1 and "video_not_found" in err and video_id in err
+
+
+def test_the_module_runs_as_a_program() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "serve_app.cli", "--help"], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0 and "usage: storyreel" in result.stdout
