@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CJK_FONT_PACKAGE := fonts-wqy-zenhei
 
-.PHONY: install fonts demo test test-unit lint format bench tiny-models device-wheels clean
+.PHONY: install fonts browser demo test test-unit lint format bench tiny-models device-wheels clean
 
 install: $(STAMP)
 
@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[dev]'
-	@$(MAKE) --no-print-directory fonts
+	@$(MAKE) --no-print-directory fonts browser
 	@touch $(STAMP)
 
 # Captions and title cards in Chinese, Japanese or Korean need a font with those glyphs (README, "Fonts").
@@ -27,8 +27,19 @@ fonts:
 		echo "No CJK font: run 'sudo apt-get install $(CJK_FONT_PACKAGE)' or set video_processing.font_path"; \
 	fi
 
+# The studio's browser tests drive Debian's chromium through Playwright (it cannot download its own here).
+browser:
+	@if command -v chromium >/dev/null; then \
+		echo "chromium: found"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get install -y -q chromium >/dev/null || \
+		(apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null); \
+	else \
+		echo "No chromium: run 'sudo apt-get install chromium' for the studio's browser tests"; \
+	fi
+
 demo: install
-	$(BIN)/python -m serve_app.demo --out out/demo
+	$(BIN)/storyreel demo --out out/demo
 
 test: install
 	$(BIN)/python -m pytest

@@ -8,14 +8,18 @@ from __future__ import annotations
 import hmac
 import logging
 import os
+import pathlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from importlib.resources import files
 from typing import Annotated, Any
 
 import anyio
 from fastapi import APIRouter, Depends, FastAPI, Header, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, StreamingResponse
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import FileResponse, HTMLResponse, StreamingResponse
+from fastapi.staticfiles import StaticFiles
 from pydantic import ValidationError
 from ray import serve
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -116,6 +120,10 @@ app = FastAPI(
     title="storyreel",
     version="0.1.0",
     description="Text-to-video on Ray Serve, compatible with OpenAI's Videos API.",
+    # /docs is served below from assets shipped with the package: FastAPI's own loads them from a CDN, and
+    # renders blank on the offline machines GPU clusters often are. ReDoc would need one too.
+    docs_url=None,
+    redoc_url=None,
 )
 # The API proper; /healthz stays on `app` without a key, as health probes (Kubernetes, Serve) carry none.
 api = APIRouter(dependencies=[Depends(authorize)], responses=errors.responses(Unauthorized))
@@ -333,6 +341,32 @@ async def healthz(request: Request) -> Health:
     counts = _service(request).counts()
     return Health(
         jobs_running=counts.get(JobStatus.IN_PROGRESS, 0), jobs_queued=counts.get(JobStatus.QUEUED, 0)
+    )
+
+
+# -- the studio and the API docs: static pages, open without a key (the studio asks for one itself) --------
+
+STUDIO = pathlib.Path(__file__).parent / "studio"
+app.mount("/studio", StaticFiles(directory=STUDIO), name="studio")
+app.mount("/docs/assets", StaticFiles(directory=str(files("fastapi_swagger.resources"))), name="docs-assets")
+
+
+@app.get("/", include_in_schema=False)
+async def studio() -> FileResponse:
+    """The studio: make, watch and download videos from the browser."""
+    return FileResponse(STUDIO / "index.html", media_type="text/html; charset=utf-8")
+
+
+@app.get("/docs", include_in_schema=False)
+async def docs() -> HTMLResponse:
+    """Swagger UI over /openapi.json, every asset from this server. URLs are relative, so the page works
+    under any route prefix."""
+    return get_swagger_ui_html(
+        openapi_url="openapi.json",
+        title="storyreel API",
+        swagger_js_url="docs/assets/swagger-ui-bundle.js",
+        swagger_css_url="docs/assets/swagger-ui.css",
+        swagger_favicon_url="docs/assets/favicon-32x32.png",
     )
 
 

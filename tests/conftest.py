@@ -1,6 +1,7 @@
 """Shared pytest setup. Fixtures live in tests/fixtures/, one module per subject, listed here."""
 
 pytest_plugins = [
+    "tests.fixtures.browser",
     "tests.fixtures.jobs",
     "tests.fixtures.media",
     "tests.fixtures.models",

@@ -123,12 +123,14 @@ class ClipEncoder:
         files = self._files(request.job_id)
         clips = [files.clip(i) for i in range(len(request.captions))]
         video = self.processor.stitch(clips, files.variant(Variant.VIDEO), size=request.size)
-        cues = [
-            Cue(start, end, text)
-            for (start, end), text in zip(self.processor.timeline(clips), request.captions, strict=True)
-        ]
+        spans = self.processor.timeline(clips)
+        cues = [Cue(start, end, text) for (start, end), text in zip(spans, request.captions, strict=True)]
         frames = self.processor.sample_frames(video, self.processor.config.spritesheet_tiles)
-        thumbnail = self.processor.write_thumbnail(frames[len(frames) // 2], files.variant(Variant.THUMBNAIL))
+        # The poster: the middle of the middle scene (the video's own middle may fall inside a cross-fade).
+        start, end = spans[len(spans) // 2]
+        duration = self.processor.probe(video).duration
+        poster = frames[min(len(frames) - 1, round((start + end) / 2 / duration * (len(frames) - 1)))]
+        thumbnail = self.processor.write_thumbnail(poster, files.variant(Variant.THUMBNAIL))
         spritesheet = self.processor.write_spritesheet(frames, files.variant(Variant.SPRITESHEET))
         vtt = write_webvtt(cues, files.variant(Variant.CAPTIONS)) if request.with_captions else None
         return FinalVideo(
@@ -136,7 +138,7 @@ class ClipEncoder:
             thumbnail=str(thumbnail),
             spritesheet=str(spritesheet),
             captions=str(vtt) if vtt else None,
-            duration=self.processor.probe(video).duration,
+            duration=duration,
         )
 
     def _files(self, job_id: str) -> JobFiles:

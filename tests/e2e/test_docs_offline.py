@@ -1,0 +1,48 @@
+"""/docs works on a machine without internet: Swagger UI's assets come from the ingress itself."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from urllib.parse import urlsplit
+
+import pytest
+
+from tests.fixtures.serve import Deployed, cpu_profile, deployed
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def app(serve_cluster, tmp_path_factory) -> Iterator[Deployed]:
+    with deployed(serve_cluster, cpu_profile(tmp_path_factory.mktemp("docs-storage")), "docs") as app:
+        yield app
+
+
+def test_docs_render_every_operation_with_the_network_cut_off(app, browser):
+    ours = urlsplit(app.url).netloc
+    elsewhere: list[str] = []
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+
+        def offline(route):  # only this server answers: anything else fails as it would with no network
+            if urlsplit(route.request.url).netloc == ours:
+                route.continue_()
+            else:
+                elsewhere.append(route.request.url)
+                route.abort()
+
+        page.route("**/*", offline)
+        page.goto(f"{app.url}/docs")
+        page.wait_for_selector(".opblock", timeout=30_000)
+        paths = page.locator(".opblock-summary-path").all_inner_texts()
+    finally:
+        context.close()
+
+    assert elsewhere == [] and errors == []
+    assert any(path.endswith("/v1/videos") for path in paths)
+    assert any("remix" in path for path in paths) and any("extensions" in path for path in paths)
+    assert app.client.get("/docs/assets/swagger-ui-bundle.js").status_code == 200
+    assert app.client.get("/redoc").status_code == 404  # it would load its script from a CDN
