@@ -299,6 +299,10 @@ class VideoObject(BaseModel):
         "and how many runners work; null when unknown.",
     )
     webhook: WebhookState | None = Field(None, description="Extension: the webhook's delivery, if any.")
+    variants: list[str] = Field(
+        default_factory=list,
+        description="Extension: the content variants a completed video has (`captions` only when asked for).",
+    )
     title: str | None = None
     writer: str | None = Field(
         None,

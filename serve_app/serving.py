@@ -29,7 +29,7 @@ from pydantic import ValidationError
 
 from core import metrics
 from core.files import CONTENT_TYPES, JobFiles, is_job_id
-from core.status import TERMINAL, JobStatus
+from core.status import TERMINAL, JobStatus, Variant
 from serve_app import uploads, webhooks
 from serve_app.config import AppConfig
 from serve_app.errors import Conflict, NotFound, Overloaded, Unprocessable, bad_value
@@ -523,6 +523,13 @@ class VideoService:
         slots = max(1, runners) * self.config.jobs.max_concurrent_jobs
         return _StartTimes(job_seconds, running, slots)
 
+    def _variants(self, job: JobRow) -> builtins.list[str]:
+        """The content variants a completed job's folder holds (none before it completes)."""
+        if job.status != JobStatus.COMPLETED:
+            return []
+        files = JobFiles(self.config.storage.root, job.id)
+        return [variant.value for variant in Variant if files.variant(variant).is_file()]
+
     def to_object(self, job: JobRow) -> VideoObject:
         """The video object of ``job`` as its row has it (``to_objects`` adds the queue and the webhook)."""
         return VideoObject(
@@ -539,6 +546,7 @@ class VideoService:
             error=VideoError(code=job.error_code, message=job.error_message or "")
             if job.error_code
             else None,
+            variants=self._variants(job),
             remixed_from_video_id=job.remixed_from_video_id,
             extended_from_video_id=job.extended_from_video_id,
             title=job.title,

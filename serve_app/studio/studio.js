@@ -719,11 +719,19 @@
 
   async function showPlayer(video) {
     const id = video.id;
-    const [videoSrc, captionsSrc] = await Promise.all([mediaSrc(id, "video"), mediaSrc(id, "captions")]);
+    // What the video has: `captions` only when it was asked for (older servers do not say: offer all).
+    const has = new Set(video.variants && video.variants.length ? video.variants : VARIANTS.map(([v]) => v));
+    const withCaptions = has.has("captions");
+    const [videoSrc, captionsSrc] = await Promise.all([
+      mediaSrc(id, "video"),
+      withCaptions ? mediaSrc(id, "captions") : null,
+    ]);
     if (page.id !== id) return;
-    player.append(el("track", { kind: "captions", label: "Captions", src: captionsSrc, default: true }));
+    if (withCaptions) {
+      player.append(el("track", { kind: "captions", label: "Captions", src: captionsSrc, default: true }));
+    }
     player.src = videoSrc;
-    const downloads = VARIANTS.map(([variant, label]) =>
+    const downloads = VARIANTS.filter(([variant]) => has.has(variant)).map(([variant, label]) =>
       el("li", {}, el("a", { href: apiUrl(contentPath(id, variant)), download: "", "data-variant": variant, text: label })),
     );
     $("#downloads").replaceChildren(...downloads);

@@ -118,6 +118,20 @@ def test_an_extension_holds_the_video_then_new_scenes_from_its_last_frame(local_
     )
 
 
+def test_a_video_lists_the_variants_it_has(local_config):
+    async def scenario():
+        service = service_with(local_config)
+        plain = await service.create(
+            CreateVideoRequest(prompt="Dawn.", seconds=1, captions=False), None, None
+        )
+        queued_at_first = plain.variants
+        return queued_at_first, await made(service, plain.id)
+
+    queued_at_first, video = asyncio.run(scenario())
+    assert queued_at_first == []
+    assert video["variants"] == ["video", "thumbnail", "spritesheet"]  # no captions: none were asked for
+
+
 def test_remix_and_extend_refusals_name_the_field(local_config):
     async def scenario():
         service = service_with(local_config)
