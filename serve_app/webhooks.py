@@ -156,7 +156,10 @@ def check_target(url: str, allowed_hosts: Collection[str]) -> None:
     """
     if len(url) > MAX_URL_LENGTH:
         raise WebhookRefused(f"the URL is longer than {MAX_URL_LENGTH} characters")
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # an unclosed IPv6 bracket, say
+        raise WebhookRefused(f"the URL is malformed ({exc})") from None
     if parts.scheme.lower() not in ("http", "https"):
         raise WebhookRefused("the URL must start with http:// or https://")
     if "@" in parts.netloc:

@@ -278,6 +278,7 @@ def test_a_cancelled_video_sends_video_cancelled(local_config, secret):
         "http://[::1]/hooks",
         "http://localhost/hooks",
         "file:///etc/passwd",
+        "http://[::1",
     ],
 )
 def test_webhooks_to_private_targets_are_refused_at_create(local_config, secret, url):

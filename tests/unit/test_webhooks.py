@@ -126,6 +126,7 @@ def test_load_secret_refuses_a_malformed_secret_without_echoing_it(secret: str) 
         "http://[fe80::1]/",
         "ftp://example.com/",
         "file:///etc/passwd",
+        "http://[::1",  # an unclosed IPv6 bracket: urlsplit raises ValueError
         "http:///no-host",
         "http://user:pw@example.com/",
         "http://93.184.216.34:99999/",
