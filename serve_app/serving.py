@@ -33,7 +33,7 @@ from core.status import TERMINAL, JobStatus, Variant
 from serve_app import uploads, webhooks
 from serve_app.config import AppConfig
 from serve_app.errors import Conflict, NotFound, Overloaded, Unprocessable, bad_value
-from serve_app.planning import plan_job
+from serve_app.planning import JobPlan, plan_job
 from serve_app.protocol import (
     CreateVideoRequest,
     ExtendRequest,
@@ -143,10 +143,10 @@ class VideoService:
             )
         # 3. Resolve and check everything the job will use, so a bad request fails now, not later.
         seed = request.seed if request.seed is not None else secrets.randbelow(2**32)
-        plan_job(request, self.config, seed)
+        plan = plan_job(request, self.config, seed)
         webhook_url = await self._webhook_url(request.webhook_url)
         reference_png = await _reference_png(request, reference)
-        job = self._job_row(request, seed, webhook_url, idempotency_key, body_hash)
+        job = self._job_row(request, plan, webhook_url, idempotency_key, body_hash)
         return await self._store(job, reference_png)
 
     async def _store(
@@ -177,14 +177,15 @@ class VideoService:
     def _job_row(
         self,
         request: CreateVideoRequest,
-        seed: int,
+        plan: JobPlan,
         webhook_url: str | None,
         idempotency_key: str | None,
         body_hash: str | None,
         **lineage: Any,
     ) -> JobRow:
-        plan = plan_job(request, self.config, seed, extra_joins=int("extended_from_video_id" in lineage))
-        stored = request.model_dump(mode="json", exclude={"input_reference", "webhook_url"}) | {"seed": seed}
+        """The row of a new job: ``request`` as it will run, under the ``plan`` it was checked against."""
+        stored = request.model_dump(mode="json", exclude={"input_reference", "webhook_url"})
+        stored["seed"] = plan.seed
         return JobRow(
             id=f"video_{uuid.uuid4().hex}",
             status=JobStatus.QUEUED,
@@ -241,10 +242,11 @@ class VideoService:
             fields.pop("num_scenes", None)
             fields["scenes"] = [scene.model_dump(mode="json", exclude_none=True) for scene in remix.scenes]
         request = self._reparse(fields, "prompt")
+        plan = plan_job(request, self.config, source.request["seed"])
         webhook_url = await self._webhook_url(remix.webhook_url)
         job = self._job_row(
             request,
-            source.request["seed"],
+            plan,
             webhook_url,
             None,
             None,
@@ -270,8 +272,7 @@ class VideoService:
             if key not in ("scenes", "num_scenes", "seconds", "prompt")
         } | {"prompt": extension.prompt, "seconds": extension.seconds}
         request = self._reparse(fields, "prompt")
-        seed = source.request["seed"]
-        plan = plan_job(request, self.config, seed, extra_joins=1)
+        plan = plan_job(request, self.config, source.request["seed"], extra_joins=1)
         if plan.num_scenes + len(source.scenes) > limits.max_scenes:
             raise bad_value(
                 "seconds",
@@ -282,7 +283,7 @@ class VideoService:
         webhook_url = await self._webhook_url(extension.webhook_url)
         job = self._job_row(
             request,
-            seed,
+            plan,
             webhook_url,
             None,
             None,
@@ -523,12 +524,14 @@ class VideoService:
         slots = max(1, runners) * self.config.jobs.max_concurrent_jobs
         return _StartTimes(job_seconds, running, slots)
 
-    def _variants(self, job: JobRow) -> builtins.list[str]:
-        """The content variants a completed job's folder holds (none before it completes)."""
+    @staticmethod
+    def _variants(job: JobRow) -> builtins.list[str]:
+        """The content variants a completed job has (none before it completes): all, captions only when its
+        request asked for them. Read from the row, not the disk: every poll and stream update builds this."""
         if job.status != JobStatus.COMPLETED:
             return []
-        files = JobFiles(self.config.storage.root, job.id)
-        return [variant.value for variant in Variant if files.variant(variant).is_file()]
+        with_captions = job.request.get("captions", True)
+        return [variant.value for variant in Variant if with_captions or variant != Variant.CAPTIONS]
 
     def to_object(self, job: JobRow) -> VideoObject:
         """The video object of ``job`` as its row has it (``to_objects`` adds the queue and the webhook)."""
