@@ -61,7 +61,7 @@ bench: install
 
 # Wheels the GPU machine's image lacks, at the versions this venv runs; bench/device_check.sh installs them
 # there (its Python is 3.12 and it has PyTorch, transformers and pytest, but no network).
-DEVICE_PACKAGES := diffusers pydantic pydantic-core annotated-types typing-inspection typing-extensions importlib-metadata
+DEVICE_PACKAGES := diffusers ftfy wcwidth pydantic pydantic-core annotated-types typing-inspection typing-extensions importlib-metadata
 device-wheels: install
 	$(BIN)/python -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 		--platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl \

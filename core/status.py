@@ -44,6 +44,8 @@ class Animator(StrEnum):
     """What made a scene's frames: the video model, or the title-card fallback."""
 
     SVD = "svd"
+    LTX = "ltx"  # LTX-Video
+    WAN = "wan"  # Wan 2.1/2.2
     FALLBACK = "fallback"
 
 

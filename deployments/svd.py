@@ -1,4 +1,5 @@
-"""SVDGenerator: Stable Video Diffusion on a GPU fraction, batching scenes that arrive together."""
+"""SVDGenerator: the video model (SVD by default, or LTX-Video or Wan) on a GPU fraction, batching scenes
+that arrive together. The name stays from when SVD was the only family: configs and dashboards use it."""
 
 from __future__ import annotations
 
@@ -20,7 +21,10 @@ from deployments.batching import BatchSettings, apply_batch_settings, run_batch
 from deployments.model_thread import ModelThread
 from engines.fallback import FallbackPolicy, KeyframeResult, SceneResult, animate_scenes, load_under_policy
 from engines.stages import Animated, AnimateRequest, AnimationEvent, KeyframeReady, StepDone, follow_steps
-from engines.svd import SceneRequest, SVDConfig, SVDEngine
+from engines.svd import SVDConfig
+from engines.transformer_video import TransformerVideoConfig
+from engines.video import build_video_engine
+from engines.video_base import SceneRequest
 
 logger = logging.getLogger("ray.serve")
 
@@ -89,14 +93,18 @@ class SVDGenerator:
         fallback: the app's fallback policy; `always` never loads the model.
     """
 
-    def __init__(self, config: SVDConfig, fallback: FallbackPolicy, board: Any = None) -> None:
+    def __init__(
+        self, config: SVDConfig | TransformerVideoConfig, fallback: FallbackPolicy, board: Any = None
+    ) -> None:
         self.config = config
         self.fallback = fallback
         self.board = board
         self.batch_sizes: Counter[int] = Counter()
         self.cancelled_batches = 0
         self.thread = ModelThread("svd")
-        self.engine, self.unavailable = load_under_policy(lambda: SVDEngine(config), fallback, "SVD")
+        self.engine, self.unavailable = load_under_policy(
+            lambda: build_video_engine(config), fallback, config.family
+        )
 
     def reconfigure(self, user_config: dict) -> None:
         apply_batch_settings(self._animate_batch, user_config)

@@ -25,7 +25,9 @@ from core.errors import InvalidInput, ModelUnavailable
 from core.status import Animator, KeyframeSource
 from engines.media.cards import placeholder_image, title_card_frames
 from engines.painter import PainterEngine, PaintRequest
-from engines.svd import CancelToken, ProgressCallback, SceneRequest, SVDConfig, SVDEngine
+from engines.svd import SVDConfig
+from engines.transformer_video import FAMILY_RULES, TransformerVideoConfig
+from engines.video_base import CancelToken, ProgressCallback, SceneRequest, VideoEngine
 from engines.writer import Script, ScriptWriter, WriterConfig, WriteRequest
 
 logger = logging.getLogger(__name__)
@@ -46,7 +48,7 @@ class SceneResult:
 
     Args:
         frames: uint8 array (num_frames, height, width, 3).
-        generator: "svd" when Stable Video Diffusion made them, "fallback" for the title-card clip.
+        generator: the model family that made them ("svd", "ltx", "wan"), "fallback" for the title card.
         seed: the seed SVD used; for a fallback, the requested seed (the card does not depend on it).
         seconds: generation wall time (0.0 for a fallback).
         fallback_reason: why the fallback was used; None for SVD frames.
@@ -73,24 +75,25 @@ class KeyframeResult:
 
 
 def animate_scenes(
-    engine: SVDEngine | None,
+    engine: VideoEngine | None,
     requests: Sequence[SceneRequest],
     texts: Sequence[str],
     policy: FallbackPolicy,
-    config: SVDConfig | None = None,
+    config: SVDConfig | TransformerVideoConfig | None = None,
     progress: ProgressCallback | None = None,
     cancel: CancelToken | None = None,
 ) -> list[SceneResult]:
-    """Animate several scenes with SVD (one batched call), or fall back to title-card clips per the policy.
+    """Animate several scenes with the video model (one batched call), or fall back to title-card clips per
+    the policy.
 
     Args:
-        engine: the SVD engine, or None where none is configured.
+        engine: the video engine (SVD, LTX-Video or Wan), or None where none is configured.
         requests: one `SceneRequest` per scene.
         texts: each scene's text, shown on its title card if the fallback is used.
         policy: "auto", "always" or "never" (see the module docstring).
         config: defaults for the fallback clip's size and length when a request leaves them None; default the
             engine's config, else `SVDConfig()`.
-        progress, cancel: passed to `SVDEngine.generate`.
+        progress, cancel: passed to `VideoEngine.generate`.
 
     Raises:
         ModelUnavailable: the model cannot run and the policy is "never".
@@ -103,7 +106,8 @@ def animate_scenes(
         return _fallback_clips(requests, texts, config or _config_of(engine), "fallback policy is 'always'")
     try:
         if engine is None:
-            raise ModelUnavailable("no SVD engine is configured")
+            family = (config or SVDConfig()).family
+            raise ModelUnavailable(f"no {FAMILY_RULES[family].label} engine is configured")
         made = engine.generate(requests, progress=progress, cancel=cancel)
     except ModelUnavailable as exc:
         if policy == "never":
@@ -113,23 +117,25 @@ def animate_scenes(
         return [
             SceneResult(
                 frames=item.frames,
-                generator=Animator.SVD,
+                generator=Animator(item.generator),
                 seed=item.seed,
                 seconds=item.seconds,
                 batch_size=item.batch_size,
             )
             for item in made
         ]
-    logger.warning("SVD unavailable, using title-card clips for %d scene(s): %s", len(requests), reason)
+    logger.warning(
+        "Video model unavailable, using title-card clips for %d scene(s): %s", len(requests), reason
+    )
     return _fallback_clips(requests, texts, config or _config_of(engine), reason)
 
 
 def animate_scene(
-    engine: SVDEngine | None,
+    engine: VideoEngine | None,
     request: SceneRequest,
     text: str,
     policy: FallbackPolicy,
-    config: SVDConfig | None = None,
+    config: SVDConfig | TransformerVideoConfig | None = None,
     progress: ProgressCallback | None = None,
     cancel: CancelToken | None = None,
 ) -> SceneResult:
@@ -242,7 +248,10 @@ def load_under_policy(
 
 
 def _fallback_clips(
-    requests: Sequence[SceneRequest], texts: Sequence[str], config: SVDConfig, reason: str
+    requests: Sequence[SceneRequest],
+    texts: Sequence[str],
+    config: SVDConfig | TransformerVideoConfig,
+    reason: str,
 ) -> list[SceneResult]:
     results = []
     for request, text in zip(requests, texts, strict=True):
@@ -276,7 +285,7 @@ def _placeholders(requests: Sequence[PaintRequest], reason: str) -> list[Keyfram
     ]
 
 
-def _config_of(engine: SVDEngine | None) -> SVDConfig:
+def _config_of(engine: VideoEngine | None) -> SVDConfig | TransformerVideoConfig:
     return engine.config if engine is not None else SVDConfig()
 
 

@@ -24,7 +24,9 @@ from engines.fallback import (
 from engines.media.clips import ClipEncoder, EncodedScene, EncodeRequest, FinalVideo, StitchRequest
 from engines.painter import PainterEngine, PaintRequest
 from engines.stages import Animated, AnimateRequest, AnimationEvent, KeyframeReady, StepDone, follow_steps
-from engines.svd import SceneRequest, SVDConfig, SVDEngine
+from engines.svd import SVDConfig
+from engines.transformer_video import TransformerVideoConfig
+from engines.video_base import SceneRequest, VideoEngine
 from engines.writer import Script, ScriptWriter, WriteRequest
 
 T = TypeVar("T")
@@ -99,7 +101,7 @@ class LocalStages:
 
     Args:
         writer: the scene writer (see `engines.fallback.scene_writer`).
-        painter, svd: the loaded engines, or None where the policy stands in for them.
+        painter, svd: the loaded engines (``svd``: the video model of any family), or None where the policy stands in for them.
         clips: the encoder of the job files.
         policy: the fallback policy.
         video: the SVD settings (title cards take their size and length from it when a request does not).
@@ -110,10 +112,10 @@ class LocalStages:
         self,
         writer: ScriptWriter,
         painter: PainterEngine | None,
-        svd: SVDEngine | None,
+        svd: VideoEngine | None,
         clips: ClipEncoder,
         policy: FallbackPolicy,
-        video: SVDConfig,
+        video: SVDConfig | TransformerVideoConfig,
         cancelled: set[str] | None = None,
     ) -> None:
         self.writer_engine = writer

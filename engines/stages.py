@@ -21,7 +21,7 @@ from core.status import KeyframeSource
 from engines.fallback import KeyframeResult, SceneResult
 from engines.media.clips import EncodedScene, EncodeRequest, FinalVideo, StitchRequest
 from engines.painter import PaintRequest
-from engines.svd import SceneRequest
+from engines.video_base import SceneRequest
 from engines.writer import Script, WriteRequest
 
 
@@ -30,7 +30,7 @@ class AnimateRequest:
     """One scene to animate.
 
     Args:
-        scene: the SVD request; its ``image`` is left None, the animator takes it from the keyframe.
+        scene: the video model request; its ``image`` is left None, the animator takes it from the keyframe.
         text: the scene's caption, shown on the title card if the fallback makes the clip.
         key: ``job_id:index``, which a cancel of the job reaches the animator by.
     """

@@ -13,41 +13,38 @@ from __future__ import annotations
 import logging
 import math
 import secrets
-import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
-import numpy as np
 import torch
 from PIL import Image
 from pydantic import Field
 
-from core.errors import GenerationCancelled, InvalidInput, ModelUnavailable, check_seed, is_int
-from engines.loading import (
-    ModelSourceConfig,
-    Placement,
-    cpu_threads,
-    is_out_of_memory,
-    load_pipeline,
-    release_memory,
-    resolve_placement,
+from core.errors import InvalidInput, check_seed, is_int
+from engines.loading import ModelSourceConfig, load_pipeline, resolve_placement
+from engines.video_base import (
+    CancelToken,
+    ProgressCallback,
+    SceneFrames,
+    SceneRequest,
+    VideoEngine,
+    to_uint8,
 )
 
 logger = logging.getLogger(__name__)
 
-ProgressCallback = Callable[[int, int], None]
-
-
-class CancelToken(Protocol):
-    """Anything with `is_set()`, e.g. a `threading.Event` the job runner sets on cancel."""
-
-    def is_set(self) -> bool: ...
-
 
 class SVDConfig(ModelSourceConfig):
     """Settings of the SVD engine: which model, where it runs, defaults of each scene and memory options."""
+
+    family: Literal["svd"] = Field(
+        default="svd",
+        description="The animator family: `svd` (this, the default), `ltx` (LTX-Video) or `wan` (Wan 2.2). "
+        "The fields below from `fps` to `decode_chunk_size`, `unet_forward_chunking` and `attention` are "
+        "SVD's own; LTX and Wan take `guidance_scale`, `negative_prompt` and their speed options instead.",
+    )
 
     model: str = Field(
         default="stabilityai/stable-video-diffusion-img2vid-xt",
@@ -124,52 +121,6 @@ class SVDConfig(ModelSourceConfig):
     )
 
 
-@dataclass
-class SceneRequest:
-    """One scene to animate. Every `None` means "take the value from `SVDConfig`".
-
-    Args:
-        image: the keyframe, already `width` x `height` (see `engines.painter.prepare_reference`); None
-            until the animator deployment fills it in from the keyframe it was handed.
-        seed: random seed; `None` picks one, which the result records.
-        width, height: frame size in pixels, multiples of 8.
-        num_frames, num_inference_steps, fps, motion_bucket_id, noise_aug_strength, min_guidance_scale,
-        max_guidance_scale, decode_chunk_size: as in `SVDConfig`.
-    """
-
-    image: Image.Image | None = None
-    seed: int | None = None
-    width: int | None = None
-    height: int | None = None
-    num_frames: int | None = None
-    num_inference_steps: int | None = None
-    fps: int | None = None
-    motion_bucket_id: int | None = None
-    noise_aug_strength: float | None = None
-    min_guidance_scale: float | None = None
-    max_guidance_scale: float | None = None
-    decode_chunk_size: int | None = None
-
-
-@dataclass
-class SceneFrames:
-    """Frames made by SVD for one request.
-
-    Args:
-        frames: uint8 array of shape (num_frames, height, width, 3).
-        seed: the seed actually used.
-        seconds: wall time of the pipeline call that made these frames (shared by a batch).
-        batch_size: how many videos that pipeline call made.
-        generator: always "svd"; fallbacks are labelled elsewhere and never with this class.
-    """
-
-    frames: np.ndarray
-    seed: int
-    seconds: float
-    batch_size: int = 1
-    generator: Literal["svd"] = "svd"
-
-
 # Every per-request parameter that has a config default, in one order.
 _PARAMS = (
     "width",
@@ -220,29 +171,19 @@ class RuntimeInfo:
     torch_compile: bool
 
 
-class SVDEngine:
+class SVDEngine(VideoEngine):
     """Animates keyframes with `StableVideoDiffusionPipeline`; one pipeline call per compatible batch.
 
     Args:
         config: model source, scene defaults and memory options; default `SVDConfig()`.
     """
 
+    label = "SVD"
+    oom_hint = "lower num_frames, decode_chunk_size or the size, or enable cpu_offload"
+
     def __init__(self, config: SVDConfig | None = None) -> None:
-        self.config = config or SVDConfig()
-        self._pipeline: Any = None
-        self._placement: Placement | None = None
-        self._runtime: RuntimeInfo | None = None
-        # The pipeline's scheduler keeps per-call state, so calls from several threads must take turns.
-        self._lock = threading.RLock()
-
-    @property
-    def loaded(self) -> bool:
-        return self._pipeline is not None
-
-    @property
-    def runtime(self) -> RuntimeInfo | None:
-        """The effective device, dtype and memory options; `None` until `load()`."""
-        return self._runtime
+        super().__init__(config or SVDConfig())
+        self.config: SVDConfig
 
     def load(self) -> None:
         """Load the pipeline (once) and apply the memory options.
@@ -261,67 +202,6 @@ class SVDEngine:
             self._runtime = self._apply_memory_options(pipeline, placement.device)
             self._pipeline, self._placement = pipeline, placement
             logger.info("SVD loaded from %s: %s", self.config.model_path or self.config.model, self._runtime)
-
-    def unload(self) -> None:
-        """Drop every reference to the models and return their memory (the CUDA cache is emptied)."""
-        with self._lock:
-            pipeline, placement = self._pipeline, self._placement
-            self._pipeline = self._placement = self._runtime = None
-            if pipeline is None:
-                return
-            # Offload hooks and compiled graphs hold references to the modules; remove them too.
-            pipeline.remove_all_hooks()
-            if self.config.torch_compile:
-                torch._dynamo.reset()
-            del pipeline
-            release_memory(placement.device if placement else None)
-
-    def generate(
-        self,
-        requests: Sequence[SceneRequest],
-        progress: ProgressCallback | None = None,
-        cancel: CancelToken | None = None,
-    ) -> list[SceneFrames]:
-        """Animate each request's keyframe; blocking, so call it from a worker thread, never an event loop.
-
-        Requests whose size, frames, steps, guidance and decode chunk are equal run as one pipeline call, with
-        one seeded generator and their own fps, motion and noise each, so a batched result equals the same
-        request run alone. Others run in compatible sub-batches, in order of first appearance.
-
-        Args:
-            requests: the scenes to animate; `None` fields take the config's values.
-            progress: called as `progress(step, total_steps)` after every denoising step of every pipeline
-                call (a batch split after running out of memory reports its steps again).
-            cancel: checked after every step; once set, generation stops and `GenerationCancelled` is raised.
-
-        Returns:
-            One `SceneFrames` per request, in request order.
-
-        Raises:
-            InvalidInput: a request parameter is out of range (the message names it and shows the value).
-            ModelUnavailable: the model cannot load, or the GPU ran out of memory even after the retries.
-            GenerationCancelled: `cancel` was set.
-        """
-        # 1. Check inputs
-        resolved = [self._resolve(i, request) for i, request in enumerate(requests)]
-        if not resolved:
-            return []
-
-        # 2. Group requests that can share one pipeline call, keeping the order they arrived in
-        groups: dict[tuple[Any, ...], list[_Resolved]] = {}
-        for item in resolved:
-            groups.setdefault(item.batch_key, []).append(item)
-
-        # 3. Run each group, halving the batch on out-of-memory
-        results: dict[int, SceneFrames] = {}
-        with self._lock:
-            self.load()
-            for group in groups.values():
-                for item, frames in zip(group, self._run_with_retries(group, progress, cancel), strict=True):
-                    results[item.index] = frames
-
-        # 4. Return in request order
-        return [results[i] for i in range(len(resolved))]
 
     # -- internals -------------------------------------------------------------------------------------
 
@@ -386,119 +266,48 @@ class SVDEngine:
             params=tuple(values[name] for name in _PARAMS),
         )
 
-    def _run_with_retries(
-        self, group: list[_Resolved], progress: ProgressCallback | None, cancel: CancelToken | None
-    ) -> list[SceneFrames]:
-        # The retry ladder: the whole group, then halves, then one at a time. Rungs may repeat for small
-        # groups on purpose: after memory is freed, fragmentation alone may no longer cause the OOM.
-        ladder = [len(group), math.ceil(len(group) / 2), 1][: self.config.oom_retries + 1]
-        out: list[SceneFrames] = []
-        rung = 0
-        while len(out) < len(group):
-            size = ladder[rung]
-            chunk = group[len(out) : len(out) + size]
-            failure: str | None = None
-            try:
-                out.extend(self._call_pipeline(chunk, progress, cancel))
-            except Exception as exc:
-                if not is_out_of_memory(exc):
-                    raise
-                failure = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-            if failure is None:
-                continue
-            # Outside the except block, so the traceback (which pins the OOM'd tensors) is already gone.
-            self._free_after_failure()
-            rung += 1
-            if rung >= len(ladder):
-                raise ModelUnavailable(
-                    f"SVD ran out of GPU memory for {len(chunk)} request(s) of "
-                    f"{chunk[0].param('width')}x{chunk[0].param('height')}, "
-                    f"{chunk[0].param('num_frames')} frames, after {_plural(len(ladder) - 1, 'retry', 'retries')} "
-                    f"({failure}); "
-                    "lower num_frames, decode_chunk_size or the size, or enable cpu_offload"
-                )
-            logger.warning("SVD out of memory with a batch of %d; retrying with %d", size, ladder[rung])
-        return out
-
     def _call_pipeline(
         self, chunk: list[_Resolved], progress: ProgressCallback | None, cancel: CancelToken | None
     ) -> list[SceneFrames]:
         first = chunk[0]
         total = first.param("num_inference_steps")
-        if cancel is not None and cancel.is_set():
-            raise GenerationCancelled("cancelled before SVD started")
-
-        def on_step_end(
-            pipe: Any, step: int, timestep: Any, callback_kwargs: dict[str, Any]
-        ) -> dict[str, Any]:
-            if progress is not None:
-                progress(step + 1, total)
-            if cancel is not None and cancel.is_set():
-                raise _CancelSignal(step + 1)
-            return callback_kwargs
-
         # One generator per request, on the execution device, so each request draws the same noise (both the
         # keyframe's noise augmentation and the initial latents) as it would alone.
         device = self._pipeline._execution_device
         generators = [torch.Generator(device=device).manual_seed(item.seed) for item in chunk]
-        stopped_at: int | None = None
         started = time.perf_counter()
-        try:
-            with cpu_threads(self.config.cpu_threads, self._placement.device if self._placement else None):
-                output = self._pipeline(
-                    image=[item.image for item in chunk],
-                    height=first.param("height"),
-                    width=first.param("width"),
-                    num_frames=first.param("num_frames"),
-                    num_inference_steps=total,
-                    min_guidance_scale=first.param("min_guidance_scale"),
-                    max_guidance_scale=first.param("max_guidance_scale"),
-                    fps=_per_video([item.param("fps") for item in chunk], device),
-                    motion_bucket_id=_per_video([item.param("motion_bucket_id") for item in chunk], device),
-                    noise_aug_strength=_per_video(
-                        [item.param("noise_aug_strength") for item in chunk], device, image_dims=True
-                    ),
-                    decode_chunk_size=first.param("decode_chunk_size"),
-                    # More than one video per image orders embeddings and latents differently; batching is done
-                    # with a list of images instead.
-                    num_videos_per_prompt=1,
-                    generator=generators,
-                    output_type="np",
-                    callback_on_step_end=on_step_end,
-                )
-        except _CancelSignal as signal:
-            stopped_at = signal.step
-        if stopped_at is not None:
-            # Raised outside the except block so no traceback keeps the pipeline's tensors alive.
-            self._free_after_failure()
-            raise GenerationCancelled(f"cancelled after denoising step {stopped_at} of {total}")
+        output = self._denoise(
+            lambda on_step_end: self._pipeline(
+                image=[item.image for item in chunk],
+                height=first.param("height"),
+                width=first.param("width"),
+                num_frames=first.param("num_frames"),
+                num_inference_steps=total,
+                min_guidance_scale=first.param("min_guidance_scale"),
+                max_guidance_scale=first.param("max_guidance_scale"),
+                fps=_per_video([item.param("fps") for item in chunk], device),
+                motion_bucket_id=_per_video([item.param("motion_bucket_id") for item in chunk], device),
+                noise_aug_strength=_per_video(
+                    [item.param("noise_aug_strength") for item in chunk], device, image_dims=True
+                ),
+                decode_chunk_size=first.param("decode_chunk_size"),
+                # More than one video per image orders embeddings and latents differently; batching is done
+                # with a list of images instead.
+                num_videos_per_prompt=1,
+                generator=generators,
+                output_type="np",
+                callback_on_step_end=on_step_end,
+            ),
+            total,
+            progress,
+            cancel,
+        )
         seconds = time.perf_counter() - started
-        raw = np.asarray(output.frames)
-        if not np.isfinite(raw).all():
-            # float16 overflow shows up as NaN frames, which would otherwise be cast to garbage pixels.
-            raise ModelUnavailable(
-                f"SVD produced non-finite values in {self._runtime.dtype if self._runtime else '?'}; "
-                "use dtype 'bfloat16' or 'float32'"
-            )
-        videos = np.clip(raw * 255.0, 0, 255).round().astype(np.uint8)
+        videos = to_uint8(output.frames, "SVD", self._runtime.dtype if self._runtime else "?")
         return [
-            SceneFrames(frames=video, seed=item.seed, seconds=seconds, batch_size=len(chunk))
+            SceneFrames(frames=video, seed=item.seed, seconds=seconds, batch_size=len(chunk), generator="svd")
             for item, video in zip(chunk, videos, strict=True)
         ]
-
-    def _free_after_failure(self) -> None:
-        # With CPU offload an interrupted call leaves its last model on the GPU; park it again.
-        if self._runtime is not None and self._runtime.cpu_offload:
-            self._pipeline.maybe_free_model_hooks()
-        release_memory(self._placement.device if self._placement else None)
-
-
-class _CancelSignal(Exception):
-    """Raised inside the step callback to leave the pipeline's loop at a step boundary."""
-
-    def __init__(self, step: int) -> None:
-        super().__init__(step)
-        self.step = step
 
 
 def _check_request(values: dict[str, Any], where: str) -> None:
@@ -536,12 +345,16 @@ def _per_video(values: Sequence[float], device: torch.device, image_dims: bool =
     return tensor.reshape(-1, 1, 1, 1) if image_dims else tensor
 
 
-def _plural(count: int, one: str, many: str) -> str:
-    return f"{count} {one if count == 1 else many}"
-
-
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-__all__ = ["CancelToken", "RuntimeInfo", "SVDConfig", "SVDEngine", "SceneFrames", "SceneRequest"]
+__all__ = [
+    "CancelToken",
+    "ProgressCallback",
+    "RuntimeInfo",
+    "SVDConfig",
+    "SVDEngine",
+    "SceneFrames",
+    "SceneRequest",
+]

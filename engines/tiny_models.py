@@ -2,7 +2,8 @@
 
     python -m engines.tiny_models DIR
 
-writes DIR/svd (a `StableVideoDiffusionPipeline`), DIR/painter (a `StableDiffusionPipeline`, which
+writes DIR/svd (a `StableVideoDiffusionPipeline`), DIR/ltx (an `LTXImageToVideoPipeline`), DIR/wan (a
+`WanImageToVideoPipeline` shaped like Wan 2.2 TI2V: no image encoder, expanded timesteps), DIR/painter (a `StableDiffusionPipeline`, which
 `AutoPipelineForText2Image` loads) and, when the writer engine provides it, DIR/writer. Each is saved with
 `save_pretrained` and loads through the engines' own loaders, so tests exercise the production code path
 without downloading anything. The weights are random: the output is noise, but its shapes, dtypes, seeding
@@ -38,6 +39,19 @@ TINY_SVD_SETTINGS = {
     "num_inference_steps": 2,
     "decode_chunk_size": 8,
 }
+
+# The text-conditioned families at the same size; frame counts follow their rules (8k+1, 4k+1).
+TINY_LTX_SETTINGS = {
+    "device": "cpu",
+    "width": 64,
+    "height": 64,
+    "num_frames": 9,
+    "fps": 8,
+    "num_inference_steps": 2,
+    "max_sequence_length": 16,
+}
+TINY_WAN_SETTINGS = {**TINY_LTX_SETTINGS}
+_TEXT_DIM = 32
 
 
 def build_tiny_svd(folder: str | Path) -> Path:
@@ -172,10 +186,119 @@ def build_tiny_painter(folder: str | Path) -> Path:
     return _save(pipeline, folder)
 
 
+def build_tiny_ltx(folder: str | Path) -> Path:
+    """Save a tiny `LTXImageToVideoPipeline` into `folder` and return its path.
+
+    The VAE keeps the real model's compression (4-pixel patches, three space-time downscalings: 32 pixels
+    and 8 frames per latent), so the family's rules (sizes in 32s, 8k+1 frames) hold here as there.
+    """
+    from diffusers import (
+        AutoencoderKLLTXVideo,
+        FlowMatchEulerDiscreteScheduler,
+        LTXImageToVideoPipeline,
+        LTXVideoTransformer3DModel,
+    )
+    from transformers import T5Config, T5EncoderModel
+
+    tokenizer = _build_t5_tokenizer()
+    torch.manual_seed(_SEED)
+    text_encoder = T5EncoderModel(_t5_config(len(tokenizer), T5Config))
+    transformer = LTXVideoTransformer3DModel(
+        in_channels=8,
+        out_channels=8,
+        patch_size=1,
+        patch_size_t=1,
+        num_attention_heads=4,
+        attention_head_dim=8,
+        cross_attention_dim=32,
+        num_layers=2,  # step caches (FirstBlockCache) need a first block and at least one after it
+        caption_channels=_TEXT_DIM,
+    )
+    levels = 4
+    vae = AutoencoderKLLTXVideo(
+        in_channels=3,
+        out_channels=3,
+        latent_channels=8,
+        block_out_channels=(8,) * levels,
+        decoder_block_out_channels=(8,) * levels,
+        layers_per_block=(1,) * (levels + 1),
+        decoder_layers_per_block=(1,) * (levels + 1),
+        spatio_temporal_scaling=(True, True, True, False),
+        decoder_spatio_temporal_scaling=(True, True, True, False),
+        decoder_inject_noise=(False,) * (levels + 1),
+        upsample_residual=(False,) * levels,
+        upsample_factor=(1,) * levels,
+        # 0.9.0's decoder; later ones condition on a timestep (see engines.transformer_video._batches_keyframes).
+        timestep_conditioning=False,
+        patch_size=4,
+        patch_size_t=1,
+        encoder_causal=True,
+        decoder_causal=False,
+    )
+    pipeline = LTXImageToVideoPipeline(
+        scheduler=FlowMatchEulerDiscreteScheduler(),
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        transformer=transformer,
+    )
+    return _save(pipeline, folder)
+
+
+def build_tiny_wan(folder: str | Path) -> Path:
+    """Save a tiny Wan 2.2 TI2V-style `WanImageToVideoPipeline` (UMT5 text encoder, no image encoder,
+    first-frame timestep masking) into `folder` and return its path. 8-pixel VAE and 2-pixel patches:
+    sizes in 16s; 4 frames per latent: 4k+1 frames."""
+    from diffusers import (
+        AutoencoderKLWan,
+        FlowMatchEulerDiscreteScheduler,
+        WanImageToVideoPipeline,
+        WanTransformer3DModel,
+    )
+    from transformers import UMT5Config, UMT5EncoderModel
+
+    tokenizer = _build_t5_tokenizer()
+    torch.manual_seed(_SEED)
+    text_encoder = UMT5EncoderModel(_t5_config(len(tokenizer), UMT5Config))
+    vae = AutoencoderKLWan(
+        base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1, temperal_downsample=[False, True, True]
+    )
+    transformer = WanTransformer3DModel(
+        patch_size=(1, 2, 2),
+        num_attention_heads=2,
+        attention_head_dim=12,
+        in_channels=16,  # expanded timesteps: the latents alone, the first frame mixed in by its mask
+        out_channels=16,
+        text_dim=_TEXT_DIM,
+        freq_dim=256,
+        ffn_dim=32,
+        num_layers=2,
+        cross_attn_norm=True,
+        qk_norm="rms_norm_across_heads",
+        rope_max_seq_len=32,
+    )
+    pipeline = WanImageToVideoPipeline(
+        tokenizer=tokenizer,
+        text_encoder=text_encoder,
+        vae=vae,
+        scheduler=FlowMatchEulerDiscreteScheduler(shift=5.0),
+        transformer=transformer,
+        image_encoder=None,
+        image_processor=None,
+        expand_timesteps=True,
+    )
+    return _save(pipeline, folder)
+
+
 def build_all(folder: str | Path) -> dict[str, Path]:
-    """Build every tiny model under `folder`; returns {"svd": path, "painter": path[, "writer": path]}."""
+    """Build every tiny model under `folder`; returns {"svd", "ltx", "wan", "painter"[, "writer"]: path}."""
     root = Path(folder)
-    paths = {"svd": build_tiny_svd(root / "svd"), "painter": build_tiny_painter(root / "painter")}
+    paths = {
+        "svd": build_tiny_svd(root / "svd"),
+        "ltx": build_tiny_ltx(root / "ltx"),
+        "wan": build_tiny_wan(root / "wan"),
+        "painter": build_tiny_painter(root / "painter"),
+    }
     try:
         from engines.writer.tiny_llm import build_tiny_llm
     except ImportError:
@@ -209,6 +332,43 @@ def _build_tokenizer():
         return CLIPTokenizer.from_pretrained(scratch, model_max_length=16)
 
 
+def _build_t5_tokenizer():
+    """A word-level tokenizer over lowercase letters and a few words, made here with `tokenizers` (no
+    download), ending each text with </s> as T5's does; pipelines pad it to `max_sequence_length`."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2}
+    for word in [*string.ascii_lowercase, *string.digits, "the", "and", "sea", "sky", "fox", "red"]:
+        vocab.setdefault(word, len(vocab))
+    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tokenizer.normalizer = normalizers.Lowercase()
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        pad_token="<pad>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        model_max_length=16,
+    )
+
+
+def _t5_config(vocab_size: int, config_cls):
+    return config_cls(
+        vocab_size=vocab_size,
+        d_model=_TEXT_DIM,
+        d_kv=8,
+        d_ff=37,
+        num_layers=1,
+        num_heads=4,
+        relative_attention_num_buckets=8,
+        pad_token_id=0,
+        eos_token_id=1,
+        decoder_start_token_id=0,
+    )
+
+
 def _save(pipeline, folder: str | Path) -> Path:
     path = Path(folder)
     path.mkdir(parents=True, exist_ok=True)
@@ -218,7 +378,7 @@ def _save(pipeline, folder: str | Path) -> Path:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("folder", type=Path, help="where to write svd/, painter/ (and writer/)")
+    parser.add_argument("folder", type=Path, help="where to write svd/, ltx/, wan/, painter/ (and writer/)")
     args = parser.parse_args(argv)
     for name, path in build_all(args.folder).items():
         print(f"{name}: {path}")

@@ -19,6 +19,7 @@ from engines.fallback import FallbackPolicy
 from engines.media import VideoProcessingConfig
 from engines.painter import PainterConfig
 from engines.svd import SVDConfig
+from engines.video import VideoConfig
 from engines.writer import WriterConfig
 from serve_app.protocol import MAX_SCENES
 from serve_app.webhooks import RETRY_SCHEDULE_S, load_secret
@@ -238,8 +239,10 @@ class AppConfig(BaseModel):
         "keyframe, title-card clip) and records why; `always` loads no model at all (the CPU profile); "
         "`never` fails instead (at start when a model cannot load, else the job).",
     )
-    video: SVDConfig = Field(
-        default_factory=SVDConfig, description="The SVD generator (the seed's VIDEO_CONFIG)."
+    video: VideoConfig = Field(
+        default_factory=SVDConfig,
+        description="The animator (the seed's VIDEO_CONFIG): `family: svd` (default), `ltx` or `wan`, each "
+        "with its model and settings.",
     )
     video_processing: VideoProcessingConfig = Field(
         default_factory=VideoProcessingConfig,

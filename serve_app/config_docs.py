@@ -6,6 +6,7 @@ A test checks the committed file matches, so the reference cannot drift from the
 from __future__ import annotations
 
 import json
+import typing
 from typing import Any
 
 from pydantic import BaseModel
@@ -27,8 +28,8 @@ def render() -> str:
     return "\n".join(lines) + "\n"
 
 
-def _section(model: type[BaseModel], prefix: str, lines: list[str]) -> None:
-    title = f"`{prefix.rstrip('.')}`" if prefix else "Top level"
+def _section(model: type[BaseModel], prefix: str, lines: list[str], variant: str = "") -> None:
+    title = (f"`{prefix.rstrip('.')}`" if prefix else "Top level") + variant
     doc = (model.__doc__ or "").strip().splitlines()[0] if model.__doc__ else ""
     lines += [f"## {title}", ""]
     if doc and not doc.startswith("Usage docs"):
@@ -38,14 +39,33 @@ def _section(model: type[BaseModel], prefix: str, lines: list[str]) -> None:
     for name, field in model.model_fields.items():
         annotation = field.annotation
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            nested.append((annotation, f"{prefix}{name}."))
+            nested.append((annotation, f"{prefix}{name}.", ""))
             lines.append(f"| `{prefix}{name}` | | {_text(field.description)} (section below) |")
+            continue
+        variants = _model_variants(annotation)
+        if variants:
+            # One section per kind (the `video` families), each with its own fields and defaults.
+            for kind_model in variants:
+                kind = kind_model.model_fields["family"].default
+                nested.append((kind_model, f"{prefix}{name}.", f" with `family: {kind}`"))
+            lines.append(f"| `{prefix}{name}` | | {_text(field.description)} (a section below per kind) |")
             continue
         default = field.get_default(call_default_factory=True)
         lines.append(f"| `{prefix}{name}` | {_value(default)} | {_text(field.description)} |")
     lines.append("")
-    for sub, sub_prefix in nested:
-        _section(sub, sub_prefix, lines)
+    for sub, sub_prefix, variant in nested:
+        _section(sub, sub_prefix, lines, variant)
+
+
+def _model_variants(annotation: Any) -> list[type[BaseModel]]:
+    """The models of a union of models (each possibly `Annotated` with a tag); empty for anything else."""
+    members = []
+    for member in typing.get_args(annotation):
+        if typing.get_origin(member) is typing.Annotated:
+            member = typing.get_args(member)[0]
+        if isinstance(member, type) and issubclass(member, BaseModel) and "family" in member.model_fields:
+            members.append(member)
+    return members
 
 
 def _value(value: Any) -> str:

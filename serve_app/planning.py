@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from engines.video import rules_of
 from serve_app.config import AppConfig
 from serve_app.errors import bad_value
 from serve_app.protocol import CreateVideoRequest
@@ -118,10 +119,22 @@ def plan_job(request: CreateVideoRequest, config: AppConfig, seed: int, extra_jo
     if seconds / num_scenes * fps < 2:
         raise bad_value("seconds", seconds, f"too short for {num_scenes} scenes at {fps} fps (2 frames each)")
 
+    # The model runs at a size derived from the one asked for; it must follow the family's rules (LTX: sides
+    # in 32s, Wan: 16s), which the config's own size does and the derived multiples of 64 do.
+    generation = generation_size(width, height, config.video.width, config.video.height)
+    rules = rules_of(config.video)
+    if any(side % rules.size_multiple for side in generation):
+        raise bad_value(
+            "size",
+            request.size,
+            f"{rules.label} runs at {generation[0]}x{generation[1]} for it, which is not in multiples of "
+            f"{rules.size_multiple}",
+        )
+
     return JobPlan(
         seconds=seconds,
         size=(width // 2 * 2, height // 2 * 2),
-        generation_size=generation_size(width, height, config.video.width, config.video.height),
+        generation_size=generation,
         fps=fps,
         num_scenes=num_scenes,
         steps=steps,

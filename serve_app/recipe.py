@@ -30,7 +30,7 @@ from engines.media import VideoProcessor
 from engines.media.clips import EncodedScene, EncodeRequest, StitchRequest, png_bytes
 from engines.painter import PaintRequest, prepare_reference
 from engines.stages import Animated, AnimateRequest, KeyframeReady, Stages, StepDone
-from engines.svd import SceneRequest
+from engines.video_base import SceneRequest
 from engines.writer import WriteRequest, improve_visual_prompt, motion_bucket_id
 from serve_app.config import AppConfig
 from serve_app.errors import public_text
@@ -319,6 +319,8 @@ class VideoRecipe:
                     fps=plan.fps,
                     motion_bucket_id=motion,
                     noise_aug_strength=request.noise_aug_strength,
+                    # Families that take text (LTX, Wan) see the keyframe's prompt; SVD ignores it.
+                    prompt=scene.visual_prompt,
                 ),
                 text=scene.caption,
                 key=f"{job_id}:{scene.idx}",

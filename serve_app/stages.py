@@ -25,7 +25,7 @@ from engines.local import LocalStages
 from engines.media.clips import ClipEncoder, EncodedScene, EncodeRequest, FinalVideo, StitchRequest
 from engines.painter import PainterEngine, PaintRequest
 from engines.stages import Animated, AnimateRequest, AnimationEvent
-from engines.svd import SVDEngine
+from engines.video import build_video_engine
 from engines.writer import Script, WriteRequest
 from serve_app.config import AppConfig
 from serve_app.recipe import unwrap
@@ -148,7 +148,7 @@ def local_stages(config: AppConfig, cancelled: set[str] | None = None) -> LocalS
     """
     policy = config.fallback
     painter, _ = load_under_policy(lambda: PainterEngine(config.painter), policy, "Keyframe painter")
-    svd, _ = load_under_policy(lambda: SVDEngine(config.video), policy, "SVD")
+    svd, _ = load_under_policy(lambda: build_video_engine(config.video), policy, config.video.family)
     clips = ClipEncoder(config.video_processing, config.storage.root)
     return LocalStages(
         scene_writer(config.writer, policy), painter, svd, clips, policy, config.video, cancelled

@@ -1,0 +1,461 @@
+"""Text-conditioned video transformers beside SVD: LTX-Video and Wan 2.2, image + text to video.
+
+Both families take the scene's visual prompt and a negative prompt as well as the keyframe, denoise with a
+flow-matching transformer, and agree on everything this engine does; they differ in their pipeline class
+and their shape rules (`FAMILY_RULES`): LTX-Video's VAE compresses 8 frames and 32 pixels into one latent,
+so it makes 8k+1 frames of sizes in multiples of 32; Wan 2.1/2.2's compresses 4 frames and its transformer
+patches 16 pixels, so 4k+1 frames in multiples of 16.
+
+A request may ask for any number of frames: the engine runs the family's next valid count and returns the
+first ones asked for, so the recipe's scene lengths (seconds x fps) need not know the family.
+
+The engine is plain Python (no Ray); `SVDGenerator` in `deployments/` wraps it as it wraps `SVDEngine`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+from PIL import Image
+from pydantic import Field, model_validator
+
+from core.errors import InvalidInput, check_seed, is_int
+from engines.loading import ModelSourceConfig, load_pipeline, resolve_placement
+from engines.video_base import CancelToken, ProgressCallback, SceneFrames, SceneRequest, VideoEngine, to_uint8
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FamilyRules:
+    """What one family's pipeline accepts: frames of `frame_step`k+1, sides in multiples of `size_multiple`,
+    guidance from `min_guidance` to `max_guidance`, and whether it takes text."""
+
+    family: str
+    label: str
+    frame_step: int
+    size_multiple: int
+    min_guidance: float
+    max_guidance: float
+    takes_text: bool
+
+    def valid_frames(self, frames: int) -> int:
+        """The smallest frame count of this family's shape (step k + 1) that holds ``frames``."""
+        return math.ceil(max(frames - 1, 0) / self.frame_step) * self.frame_step + 1
+
+    def check_frames(self, name: str, frames: int, where: str = "") -> None:
+        if (frames - 1) % self.frame_step:
+            below = (frames - 1) // self.frame_step * self.frame_step + 1
+            raise InvalidInput(
+                name,
+                frames,
+                f"{self.label} makes {self.frame_step}k+1 frames; use {below} or {below + self.frame_step}{where}",
+            )
+
+    def check_size(self, name: str, value: int, where: str = "") -> None:
+        if value < self.size_multiple or value % self.size_multiple:
+            raise InvalidInput(name, value, f"{self.label} needs a multiple of {self.size_multiple}{where}")
+
+
+FAMILY_RULES: dict[str, FamilyRules] = {
+    # SVD's UNet takes any length (it was trained on 14 or 25) at multiples of 8; guidance is its min/max ramp.
+    "svd": FamilyRules("svd", "SVD", 1, 8, 0.0, 20.0, takes_text=False),
+    # pipeline_ltx_image2video: height and width divisible by 32; latent frames (n - 1) // 8 + 1.
+    "ltx": FamilyRules("ltx", "LTX-Video", 8, 32, 1.0, 20.0, takes_text=True),
+    # pipeline_wan_i2v: height and width divisible by 16; num_frames - 1 divisible by 4 (else rounded).
+    "wan": FamilyRules("wan", "Wan", 4, 16, 1.0, 20.0, takes_text=True),
+}
+
+StepCache = Literal["off", "first_block", "taylorseer"]
+
+
+class TransformerVideoConfig(ModelSourceConfig):
+    """Settings shared by LTX-Video and Wan: scene defaults, text, and diffusers' speed and memory options."""
+
+    family: Literal["ltx", "wan"]
+    num_inference_steps: int = Field(default=40, ge=1, description="Denoising steps; time grows linearly.")
+    height: int = Field(default=480, ge=16, description="Frame height in pixels (the family's multiple).")
+    width: int = Field(default=704, ge=16, description="Frame width in pixels (the family's multiple).")
+    num_frames: int = Field(default=121, ge=1, description="Frames per clip: 8k+1 for LTX, 4k+1 for Wan.")
+    fps: int = Field(default=24, ge=1, description="Frame rate clips play at (LTX also conditions on it).")
+    guidance_scale: float = Field(
+        default=3.0,
+        description="Text guidance. Above 1.0 each step runs the transformer twice (with and without the "
+        "prompt): twice the compute; 1.0 turns guidance off, as distilled checkpoints expect.",
+    )
+    negative_prompt: str = Field(
+        default="worst quality, inconsistent motion, blurry, jittery, distorted",
+        description="What every scene should not look like (used when guidance_scale > 1).",
+    )
+    max_sequence_length: int = Field(
+        default=128, ge=1, description="Prompt tokens the text encoder reads (longer prompts are cut)."
+    )
+    oom_retries: int = Field(
+        default=2,
+        ge=0,
+        le=2,
+        description="On CUDA out-of-memory, free memory and retry: 1 = once with the batch split in halves, "
+        "2 = then once more one request at a time. 0 fails at once.",
+    )
+    cpu_offload: bool = Field(
+        default=False,
+        description="Model CPU offload: each sub-model (text encoder, transformer, VAE) moves to the GPU only "
+        "while it runs. Peak memory is the largest sub-model's; costs copies every call. CUDA only.",
+    )
+    group_offload: bool = Field(
+        default=False,
+        description="Group offload of the transformer (diffusers `enable_group_offload`, block level, streamed): "
+        "blocks come to the GPU one group at a time, for the lowest peak memory at a few times the step time. "
+        "CUDA only; not together with cpu_offload.",
+    )
+    vae_tiling: bool = Field(
+        default=False,
+        description="Decode the video in overlapping tiles (`vae.enable_tiling`): far less decoder memory at "
+        "large sizes, slightly slower, with faint seams possible.",
+    )
+    fp8_weights: bool = Field(
+        default=False,
+        description="Store the transformer's weights in float8 (e4m3) and upcast each layer as it runs "
+        "(`enable_layerwise_casting`): about half the weight memory of bf16, a little slower, slightly lower "
+        "quality. Norms and embeddings stay in the compute dtype.",
+    )
+    step_cache: StepCache = Field(
+        default="off",
+        description="Reuse transformer work between steps through the model's `enable_cache`: `first_block` "
+        "(FirstBlockCache: skip the rest of the blocks when the first block's output barely changed) or "
+        "`taylorseer` (TaylorSeer: predict features from earlier steps). Faster, at some loss of detail; the "
+        "frames are no longer those of the plain pipeline.",
+    )
+    step_cache_threshold: float = Field(
+        default=0.05, gt=0, description="FirstBlockCache's threshold: higher skips more steps and loses more."
+    )
+    torch_compile: bool = Field(
+        default=False,
+        description="torch.compile the transformer: faster steps after a first call that compiles for "
+        "minutes (and again for every new shape). CUDA only; ignored with a warning on CPU.",
+    )
+
+    @property
+    def rules(self) -> FamilyRules:
+        return FAMILY_RULES[self.family]
+
+    @model_validator(mode="after")
+    def _follows_the_family_rules(self) -> TransformerVideoConfig:
+        rules = self.rules
+        try:
+            rules.check_frames("video.num_frames", self.num_frames)
+            rules.check_size("video.width", self.width)
+            rules.check_size("video.height", self.height)
+        except InvalidInput as exc:
+            raise ValueError(str(exc)) from None
+        if not rules.min_guidance <= self.guidance_scale <= rules.max_guidance:
+            raise ValueError(
+                f"video.guidance_scale={self.guidance_scale} must be from {rules.min_guidance:g} to "
+                f"{rules.max_guidance:g} for {rules.label}"
+            )
+        if self.cpu_offload and self.group_offload:
+            raise ValueError("video.cpu_offload and video.group_offload exclude each other; choose one")
+        return self
+
+
+class LTXConfig(TransformerVideoConfig):
+    """LTX-Video (Lightricks) through `LTXImageToVideoPipeline`: keyframe + visual prompt to video."""
+
+    family: Literal["ltx"] = Field(default="ltx", description="The animator family: LTX-Video.")
+    model: str = Field(
+        default="Lightricks/LTX-Video-0.9.5",
+        description="Hub id of an LTX-Video checkpoint in diffusers format (2B 0.9.x; 13B and distilled "
+        "variants load the same way).",
+    )
+
+
+class WanConfig(TransformerVideoConfig):
+    """Wan 2.1/2.2 through `WanImageToVideoPipeline`: keyframe + visual prompt to video."""
+
+    family: Literal["wan"] = Field(default="wan", description="The animator family: Wan.")
+    model: str = Field(
+        default="Wan-AI/Wan2.2-TI2V-5B-Diffusers",
+        description="Hub id of a Wan image-to-video checkpoint in diffusers format (Wan 2.2 TI2V-5B, A14B).",
+    )
+    height: int = Field(
+        default=704, ge=16, description="Frame height in pixels (multiple of 16; 32 for TI2V-5B)."
+    )
+    width: int = Field(
+        default=1280, ge=16, description="Frame width in pixels (multiple of 16; 32 for TI2V-5B)."
+    )
+    num_inference_steps: int = Field(default=50, ge=1, description="Denoising steps; time grows linearly.")
+    guidance_scale: float = Field(
+        default=5.0,
+        description="Text guidance. Above 1.0 each step runs the transformer twice (with and without the "
+        "prompt): twice the compute; 1.0 turns guidance off.",
+    )
+
+
+# Per-request parameters with a config default, in one order; prompts are per video and never in the key.
+_PARAMS = ("width", "height", "num_frames", "num_inference_steps", "fps", "guidance_scale")
+
+
+@dataclass(frozen=True)
+class _Resolved:
+    index: int
+    image: Image.Image
+    seed: int
+    prompt: str
+    negative_prompt: str
+    params: tuple[Any, ...]
+    run_frames: int  # the family's valid count the pipeline makes; `num_frames` of them are kept
+
+    def param(self, name: str) -> Any:
+        return self.params[_PARAMS.index(name)]
+
+    @property
+    def batch_key(self) -> tuple[Any, ...]:
+        shape = tuple(v for n, v in zip(_PARAMS, self.params, strict=True) if n != "num_frames")
+        return (*shape, self.run_frames)
+
+
+@dataclass(frozen=True)
+class TransformerRuntime:
+    """What the loaded engine actually runs with, after `auto` and unavailable options were resolved."""
+
+    device: str
+    dtype: str
+    cpu_offload: bool
+    group_offload: bool
+    vae_tiling: bool
+    fp8_weights: bool
+    step_cache: str
+    torch_compile: bool
+
+
+class TransformerVideoEngine(VideoEngine):
+    """Animates keyframes with LTX-Video or Wan; one pipeline call per compatible batch.
+
+    Args:
+        config: an `LTXConfig` or `WanConfig` (model source, scene defaults, speed and memory options).
+    """
+
+    def __init__(self, config: TransformerVideoConfig) -> None:
+        super().__init__(config)
+        self.config: TransformerVideoConfig
+        self.rules = config.rules
+        self.label = self.rules.label
+        self.oom_hint = "lower num_frames or the size, or enable cpu_offload, group_offload or vae_tiling"
+        self._batches_keyframes = True
+
+    def load(self) -> None:
+        """Load the pipeline (once) and apply the speed and memory options.
+
+        Raises:
+            ModelUnavailable: weights missing, not cached with downloads off, unreadable, or no usable device.
+        """
+        with self._lock:
+            if self._pipeline is not None:
+                return
+            placement = resolve_placement(self.config)
+            pipeline = load_pipeline(self._pipeline_class(), self.config, placement.dtype)
+            pipeline.set_progress_bar_config(disable=True)
+            self._runtime = self._apply_options(pipeline, placement.device, placement.dtype)
+            self._batches_keyframes = _batches_keyframes(pipeline, self.config.family)
+            self._pipeline, self._placement = pipeline, placement
+            logger.info(
+                "%s loaded from %s: %s",
+                self.label,
+                self.config.model_path or self.config.model,
+                self._runtime,
+            )
+
+    # -- internals -------------------------------------------------------------------------------------
+
+    def _pipeline_class(self) -> Any:
+        if self.config.family == "ltx":
+            from diffusers import LTXImageToVideoPipeline
+
+            return LTXImageToVideoPipeline
+        from engines.wan_pipeline import PerVideoImageWanPipeline
+
+        return PerVideoImageWanPipeline
+
+    def _apply_options(self, pipeline: Any, device: torch.device, dtype: torch.dtype) -> TransformerRuntime:
+        cfg, on_cuda = self.config, device.type == "cuda"
+        transformer = pipeline.transformer
+        if cfg.fp8_weights:
+            transformer.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=dtype)
+        if cfg.step_cache != "off":
+            transformer.enable_cache(_cache_config(cfg))
+        if cfg.vae_tiling:
+            pipeline.vae.enable_tiling()
+        offload = cfg.cpu_offload and on_cuda
+        group = cfg.group_offload and on_cuda
+        for name, asked in (("cpu_offload", cfg.cpu_offload), ("group_offload", cfg.group_offload)):
+            if asked and not on_cuda:
+                logger.warning("%s=True has no effect on CPU; ignored", name)
+        if offload:
+            pipeline.enable_model_cpu_offload(device=device)
+        elif group:
+            transformer.enable_group_offload(
+                onload_device=device, offload_type="block_level", num_blocks_per_group=1, use_stream=True
+            )
+            for name, module in pipeline.components.items():
+                if name != "transformer" and isinstance(module, torch.nn.Module):
+                    module.to(device)
+        else:
+            pipeline.to(device)
+        compiled = cfg.torch_compile and on_cuda
+        if cfg.torch_compile and not on_cuda:
+            logger.warning("torch_compile=True is only used on CUDA; ignored")
+        if compiled:
+            pipeline.transformer = torch.compile(pipeline.transformer, mode="max-autotune-no-cudagraphs")
+        return TransformerRuntime(
+            device=str(device),
+            dtype=str(dtype).removeprefix("torch."),
+            cpu_offload=offload,
+            group_offload=group,
+            vae_tiling=cfg.vae_tiling,
+            fp8_weights=cfg.fp8_weights,
+            step_cache=cfg.step_cache,
+            torch_compile=compiled,
+        )
+
+    def _resolve(self, index: int, request: SceneRequest) -> _Resolved:
+        where = f" (request {index})"
+        if not isinstance(request, SceneRequest):
+            raise InvalidInput("requests", request, f"each item must be a SceneRequest{where}")
+        values = {name: getattr(request, name) for name in _PARAMS}
+        for name in _PARAMS:
+            if values[name] is None:
+                values[name] = getattr(self.config, name)
+        image = request.image
+        if not isinstance(image, Image.Image):
+            raise InvalidInput("image", type(image).__name__, f"must be a PIL image{where}")
+        if request.seed is not None:
+            check_seed(request.seed, where)
+        for name in ("width", "height"):
+            if not is_int(values[name]):
+                raise InvalidInput(name, values[name], f"must be an integer{where}")
+            self.rules.check_size(name, values[name], where)
+        for name in ("num_frames", "num_inference_steps", "fps"):
+            if not is_int(values[name]) or values[name] < 1:
+                raise InvalidInput(name, values[name], f"must be a positive integer{where}")
+        guidance = values["guidance_scale"]
+        rules = self.rules
+        if (
+            not isinstance(guidance, (int, float))
+            or isinstance(guidance, bool)
+            or not rules.min_guidance <= guidance <= rules.max_guidance
+        ):
+            raise InvalidInput(
+                "guidance_scale",
+                guidance,
+                f"must be from {rules.min_guidance:g} to {rules.max_guidance:g} for {rules.label}{where}",
+            )
+        if (image.width, image.height) != (values["width"], values["height"]):
+            raise InvalidInput(
+                "image",
+                f"{image.width}x{image.height}",
+                f"must be width x height = {values['width']}x{values['height']}{where}; "
+                "resize it with engines.painter.prepare_reference",
+            )
+        prompt = request.prompt if request.prompt is not None else ""
+        negative = (
+            request.negative_prompt if request.negative_prompt is not None else self.config.negative_prompt
+        )
+        return _Resolved(
+            index=index,
+            image=image.convert("RGB"),
+            seed=request.seed if request.seed is not None else secrets.randbelow(2**31),
+            prompt=prompt,
+            negative_prompt=negative,
+            params=tuple(values[name] for name in _PARAMS),
+            run_frames=rules.valid_frames(values["num_frames"]),
+        )
+
+    def _batch_key(self, item: _Resolved) -> tuple[Any, ...]:
+        # A pipeline that cannot batch different keyframes runs one request per call.
+        return item.batch_key if self._batches_keyframes else (*item.batch_key, item.index)
+
+    def _call_pipeline(
+        self, chunk: list[_Resolved], progress: ProgressCallback | None, cancel: CancelToken | None
+    ) -> list[SceneFrames]:
+        first = chunk[0]
+        total = first.param("num_inference_steps")
+        # One generator per request so each draws the noise it would alone; a pipeline that cannot take a
+        # list (see `_batches_keyframes`) runs one request per call with a plain generator.
+        device = self._pipeline._execution_device
+        generators = [torch.Generator(device=device).manual_seed(item.seed) for item in chunk]
+        kwargs: dict[str, Any] = {}
+        if self.config.family == "ltx":
+            kwargs["frame_rate"] = first.param("fps")
+        started = time.perf_counter()
+        output = self._denoise(
+            lambda on_step_end: self._pipeline(
+                image=[item.image for item in chunk],
+                prompt=[item.prompt for item in chunk],
+                negative_prompt=[item.negative_prompt for item in chunk],
+                height=first.param("height"),
+                width=first.param("width"),
+                num_frames=first.run_frames,
+                num_inference_steps=total,
+                guidance_scale=first.param("guidance_scale"),
+                num_videos_per_prompt=1,
+                generator=generators if len(chunk) > 1 or self._batches_keyframes else generators[0],
+                max_sequence_length=self.config.max_sequence_length,
+                output_type="np",
+                callback_on_step_end=on_step_end,
+                **kwargs,
+            ),
+            total,
+            progress,
+            cancel,
+        )
+        seconds = time.perf_counter() - started
+        videos = to_uint8(output.frames, self.label, self._runtime.dtype if self._runtime else "?")
+        return [
+            SceneFrames(
+                frames=video[: item.param("num_frames")],
+                seed=item.seed,
+                seconds=seconds,
+                batch_size=len(chunk),
+                generator=self.config.family,
+            )
+            for item, video in zip(chunk, videos, strict=True)
+        ]
+
+
+def _batches_keyframes(pipeline: Any, family: str) -> bool:
+    """Whether one call can animate several keyframes, each with its own generator.
+
+    LTX VAEs with timestep conditioning (0.9.1 and later) draw their decode noise with `torch.randn` and the
+    whole generator list, which torch refuses; Wan 2.1 pipelines with a CLIP image encoder repeat the image
+    embeddings per prompt. Those run one request per call (still one model load, and still correct).
+    """
+    if family == "ltx":
+        return not pipeline.vae.config.get("timestep_conditioning", False)
+    return getattr(pipeline, "image_encoder", None) is None
+
+
+def _cache_config(config: TransformerVideoConfig) -> Any:
+    if config.step_cache == "first_block":
+        from diffusers import FirstBlockCacheConfig
+
+        return FirstBlockCacheConfig(threshold=config.step_cache_threshold)
+    from diffusers import TaylorSeerCacheConfig
+
+    return TaylorSeerCacheConfig()
+
+
+__all__ = [
+    "FAMILY_RULES",
+    "FamilyRules",
+    "LTXConfig",
+    "TransformerRuntime",
+    "TransformerVideoConfig",
+    "TransformerVideoEngine",
+    "WanConfig",
+]

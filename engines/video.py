@@ -1,0 +1,53 @@
+"""The animator's model families behind one config field and one engine interface.
+
+`video.family` picks the family: `svd` (Stable Video Diffusion, the default: no text, motion controls),
+`ltx` (LTX-Video) or `wan` (Wan 2.1/2.2), which also take the scene's visual prompt. A config without
+`family` is SVD, so every existing config reads as before. Every engine has the same `load`, `generate`
+(batching, progress, cancel, out-of-memory retries) and `unload`, so the fallback, the deployment and the
+in-process stages take any of them.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import Discriminator, Tag
+
+from engines.svd import SVDConfig, SVDEngine
+from engines.transformer_video import (
+    FAMILY_RULES,
+    FamilyRules,
+    LTXConfig,
+    TransformerVideoConfig,
+    TransformerVideoEngine,
+    WanConfig,
+)
+from engines.video_base import VideoEngine
+
+
+def _family_of(value: Any) -> str:
+    if isinstance(value, dict):
+        return str(value.get("family", "svd"))
+    return str(getattr(value, "family", "svd"))
+
+
+VideoConfig = Annotated[
+    Annotated[SVDConfig, Tag("svd")] | Annotated[LTXConfig, Tag("ltx")] | Annotated[WanConfig, Tag("wan")],
+    Discriminator(_family_of),
+]
+"""`SVDConfig`, `LTXConfig` or `WanConfig`, by `family` (default `svd`)."""
+
+
+def rules_of(config: SVDConfig | TransformerVideoConfig) -> FamilyRules:
+    """The shape and guidance rules of the configured family."""
+    return FAMILY_RULES[config.family]
+
+
+def build_video_engine(config: SVDConfig | TransformerVideoConfig) -> VideoEngine:
+    """The engine of the configured family (not yet loaded)."""
+    if isinstance(config, TransformerVideoConfig):
+        return TransformerVideoEngine(config)
+    return SVDEngine(config)
+
+
+__all__ = ["VideoConfig", "build_video_engine", "rules_of"]

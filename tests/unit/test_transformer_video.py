@@ -1,0 +1,208 @@
+"""LTX-Video and Wan engines on tiny random models: shapes, seeding, batching, text, progress, cancel,
+family rules, fallback and the speed and memory options."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from core.errors import GenerationCancelled, InvalidInput
+from core.status import Animator
+from engines.fallback import animate_scenes
+from engines.tiny_models import TINY_LTX_SETTINGS, TINY_WAN_SETTINGS
+from engines.transformer_video import LTXConfig, TransformerVideoConfig, TransformerVideoEngine, WanConfig
+from engines.video import build_video_engine
+from engines.video_base import SceneRequest
+
+pytestmark = pytest.mark.unit
+
+FAMILIES = ["ltx", "wan"]
+
+
+def keyframe(seed: int, size: tuple[int, int] = (64, 64)) -> Image.Image:
+    pixels = np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    return Image.fromarray(pixels)
+
+
+def config_of(family: str, path: Path, **overrides: object) -> TransformerVideoConfig:
+    if family == "ltx":
+        return LTXConfig(model_path=str(path), **{**TINY_LTX_SETTINGS, **overrides})
+    return WanConfig(model_path=str(path), **{**TINY_WAN_SETTINGS, **overrides})
+
+
+@pytest.fixture(scope="module", params=FAMILIES)
+def engine(request: pytest.FixtureRequest) -> TransformerVideoEngine:
+    path = request.getfixturevalue(f"tiny_{request.param}_path")
+    engine = build_video_engine(config_of(request.param, path))
+    assert isinstance(engine, TransformerVideoEngine)
+    engine.load()
+    return engine
+
+
+def test_frames_have_the_requested_shape_dtype_and_family(engine: TransformerVideoEngine) -> None:
+    [result] = engine.generate([SceneRequest(image=keyframe(0), seed=7, prompt="a red fox")])
+
+    assert result.frames.shape == (9, 64, 64, 3)
+    assert result.frames.dtype == np.uint8
+    assert result.generator == engine.config.family
+    assert result.seed == 7
+    assert result.frames.std() > 5
+
+
+def test_any_frame_count_runs_at_the_next_valid_one_and_keeps_what_was_asked(
+    engine: TransformerVideoEngine,
+) -> None:
+    image = keyframe(1)
+    [short] = engine.generate([SceneRequest(image=image, seed=3, prompt="sea", num_frames=6)])
+    [full] = engine.generate([SceneRequest(image=image, seed=3, prompt="sea", num_frames=9)])
+
+    assert short.frames.shape[0] == 6
+    # 6 frames run as 9 (LTX 8k+1, Wan 4k+1 after rounding up), so they are the first 6 of those.
+    np.testing.assert_array_equal(short.frames, full.frames[:6])
+
+
+def test_same_seed_gives_the_same_frames_and_another_seed_differs(engine: TransformerVideoEngine) -> None:
+    image = keyframe(2)
+    first, again, other = (
+        engine.generate([SceneRequest(image=image, seed=s, prompt="the sky")])[0] for s in (11, 11, 12)
+    )
+
+    np.testing.assert_array_equal(first.frames, again.frames)
+    assert not np.array_equal(first.frames, other.frames)
+
+
+def test_the_prompt_reaches_the_video(engine: TransformerVideoEngine) -> None:
+    image = keyframe(3)
+    fox, sea = (engine.generate([SceneRequest(image=image, seed=5, prompt=p)])[0] for p in ("fox", "sea"))
+
+    assert not np.array_equal(fox.frames, sea.frames)
+
+
+def test_a_batch_with_its_own_keyframes_and_prompts_equals_its_singles(
+    engine: TransformerVideoEngine,
+) -> None:
+    requests = [
+        SceneRequest(image=keyframe(10 + i), seed=20 + i, prompt=prompt)
+        for i, prompt in enumerate(["a red fox", "the sea and the sky", "red sky"])
+    ]
+
+    batch = engine.generate(requests)
+    singles = [engine.generate([request])[0] for request in requests]
+
+    assert [item.batch_size for item in batch] == [3, 3, 3]
+    for together, alone in zip(batch, singles, strict=True):
+        # Batched matmuls may differ from single ones in the last bit; one grey level is the tolerance.
+        assert np.abs(together.frames.astype(int) - alone.frames.astype(int)).max() <= 1
+
+
+def test_progress_is_reported_once_per_step(engine: TransformerVideoEngine) -> None:
+    steps: list[tuple[int, int]] = []
+    engine.generate(
+        [SceneRequest(image=keyframe(4), seed=1, prompt="fox", num_inference_steps=3)],
+        progress=lambda step, total: steps.append((step, total)),
+    )
+
+    assert steps == [(1, 3), (2, 3), (3, 3)]
+
+
+def test_cancel_stops_at_the_next_step_and_the_engine_stays_usable(engine: TransformerVideoEngine) -> None:
+    cancel = threading.Event()
+    steps: list[int] = []
+
+    def progress(step: int, total: int) -> None:
+        steps.append(step)
+        cancel.set()
+
+    with pytest.raises(GenerationCancelled, match="step 1 of 4"):
+        engine.generate(
+            [SceneRequest(image=keyframe(5), seed=1, prompt="sea", num_inference_steps=4)],
+            progress=progress,
+            cancel=cancel,
+        )
+    assert steps == [1]
+    [after] = engine.generate([SceneRequest(image=keyframe(5), seed=1, prompt="sea")])
+    assert after.frames.shape == (9, 64, 64, 3)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [("width", 72, "multiple of"), ("guidance_scale", 0.5, "from 1"), ("num_frames", 0, "positive")],
+)
+def test_bad_request_values_name_the_field_and_value(
+    engine: TransformerVideoEngine, field: str, value: object, message: str
+) -> None:
+    request = SceneRequest(image=keyframe(6), seed=1, prompt="fox", **{field: value})  # type: ignore[arg-type]
+    with pytest.raises(InvalidInput, match=message) as caught:
+        engine.generate([request])
+    assert caught.value.param == field
+
+
+@pytest.mark.parametrize(
+    ("family", "frames", "hint"),
+    [("ltx", 24, "8k\\+1 frames; use 17 or 25"), ("wan", 8, "4k\\+1 frames; use 5 or 9")],
+)
+def test_the_config_refuses_a_frame_count_off_the_family_rule(family: str, frames: int, hint: str) -> None:
+    config_cls = LTXConfig if family == "ltx" else WanConfig
+    with pytest.raises(ValueError, match=f"video.num_frames={frames}: .*{hint}"):
+        config_cls(num_frames=frames)
+
+
+def test_the_config_refuses_a_size_off_the_family_multiple() -> None:
+    with pytest.raises(ValueError, match="video.width=400: LTX-Video needs a multiple of 32"):
+        LTXConfig(width=400)
+    WanConfig(width=400, height=240)  # multiples of 16 suit Wan
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_missing_weights_fall_back_with_the_reason(family: str, tmp_path: Path) -> None:
+    engine = TransformerVideoEngine(config_of(family, tmp_path / "nowhere"))
+    [result] = animate_scenes(
+        engine, [SceneRequest(image=keyframe(7), seed=2, prompt="fox")], ["A fox"], "auto", engine.config
+    )
+
+    assert result.generator == Animator.FALLBACK
+    assert result.fallback_reason is not None and "no model_index.json" in result.fallback_reason
+    assert result.frames.shape == (9, 64, 64, 3)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_the_fallback_labels_model_frames_with_the_family(
+    family: str, request: pytest.FixtureRequest
+) -> None:
+    path = request.getfixturevalue(f"tiny_{family}_path")
+    engine = TransformerVideoEngine(config_of(family, path))
+    [result] = animate_scenes(
+        engine, [SceneRequest(image=keyframe(8), seed=2, prompt="fox")], ["A fox"], "auto"
+    )
+
+    assert result.generator == Animator(family)
+    assert result.fallback_reason is None
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_plain_options_give_the_plain_pipeline_frames_and_each_option_runs(
+    family: str, request: pytest.FixtureRequest
+) -> None:
+    path = request.getfixturevalue(f"tiny_{family}_path")
+    plain = TransformerVideoEngine(config_of(family, path))
+    ask = SceneRequest(image=keyframe(9), seed=4, prompt="red fox", num_inference_steps=4)
+    [reference] = plain.generate([ask])
+
+    # Off by default: vae_tiling only splits large frames, so at 64x64 it must equal the plain frames too.
+    tiled = TransformerVideoEngine(config_of(family, path, vae_tiling=True))
+    np.testing.assert_array_equal(tiled.generate([ask])[0].frames, reference.frames)
+    assert tiled.runtime is not None and tiled.runtime.vae_tiling
+    for option in (
+        {"step_cache": "first_block"},
+        {"step_cache": "taylorseer"},
+        {"fp8_weights": True},
+        {"torch_compile": True, "cpu_offload": True},  # CUDA-only: ignored with a warning here
+    ):
+        engine = TransformerVideoEngine(config_of(family, path, **option))
+        [made] = engine.generate([ask])
+        assert made.frames.shape == reference.frames.shape, option
+        engine.unload()
