@@ -248,6 +248,7 @@ class TransformerVideoEngine(VideoEngine):
         self.label = self.rules.label
         self.oom_hint = "lower num_frames or the size, or enable cpu_offload, group_offload or vae_tiling"
         self._batches_keyframes = True
+        self._size_multiple = self.rules.size_multiple  # the loaded checkpoint's, once loaded
 
     def load(self) -> None:
         """Load the pipeline (once) and apply the speed and memory options.
@@ -263,6 +264,7 @@ class TransformerVideoEngine(VideoEngine):
             pipeline.set_progress_bar_config(disable=True)
             self._runtime = self._apply_options(pipeline, placement.device, placement.dtype)
             self._batches_keyframes = _batches_keyframes(pipeline, self.config.family)
+            self._size_multiple = _size_multiple(pipeline, self.config.family, self.rules.size_multiple)
             self._pipeline, self._placement = pipeline, placement
             logger.info(
                 "%s loaded from %s: %s",
@@ -385,6 +387,15 @@ class TransformerVideoEngine(VideoEngine):
     ) -> list[SceneFrames]:
         first = chunk[0]
         total = first.param("num_inference_steps")
+        for name in ("width", "height"):
+            # Wan 2.2 TI2V-5B's VAE is 16x (32-pixel multiples) where the family's is 8x: the pipeline would
+            # quietly change the size, and the frames would not fit the scene.
+            if first.param(name) % self._size_multiple:
+                raise InvalidInput(
+                    name,
+                    first.param(name),
+                    f"this {self.label} checkpoint needs a multiple of {self._size_multiple}",
+                )
         # One generator per request so each draws the noise it would alone; a pipeline that cannot take a
         # list (see `_batches_keyframes`) runs one request per call with a plain generator.
         device = self._pipeline._execution_device
@@ -438,6 +449,16 @@ def _batches_keyframes(pipeline: Any, family: str) -> bool:
     if family == "ltx":
         return not pipeline.vae.config.get("timestep_conditioning", False)
     return getattr(pipeline, "image_encoder", None) is None
+
+
+def _size_multiple(pipeline: Any, family: str, default: int) -> int:
+    """Pixels per latent token of the loaded checkpoint: VAE downscale times transformer patch."""
+    try:
+        if family == "ltx":
+            return int(pipeline.vae_spatial_compression_ratio * pipeline.transformer_spatial_patch_size)
+        return int(pipeline.vae_scale_factor_spatial * pipeline.transformer.config.patch_size[1])
+    except (AttributeError, TypeError, IndexError):
+        return default
 
 
 def _cache_config(config: TransformerVideoConfig) -> Any:

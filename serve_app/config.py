@@ -19,7 +19,7 @@ from engines.fallback import FallbackPolicy
 from engines.media import VideoProcessingConfig
 from engines.painter import PainterConfig
 from engines.svd import SVDConfig
-from engines.video import VideoConfig
+from engines.video import VideoConfig, rules_of
 from engines.writer import WriterConfig
 from serve_app.protocol import MAX_SCENES
 from serve_app.webhooks import RETRY_SCHEDULE_S, load_secret
@@ -269,6 +269,14 @@ class AppConfig(BaseModel):
             raise ValueError(
                 f"video.num_frames={self.video.num_frames} exceeds limits.max_frames_per_segment="
                 f"{self.limits.max_frames_per_segment}"
+            )
+        # A segment runs at the family's next valid frame count; a limit of that shape keeps it within the limit.
+        rules = rules_of(self.video)
+        limit = self.limits.max_frames_per_segment
+        if rules.valid_frames(limit) != limit:
+            raise ValueError(
+                f"limits.max_frames_per_segment={limit}: {rules.label} makes {rules.frame_step}k+1 frames; use "
+                f"{rules.valid_frames(limit) - rules.frame_step} or {rules.valid_frames(limit)}"
             )
         return self
 

@@ -94,6 +94,15 @@ def plan_job(request: CreateVideoRequest, config: AppConfig, seed: int, extra_jo
             f"each side 64 or more, width at most {limits.max_width}, height at most {limits.max_height}",
         )
 
+    rules = rules_of(config.video)
+    if rules.takes_text:
+        # SVD's motion controls mean nothing to a text-conditioned family: refuse them rather than ignore them.
+        for name in ("motion_bucket_id", "noise_aug_strength"):
+            if getattr(request, name) is not None:
+                raise bad_value(
+                    name, getattr(request, name), f"is SVD's; this service animates with {rules.label}"
+                )
+
     steps = request.num_inference_steps or config.video.num_inference_steps
     if steps > limits.max_inference_steps:
         raise bad_value("num_inference_steps", steps, f"at most {limits.max_inference_steps}")
@@ -122,7 +131,6 @@ def plan_job(request: CreateVideoRequest, config: AppConfig, seed: int, extra_jo
     # The model runs at a size derived from the one asked for; it must follow the family's rules (LTX: sides
     # in 32s, Wan: 16s), which the config's own size does and the derived multiples of 64 do.
     generation = generation_size(width, height, config.video.width, config.video.height)
-    rules = rules_of(config.video)
     if any(side % rules.size_multiple for side in generation):
         raise bad_value(
             "size",

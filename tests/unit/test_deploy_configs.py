@@ -29,6 +29,12 @@ pytestmark = pytest.mark.unit
 ROOT = Path(__file__).resolve().parents[2]
 GPU_CONFIG = ROOT / "serve_config.yaml"
 CPU_CONFIG = ROOT / "serve_config.cpu.yaml"
+# One GPU profile per other animator family, beside serve_config.yaml, on the same cluster.
+FAMILY_CONFIGS = {"ltx": ROOT / "serve_config.ltx.yaml", "wan": ROOT / "serve_config.wan.yaml"}
+GPU_PROFILES = [GPU_CONFIG, *FAMILY_CONFIGS.values()]
+GPU_IDS = ["svd", *FAMILY_CONFIGS]
+ALL_PROFILES = [*GPU_PROFILES, CPU_CONFIG]
+ALL_IDS = [*GPU_IDS, "cpu"]
 RAYSERVICE = ROOT / "cluster" / "rayservice.yaml"
 RAY_CLUSTER = ROOT / "cluster" / "ray-cluster.yaml"
 
@@ -83,10 +89,10 @@ def _pack(sizes: list[float], capacity: float) -> int:
     return max(first_fit(sorted(sizes)), first_fit(sorted(sizes, reverse=True)))
 
 
-def _replica_demand(which: str, resource: str) -> list[float]:
+def _replica_demand(which: str, resource: str, path: Path = GPU_CONFIG) -> list[float]:
     """`resource` per replica of every deployment that uses GPUs (or not), at min or max replicas."""
     sizes: list[float] = []
-    for name, deployment in _deployments(_serve_doc(GPU_CONFIG)).items():
+    for name, deployment in _deployments(_serve_doc(path)).items():
         options = deployment.get("ray_actor_options", {})
         if resource == "GPU":
             if name not in GPU_DEPLOYMENTS:
@@ -106,7 +112,7 @@ def _replica_demand(which: str, resource: str) -> list[float]:
 # -- the serve configs -------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("path", [GPU_CONFIG, CPU_CONFIG], ids=["gpu", "cpu"])
+@pytest.mark.parametrize("path", ALL_PROFILES, ids=ALL_IDS)
 def test_event_streams_leave_the_ingress_most_of_its_request_slots(path: Path) -> None:
     # Each open stream holds one of the replica's max_ongoing_requests for its whole life: the cap on
     # streams must leave room for the polls, creates and health checks behind them.
@@ -116,7 +122,7 @@ def test_event_streams_leave_the_ingress_most_of_its_request_slots(path: Path) -
     assert load_serve_config(path).limits.max_event_streams <= slots // 2
 
 
-@pytest.mark.parametrize("path", [GPU_CONFIG, CPU_CONFIG], ids=["gpu", "cpu"])
+@pytest.mark.parametrize("path", ALL_PROFILES, ids=ALL_IDS)
 def test_serve_config_validates_against_the_app_schema_and_ray_serve(path: Path) -> None:
     config = load_serve_config(path)
 
@@ -126,7 +132,7 @@ def test_serve_config_validates_against_the_app_schema_and_ray_serve(path: Path)
     assert app["import_path"] == "serve_app.app:build_app"
 
 
-@pytest.mark.parametrize("path", [GPU_CONFIG, CPU_CONFIG], ids=["gpu", "cpu"])
+@pytest.mark.parametrize("path", ALL_PROFILES, ids=ALL_IDS)
 def test_every_configured_deployment_exists_in_the_app(path: Path) -> None:
     named = set(_deployments(_serve_doc(path)))
 
@@ -156,15 +162,34 @@ def test_gpu_profile_runs_svd_xt_on_a_gpu_fraction() -> None:
     )
 
 
-def test_svd_shutdown_outlasts_a_generation_and_its_queue_holds_admitted_jobs() -> None:
-    config = load_serve_config(GPU_CONFIG)
-    svd = _deployments(_serve_doc(GPU_CONFIG))["SVDGenerator"]
+@pytest.mark.parametrize("path", GPU_PROFILES, ids=GPU_IDS)
+def test_svd_shutdown_outlasts_a_generation_and_its_queue_holds_admitted_jobs(path: Path) -> None:
+    config = load_serve_config(path)
+    svd = _deployments(_serve_doc(path))["SVDGenerator"]
 
     # A 25-step SVD-XT batch runs for minutes: a grace period under ten would cut generations on scale-down.
     assert svd["graceful_shutdown_timeout_s"] >= 600
     # Scenes of admitted jobs must never meet backpressure; only a runaway caller should.
     assert svd["max_queued_requests"] >= config.jobs.max_concurrent_jobs * config.limits.max_scenes
     assert svd["max_ongoing_requests"] >= svd["user_config"]["max_batch_size"], "batches could never fill"
+
+
+@pytest.mark.parametrize("family", FAMILY_CONFIGS)
+def test_family_profiles_differ_from_the_svd_profile_only_in_the_animator(family: str) -> None:
+    path = FAMILY_CONFIGS[family]
+    config, svd_config = load_serve_config(path), load_serve_config(GPU_CONFIG)
+    svd = _deployments(_serve_doc(path))["SVDGenerator"]
+
+    assert config.video.family == family
+    assert config.video.dtype == "bfloat16"  # both families' text encoders overflow in float16
+    assert config.scene_seconds >= svd_config.scene_seconds
+    assert config.video.num_frames <= config.limits.max_frames_per_segment
+    BatchSettings.model_validate(svd["user_config"])
+    assert 0 < svd["ray_actor_options"]["num_gpus"] <= 1
+    same = {"painter", "writer", "storage", "jobs", "auth", "cors", "webhooks", "fallback"}
+    assert config.model_dump(include=same) == svd_config.model_dump(include=same)
+    others = {name: d for name, d in _deployments(_serve_doc(path)).items() if name != "SVDGenerator"}
+    assert others == {n: d for n, d in _deployments(_serve_doc(GPU_CONFIG)).items() if n != "SVDGenerator"}
 
 
 def test_cpu_profile_uses_no_gpu_and_always_falls_back() -> None:
@@ -176,8 +201,9 @@ def test_cpu_profile_uses_no_gpu_and_always_falls_back() -> None:
         assert deployment.get("ray_actor_options", {}).get("num_gpus", 0) == 0, name
 
 
-def test_every_autoscaling_number_says_why() -> None:
-    lines = GPU_CONFIG.read_text().splitlines()
+@pytest.mark.parametrize("path", GPU_PROFILES, ids=GPU_IDS)
+def test_every_autoscaling_number_says_why(path: Path) -> None:
+    lines = path.read_text().splitlines()
     tuned = [line for line in lines if re.match(rf"\s*({'|'.join(REASONED_KEYS)}):", line)]
     unexplained = [line.strip() for line in tuned if "#" not in line.split(":", 1)[1]]
 
@@ -294,22 +320,26 @@ def _launcher_worker_capacity(group: str, resource: str) -> tuple[float, int, in
     "capacity", [_k8s_worker_capacity, _launcher_worker_capacity], ids=["kuberay", "ray-up"]
 )
 @pytest.mark.parametrize(("group", "resource"), [("gpu", "GPU"), ("cpu", "CPU")])
-def test_worker_groups_hold_what_the_replicas_ask_for(capacity: Any, group: str, resource: str) -> None:
+@pytest.mark.parametrize("path", GPU_PROFILES, ids=GPU_IDS)
+def test_worker_groups_hold_what_the_replicas_ask_for(
+    capacity: Any, group: str, resource: str, path: Path
+) -> None:
     per_node, min_nodes, max_nodes = capacity(group, resource)
     # GPU fractions pack per device: with one GPU per node a node is a device.
     unit = 1.0 if resource == "GPU" else per_node
     assert resource == "CPU" or per_node == 1, "the packing below assumes one GPU per node"
 
-    at_min = _pack(_replica_demand("min", resource), unit)
-    at_max = _pack(_replica_demand("max", resource), unit)
+    at_min = _pack(_replica_demand("min", resource, path), unit)
+    at_max = _pack(_replica_demand("max", resource, path), unit)
 
     assert at_min >= 1
     assert at_min <= min_nodes, f"{group}: min replicas need {at_min} nodes, the group starts {min_nodes}"
     assert at_max <= max_nodes, f"{group}: max replicas need {at_max} nodes, the group allows {max_nodes}"
 
 
-def test_gpu_replicas_find_cpus_on_gpu_nodes() -> None:
-    deployments = _deployments(_serve_doc(GPU_CONFIG))
+@pytest.mark.parametrize("path", GPU_PROFILES, ids=GPU_IDS)
+def test_gpu_replicas_find_cpus_on_gpu_nodes(path: Path) -> None:
+    deployments = _deployments(_serve_doc(path))
     per_node_cpus = float(_container(_k8s_groups()["gpu"])["resources"]["limits"]["cpu"])
     launcher_cpus = yaml.safe_load(RAY_CLUSTER.read_text())["available_node_types"]["gpu"]["resources"]["CPU"]
 
