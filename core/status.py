@@ -56,6 +56,7 @@ class KeyframeSource(StrEnum):
     PLACEHOLDER = "placeholder"  # the painter's fallback: a title card
     REFERENCE = "reference"  # the caller's input_reference
     CONTINUITY = "continuity"  # the previous scene's last frame
+    TEXT = "text"  # no keyframe: a text-conditioned model started from the prompt alone (`keyframes: none`)
 
 
 class ScriptSource(StrEnum):

@@ -67,9 +67,10 @@ class SceneResult:
 @dataclass
 class KeyframeResult:
     """A scene's keyframe and what made it: the painter, its placeholder (a title card), the caller's
-    reference image or the previous scene's last frame."""
+    reference image or the previous scene's last frame; or no image (`KeyframeSource.TEXT`) where a
+    text-conditioned model starts from the prompt alone."""
 
-    image: Image.Image
+    image: Image.Image | None
     generator: KeyframeSource
     fallback_reason: str | None = None
 

@@ -93,6 +93,13 @@ class TransformerVideoConfig(ModelSourceConfig):
         default="worst quality, inconsistent motion, blurry, jittery, distorted",
         description="What every scene should not look like (used when guidance_scale > 1).",
     )
+    keyframes: Literal["painted", "none"] = Field(
+        default="painted",
+        description="`painted`: each scene starts from a painted keyframe (or the caller's reference, or with "
+        "`continuity` the previous scene's last frame). `none`: no painter call; a scene without a reference "
+        "or a previous frame is made from its text alone (the text-to-video pipeline on the same weights), "
+        "which saves the keyframe's time and GPU share but leaves composition to the video model.",
+    )
     max_sequence_length: int = Field(
         default=128, ge=1, description="Prompt tokens the text encoder reads (longer prompts are cut)."
     )
@@ -204,7 +211,7 @@ _PARAMS = ("width", "height", "num_frames", "num_inference_steps", "fps", "guida
 @dataclass(frozen=True)
 class _Resolved:
     index: int
-    image: Image.Image
+    image: Image.Image | None  # None: from text alone
     seed: int
     prompt: str
     negative_prompt: str
@@ -217,7 +224,7 @@ class _Resolved:
     @property
     def batch_key(self) -> tuple[Any, ...]:
         shape = tuple(v for n, v in zip(_PARAMS, self.params, strict=True) if n != "num_frames")
-        return (*shape, self.run_frames)
+        return (*shape, self.run_frames, self.image is None)
 
 
 @dataclass(frozen=True)
@@ -249,6 +256,7 @@ class TransformerVideoEngine(VideoEngine):
         self.oom_hint = "lower num_frames or the size, or enable cpu_offload, group_offload or vae_tiling"
         self._batches_keyframes = True
         self._size_multiple = self.rules.size_multiple  # the loaded checkpoint's, once loaded
+        self._text_pipeline: Any = None  # text-to-video on the same modules, made on first use
 
     def load(self) -> None:
         """Load the pipeline (once) and apply the speed and memory options.
@@ -272,6 +280,12 @@ class TransformerVideoEngine(VideoEngine):
                 self.config.model_path or self.config.model,
                 self._runtime,
             )
+
+    def unload(self) -> None:
+        """Drop the models, the text-to-video pipeline over them included, and return their memory."""
+        with self._lock:
+            self._text_pipeline = None
+            super().unload()
 
     # -- internals -------------------------------------------------------------------------------------
 
@@ -334,8 +348,8 @@ class TransformerVideoEngine(VideoEngine):
             if values[name] is None:
                 values[name] = getattr(self.config, name)
         image = request.image
-        if not isinstance(image, Image.Image):
-            raise InvalidInput("image", type(image).__name__, f"must be a PIL image{where}")
+        if image is not None and not isinstance(image, Image.Image):
+            raise InvalidInput("image", type(image).__name__, f"must be a PIL image or None{where}")
         if request.seed is not None:
             check_seed(request.seed, where)
         for name in ("width", "height"):
@@ -357,7 +371,7 @@ class TransformerVideoEngine(VideoEngine):
                 guidance,
                 f"must be from {rules.min_guidance:g} to {rules.max_guidance:g} for {rules.label}{where}",
             )
-        if (image.width, image.height) != (values["width"], values["height"]):
+        if image is not None and (image.width, image.height) != (values["width"], values["height"]):
             raise InvalidInput(
                 "image",
                 f"{image.width}x{image.height}",
@@ -370,13 +384,35 @@ class TransformerVideoEngine(VideoEngine):
         )
         return _Resolved(
             index=index,
-            image=image.convert("RGB"),
+            image=image.convert("RGB") if image is not None else None,
             seed=request.seed if request.seed is not None else secrets.randbelow(2**31),
             prompt=prompt,
             negative_prompt=negative,
             params=tuple(values[name] for name in _PARAMS),
             run_frames=rules.valid_frames(values["num_frames"]),
         )
+
+    def _text_to_video(self) -> Any:
+        """The family's text-to-video pipeline over the loaded modules (no second copy of any weights)."""
+        if self._text_pipeline is None:
+            components = self._pipeline.components
+            text: Any
+            if self.config.family == "ltx":
+                from diffusers import LTXPipeline
+
+                text = LTXPipeline(**components)
+            else:
+                from diffusers import WanPipeline
+
+                keep = ("tokenizer", "text_encoder", "vae", "scheduler", "transformer", "transformer_2")
+                text = WanPipeline(
+                    **{name: components.get(name) for name in keep},
+                    boundary_ratio=self._pipeline.config.get("boundary_ratio"),
+                    expand_timesteps=self._pipeline.config.get("expand_timesteps", False),
+                )
+            text.set_progress_bar_config(disable=True)
+            self._text_pipeline = text
+        return self._text_pipeline
 
     def _batch_key(self, item: _Resolved) -> tuple[Any, ...]:
         # A pipeline that cannot batch different keyframes runs one request per call.
@@ -403,10 +439,14 @@ class TransformerVideoEngine(VideoEngine):
         kwargs: dict[str, Any] = {}
         if self.config.family == "ltx":
             kwargs["frame_rate"] = first.param("fps")
+        pipeline = self._pipeline
+        if first.image is None:
+            pipeline = self._text_to_video()
+        else:
+            kwargs["image"] = [item.image for item in chunk]
         started = time.perf_counter()
         output = self._denoise(
-            lambda on_step_end: self._pipeline(
-                image=[item.image for item in chunk],
+            lambda on_step_end: pipeline(
                 prompt=[item.prompt for item in chunk],
                 negative_prompt=[item.negative_prompt for item in chunk],
                 height=first.param("height"),

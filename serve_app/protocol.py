@@ -240,9 +240,13 @@ class SceneObject(BaseModel):
     duration_s: float
     status: SceneStatus
     progress: int = Field(ge=0, le=100)
-    generator: str | None = Field(None, description="What animated the scene: 'svd' or 'fallback'.")
+    generator: str | None = Field(
+        None, description="What animated the scene: the model family ('svd', 'ltx', 'wan') or 'fallback'."
+    )
     keyframe_generator: str | None = Field(
-        None, description="What made its first frame: 'painter', 'reference', 'continuity' or 'placeholder'."
+        None,
+        description="What made its first frame: 'painter', 'reference', 'continuity' or 'placeholder'; 'text' "
+        "when there was none and the video model started from the scene's text (`keyframes: none`).",
     )
     fallback_reason: str | None = Field(None, description="Why a fallback was used, when it was.")
     attempts: int = Field(0, description="How many times the scene was started.")

@@ -296,6 +296,8 @@ class VideoRecipe:
         elif previous_frame is not None:
             image = await asyncio.to_thread(_open_png, previous_frame, width, height)
             keyframe = KeyframeResult(image, KeyframeSource.CONTINUITY)
+        elif getattr(self.config.video, "keyframes", "painted") == "none":
+            keyframe = KeyframeResult(None, KeyframeSource.TEXT)  # the video model starts from the text
         else:
             keyframe = self.stages.painter.paint(
                 PaintRequest(scene.visual_prompt, width, height, seed_of(plan, scene.idx))

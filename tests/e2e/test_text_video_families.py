@@ -1,8 +1,8 @@
 """A job through real Ray Serve HTTP with each text-conditioned family's tiny model (LTX-Video, Wan).
 
-The scenes' visual prompts reach the animator with their keyframes; scenes that arrive together share one
-pipeline call; a frame count the family cannot make is rounded up by the engine and trimmed back, so the
-video still lasts what was asked.
+The scenes' visual prompts reach the animator with their keyframes (LTX, painted) or alone (Wan, with
+`keyframes: none`); scenes that arrive together share one pipeline call; a frame count the family cannot
+make is rounded up by the engine and trimmed back, so the video still lasts what was asked.
 """
 
 from __future__ import annotations
@@ -31,6 +31,8 @@ def app(request, serve_cluster, tmp_path_factory, tiny_painter_path) -> Iterator
                 "family": family,
                 "model_path": str(request.getfixturevalue(f"tiny_{family}_path")),
                 **settings,
+                # LTX starts from painted keyframes, Wan from the text alone: both paths through the service.
+                "keyframes": "painted" if family == "ltx" else "none",
             },
             "painter": {"model_path": str(tiny_painter_path), "device": "cpu", "width": 64, "height": 64},
             "writer": {"backend": "template"},
@@ -50,29 +52,32 @@ def app(request, serve_cluster, tmp_path_factory, tiny_painter_path) -> Iterator
         yield deployed_app
 
 
+JOB = {
+    "prompt": "A fox and the sea.",
+    "scenes": [
+        {"caption": "A red fox.", "visual_prompt": "a red fox in the snow"},
+        {"caption": "The sea.", "visual_prompt": "the sea and the sky"},
+    ],
+    "seconds": 2,
+    "size": "128x128",
+    "seed": 3,
+}
+
+
+def _keyframes(family: str) -> str:
+    return "painter" if family == "ltx" else "text"
+
+
 def test_a_two_scene_job_is_animated_by_the_family_from_its_visual_prompts(app, tmp_path):
     family = app.name.removeprefix("tiny-")
-    response = app.client.post(
-        "/v1/videos",
-        json={
-            "prompt": "A fox and the sea.",
-            "model": family,
-            "scenes": [
-                {"caption": "A red fox.", "visual_prompt": "a red fox in the snow"},
-                {"caption": "The sea.", "visual_prompt": "the sea and the sky"},
-            ],
-            "seconds": 2,
-            "size": "128x128",
-            "seed": 3,
-        },
-    )
+    response = app.client.post("/v1/videos", json=JOB | {"model": family})
     assert response.status_code == 200, response.text
     video = app.wait(response.json()["id"], timeout_s=120)
 
     assert video["status"] == "completed", video["error"]
     scenes = video["scenes"]
     assert [scene["generator"] for scene in scenes] == [family, family]
-    assert [scene["keyframe_generator"] for scene in scenes] == ["painter", "painter"]
+    assert [scene["keyframe_generator"] for scene in scenes] == [_keyframes(family)] * 2
     assert all(scene["fallback_reason"] is None for scene in scenes)
     assert max(scene["batch_size"] for scene in scenes) == 2  # both scenes in one pipeline call
 
@@ -83,3 +88,13 @@ def test_a_two_scene_job_is_animated_by_the_family_from_its_visual_prompts(app, 
         assert (stream.width, stream.height) == (128, 128)
         # 1 s a scene at 8 fps: 8 frames each, though the family runs 9 (8k+1 / 4k+1) and trims one.
         assert sum(1 for _ in container.decode(stream)) == 2 * 8
+
+
+def test_with_continuity_later_scenes_start_from_the_last_frame(app):
+    family = app.name.removeprefix("tiny-")
+    response = app.client.post("/v1/videos", json=JOB | {"continuity": True, "seed": 4})
+    video = app.wait(response.json()["id"], timeout_s=120)
+
+    assert video["status"] == "completed", video["error"]
+    assert [scene["keyframe_generator"] for scene in video["scenes"]] == [_keyframes(family), "continuity"]
+    assert [scene["generator"] for scene in video["scenes"]] == [family, family]

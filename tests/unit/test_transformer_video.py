@@ -128,6 +128,26 @@ def test_cancel_stops_at_the_next_step_and_the_engine_stays_usable(engine: Trans
     assert after.frames.shape == (9, 64, 64, 3)
 
 
+def test_without_a_keyframe_the_video_comes_from_the_text_and_batches_too(
+    engine: TransformerVideoEngine,
+) -> None:
+    requests = [SceneRequest(seed=30 + i, prompt=prompt) for i, prompt in enumerate(["a red fox", "the sea"])]
+
+    batch = engine.generate(requests)
+    singles = [engine.generate([request])[0] for request in requests]
+    [again] = engine.generate([requests[0]])
+
+    assert [item.frames.shape for item in batch] == [(9, 64, 64, 3)] * 2
+    assert [item.batch_size for item in batch] == [2, 2]
+    np.testing.assert_array_equal(singles[0].frames, again.frames)
+    for together, alone in zip(batch, singles, strict=True):
+        assert np.abs(together.frames.astype(int) - alone.frames.astype(int)).max() <= 1
+    # A keyframe and no keyframe never share a call (different pipelines), and both keep their order.
+    mixed = engine.generate([requests[0], SceneRequest(image=keyframe(31), seed=31, prompt="the sea")])
+    assert [item.batch_size for item in mixed] == [1, 1]
+    np.testing.assert_array_equal(mixed[0].frames, singles[0].frames)
+
+
 @pytest.mark.parametrize(
     ("field", "value", "message"),
     [("width", 72, "multiple of"), ("guidance_scale", 0.5, "from 1"), ("num_frames", 0, "positive")],
@@ -184,6 +204,40 @@ def test_the_fallback_labels_model_frames_with_the_family(
 
 
 @pytest.mark.parametrize("family", FAMILIES)
+def test_the_engine_makes_the_frames_plain_diffusers_makes(
+    family: str, request: pytest.FixtureRequest
+) -> None:
+    import torch
+    from diffusers import LTXImageToVideoPipeline, WanImageToVideoPipeline
+
+    path = request.getfixturevalue(f"tiny_{family}_path")
+    engine = TransformerVideoEngine(config_of(family, path))
+    [ours] = engine.generate([SceneRequest(image=keyframe(12), seed=9, prompt="a red fox")])
+
+    pipeline_cls = LTXImageToVideoPipeline if family == "ltx" else WanImageToVideoPipeline
+    pipeline = pipeline_cls.from_pretrained(str(path))
+    pipeline.set_progress_bar_config(disable=True)
+    extra = {"frame_rate": TINY_LTX_SETTINGS["fps"]} if family == "ltx" else {}
+    plain = pipeline(
+        image=keyframe(12),
+        prompt="a red fox",
+        negative_prompt=engine.config.negative_prompt,
+        height=64,
+        width=64,
+        num_frames=9,
+        num_inference_steps=2,
+        guidance_scale=engine.config.guidance_scale,
+        generator=torch.Generator().manual_seed(9),
+        max_sequence_length=16,
+        output_type="np",
+        **extra,
+    ).frames[0]
+
+    expected = np.clip(np.asarray(plain) * 255.0, 0, 255).round().astype(np.uint8)
+    np.testing.assert_array_equal(ours.frames, expected)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
 def test_plain_options_give_the_plain_pipeline_frames_and_each_option_runs(
     family: str, request: pytest.FixtureRequest
 ) -> None:
@@ -201,6 +255,7 @@ def test_plain_options_give_the_plain_pipeline_frames_and_each_option_runs(
         {"step_cache": "taylorseer"},
         {"fp8_weights": True},
         {"torch_compile": True, "cpu_offload": True},  # CUDA-only: ignored with a warning here
+        {"group_offload": True},
     ):
         engine = TransformerVideoEngine(config_of(family, path, **option))
         [made] = engine.generate([ask])
