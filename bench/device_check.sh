@@ -9,8 +9,11 @@
 # fixtures (tests/conftest.py would import Ray), then `bench.gpu_svd` at full SVD-XT size. Logs and JSON
 # go to $OUT (the device tool brings them back). Record the numbers in bench/RESULTS.md.
 #
-# Environment: WHEELS (default .whl), GPU_SVD_ARGS (e.g. --no-compile, or --tiny without a GPU),
-# GPU_SVD_TIMEOUT_S (default 480: the eight minutes).
+# Environment: WHEELS (default .whl), FAMILIES (default "svd"; "ltx wan" runs bench.gpu_video for the
+# text-conditioned families instead), GPU_SVD_ARGS (e.g. --no-compile, or --tiny without a GPU),
+# GPU_SVD_TIMEOUT_S (default 480: the eight minutes), GPU_VIDEO_ARGS (default "--steps 8": full
+# resolution and length, fewer steps, so both families fit one 10-minute call; time per step and peak
+# memory are what steps do not change), GPU_VIDEO_TIMEOUT_S (default 270 per family).
 set -uo pipefail
 
 out=${OUT:-bench/out}
@@ -27,10 +30,19 @@ export PYTHONPATH="/tmp/site:$PWD" PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
 } 2>&1 | tee "$out/machine.txt"
 
 status=0
-python3 -m pytest --noconftest -p tests.fixtures.models -m gpu -q \
-    tests/unit/test_svd_engine.py tests/unit/test_painter.py 2>&1 |
-    tee "$out/pytest_gpu.log" || status=1
-# shellcheck disable=SC2086 # GPU_SVD_ARGS holds several flags on purpose
-timeout "${GPU_SVD_TIMEOUT_S:-480}" python3 -m bench.gpu_svd ${GPU_SVD_ARGS:-} --out "$out/gpu_svd.json" 2>&1 |
-    tee "$out/gpu_svd.log" || status=1
+for family in ${FAMILIES:-svd}; do
+    if [ "$family" = svd ]; then
+        python3 -m pytest --noconftest -p tests.fixtures.models -m gpu -q \
+            tests/unit/test_svd_engine.py tests/unit/test_painter.py 2>&1 |
+            tee "$out/pytest_gpu.log" || status=1
+        # shellcheck disable=SC2086 # GPU_SVD_ARGS holds several flags on purpose
+        timeout "${GPU_SVD_TIMEOUT_S:-480}" python3 -m bench.gpu_svd ${GPU_SVD_ARGS:-} --out "$out/gpu_svd.json" 2>&1 |
+            tee "$out/gpu_svd.log" || status=1
+    else
+        # shellcheck disable=SC2086 # GPU_VIDEO_ARGS holds several flags on purpose
+        timeout "${GPU_VIDEO_TIMEOUT_S:-270}" python3 -m bench.gpu_video --family "$family" \
+            ${GPU_VIDEO_ARGS:---steps 8} --out "$out/gpu_$family.json" 2>&1 |
+            tee "$out/gpu_$family.log" || status=1
+    fi
+done
 exit "$status"
