@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core.errors import GenerationCancelled, InvalidInput
+from core.errors import GenerationCancelled, InvalidInput, ModelUnavailable
 from core.status import Animator
 from engines.fallback import animate_scenes
 from engines.tiny_models import TINY_LTX_SETTINGS, TINY_WAN_SETTINGS
@@ -146,6 +146,39 @@ def test_without_a_keyframe_the_video_comes_from_the_text_and_batches_too(
     mixed = engine.generate([requests[0], SceneRequest(image=keyframe(31), seed=31, prompt="the sea")])
     assert [item.batch_size for item in mixed] == [1, 1]
     np.testing.assert_array_equal(mixed[0].frames, singles[0].frames)
+
+
+def test_out_of_memory_splits_the_batch_and_then_makes_the_model_unavailable(
+    engine: TransformerVideoEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch
+
+    requests = [SceneRequest(image=keyframe(40 + i), seed=40 + i, prompt="fox") for i in range(3)]
+    expected = [engine.generate([request])[0].frames for request in requests]
+    transformer = engine._pipeline.transformer
+    real_forward, videos_per_call = transformer.forward, []
+    # LTX runs guidance as one doubled batch, Wan as two passes: one video is 2 rows or 1.
+    rows_per_video = 2 if engine.config.family == "ltx" else 1
+
+    def forward_that_fits_one_video(hidden_states: torch.Tensor, *args: object, **kwargs: object) -> object:
+        videos_per_call.append(hidden_states.shape[0] // rows_per_video)
+        if hidden_states.shape[0] > rows_per_video:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real_forward(hidden_states, *args, **kwargs)
+
+    monkeypatch.setattr(transformer, "forward", forward_that_fits_one_video)
+    results = engine.generate(requests)
+
+    assert videos_per_call[:2] == [3, 2] and set(videos_per_call[2:]) == {1}
+    for result, frames in zip(results, expected, strict=True):
+        assert np.abs(result.frames.astype(int) - frames.astype(int)).max() <= 1
+
+    def always_out_of_memory(*args: object, **kwargs: object) -> object:
+        raise torch.OutOfMemoryError("CUDA out of memory")
+
+    monkeypatch.setattr(transformer, "forward", always_out_of_memory)
+    with pytest.raises(ModelUnavailable, match=f"{engine.label} ran out of GPU memory.*after 2 retries"):
+        engine.generate(requests[:2])
 
 
 @pytest.mark.parametrize(
