@@ -186,8 +186,9 @@ def build_tiny_painter(folder: str | Path) -> Path:
     return _save(pipeline, folder)
 
 
-def build_tiny_ltx(folder: str | Path) -> Path:
-    """Save a tiny `LTXImageToVideoPipeline` into `folder` and return its path.
+def build_tiny_ltx(folder: str | Path, timestep_conditioning: bool = False) -> Path:
+    """Save a tiny `LTXImageToVideoPipeline` into `folder` and return its path; ``timestep_conditioning``
+    gives it the decoder of LTX-Video 0.9.1 and later (noise added before a timestep-conditioned decode).
 
     The VAE keeps the real model's compression (4-pixel patches, three space-time downscalings: 32 pixels
     and 8 frames per latent), so the family's rules (sizes in 32s, 8k+1 frames) hold here as there.
@@ -228,8 +229,8 @@ def build_tiny_ltx(folder: str | Path) -> Path:
         decoder_inject_noise=(False,) * (levels + 1),
         upsample_residual=(False,) * levels,
         upsample_factor=(1,) * levels,
-        # 0.9.0's decoder; later ones condition on a timestep (see engines.transformer_video._batches_keyframes).
-        timestep_conditioning=False,
+        # 0.9.0's decoder by default; later ones condition on a timestep (see engines.ltx_pipeline).
+        timestep_conditioning=timestep_conditioning,
         patch_size=4,
         patch_size_t=1,
         encoder_causal=True,

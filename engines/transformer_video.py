@@ -291,9 +291,9 @@ class TransformerVideoEngine(VideoEngine):
 
     def _pipeline_class(self) -> Any:
         if self.config.family == "ltx":
-            from diffusers import LTXImageToVideoPipeline
+            from engines.ltx_pipeline import PerVideoNoiseLTXImageToVideoPipeline
 
-            return LTXImageToVideoPipeline
+            return PerVideoNoiseLTXImageToVideoPipeline
         from engines.wan_pipeline import PerVideoImageWanPipeline
 
         return PerVideoImageWanPipeline
@@ -398,9 +398,9 @@ class TransformerVideoEngine(VideoEngine):
             components = self._pipeline.components
             text: Any
             if self.config.family == "ltx":
-                from diffusers import LTXPipeline
+                from engines.ltx_pipeline import PerVideoNoiseLTXPipeline
 
-                text = LTXPipeline(**components)
+                text = PerVideoNoiseLTXPipeline(**components)
             else:
                 from diffusers import WanPipeline
 
@@ -482,12 +482,12 @@ class TransformerVideoEngine(VideoEngine):
 def _batches_keyframes(pipeline: Any, family: str) -> bool:
     """Whether one call can animate several keyframes, each with its own generator.
 
-    LTX VAEs with timestep conditioning (0.9.1 and later) draw their decode noise with `torch.randn` and the
-    whole generator list, which torch refuses; Wan 2.1 pipelines with a CLIP image encoder repeat the image
-    embeddings per prompt. Those run one request per call (still one model load, and still correct).
+    LTX can (`engines.ltx_pipeline` draws the decode noise per video), and so can Wan 2.2 and Wan 2.1
+    text-to-video checkpoints (`engines.wan_pipeline`); Wan 2.1 image-to-video checkpoints with a CLIP image
+    encoder repeat the image embeddings per prompt, so they run one request per call (still correct).
     """
     if family == "ltx":
-        return not pipeline.vae.config.get("timestep_conditioning", False)
+        return True
     return getattr(pipeline, "image_encoder", None) is None
 
 

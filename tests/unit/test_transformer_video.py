@@ -294,3 +294,35 @@ def test_plain_options_give_the_plain_pipeline_frames_and_each_option_runs(
         [made] = engine.generate([ask])
         assert made.frames.shape == reference.frames.shape, option
         engine.unload()
+
+
+def test_ltx_with_a_timestep_conditioned_decoder_batches_and_equals_the_stock_pipeline(
+    tmp_path: Path,
+) -> None:
+    # LTX-Video 0.9.1 and later add per-video noise before decoding; the stock pipeline cannot draw it for a
+    # list of generators, engines.ltx_pipeline does, the same way for one video.
+    import torch
+    from diffusers import LTXImageToVideoPipeline
+
+    from engines.tiny_models import build_tiny_ltx
+
+    path = build_tiny_ltx(tmp_path / "ltx-0.9.1", timestep_conditioning=True)
+    engine = TransformerVideoEngine(config_of("ltx", path))
+    requests = [SceneRequest(image=keyframe(50 + i), seed=50 + i, prompt="red fox") for i in range(2)]
+
+    batch = engine.generate(requests)
+    singles = [engine.generate([request])[0] for request in requests]
+    assert [item.batch_size for item in batch] == [2, 2]
+    for together, alone in zip(batch, singles, strict=True):
+        assert np.abs(together.frames.astype(int) - alone.frames.astype(int)).max() <= 1
+
+    stock = LTXImageToVideoPipeline.from_pretrained(str(path))
+    stock.set_progress_bar_config(disable=True)
+    kwargs = {
+        "prompt": "red fox", "negative_prompt": engine.config.negative_prompt, "height": 64, "width": 64,
+        "num_frames": 9, "num_inference_steps": 2, "guidance_scale": 3.0, "max_sequence_length": 16,
+        "output_type": "np", "frame_rate": 8, "decode_timestep": 0.05,
+    }  # fmt: skip
+    expected = stock(image=keyframe(50), generator=torch.Generator().manual_seed(50), **kwargs).frames[0]
+    ours = engine._pipeline(image=[keyframe(50)], generator=[torch.Generator().manual_seed(50)], **kwargs)
+    np.testing.assert_array_equal(np.asarray(ours.frames[0]), np.asarray(expected))
