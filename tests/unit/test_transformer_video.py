@@ -326,3 +326,23 @@ def test_ltx_with_a_timestep_conditioned_decoder_batches_and_equals_the_stock_pi
     expected = stock(image=keyframe(50), generator=torch.Generator().manual_seed(50), **kwargs).frames[0]
     ours = engine._pipeline(image=[keyframe(50)], generator=[torch.Generator().manual_seed(50)], **kwargs)
     np.testing.assert_array_equal(np.asarray(ours.frames[0]), np.asarray(expected))
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_a_cancel_with_the_step_cache_on_leaves_no_stale_state(
+    family: str, request: pytest.FixtureRequest
+) -> None:
+    path = request.getfixturevalue(f"tiny_{family}_path")
+    engine = TransformerVideoEngine(config_of(family, path, step_cache="first_block"))
+    ask = SceneRequest(image=keyframe(60), seed=6, prompt="fox", num_inference_steps=4)
+    [before] = engine.generate([ask])
+    cancel = threading.Event()
+
+    with pytest.raises(GenerationCancelled):
+        engine.generate(
+            [SceneRequest(image=keyframe(61), seed=7, prompt="sea", num_inference_steps=4)],
+            progress=lambda step, total: cancel.set() if step == 2 else None,
+            cancel=cancel,
+        )
+    [after] = engine.generate([ask])
+    np.testing.assert_array_equal(after.frames, before.frames)
