@@ -180,6 +180,20 @@ class LTXConfig(TransformerVideoConfig):
         description="Hub id of an LTX-Video checkpoint in diffusers format (2B 0.9.x; 13B and distilled "
         "variants load the same way).",
     )
+    decode_timestep: float = Field(
+        default=0.05,
+        ge=0.0,
+        le=1.0,
+        description="Timestep the VAE decodes at, for checkpoints whose decoder is timestep-conditioned "
+        "(0.9.1 and later; 0.9.0 ignores it). LTX recommends 0.05: a touch of denoising in the decoder "
+        "sharpens detail.",
+    )
+    decode_noise_scale: float = Field(
+        default=0.025,
+        ge=0.0,
+        le=1.0,
+        description="Noise mixed into the latents before such a decode (LTX recommends 0.025).",
+    )
 
 
 class WanConfig(TransformerVideoConfig):
@@ -437,8 +451,10 @@ class TransformerVideoEngine(VideoEngine):
         device = self._pipeline._execution_device
         generators = [torch.Generator(device=device).manual_seed(item.seed) for item in chunk]
         kwargs: dict[str, Any] = {}
-        if self.config.family == "ltx":
+        if isinstance(self.config, LTXConfig):
             kwargs["frame_rate"] = first.param("fps")
+            kwargs["decode_timestep"] = self.config.decode_timestep
+            kwargs["decode_noise_scale"] = self.config.decode_noise_scale
         pipeline = self._pipeline
         if first.image is None:
             pipeline = self._text_to_video()
