@@ -73,6 +73,12 @@ class MediaError(EngineError):
     code, status, public = "media_error", 500, False
 
 
+class NarrationTooLong(CodedError):
+    """A video's narration needs more time than ``limits.max_seconds`` allows, even spoken faster."""
+
+    code, status = "narration_too_long", 422
+
+
 class TooManyAttempts(CodedError):
     """A job was started ``jobs.max_attempts`` times and its runner stopped each time."""
 
