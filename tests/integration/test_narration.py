@@ -11,7 +11,6 @@ import av
 import numpy as np
 import pytest
 
-from core.errors import InvalidInput
 from core.files import JobFiles
 from engines.media import VideoProcessor
 from engines.narrator.narrator import write_wav
@@ -59,7 +58,10 @@ def decoded_audio(path) -> tuple[np.ndarray, int, float, float]:
         stream = container.streams.audio[0]
         rate = stream.rate
         samples = np.concatenate(
-            [frame.to_ndarray().reshape(len(frame.layout.channels), -1).mean(axis=0) for frame in container.decode(stream)]
+            [
+                frame.to_ndarray().reshape(len(frame.layout.channels), -1).mean(axis=0)
+                for frame in container.decode(stream)
+            ]
         )
     info = VideoProcessor.probe(path)
     return samples, rate, len(samples) / rate, info.duration
@@ -157,7 +159,9 @@ def test_a_music_bed_plays_under_the_voice(narrated, tmp_path):
     job, video = make(narrated, upload=(tmp_path / "bed.wav").read_bytes(), scenes=ENGLISH[1:], seconds=4)
 
     assert job.status == "completed", job.error_message
-    samples, audio_rate, audio_seconds, video_seconds = decoded_audio(JobFiles(narrated.storage.root, job.id).variant("video"))
+    samples, audio_rate, audio_seconds, video_seconds = decoded_audio(
+        JobFiles(narrated.storage.root, job.id).variant("video")
+    )
     assert abs(audio_seconds - video_seconds) <= 1 / narrated.video.fps
     (scene,) = video.scenes
     assert float(video.seconds) == pytest.approx(4, abs=0.2)  # the narration fits: the video lasts `seconds`
@@ -178,7 +182,11 @@ def test_the_music_bed_is_ducked_under_speech(tmp_path):
     config = audio.AudioConfig(fade_out_s=0)
 
     track = audio.mix(
-        [audio.Voice(tmp_path / "voice.wav", 0.0)], 4.0, tmp_path / "mix.m4a", config, (tmp_path / "bed.wav", "wav")
+        [audio.Voice(tmp_path / "voice.wav", 0.0)],
+        4.0,
+        tmp_path / "mix.m4a",
+        config,
+        (tmp_path / "bed.wav", "wav"),
     )
 
     with av.open(str(track)) as container:
