@@ -54,13 +54,15 @@ def test_openai_sdk_creates_retrieves_and_downloads(app, openai_client, tmp_path
         assert stream.codec_context.name == "h264" and stream.codec_context.pix_fmt == "yuv420p"
         assert (stream.width, stream.height) == (1280, 720)
         frames = sum(1 for _ in container.decode(stream))
+        fps = float(stream.average_rate)
+    with av.open(str(target)) as container:
         (voice,) = container.streams.audio
         assert (voice.codec_context.name, voice.rate, len(voice.layout.channels)) == ("aac", 48000, 2)
         voice_seconds = sum(frame.samples for frame in container.decode(voice)) / voice.rate
     # Narration wins over `seconds`: at least 4 s, and the video object says what the file holds.
-    assert frames / float(stream.average_rate) >= 4.0 - 0.3
-    assert float(video.seconds) == pytest.approx(frames / float(stream.average_rate), abs=0.01)
-    assert voice_seconds == pytest.approx(float(video.seconds), abs=1 / float(stream.average_rate))
+    assert frames / fps >= 4.0 - 0.3
+    assert float(video.seconds) == pytest.approx(frames / fps, abs=0.01)
+    assert voice_seconds == pytest.approx(float(video.seconds), abs=1 / fps)
     # The Narrator deployment spoke every scene, the Chinese ones in Mandarin.
     for scene in finished["scenes"]:
         assert scene["narrator"] == "espeak", scene
