@@ -317,3 +317,19 @@ def _tone(samples: np.ndarray, rate: int, start: float, end: float, frequency: f
     t = np.arange(len(window)) / rate
     hann = np.hanning(len(window))
     return float(2 * abs(np.sum(window * hann * np.exp(-2j * np.pi * frequency * t))) / hann.sum())
+
+
+def test_the_mix_benchmark_compares_like_with_like(tmp_path):
+    """Both sides of bench/narration.py's mix_ratio write a picture with an AAC track of the same length."""
+    from bench.narration import measure_mix
+
+    result = measure_mix(tmp_path, rounds=1)
+
+    assert result["mix_ratio"] > 0
+    lengths = []
+    for name in ("ours.mp4", "cli.mp4"):
+        with av.open(str(tmp_path / "mix" / name)) as container:
+            (track,) = container.streams.audio
+            assert track.codec_context.name == "aac" and container.streams.video
+            lengths.append(sum(frame.samples for frame in container.decode(track)) / track.rate)
+    assert lengths[0] == pytest.approx(lengths[1], abs=0.05) and lengths[0] == pytest.approx(12, abs=0.1)
