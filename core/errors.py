@@ -8,8 +8,11 @@ HTTP status it answers with) and ``public`` (whether its text may be shown, or i
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 class CodedError(Exception):
@@ -40,6 +43,15 @@ class InvalidInput(EngineError, ValueError):
         super().__init__(f"{param}={_short(value)}: {reason}")
 
     code, status = "invalid_value", 400
+
+
+def as_value_error(check: Callable[[T], T], value: T) -> T:
+    """``check(value)``, with its InvalidInput turned into the ValueError a pydantic validator raises (whose
+    message then names the field where it stands, and the reason)."""
+    try:
+        return check(value)
+    except InvalidInput as exc:
+        raise ValueError(exc.reason) from None
 
 
 class ModelUnavailable(EngineError):

@@ -493,7 +493,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--reference", type=_existing_file, metavar="IMAGE", help="the first scene's keyframe"
     )
     create.add_argument("--no-narration", action="store_true", help="a silent video")
-    create.add_argument("--voice", help="an eSpeak NG voice, e.g. en-GB or cmn (default by language)")
+    create.add_argument("--voice", help="an eSpeak NG voice, e.g. en-GB-x-rp or cmn (default by language)")
     create.add_argument(
         "--music", metavar="NAME|FILE", help="a music bed: a track of the service's folder, or an audio file"
     )

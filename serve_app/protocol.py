@@ -14,9 +14,10 @@ from typing import Any, Literal, Protocol, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 
-from core.errors import InvalidInput
+from core.errors import as_value_error
 from core.status import JobStatus, SceneStatus
 from engines.narrator.espeak import check_voice
+from engines.narrator.narrator import check_language
 
 SIZE_PATTERN = re.compile(r"([1-9][0-9]{1,4})x([1-9][0-9]{1,4})")  # always with fullmatch
 MAX_SCENES = 64  # the API's own bound on `scenes`; `limits.max_scenes` may only be lower
@@ -104,7 +105,7 @@ class NarrationOptions(BaseModel):
     voice: str | None = Field(
         None,
         max_length=64,
-        description="An eSpeak NG voice, e.g. 'en-GB', 'cmn' or 'en-US+f3'; default by language.",
+        description="An eSpeak NG voice, e.g. 'en-GB-x-rp', 'cmn' or 'en-US+f3'; default by language.",
     )
     rate: float = Field(1.0, ge=0.5, le=2.0, description="Pace: 1 as configured, 1.5 half as fast again.")
     language: str | None = Field(
@@ -116,12 +117,12 @@ class NarrationOptions(BaseModel):
     @field_validator("voice")
     @classmethod
     def _voice_exists(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                check_voice(value)
-            except InvalidInput as exc:
-                raise ValueError(exc.reason) from None
-        return value
+        return None if value is None else as_value_error(check_voice, value)
+
+    @field_validator("language")
+    @classmethod
+    def _language_is_spoken(cls, value: str | None) -> str | None:
+        return None if value is None else as_value_error(check_language, value)
 
 
 class CreateVideoRequest(BaseModel):

@@ -14,12 +14,13 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from core.errors import InvalidInput
+from core.errors import InvalidInput, MediaError
 from core.files import atomic_output
 from engines.media import ffmpeg
 
 # What a music upload may be, by its first bytes: ffmpeg is told the format and probes nothing else.
 MUSIC_FORMATS = ("wav", "mp3", "ogg", "flac", "m4a")
+CHECK_TIMEOUT_S = 10  # decoding two seconds takes milliseconds: a file that takes longer is refused
 MUSIC_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")  # a track's name (its file stem), always with fullmatch
 
 
@@ -192,7 +193,8 @@ def check_music(path: str | os.PathLike[str], kind: str, ffmpeg_path: str | None
         ffmpeg.run(
             [*ffmpeg.INPUT_PROTOCOLS, "-f", demuxer, "-i", str(path), "-t", "2", "-vn", "-f", "null", "-"],
             ffmpeg=ffmpeg_path,
+            timeout_s=CHECK_TIMEOUT_S,
         )
         # fmt: on
-    except Exception as exc:  # noqa: BLE001 - any failure to decode means the same to the caller
+    except MediaError as exc:
         raise InvalidInput("music", kind, f"is not a readable {kind} audio file") from exc

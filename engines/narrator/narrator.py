@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from core.errors import InvalidInput, ModelUnavailable
+from core.errors import InvalidInput, JobGone, ModelUnavailable, as_value_error
 from core.files import JobFiles, atomic_output
 from engines.fallback import FallbackPolicy
 from engines.narrator.espeak import Espeak, check_voice
@@ -45,6 +45,7 @@ ESPEAK_VOICES = {
 LANGUAGE = re.compile(r"[a-z]{2,3}(-[A-Za-z0-9]{2,8})?")  # always with fullmatch
 # A sentence ends at . ! ? followed by a space (not "3.5"), or at CJK full stops, which take no space.
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|(?<=[。！？；…])")
+_WORD = re.compile(r"\w")
 _SCRIPTS = (
     ("ja", re.compile(r"[\u3040-\u30ff]")),  # kana first: Japanese text also holds Han characters
     ("ko", re.compile(r"[\uac00-\ud7af\u1100-\u11ff]")),
@@ -78,7 +79,7 @@ class NarrationConfig(BaseModel):
     )
     voice: str | None = Field(
         None,
-        description="eSpeak NG voice for text in `language`, e.g. `en-GB` or `en-US+f3`; default by language.",
+        description="eSpeak NG voice for text in `language`, e.g. `en-GB-x-rp` (British) or `en-US+f3`; default by language.",
     )
     words_per_minute: int = Field(
         165, ge=80, le=450, description="eSpeak NG's pace at `rate` 1 (its own default is 175)."
@@ -101,6 +102,16 @@ class NarrationConfig(BaseModel):
     neural: NeuralVoiceConfig = Field(
         default_factory=NeuralVoiceConfig, description="The neural voice (`backend: vits`)."
     )
+
+    @field_validator("voice")
+    @classmethod
+    def _voice_exists(cls, value: str | None) -> str | None:
+        return None if value is None else as_value_error(check_voice, value)
+
+    @field_validator("language")
+    @classmethod
+    def _language_is_spoken(cls, value: str) -> str:
+        return as_value_error(check_language, value)
 
 
 @dataclass
@@ -166,16 +177,32 @@ def detect_language(text: str, default: str = "en") -> str:
 
 
 def split_sentences(text: str) -> list[str]:
-    """``text`` cut into sentences (Latin and CJK punctuation), each stripped, none empty."""
-    return [part.strip() for part in _SENTENCE_END.split(text) if part.strip()]
+    """``text`` cut into sentences (Latin and CJK punctuation), each stripped; those without a word (only
+    punctuation or spaces) are left out."""
+    return [part.strip() for part in _SENTENCE_END.split(text) if _WORD.search(part)]
 
 
-def espeak_voice(language: str, configured: str | None, config_language: str) -> str:
+def voice_for(language: str, configured: str | None = None, config_language: str = "en") -> str:
     """The eSpeak NG voice for ``language``: the configured voice for the configured language, else by name."""
     if configured is not None and language == config_language:
         return configured
     base = language.split("-")[0]
     return ESPEAK_VOICES.get(language) or ESPEAK_VOICES.get(base) or language
+
+
+def check_language(language: str, field: str = "language") -> str:
+    """``language`` if eSpeak NG has a voice for it (every scene can be spoken, whatever the backend).
+
+    Raises:
+        InvalidInput: naming ``field`` and the value.
+    """
+    try:
+        check_voice(voice_for(language))
+    except InvalidInput:
+        raise InvalidInput(
+            field, language, "eSpeak NG has no voice for this language (e.g. en, cmn, yue, ja)"
+        ) from None
+    return language
 
 
 class NarratorEngine:
@@ -220,35 +247,45 @@ class NarratorEngine:
     def narrate(self, request: NarrateRequest) -> Narration:
         """Speak ``request.text`` and write it to the job's narration WAV for the scene; blocking.
 
+        A text with nothing to say (punctuation, spaces) makes a narration of no length. A request that
+        names a voice is spoken by eSpeak NG, whose voices they are.
+
         Raises:
-            InvalidInput: an unknown voice, an empty text or a bad rate.
+            InvalidInput: an unknown voice or language, or a bad rate.
             ModelUnavailable: the neural voice cannot speak and the policy is `never`.
+            JobGone: the job's folder is gone (deleted or expired meanwhile).
         """
         if not 0.25 <= request.rate <= 4:
             raise InvalidInput("rate", request.rate, "must be between 0.25 and 4")
-        sentences = split_sentences(request.text)
-        if not sentences:
-            raise InvalidInput("text", request.text, "has nothing to say")
+        files = JobFiles(self.storage_root, request.job_id)
+        if not files.folder.is_dir():  # a write after a DELETE must not bring the folder back
+            raise JobGone(f"job {request.job_id} has no folder: it was deleted or expired meanwhile")
         language = request.language or detect_language(request.text, self.config.language)
-        reason = self._neural_refusal(language)
-        if reason is None and self.neural is not None:
-            speak = lambda text: self.neural.speak(text, request.rate, request.seed)  # noqa: E731
-            rate, narrator = self.neural.sample_rate, "vits"
-            voice = self.config.neural.model_path or self.config.neural.model
+        refusal = "the request named an eSpeak NG voice" if request.voice else self._neural_refusal(language)
+        if refusal is None and self.neural is not None:
+            neural = self.neural
+            rate = neural.sample_rate
+            narrator, voice = "vits", self.config.neural.model_path or self.config.neural.model
+
+            def speak(text: str) -> np.ndarray:
+                return neural.speak(text, request.rate, request.seed)
         else:
-            if self.config.backend == "vits" and self.policy == "never":
-                raise ModelUnavailable(f"the neural voice cannot speak this scene: {reason}")
+            if self.config.backend == "vits" and self.policy == "never" and request.voice is None:
+                raise ModelUnavailable(f"the neural voice cannot speak this scene: {refusal}")
             espeak = Espeak.get()
-            voice = request.voice or espeak_voice(language, self.config.voice, self.config.language)
+            voice = request.voice or voice_for(language, self.config.voice, self.config.language)
             check_voice(voice)
             pace = round(self.config.words_per_minute * request.rate)
-            speak = lambda text: espeak.speak(text, voice, pace).astype(np.float32) / 32768  # noqa: E731
             rate, narrator = espeak.sample_rate, "espeak"
+
+            def speak(text: str) -> np.ndarray:
+                return espeak.speak(text, voice, pace).astype(np.float32) / 32768
+
         gap = np.zeros(round(self.config.sentence_gap_s * rate), dtype=np.float32)
         parts: list[np.ndarray] = []
         timings: list[Sentence] = []
         at = 0
-        for i, text in enumerate(sentences):
+        for i, text in enumerate(split_sentences(request.text)):
             if i > 0:
                 parts.append(gap)
                 at += len(gap)
@@ -257,16 +294,16 @@ class NarratorEngine:
             timings.append(Sentence(text, at / rate, (at + len(samples)) / rate))
             at += len(samples)
         audio = np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
-        path = JobFiles(self.storage_root, request.job_id).narration(request.index)
-        write_wav(path, audio, rate)
+        write_wav(files.narration(request.index), audio, rate)
+        fell_back = self.config.backend == "vits" and narrator == "espeak" and request.voice is None
         return Narration(
-            path=str(path),
+            path=str(files.narration(request.index)),
             seconds=len(audio) / rate,
             sentences=timings,
             narrator=narrator,
             voice=voice,
             language=language,
-            fallback_reason=reason if self.config.backend == "vits" and narrator == "espeak" else None,
+            fallback_reason=refusal if fell_back else None,
             rate=request.rate,
         )
 

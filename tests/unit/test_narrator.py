@@ -125,3 +125,47 @@ def test_narration_wins_over_the_planned_lengths():
     assert fit_narration([1, 1], [2, 3], explicit=False) == [2, 3]
     # Explicit scenes keep their own lengths where their narration fits.
     assert fit_narration([5, 1], [2, 3], explicit=True) == [5, 3]
+
+
+def test_a_text_with_nothing_to_say_is_a_narration_of_no_length(storage):
+    engine = NarratorEngine(NarrationConfig(), storage)
+
+    said = engine.narrate(NarrateRequest(JOB, 0, " … "))
+
+    assert said.seconds == 0 and said.sentences == [] and read_wav(said.path)[0].size == 0
+
+
+def test_a_voice_the_request_names_is_espeaks_even_beside_a_neural_voice(storage, tiny_voice_path):
+    engine = NarratorEngine(vits(tiny_voice_path), storage, "never")
+    engine.load()
+
+    said = engine.narrate(NarrateRequest(JOB, 0, "A map glows.", voice="en-GB-x-rp"))
+
+    assert (said.narrator, said.voice, said.fallback_reason) == ("espeak", "en-GB-x-rp", None)
+
+
+def test_a_deleted_jobs_folder_is_not_brought_back(tmp_path):
+    from core.errors import JobGone
+
+    with pytest.raises(JobGone):
+        NarratorEngine(NarrationConfig(), tmp_path).narrate(NarrateRequest(JOB, 0, "Too late."))
+    assert not (tmp_path / "jobs").exists()
+
+
+def test_config_and_request_voices_and_languages_are_checked_when_read():
+    from pydantic import ValidationError
+
+    from serve_app.protocol import CreateVideoRequest
+
+    with pytest.raises(ValidationError, match="voice"):
+        NarrationConfig(voice="klingon")
+    with pytest.raises(ValidationError, match="language"):
+        NarrationConfig(language="xx")
+    with pytest.raises(ValidationError, match="no voice for this language"):
+        CreateVideoRequest.model_validate({"prompt": "x", "narration": {"language": "xx"}})
+    request = CreateVideoRequest.model_validate(
+        {"prompt": "x", "narration": {"language": "yue", "rate": 1.2}}
+    )
+    assert request.narration_options(default=True).language == "yue"
+    assert CreateVideoRequest(prompt="x").narration_options(default=False) is None
+    assert CreateVideoRequest(prompt="x", narration=False).narration_options(default=True) is None
