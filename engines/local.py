@@ -127,7 +127,6 @@ class LocalStages:
         self.video = video
         self.cancelled = cancelled if cancelled is not None else set()
         self.narrator_engine = narrator or NarratorEngine(NarrationConfig(), clips.storage_root, policy)
-        self.narrations = 0  # texts spoken, which a resumed job must not speak again
         self._paintings = MicroBatcher(self._paint_batch, max_size=4, wait_s=0.05)
         self._scenes = MicroBatcher(self._animate_batch, max_size=4, wait_s=0.2)
         # The five protocols, by name: this object is all of them.
@@ -137,7 +136,6 @@ class LocalStages:
         return await asyncio.to_thread(write_script, self.writer_engine, request, self.policy)
 
     async def narrate(self, request: NarrateRequest) -> Narration:
-        self.narrations += 1
         return await asyncio.to_thread(self.narrator_engine.narrate, request)
 
     def paint(self, request: PaintRequest) -> Awaitable[KeyframeResult]:

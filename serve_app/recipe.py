@@ -173,8 +173,10 @@ class VideoRecipe:
                 for i, scene in enumerate(script.scenes)
             ]
             title, backend = script.title, script.backend
-        # 1b. Speak each scene before anything is animated: a scene lasts at least its narration.
-        options = request.narration_options(default=self.config.narration.backend != "none")
+        # 1b. Speak each scene before anything is animated: a scene lasts at least its narration. A deployment
+        #    without a narrator speaks none (a request stored under another config may still ask).
+        speaks = self.config.narration.backend != "none"
+        options = request.narration_options(default=True) if speaks else None
         if options is not None:
             fixed = sum(scene.duration_s for scene in inherited)
             rows = await self._narrate(job, plan, rows, options, request.scenes is not None, fixed)

@@ -53,7 +53,7 @@ from serve_app.protocol import (
     parse_create,
 )
 from serve_app.stages import RETRYABLE
-from serve_app.store import IdempotencyConflict, JobRow, JobStore, now
+from serve_app.store import IdempotencyConflict, JobRow, JobStore, SceneRow, now
 
 logger = logging.getLogger("ray.serve")
 
@@ -613,28 +613,30 @@ class VideoService:
             extended_from_video_id=job.extended_from_video_id,
             title=job.title,
             writer=job.script_backend,
-            scenes=[
-                SceneObject(
-                    index=scene.idx,
-                    caption=scene.caption,
-                    visual_prompt=scene.visual_prompt,
-                    duration_s=scene.duration_s,
-                    status=scene.status,
-                    progress=scene.progress,
-                    generator=scene.generator,
-                    keyframe_generator=scene.keyframe_generator,
-                    fallback_reason=scene.fallback_reason,
-                    attempts=scene.attempts,
-                    batch_size=scene.batch_size,
-                    segments=scene.segments,
-                    segments_done=scene.segments_done,
-                    source_video_id=scene.source_video_id,
-                    narrator=(scene.narration or {}).get("narrator"),
-                    narration=NarrationObject(**scene.narration) if scene.narration else None,
-                )
-                for scene in job.scenes
-            ],
+            scenes=[_scene_object(scene) for scene in job.scenes],
         )
+
+
+def _scene_object(scene: SceneRow) -> SceneObject:
+    spoken = scene.narration
+    return SceneObject(
+        index=scene.idx,
+        caption=scene.caption,
+        visual_prompt=scene.visual_prompt,
+        duration_s=scene.duration_s,
+        status=scene.status,
+        progress=scene.progress,
+        generator=scene.generator,
+        keyframe_generator=scene.keyframe_generator,
+        fallback_reason=scene.fallback_reason,
+        attempts=scene.attempts,
+        batch_size=scene.batch_size,
+        segments=scene.segments,
+        segments_done=scene.segments_done,
+        source_video_id=scene.source_video_id,
+        narrator=spoken["narrator"] if spoken else None,
+        narration=NarrationObject(**spoken) if spoken else None,
+    )
 
 
 @dataclass

@@ -155,7 +155,7 @@ class ClipEncoder:
         spans = self.processor.timeline(clips)
         cues = self._cues(request, spans)
         if request.burn_subtitles:
-            picture = self._burn(files, picture, cues, request.size)
+            picture = self._burn(files, picture, cues)
         duration = self.processor.probe(picture).duration
         track = None
         if request.has_audio:
@@ -194,7 +194,7 @@ class ClipEncoder:
             cues += [Cue(voice + begin, voice + finish, said) for said, begin, finish in spoken.sentences]
         return cues
 
-    def _burn(self, files: JobFiles, picture: Path, cues: list[Cue], size: tuple[int, int]) -> Path:
+    def _burn(self, files: JobFiles, picture: Path, cues: list[Cue]) -> Path:
         config = self.processor.config
         font = subtitles.subtitle_font(config.font_path)
         info = self.processor.probe(picture)
