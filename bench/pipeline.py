@@ -34,6 +34,8 @@ JOB: dict[str, Any] = {
     "seconds": 4,
     "size": "128x128",
     "seed": 7,
+    # Silent: narration (milliseconds of eSpeak NG per scene) would stretch the scenes, not the overhead.
+    "narration": False,
 }
 
 

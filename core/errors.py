@@ -8,8 +8,11 @@ HTTP status it answers with) and ``public`` (whether its text may be shown, or i
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 class CodedError(Exception):
@@ -42,6 +45,15 @@ class InvalidInput(EngineError, ValueError):
     code, status = "invalid_value", 400
 
 
+def as_value_error(check: Callable[[T], T], value: T) -> T:
+    """``check(value)``, with its InvalidInput turned into the ValueError a pydantic validator raises (whose
+    message then names the field where it stands, and the reason)."""
+    try:
+        return check(value)
+    except InvalidInput as exc:
+        raise ValueError(exc.reason) from None
+
+
 class ModelUnavailable(EngineError):
     """A model cannot be loaded or run: weights missing, unreadable, offline, or no usable device.
 
@@ -71,6 +83,12 @@ class MediaError(EngineError):
 
     # Its text holds ffmpeg's command line and output, with server paths: for the log only.
     code, status, public = "media_error", 500, False
+
+
+class NarrationTooLong(CodedError):
+    """A video's narration needs more time than ``limits.max_seconds`` allows, even spoken faster."""
+
+    code, status = "narration_too_long", 422
 
 
 class TooManyAttempts(CodedError):

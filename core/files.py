@@ -23,6 +23,7 @@ CONTENT_TYPES = {
     "thumbnail": "image/jpeg",
     "spritesheet": "image/jpeg",
     "captions": "text/vtt; charset=utf-8",
+    "audio": "audio/mp4",
 }
 
 
@@ -50,6 +51,34 @@ class JobFiles:
         """A scene clip taken over from the video a remix or an extension starts from."""
         return self.folder / f"inherited_{index:03d}.mp4"
 
+    def narration(self, index: int) -> Path:
+        """A scene's narration (mono WAV at the voice's own rate)."""
+        return self.folder / f"narration_{index:03d}.wav"
+
+    def inherited_narration(self, index: int) -> Path:
+        """A scene's narration taken over with its clip by an extension."""
+        return self.folder / f"inherited_narration_{index:03d}.wav"
+
+    @property
+    def music(self) -> Path:
+        """The music bed: the caller's upload, or a copy of a track from the configured folder."""
+        return self.folder / "music.audio"
+
+    @property
+    def picture(self) -> Path:
+        """The stitched picture before subtitles are burned in and the audio is added."""
+        return self.folder / "picture.mp4"
+
+    @property
+    def subtitles(self) -> Path:
+        """The ASS script burned-in subtitles are drawn from."""
+        return self.folder / "subtitles.ass"
+
+    @property
+    def subtitled(self) -> Path:
+        """The picture with subtitles burned in, before the audio is added."""
+        return self.folder / "subtitled.mp4"
+
     def keyframe(self, index: int) -> Path:
         return self.folder / f"keyframe_{index:03d}.png"
 
@@ -58,12 +87,13 @@ class JobFiles:
         return self.folder / "input_reference.png"
 
     def variant(self, name: str) -> Path:
-        """The final artifact for a content variant: video, thumbnail, spritesheet or captions."""
+        """The final artifact for a content variant: video, thumbnail, spritesheet, captions or audio."""
         files = {
             "video": "video.mp4",
             "thumbnail": "thumbnail.jpg",
             "spritesheet": "spritesheet.jpg",
             "captions": "captions.vtt",
+            "audio": "audio.m4a",
         }
         return self.folder / files[name]
 

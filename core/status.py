@@ -38,6 +38,7 @@ class Variant(StrEnum):
     THUMBNAIL = "thumbnail"
     SPRITESHEET = "spritesheet"
     CAPTIONS = "captions"
+    AUDIO = "audio"
 
 
 class Animator(StrEnum):

@@ -114,13 +114,16 @@ def cpu_threads(count: int | None, device: torch.device | None) -> Iterator[None
         torch.set_num_threads(previous)
 
 
-def load_pipeline(pipeline_cls: Any, config: ModelSourceConfig, dtype: torch.dtype) -> Any:
-    """Load a diffusers pipeline from `config.model_path` or the Hub id `config.model`.
+def load_pipeline(
+    pipeline_cls: Any, config: ModelSourceConfig, dtype: torch.dtype, marker: str = "model_index.json"
+) -> Any:
+    """Load a diffusers pipeline (or a transformers model) from `config.model_path` or the Hub id `config.model`.
 
     Args:
-        pipeline_cls: the diffusers class whose `from_pretrained` to use (a pipeline or an auto-pipeline).
+        pipeline_cls: the class whose `from_pretrained` to use (a pipeline, an auto-pipeline, a model).
         config: the source settings (`model`, `model_path`, `auto_download`).
         dtype: the torch dtype to load the weights in.
+        marker: the file a saved folder has (`config.json` for a transformers model).
 
     Raises:
         ModelUnavailable: the folder is missing, the model is not cached and downloads are off, the
@@ -128,9 +131,9 @@ def load_pipeline(pipeline_cls: Any, config: ModelSourceConfig, dtype: torch.dty
     """
     if config.model_path is not None:
         folder = Path(config.model_path).expanduser()
-        if not (folder / "model_index.json").is_file():
+        if not (folder / marker).is_file():
             raise ModelUnavailable(
-                f"model_path={str(folder)!r} is not a saved pipeline folder (no model_index.json there); "
+                f"model_path={str(folder)!r} is not a saved model folder (no {marker} there); "
                 "point it at a folder written by save_pretrained, or unset it to use the model id"
             )
         source, local_only = str(folder), True

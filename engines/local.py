@@ -22,6 +22,7 @@ from engines.fallback import (
     write_script,
 )
 from engines.media.clips import ClipEncoder, EncodedScene, EncodeRequest, FinalVideo, StitchRequest
+from engines.narrator import NarrateRequest, Narration, NarrationConfig, NarratorEngine
 from engines.painter import PainterEngine, PaintRequest
 from engines.stages import Animated, AnimateRequest, AnimationEvent, KeyframeReady, StepDone, follow_steps
 from engines.svd import SVDConfig
@@ -97,7 +98,7 @@ class _Scene:
 
 
 class LocalStages:
-    """Writer, painter, animator and encoder over engines in this process, under one fallback policy.
+    """Writer, narrator, painter, animator and encoder over engines in this process, under one fallback policy.
 
     Args:
         writer: the scene writer (see `engines.fallback.scene_writer`).
@@ -106,6 +107,7 @@ class LocalStages:
         policy: the fallback policy.
         video: the SVD settings (title cards take their size and length from it when a request does not).
         cancelled: ids of cancelled jobs; their scenes stop at the next denoising step.
+        narrator: the loaded narrator; default eSpeak NG as `NarrationConfig()` sets it.
     """
 
     def __init__(
@@ -117,6 +119,7 @@ class LocalStages:
         policy: FallbackPolicy,
         video: SVDConfig | TransformerVideoConfig,
         cancelled: set[str] | None = None,
+        narrator: NarratorEngine | None = None,
     ) -> None:
         self.writer_engine = writer
         self.painter_engine = painter
@@ -125,13 +128,17 @@ class LocalStages:
         self.policy = policy
         self.video = video
         self.cancelled = cancelled if cancelled is not None else set()
+        self.narrator_engine = narrator or NarratorEngine(NarrationConfig(), clips.storage_root, policy)
         self._paintings = MicroBatcher(self._paint_batch, max_size=4, wait_s=0.05)
         self._scenes = MicroBatcher(self._animate_batch, max_size=4, wait_s=0.2)
-        # The four protocols, by name: this object is all of them.
-        self.writer, self.painter, self.animator, self.encoder = self, self, self, self
+        # The five protocols, by name: this object is all of them.
+        self.writer, self.narrator, self.painter, self.animator, self.encoder = self, self, self, self, self
 
     async def write(self, request: WriteRequest) -> Script:
         return await asyncio.to_thread(write_script, self.writer_engine, request, self.policy)
+
+    async def narrate(self, request: NarrateRequest) -> Narration:
+        return await asyncio.to_thread(self.narrator_engine.narrate, request)
 
     def paint(self, request: PaintRequest) -> Awaitable[KeyframeResult]:
         return asyncio.ensure_future(self._paintings.submit(request))

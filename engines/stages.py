@@ -1,7 +1,7 @@
-"""What crosses between a job's recipe and its four stages: typed requests, results and stage protocols.
+"""What crosses between a job's recipe and its five stages: typed requests, results and stage protocols.
 
-The recipe (``serve_app.recipe.VideoRecipe``) calls a writer, a painter, an animator and an encoder
-through the protocols below. Two adapters implement them: Ray Serve handles in the service
+The recipe (``serve_app.recipe.VideoRecipe``) calls a writer, a narrator, a painter, an animator and an
+encoder through the protocols below. Two adapters implement them: Ray Serve handles in the service
 (``serve_app.stages.ServeStages``) and engines called in this process (``engines.local.LocalStages``) in
 tests and benchmarks.
 
@@ -20,6 +20,7 @@ from core.status import Animator as AnimatorName
 from core.status import KeyframeSource
 from engines.fallback import KeyframeResult, SceneResult
 from engines.media.clips import EncodedScene, EncodeRequest, FinalVideo, StitchRequest
+from engines.narrator import NarrateRequest, Narration
 from engines.painter import PaintRequest
 from engines.video_base import SceneRequest
 from engines.writer import Script, WriteRequest
@@ -98,6 +99,12 @@ class Writer(Protocol):
     async def write(self, request: WriteRequest) -> Script: ...
 
 
+class Narrator(Protocol):
+    async def narrate(self, request: NarrateRequest) -> Narration:
+        """Speak one scene's text into the job's folder; the result says how long and who spoke."""
+        ...
+
+
 class Painter(Protocol):
     def paint(self, request: PaintRequest) -> Awaitable[KeyframeResult]:
         """Start painting; the animator awaits the result (in the service, without the recipe seeing it)."""
@@ -120,10 +127,13 @@ class Encoder(Protocol):
 
 
 class Stages(Protocol):
-    """The four stages a recipe runs on."""
+    """The five stages a recipe runs on."""
 
     @property
     def writer(self) -> Writer: ...
+
+    @property
+    def narrator(self) -> Narrator: ...
 
     @property
     def painter(self) -> Painter: ...

@@ -3,8 +3,9 @@
     python -m engines.tiny_models DIR
 
 writes DIR/svd (a `StableVideoDiffusionPipeline`), DIR/ltx (an `LTXImageToVideoPipeline`), DIR/wan (a
-`WanImageToVideoPipeline` shaped like Wan 2.2 TI2V: no image encoder, expanded timesteps), DIR/painter (a `StableDiffusionPipeline`, which
-`AutoPipelineForText2Image` loads) and, when the writer engine provides it, DIR/writer. Each is saved with
+`WanImageToVideoPipeline` shaped like Wan 2.2 TI2V: no image encoder, expanded timesteps), DIR/painter (a
+`StableDiffusionPipeline`, which `AutoPipelineForText2Image` loads), DIR/voice (a VITS voice) and, when the
+writer engine provides it, DIR/writer. Each is saved with
 `save_pretrained` and loads through the engines' own loaders, so tests exercise the production code path
 without downloading anything. The weights are random: the output is noise, but its shapes, dtypes, seeding
 and batching behave exactly like the real models'. Builds are deterministic (fixed seed) and take seconds.
@@ -291,14 +292,53 @@ def build_tiny_wan(folder: str | Path) -> Path:
     return _save(pipeline, folder)
 
 
+def build_tiny_voice(folder: str | Path) -> Path:
+    """Save a tiny `VitsModel` (a neural voice, 16 kHz) with its tokenizer into `folder` and return its path."""
+    from transformers import VitsConfig, VitsModel, VitsTokenizer
+
+    symbols = ["<pad>", "<unk>", " ", *string.ascii_lowercase, "'", ",", ".", "?", "!", "-"]
+    torch.manual_seed(_SEED)
+    model = VitsModel(
+        VitsConfig(
+            vocab_size=len(symbols),
+            hidden_size=16,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            ffn_dim=32,
+            flow_size=16,
+            spectrogram_bins=33,
+            upsample_initial_channel=16,
+            upsample_rates=[8, 8, 2, 2],  # 256 samples per frame, as MMS-TTS
+            upsample_kernel_sizes=[16, 16, 4, 4],
+            resblock_kernel_sizes=[3],
+            resblock_dilation_sizes=[[1, 3]],
+            duration_predictor_filter_channels=16,
+            duration_predictor_num_flows=1,
+            depth_separable_num_layers=1,
+            prior_encoder_num_flows=1,
+            prior_encoder_num_wavenet_layers=1,
+            posterior_encoder_num_wavenet_layers=1,
+            sampling_rate=16000,
+        )
+    )
+    path = Path(folder)
+    path.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(path, safe_serialization=True)
+    vocab = path / "vocab.json"
+    vocab.write_text(json.dumps({symbol: i for i, symbol in enumerate(symbols)}), encoding="utf-8")
+    VitsTokenizer(str(vocab), language="eng", phonemize=False, normalize=True).save_pretrained(path)
+    return path
+
+
 def build_all(folder: str | Path) -> dict[str, Path]:
-    """Build every tiny model under `folder`; returns {"svd", "ltx", "wan", "painter"[, "writer"]: path}."""
+    """Build every tiny model under `folder`; returns {"svd", "ltx", "wan", "painter", "voice"[, "writer"]}."""
     root = Path(folder)
     paths = {
         "svd": build_tiny_svd(root / "svd"),
         "ltx": build_tiny_ltx(root / "ltx"),
         "wan": build_tiny_wan(root / "wan"),
         "painter": build_tiny_painter(root / "painter"),
+        "voice": build_tiny_voice(root / "voice"),
     }
     try:
         from engines.writer.tiny_llm import build_tiny_llm
@@ -379,7 +419,9 @@ def _save(pipeline, folder: str | Path) -> Path:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("folder", type=Path, help="where to write svd/, ltx/, wan/, painter/ (and writer/)")
+    parser.add_argument(
+        "folder", type=Path, help="where to write svd/, ltx/, wan/, painter/, voice/ (and writer/)"
+    )
     args = parser.parse_args(argv)
     for name, path in build_all(args.folder).items():
         print(f"{name}: {path}")

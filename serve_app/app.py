@@ -6,6 +6,7 @@ from ray.serve import Application, Deployment
 
 from deployments.board import JobBoard
 from deployments.encoder import Encoder
+from deployments.narrator import Narrator
 from deployments.painter import KeyframePainter
 from deployments.svd import SVDGenerator
 from deployments.writer import SceneWriter
@@ -17,7 +18,8 @@ from serve_app.runner import JobRunner
 # No `from __future__ import annotations` here: Ray Serve reads the real annotation of `args` to validate
 # the config file's args into an AppConfig.
 def build_app(args: AppConfig) -> Application:
-    """Bind the deployment graph: VideoAPI -> JobRunner -> SceneWriter, KeyframePainter, SVDGenerator, Encoder,
+    """Bind the deployment graph: VideoAPI -> JobRunner -> SceneWriter, Narrator, KeyframePainter, SVDGenerator,
+    Encoder,
     with the JobBoard carrying cancels from VideoAPI to SVDGenerator.
 
     Args:
@@ -41,8 +43,9 @@ def bind_graph(config: AppConfig, options: dict[str, dict[str, Any]] | None = No
 
     board = configured(JobBoard).bind()
     writer = configured(SceneWriter).bind(config.writer, config.fallback)
+    narrator = configured(Narrator).bind(config.narration, config.storage.root, config.fallback)
     painter = configured(KeyframePainter).bind(config.painter, config.fallback)
     svd = configured(SVDGenerator).bind(config.video, config.fallback, board)
     encoder = configured(Encoder).bind(config.video_processing, config.storage.root)
-    runner = configured(JobRunner).bind(config, writer, painter, svd, encoder)
+    runner = configured(JobRunner).bind(config, writer, narrator, painter, svd, encoder)
     return configured(VideoAPI).bind(config, runner, board)

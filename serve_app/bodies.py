@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import Request
@@ -21,7 +21,9 @@ MAX_JSON_DEPTH = 32  # the deepest request is body > scenes > [i] > scene: far b
 MAX_NUMBER_CHARS = 64  # longer number literals are refused before Python converts them
 
 # Form fields that carry JSON in a multipart body (the OpenAI SDK sends every field as a form field).
-JSON_FORM_FIELDS = ("scenes", "input_reference")
+JSON_FORM_FIELDS = ("scenes", "input_reference", "narration")
+# The form fields of a create that may be files: the first scene's image and a music bed.
+CREATE_FILES = ("input_reference", "music")
 NESTED_FIELD = re.compile(r"([a-z_]{1,32})\[([a-z_]{1,32})\]")  # `video[id]`, always with fullmatch
 MAX_FORM_FIELDS = 32  # the create schema has fewer fields than this
 MAX_FORM_FIELD_BYTES = 2**20  # a text field; the file part is bounded by limits.max_body_bytes
@@ -29,10 +31,15 @@ MAX_FORM_FIELD_BYTES = 2**20  # a text field; the file part is bounded by limits
 
 @dataclass
 class CreateBody:
-    """A create request as it came: the fields (JSON values) and the uploaded image's bytes, if any."""
+    """A create request as it came: the fields (JSON values) and the uploaded files' bytes by field."""
 
     fields: dict[str, Any]
-    upload: bytes | None = None
+    uploads: dict[str, bytes] = field(default_factory=dict)
+
+    @property
+    def upload(self) -> bytes | None:
+        """The uploaded `input_reference` image, if any."""
+        return self.uploads.get("input_reference")
 
 
 def parse_json(data: bytes | str, param: str) -> Any:
@@ -60,14 +67,14 @@ def parse_json(data: bytes | str, param: str) -> Any:
     return value
 
 
-async def read_create_body(request: Request, file_field: str | None = "input_reference") -> CreateBody:
+async def read_create_body(request: Request, file_fields: tuple[str, ...] = CREATE_FILES) -> CreateBody:
     """A create body, JSON or multipart (the guard has already refused every other content type).
 
-    ``file_field``: the one form field that may be a file (none for the remix, edit and extension bodies).
+    ``file_fields``: the form fields that may be files (none for the remix, edit and extension bodies).
     A form field named ``name[key]`` (how the OpenAI SDK sends ``video: {"id": ...}``) becomes ``name: {key: ...}``.
     """
     if request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
-        return await _read_form(request, file_field)
+        return await _read_form(request, file_fields)
     raw = await request.body()
     # A large body takes tens of milliseconds to parse: off the event loop that answers polls.
     fields = await asyncio.to_thread(parse_json, raw, "body")
@@ -78,21 +85,23 @@ async def read_create_body(request: Request, file_field: str | None = "input_ref
     return CreateBody(fields)
 
 
-async def _read_form(request: Request, file_field: str | None) -> CreateBody:
+async def _read_form(request: Request, file_fields: tuple[str, ...]) -> CreateBody:
     body = CreateBody({})
     async with request.form(
-        max_files=1, max_fields=MAX_FORM_FIELDS, max_part_size=MAX_FORM_FIELD_BYTES
+        max_files=max(1, len(file_fields)), max_fields=MAX_FORM_FIELDS, max_part_size=MAX_FORM_FIELD_BYTES
     ) as form:
         for key, value in form.multi_items():
-            if key in body.fields or (key == file_field and body.upload is not None):
+            if key in body.fields or key in body.uploads:
                 raise bad_value(key, "<given twice>", "each form field may be given once")
             if isinstance(value, UploadFile):
-                if key != file_field:
+                if key not in file_fields:
                     allowed = (
-                        f"only {file_field} may be a file" if file_field else "no field may be a file here"
+                        f"only {' and '.join(file_fields)} may be files"
+                        if file_fields
+                        else "no field may be a file here"
                     )
                     raise bad_value(key, value.filename, allowed)
-                body.upload = await value.read()
+                body.uploads[key] = await value.read()
             elif key in JSON_FORM_FIELDS:
                 body.fields[key] = await asyncio.to_thread(parse_json, value, key)
             elif (nested := NESTED_FIELD.fullmatch(key)) is not None:

@@ -42,6 +42,7 @@ SUFFIXES = {
     Variant.THUMBNAIL: ".jpg",
     Variant.SPRITESHEET: ".jpg",
     Variant.CAPTIONS: ".vtt",
+    Variant.AUDIO: ".m4a",
 }
 # Pause before following an event stream again that ended before its video did (the server says 2 s).
 RECONNECT_S = 1.0
@@ -192,20 +193,26 @@ def parse_events(lines: Iterable[str]) -> Iterator[ServerEvent]:
 # 2. Making and following videos (the `create`, `remix`, `extend` and `demo` commands share these)
 
 
-def create_video(api: Api, body: dict[str, Any], reference: Path | None = None) -> dict[str, Any]:
-    """POST /v1/videos: JSON, or a multipart form when there is a ``reference`` image to upload.
+def create_video(
+    api: Api, body: dict[str, Any], reference: Path | None = None, music: Path | None = None
+) -> dict[str, Any]:
+    """POST /v1/videos: JSON, or a multipart form when there are files to upload.
 
     Args:
         api: the service.
         body: the create fields (``prompt``, ``seconds``, ``size``, ``scenes``, ...); None values are left out.
         reference: an image file sent as ``input_reference`` (the first scene's keyframe); default None.
+        music: an audio file sent as ``music`` (the music bed); default None.
     """
     fields = {key: value for key, value in body.items() if value is not None}
-    if reference is None:
+    uploads = {name: path for name, path in (("input_reference", reference), ("music", music)) if path}
+    if not uploads:
         return api.call("POST", "/v1/videos", json=fields)
     form = {key: value if isinstance(value, str) else json.dumps(value) for key, value in fields.items()}
-    content_type = mimetypes.guess_type(reference.name)[0] or "application/octet-stream"
-    files = {"input_reference": (reference.name, reference.read_bytes(), content_type)}
+    files = {
+        name: (path.name, path.read_bytes(), mimetypes.guess_type(path.name)[0] or "application/octet-stream")
+        for name, path in uploads.items()
+    }
     return api.call("POST", "/v1/videos", data=form, files=files)
 
 
@@ -280,14 +287,16 @@ class ProgressBars:
 
 
 def summary(video: dict[str, Any]) -> str:
-    """A video in a few lines: title, length, size, then each scene with what made it."""
+    """A video in a few lines: title, length, size, then each scene with what made it and who spoke it."""
     lines = [
         f"{video['title'] or 'Video'} ({video['seconds']} s, {video['size']}, {len(video['scenes'])} scenes):"
     ]
-    lines += [
-        f"  scene {scene['index']}: {scene['generator'] or '-':<8} {scene['caption']}"
-        for scene in video["scenes"]
-    ]
+    for scene in video["scenes"]:
+        spoken = scene.get("narration")
+        voice = f"{spoken['narrator']}:{spoken['voice']}" if spoken else "silent"
+        lines.append(
+            f"  scene {scene['index']}: {scene['generator'] or '-':<8} {voice:<14} {scene['caption']}"
+        )
     return "\n".join(lines)
 
 
@@ -297,7 +306,15 @@ def summary(video: dict[str, Any]) -> str:
 def _create(api: Api, args: argparse.Namespace) -> int:
     body = {"prompt": args.prompt, "seconds": args.seconds, "size": args.size, "style": args.style}
     body["scenes"] = args.scenes_file
-    return _finish(api, args, create_video(api, body, args.reference))
+    if args.no_narration:
+        body["narration"] = False
+    elif args.voice:
+        body["narration"] = {"voice": args.voice}
+    if args.burn_subtitles:
+        body["burn_subtitles"] = True
+    music_file = Path(args.music) if args.music and Path(args.music).is_file() else None
+    body["music"] = None if music_file else args.music
+    return _finish(api, args, create_video(api, body, args.reference, music_file))
 
 
 def _remix(api: Api, args: argparse.Namespace) -> int:
@@ -475,6 +492,12 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument(
         "--reference", type=_existing_file, metavar="IMAGE", help="the first scene's keyframe"
     )
+    create.add_argument("--no-narration", action="store_true", help="a silent video")
+    create.add_argument("--voice", help="an eSpeak NG voice, e.g. en-GB-x-rp or cmn (default by language)")
+    create.add_argument(
+        "--music", metavar="NAME|FILE", help="a music bed: a track of the service's folder, or an audio file"
+    )
+    create.add_argument("--burn-subtitles", action="store_true", help="draw the captions into the picture")
     _follow_options(create)
 
     remix = command("remix", _remix, "a new video with a completed one's settings and a new prompt")

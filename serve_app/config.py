@@ -17,6 +17,7 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_validator
 
 from engines.fallback import FallbackPolicy
 from engines.media import VideoProcessingConfig
+from engines.narrator import NarrationConfig
 from engines.painter import PainterConfig
 from engines.svd import SVDConfig
 from engines.video import VideoConfig, rules_of
@@ -249,6 +250,9 @@ class AppConfig(BaseModel):
         description="Encoding and assembly (the seed's VIDEO_PROCESSING_CONFIG).",
     )
     writer: WriterConfig = Field(default_factory=WriterConfig, description="The scene writer.")
+    narration: NarrationConfig = Field(
+        default_factory=NarrationConfig, description="The narrator: who speaks each scene's text."
+    )
     painter: PainterConfig = Field(default_factory=PainterConfig, description="The keyframe painter.")
     storage: StorageConfig = Field(
         default_factory=StorageConfig, description="Where jobs and artifacts live."

@@ -32,6 +32,7 @@ VARIANTS = {
     "thumbnail": "thumbnail.jpg",
     "spritesheet": "spritesheet.jpg",
     "captions": "captions.vtt",
+    "audio": "audio.m4a",
 }
 # `serve run` shuts Serve and its local Ray down on SIGINT; past this it is killed.
 STOP_TIMEOUT_S = 60

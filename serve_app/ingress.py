@@ -168,7 +168,9 @@ CREATE_FORM = {
     "properties": CREATE_SCHEMAS["properties"]
     | {
         "input_reference": {"type": "string", "format": "binary", "description": "PNG, JPEG or WebP"},
+        "music": {"type": "string", "format": "binary", "description": "WAV, MP3, Ogg, FLAC or M4A"},
         "scenes": {"type": "string", "description": "The `scenes` list as JSON text."},
+        "narration": {"type": "string", "description": "true, false, or the options object as JSON text."},
     },
 }
 
@@ -214,12 +216,12 @@ async def create_video(
         create = parse_create(body.fields, service.config.limits)
     except ValidationError as exc:
         raise RequestValidationError(exc.errors()) from None
-    return await service.create(create, body.upload, idempotency_key)
+    return await service.create(create, body.upload, idempotency_key, music=body.uploads.get("music"))
 
 
 async def _parse(request: Request, model: type[M]) -> M:
     """A remix, edit or extension body (JSON or multipart, no files), validated as a create is."""
-    body = await read_create_body(request, file_field=None)
+    body = await read_create_body(request, file_fields=())
     try:
         return parse_body(model, body.fields, _service(request).config.limits)
     except ValidationError as exc:

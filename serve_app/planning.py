@@ -173,3 +173,18 @@ def generation_size(width: int, height: int, base_width: int, base_height: int) 
     return max(64, round(math.sqrt(area * aspect) / 64) * 64), max(
         64, round(math.sqrt(area / aspect) / 64) * 64
     )
+
+
+def fit_narration(planned: list[float], needs: list[float], explicit: bool) -> list[float]:
+    """Each scene's length once narrated: at least what its narration ``needs``.
+
+    Explicit scenes keep their own lengths where their narration fits. Written scenes share the video's
+    length (the sum of ``planned``) out so that it still lasts that long when all the narration fits; the
+    time one scene's narration needs beyond its share comes out of the others'.
+    """
+    if explicit:
+        return [max(length, need) for length, need in zip(planned, needs, strict=True)]
+    total, needed = sum(planned), sum(needs)
+    if needed >= total:
+        return list(needs)
+    return [need + (total - needed) * length / total for length, need in zip(planned, needs, strict=True)]

@@ -14,7 +14,10 @@ from typing import Any, Literal, Protocol, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 
+from core.errors import as_value_error
 from core.status import JobStatus, SceneStatus
+from engines.narrator.espeak import check_voice
+from engines.narrator.narrator import check_language
 
 SIZE_PATTERN = re.compile(r"([1-9][0-9]{1,4})x([1-9][0-9]{1,4})")  # always with fullmatch
 MAX_SCENES = 64  # the API's own bound on `scenes`; `limits.max_scenes` may only be lower
@@ -94,6 +97,34 @@ class ImageReference(BaseModel):
     image_url: str = Field(description="A base64 data URL such as data:image/png;base64,....")
 
 
+class NarrationOptions(BaseModel):
+    """How a video's scenes are spoken (`narration` as an object)."""
+
+    model_config = WIRE
+
+    voice: str | None = Field(
+        None,
+        max_length=64,
+        description="An eSpeak NG voice, e.g. 'en-GB-x-rp', 'cmn' or 'en-US+f3'; default by language.",
+    )
+    rate: float = Field(1.0, ge=0.5, le=2.0, description="Pace: 1 as configured, 1.5 half as fast again.")
+    language: str | None = Field(
+        None,
+        pattern=r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})?$",
+        description="The text's language (ISO 639, e.g. 'en', 'cmn', 'yue'); default from its script.",
+    )
+
+    @field_validator("voice")
+    @classmethod
+    def _voice_exists(cls, value: str | None) -> str | None:
+        return None if value is None else as_value_error(check_voice, value)
+
+    @field_validator("language")
+    @classmethod
+    def _language_is_spoken(cls, value: str | None) -> str | None:
+        return None if value is None else as_value_error(check_language, value)
+
+
 class CreateVideoRequest(BaseModel):
     """Body of `POST /v1/videos` (JSON, or multipart form fields with `input_reference` as a file)."""
 
@@ -122,6 +153,20 @@ class CreateVideoRequest(BaseModel):
         False, description="Start each scene from the previous scene's last frame instead of a new keyframe."
     )
     captions: bool = Field(True, description="Write WebVTT captions from the scene text.")
+    narration: bool | NarrationOptions | None = Field(
+        None,
+        description="Speak each scene's caption: true, false, or `{voice, rate, language}`; default on unless "
+        "the deployment's `narration.backend` is `none`. A scene lasts at least its narration.",
+    )
+    music: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9_-]{1,64}$",
+        description="A music bed from the deployment's `video_processing.audio.music_folder`, by file stem "
+        "(multipart: or an audio file), looped or trimmed to the video and ducked under the voice.",
+    )
+    burn_subtitles: bool = Field(
+        False, description="Draw the captions into the picture too (for platforms that ignore caption files)."
+    )
     webhook_url: str | None = Field(
         None,
         max_length=2048,
@@ -139,6 +184,13 @@ class CreateVideoRequest(BaseModel):
         return value
 
     _within_limits = field_validator("prompt", "style", "scenes", mode="before")(_within)
+
+    def narration_options(self, default: bool) -> NarrationOptions | None:
+        """How to narrate, or None for a silent video (``default``: whether an unset `narration` narrates)."""
+        wanted = default if self.narration is None else self.narration
+        if wanted is False:
+            return None
+        return wanted if isinstance(wanted, NarrationOptions) else NarrationOptions()
 
     def dimensions(self) -> tuple[int, int] | None:
         if self.size is None:
@@ -262,6 +314,27 @@ class SceneObject(BaseModel):
     source_video_id: str | None = Field(
         None, description="Set when the clip was taken over from another video (a remix, an extension)."
     )
+    narrator: str | None = Field(None, description="What spoke the scene: 'espeak', 'vits'; null: silent.")
+    narration: NarrationObject | None = Field(None, description="The scene's narration and its timing.")
+
+
+class SentenceObject(BaseModel):
+    text: str
+    start: float = Field(description="Seconds into the scene's narration.")
+    end: float
+
+
+class NarrationObject(BaseModel):
+    """Extension: how a scene was spoken."""
+
+    narrator: str = Field(description="'espeak' (eSpeak NG) or 'vits' (the neural voice).")
+    voice: str
+    language: str
+    seconds: float = Field(description="Length of the narration; the scene lasts at least this.")
+    lead: float = Field(0, description="Seconds into the scene the voice starts.")
+    rate: float = 1.0
+    sentences: list[SentenceObject] = Field(default_factory=list)
+    fallback_reason: str | None = Field(None, description="Why eSpeak NG spoke instead of the neural voice.")
 
 
 class WebhookState(BaseModel):

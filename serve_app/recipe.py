@@ -22,20 +22,22 @@ from typing import Any
 from PIL import Image
 
 from core import metrics
-from core.errors import FramesLost, classify
+from core.errors import FramesLost, NarrationTooLong, classify
 from core.files import JobFiles
 from core.status import Animator, JobStatus, KeyframeSource, SceneStatus, ScriptSource
 from engines.fallback import KeyframeResult
 from engines.media import VideoProcessor
-from engines.media.clips import EncodedScene, EncodeRequest, StitchRequest, png_bytes
+from engines.media.audio import sniff_music
+from engines.media.clips import EncodedScene, EncodeRequest, SpokenScene, StitchRequest, png_bytes
+from engines.narrator import NarrateRequest, Narration
 from engines.painter import PaintRequest, prepare_reference
 from engines.stages import Animated, AnimateRequest, KeyframeReady, Stages, StepDone
 from engines.video_base import SceneRequest
 from engines.writer import WriteRequest, improve_visual_prompt, motion_bucket_id
 from serve_app.config import AppConfig
 from serve_app.errors import public_text
-from serve_app.planning import JobPlan, plan_job, segment_frames
-from serve_app.protocol import CreateVideoRequest, parse_create
+from serve_app.planning import JobPlan, fit_narration, plan_job, segment_frames
+from serve_app.protocol import CreateVideoRequest, NarrationOptions, parse_create
 from serve_app.store import JobRow, JobStore, SceneRow, now
 
 logger = logging.getLogger("ray.serve")
@@ -46,6 +48,8 @@ WRITE_SHARE, SCENES_SHARE = 5, 85
 FRAMES_ATTEMPTS = 2
 # Segment k of a scene uses seed + k * this: far from the seeds of the scenes after it.
 SEGMENT_SEED_STRIDE = 1_000_003
+# Times a job's narration is spoken: once, and faster up to twice more when it does not fit the limit.
+NARRATION_ATTEMPTS = 3
 # Where each scene stage starts, in percent of the scene.
 STAGE_START = {
     SceneStatus.PAINTING: 5,
@@ -100,18 +104,26 @@ class VideoRecipe:
             #    first scene starts from the last frame of the video it extends.
             opening = len(job.inherited) if extends else None
             await self._make_scenes(job_id, request, plan, scenes, files, opening)
-            # 3. Stitch the clips; write the poster, spritesheet and captions.
+            # 3. Stitch the clips; burn the subtitles in and add the voices and the music bed; write the
+            #    poster, spritesheet and captions.
             stitch_started = time.monotonic()
-            captions = [scene.caption for scene in scenes]
             final = await self.stages.encoder.stitch(
-                StitchRequest(job_id, captions, plan.size, request.captions)
+                await self._stitch_request(job_id, request, plan, scenes)
             )
             self._observe("stitch", stitch_started)
             # 4. Done, unless a cancel landed first (during the stitch, say): then the cancel stands. The
             #    video says how long its file lasts.
             retention = self.config.jobs.retention_seconds
             seconds = f"{round(final.duration, 2):g}"
-            if not self.store.finish(job_id, JobStatus.COMPLETED, retention, progress=100, seconds=seconds):
+            ended = self.store.finish(
+                job_id,
+                JobStatus.COMPLETED,
+                retention,
+                progress=100,
+                seconds=seconds,
+                has_audio=int(final.audio is not None),
+            )
+            if not ended:
                 logger.info("job %s ended before it could complete; its end stands", job_id)
                 return
             logger.info("job %s completed in %.1f s", job_id, time.monotonic() - started)
@@ -161,6 +173,13 @@ class VideoRecipe:
                 for i, scene in enumerate(script.scenes)
             ]
             title, backend = script.title, script.backend
+        # 1b. Speak each scene before anything is animated: a scene lasts at least its narration. A deployment
+        #    without a narrator speaks none (a request stored under another config may still ask).
+        speaks = self.config.narration.backend != "none"
+        options = request.narration_options(default=True) if speaks else None
+        if options is not None:
+            fixed = sum(scene.duration_s for scene in inherited)
+            rows = await self._narrate(job, plan, rows, options, request.scenes is not None, fixed)
         if job.extended_from_video_id:
             rows = [*(await asyncio.to_thread(self._take_over, job, inherited, files)), *rows]
         elif job.remixed_from_video_id:
@@ -171,10 +190,95 @@ class VideoRecipe:
         logger.info("job %s: %d scenes written by %s", job.id, len(rows), backend)
         return rows
 
+    async def _narrate(
+        self,
+        job: JobRow,
+        plan: JobPlan,
+        rows: list[SceneRow],
+        options: NarrationOptions,
+        explicit: bool,
+        fixed: float,
+    ) -> list[SceneRow]:
+        """Speak each scene's caption and make each scene last at least its narration plus a pause.
+
+        Narration wins over `seconds`: a video whose narration does not fit grows (the video object says by
+        how much). Past `limits.max_seconds` it is spoken faster, up to `narration.max_speedup`; past that
+        the job fails with `narration_too_long`. ``fixed``: seconds of scenes taken over (an extension's).
+        """
+        started = time.monotonic()
+        narration = self.config.narration
+        processing = self.config.video_processing
+        joins = len(rows) > 1 or fixed > 0
+        fade = processing.transition_seconds if processing.transition == "crossfade" and joins else 0.0
+        pause = narration.pause_s + fade  # a cross-fade covers half of each scene's join
+        limit = self.config.limits.max_seconds
+        planned = [row.duration_s for row in rows]
+        rate = options.rate
+        for attempt in range(NARRATION_ATTEMPTS):
+            spoken = await asyncio.gather(
+                *(
+                    self.stages.narrator.narrate(
+                        NarrateRequest(
+                            job.id,
+                            row.idx,
+                            row.caption,
+                            seed_of(plan, row.idx),
+                            options.voice,
+                            rate,
+                            options.language,
+                        )
+                    )
+                    for row in rows
+                )
+            )
+            durations = fit_narration(planned, [said.seconds + pause for said in spoken], explicit)
+            total = fixed + sum(durations)
+            if total <= limit + 1e-6:
+                break
+            # Speech does not get shorter exactly as fast as it is spoken (the gaps stay): aim a little low.
+            room = limit - fixed - len(rows) * pause
+            speech = sum(said.seconds for said in spoken)
+            faster = rate * speech / room * 1.05 if room > 0 else float("inf")
+            if attempt == NARRATION_ATTEMPTS - 1 or faster > options.rate * narration.max_speedup:
+                raise NarrationTooLong(
+                    f"the narration needs {total:.1f} s, more than limits.max_seconds={limit:g} even spoken "
+                    f"{narration.max_speedup:g}x faster; shorten the scenes' text or ask for fewer scenes"
+                )
+            logger.info("job %s: narration needs %.1f s of %g; speaking %.2fx", job.id, total, limit, faster)
+            rate = faster
+        self._observe("narrate", started)
+        lead = narration.pause_s / 2 + fade / 2
+        return [
+            dataclasses.replace(row, duration_s=duration, narration_json=_narration_json(said, lead))
+            for row, said, duration in zip(rows, spoken, durations, strict=True)
+        ]
+
+    async def _stitch_request(
+        self, job_id: str, request: CreateVideoRequest, plan: JobPlan, scenes: list[SceneRow]
+    ) -> StitchRequest:
+        files = JobFiles(self.config.storage.root, job_id)
+        spoken = []
+        for scene in scenes:
+            said = scene.narration
+            sentences = (
+                [(part["text"], part["start"], part["end"]) for part in said["sentences"]] if said else []
+            )
+            spoken.append(SpokenScene(sentences, said["lead"]) if said else None)
+        return StitchRequest(
+            job_id,
+            [scene.caption for scene in scenes],
+            plan.size,
+            request.captions,
+            spoken=spoken,
+            music=await asyncio.to_thread(_music_format, files),
+            burn_subtitles=request.burn_subtitles,
+        )
+
     def _take_over(self, job: JobRow, inherited: list[SceneRow], files: JobFiles) -> list[SceneRow]:
         """The scenes of the video an extension extends, done, with the clips copied when it was created."""
         for scene in inherited:
             _move(files.inherited(scene.idx), files.clip(scene.idx))
+            _move(files.inherited_narration(scene.idx), files.narration(scene.idx))
         return [_done(scene, job, files.clip(scene.idx)) for scene in inherited]
 
     def _reuse(
@@ -504,6 +608,35 @@ def _move(source: Path, target: Path) -> None:
     """Put a taken-over clip in place (a run that already did, and stopped, finds it there)."""
     if source.is_file():
         os.replace(source, target)
+
+
+def _narration_json(said: Narration, lead: float) -> str:
+    """A scene's narration as the scene row keeps it (the video object's `narration`)."""
+    return json.dumps(
+        {
+            "narrator": said.narrator,
+            "voice": said.voice,
+            "language": said.language,
+            "seconds": round(said.seconds, 3),
+            "lead": round(lead, 3),
+            "rate": round(said.rate, 3),
+            "sentences": [
+                {"text": part.text, "start": round(part.start, 3), "end": round(part.end, 3)}
+                for part in said.sentences
+            ],
+            "fallback_reason": said.fallback_reason,
+        },
+        ensure_ascii=False,
+    )
+
+
+def _music_format(files: JobFiles) -> str | None:
+    """The format of the job's music bed, or None when it has none."""
+    try:
+        with open(files.music, "rb") as music:
+            return sniff_music(music.read(16))
+    except FileNotFoundError:
+        return None
 
 
 def _done(scene: SceneRow, job: JobRow, clip: Path) -> SceneRow:

@@ -262,12 +262,15 @@ class JobRunner:
 
     Args:
         config: the application config.
-        writer, painter, animator, encoder: handles of SceneWriter, KeyframePainter, SVDGenerator, Encoder.
+        writer, narrator, painter, animator, encoder: handles of SceneWriter, Narrator, KeyframePainter,
+            SVDGenerator, Encoder.
     """
 
-    def __init__(self, config: AppConfig, writer: Any, painter: Any, animator: Any, encoder: Any) -> None:
+    def __init__(
+        self, config: AppConfig, writer: Any, narrator: Any, painter: Any, animator: Any, encoder: Any
+    ) -> None:
         store = JobStore(config.storage.database_path)
-        self.stages = ServeStages(writer, painter, animator, encoder)
+        self.stages = ServeStages(writer, narrator, painter, animator, encoder)
         self.worker = JobWorker(config, store, VideoRecipe(config, store, self.stages))
 
     async def check_health(self) -> None:

@@ -17,6 +17,7 @@ import math
 import os
 import secrets
 import shutil
+import tempfile
 import time
 import uuid
 import weakref
@@ -28,8 +29,10 @@ from typing import Any, BinaryIO, Protocol
 from pydantic import ValidationError
 
 from core import metrics
-from core.files import CONTENT_TYPES, JobFiles, is_job_id
+from core.errors import InvalidInput
+from core.files import CONTENT_TYPES, JobFiles, atomic_output, is_job_id
 from core.status import TERMINAL, JobStatus, Variant
+from engines.media import audio
 from serve_app import uploads, webhooks
 from serve_app.config import AppConfig
 from serve_app.errors import Conflict, NotFound, Overloaded, Unprocessable, bad_value
@@ -39,6 +42,7 @@ from serve_app.protocol import (
     ExtendRequest,
     ModelList,
     ModelObject,
+    NarrationObject,
     RemixRequest,
     SceneObject,
     VideoDeleted,
@@ -49,7 +53,7 @@ from serve_app.protocol import (
     parse_create,
 )
 from serve_app.stages import RETRYABLE
-from serve_app.store import IdempotencyConflict, JobRow, JobStore, now
+from serve_app.store import IdempotencyConflict, JobRow, JobStore, SceneRow, now
 
 logger = logging.getLogger("ray.serve")
 
@@ -124,10 +128,17 @@ class VideoService:
     # -- create ---------------------------------------------------------------------------------
 
     async def create(
-        self, request: CreateVideoRequest, reference: bytes | None, idempotency_key: str | None
+        self,
+        request: CreateVideoRequest,
+        reference: bytes | None,
+        idempotency_key: str | None,
+        music: bytes | None = None,
     ) -> VideoObject:
-        """Validate ``request``, store the job and start it. Same key and body: the same job."""
-        body_hash = await asyncio.to_thread(_hash, request, reference)  # a large upload hashes for ms
+        """Validate ``request``, store the job and start it. Same key and body: the same job.
+
+        ``reference`` and ``music``: the bytes of an uploaded first image and music bed, if any.
+        """
+        body_hash = await asyncio.to_thread(_hash, request, reference, music)  # a large upload hashes for ms
         # 1. A retry of a request that already made its job gets that job, even when the queue is full.
         if idempotency_key is not None:
             existing = self.store.get_by_key(idempotency_key)
@@ -146,24 +157,62 @@ class VideoService:
         plan = plan_job(request, self.config, seed)
         webhook_url = await self._webhook_url(request.webhook_url)
         reference_png = await _reference_png(request, reference)
+        self._check_narration(request)
+        bed = await self._music(request, music)
         job = self._job_row(request, plan, webhook_url, idempotency_key, body_hash)
-        return await self._store(job, reference_png)
+        return await self._store(job, reference_png, music=bed)
+
+    def _check_narration(self, request: CreateVideoRequest) -> None:
+        if request.narration not in (None, False) and self.config.narration.backend == "none":
+            raise bad_value(
+                "narration", request.narration, "this deployment has no narrator (narration.backend: none)"
+            )
+
+    async def _music(self, request: CreateVideoRequest, upload: bytes | None) -> Path | bytes | None:
+        """The music bed a request asks for: the uploaded bytes, checked, or the named track's file."""
+        if upload is not None:
+            kind = audio.sniff_music(upload[:16])
+            if kind is None:
+                raise bad_value("music", f"<{len(upload)} bytes>", "is not a WAV, MP3, Ogg, FLAC or M4A file")
+            await asyncio.to_thread(_check_music_bytes, upload, kind)
+            return upload
+        if request.music is None:
+            return None
+        folder = self.config.video_processing.audio.music_folder
+        if folder is None:
+            raise bad_value(
+                "music",
+                request.music,
+                "this deployment has no music folder (video_processing.audio.music_folder)",
+            )
+        tracks = await asyncio.to_thread(music_tracks, folder)
+        if request.music not in tracks:
+            names = ", ".join(sorted(tracks)[:20]) or "none"
+            raise bad_value("music", request.music, f"no such track; the music folder has: {names}")
+        return tracks[request.music]
 
     async def _store(
         self,
         job: JobRow,
         reference_png: bytes | None,
-        inherited: Sequence[tuple[Path, int]] = (),
+        inherited: Sequence[tuple[JobFiles, int]] = (),
+        music: Path | bytes | None = None,
     ) -> VideoObject:
-        """Store a new job with its reference image and the clips it takes over, then start it."""
+        """Store a new job with its reference image, music bed and the clips it takes over, then start it."""
         # The files are written before the row, so a runner never sees a job without them; a crash in
         # between leaves a folder without a row, which the sweep removes.
         files = JobFiles(self.config.storage.root, job.id)
         try:
             if reference_png is not None:
                 await asyncio.to_thread(files.write_reference, reference_png)
-            for clip, index in inherited:
-                await asyncio.to_thread(_link, clip, files.inherited(index))
+            for source, index in inherited:
+                await asyncio.to_thread(_link, source.clip(index), files.inherited(index))
+                if source.narration(index).is_file():
+                    await asyncio.to_thread(_link, source.narration(index), files.inherited_narration(index))
+            if isinstance(music, bytes):
+                await asyncio.to_thread(_write_file, files.music, music)
+            elif music is not None:
+                await asyncio.to_thread(_link, music, files.music)
             self.store.create(job)
         except IdempotencyConflict as conflict:
             files.remove()
@@ -253,7 +302,8 @@ class VideoService:
             remixed_from_video_id=source.id,
             inherited_json=_scenes_json(source),
         )
-        return await self._store(job, await self._source_reference(source), self._clips(source))
+        reference = await self._source_reference(source)
+        return await self._store(job, reference, self._clips(source), self._source_music(source))
 
     async def extend(self, extension: ExtendRequest) -> VideoObject:
         """A new video: a completed one, then new scenes written from the prompt that start from its end."""
@@ -291,7 +341,7 @@ class VideoService:
             inherited_json=_scenes_json(source),
         )
         job.seconds = f"{total:g}"
-        return await self._store(job, None, self._clips(source))
+        return await self._store(job, None, self._clips(source), self._source_music(source))
 
     def _source(self, video_id: str, param: str) -> JobRow:
         """The completed video a remix or an extension starts from."""
@@ -314,9 +364,14 @@ class VideoService:
             where = ".".join(str(part) for part in first["loc"]) or param
             raise bad_value(where, fields.get(where, "<from the source video>"), first["msg"]) from None
 
-    def _clips(self, source: JobRow) -> list[tuple[Path, int]]:
+    def _clips(self, source: JobRow) -> list[tuple[JobFiles, int]]:
         files = JobFiles(self.config.storage.root, source.id)
-        return [(files.clip(scene.idx), scene.idx) for scene in source.scenes]
+        return [(files, scene.idx) for scene in source.scenes]
+
+    def _source_music(self, source: JobRow) -> Path | None:
+        """The music bed of a video a remix or an extension starts from (kept, uploaded or named)."""
+        music = JobFiles(self.config.storage.root, source.id).music
+        return music if music.is_file() else None
 
     async def _source_reference(self, source: JobRow) -> bytes | None:
         path = JobFiles(self.config.storage.root, source.id).reference
@@ -530,8 +585,12 @@ class VideoService:
         request asked for them. Read from the row, not the disk: every poll and stream update builds this."""
         if job.status != JobStatus.COMPLETED:
             return []
-        with_captions = job.request.get("captions", True)
-        return [variant.value for variant in Variant if with_captions or variant != Variant.CAPTIONS]
+        left_out = set()
+        if not job.request.get("captions", True):
+            left_out.add(Variant.CAPTIONS)
+        if not job.has_audio:
+            left_out.add(Variant.AUDIO)
+        return [variant.value for variant in Variant if variant not in left_out]
 
     def to_object(self, job: JobRow) -> VideoObject:
         """The video object of ``job`` as its row has it (``to_objects`` adds the queue and the webhook)."""
@@ -554,26 +613,30 @@ class VideoService:
             extended_from_video_id=job.extended_from_video_id,
             title=job.title,
             writer=job.script_backend,
-            scenes=[
-                SceneObject(
-                    index=scene.idx,
-                    caption=scene.caption,
-                    visual_prompt=scene.visual_prompt,
-                    duration_s=scene.duration_s,
-                    status=scene.status,
-                    progress=scene.progress,
-                    generator=scene.generator,
-                    keyframe_generator=scene.keyframe_generator,
-                    fallback_reason=scene.fallback_reason,
-                    attempts=scene.attempts,
-                    batch_size=scene.batch_size,
-                    segments=scene.segments,
-                    segments_done=scene.segments_done,
-                    source_video_id=scene.source_video_id,
-                )
-                for scene in job.scenes
-            ],
+            scenes=[_scene_object(scene) for scene in job.scenes],
         )
+
+
+def _scene_object(scene: SceneRow) -> SceneObject:
+    spoken = scene.narration
+    return SceneObject(
+        index=scene.idx,
+        caption=scene.caption,
+        visual_prompt=scene.visual_prompt,
+        duration_s=scene.duration_s,
+        status=scene.status,
+        progress=scene.progress,
+        generator=scene.generator,
+        keyframe_generator=scene.keyframe_generator,
+        fallback_reason=scene.fallback_reason,
+        attempts=scene.attempts,
+        batch_size=scene.batch_size,
+        segments=scene.segments,
+        segments_done=scene.segments_done,
+        source_video_id=scene.source_video_id,
+        narrator=spoken["narrator"] if spoken else None,
+        narration=NarrationObject(**spoken) if spoken else None,
+    )
 
 
 @dataclass
@@ -612,11 +675,42 @@ def _sse(event: str, data: dict) -> str:
     return f"event: {event}\ndata: {json.dumps(data)}\n\n"
 
 
-def _hash(request: CreateVideoRequest, reference: bytes | None) -> str:
+def _hash(request: CreateVideoRequest, reference: bytes | None, music: bytes | None = None) -> str:
     digest = hashlib.sha256(request.model_dump_json().encode())
     if reference is not None:
         digest.update(hashlib.sha256(reference).digest())
+    if music is not None:
+        digest.update(b"music" + hashlib.sha256(music).digest())
     return digest.hexdigest()
+
+
+def music_tracks(folder: str) -> dict[str, Path]:
+    """The music beds of the configured folder by file stem (WAV, MP3, Ogg, FLAC, M4A files)."""
+    path = Path(folder)
+    if not path.is_dir():
+        return {}
+    suffixes = {f".{kind}" for kind in audio.MUSIC_FORMATS}
+    return {
+        entry.stem: entry
+        for entry in sorted(path.iterdir())
+        if entry.suffix.lower() in suffixes and entry.is_file() and audio.MUSIC_NAME.fullmatch(entry.stem)
+    }
+
+
+def _check_music_bytes(data: bytes, kind: str) -> None:
+    """Refuse an uploaded music bed ffmpeg cannot decode (400 naming `music`), before it is stored."""
+    with tempfile.TemporaryDirectory() as scratch:
+        path = Path(scratch) / "music.audio"
+        path.write_bytes(data)
+        try:
+            audio.check_music(path, kind)
+        except InvalidInput as exc:
+            raise bad_value("music", exc.value, exc.reason) from None
+
+
+def _write_file(path: Path, data: bytes) -> None:
+    with atomic_output(path, "music") as temp:
+        temp.write_bytes(data)
 
 
 async def _reference_png(request: CreateVideoRequest, upload: bytes | None) -> bytes | None:

@@ -23,6 +23,7 @@ from core.errors import FramesLost
 from engines.fallback import KeyframeResult, load_under_policy, scene_writer
 from engines.local import LocalStages
 from engines.media.clips import ClipEncoder, EncodedScene, EncodeRequest, FinalVideo, StitchRequest
+from engines.narrator import NarrateRequest, Narration, NarratorEngine
 from engines.painter import PainterEngine, PaintRequest
 from engines.stages import Animated, AnimateRequest, AnimationEvent
 from engines.video import build_video_engine
@@ -50,16 +51,26 @@ class ServeStages:
     """The four stages as Ray Serve deployment handles.
 
     Args:
-        writer, painter, animator, encoder: handles of SceneWriter, KeyframePainter, SVDGenerator, Encoder.
+        writer, narrator, painter, animator, encoder: handles of SceneWriter, Narrator, KeyframePainter,
+            SVDGenerator, Encoder.
     """
 
-    def __init__(self, writer: Any, painter: Any, animator: Any, encoder: Any) -> None:
-        self.handles = {"writer": writer, "painter": painter, "animator": animator, "encoder": encoder}
+    def __init__(self, writer: Any, narrator: Any, painter: Any, animator: Any, encoder: Any) -> None:
+        self.handles = {
+            "writer": writer,
+            "narrator": narrator,
+            "painter": painter,
+            "animator": animator,
+            "encoder": encoder,
+        }
         self.received_bytes = 0
-        self.writer, self.painter, self.animator, self.encoder = self, self, self, self
+        self.writer, self.narrator, self.painter, self.animator, self.encoder = self, self, self, self, self
 
     async def write(self, request: WriteRequest) -> Script:
         return self._received(await self._call(lambda: self.handles["writer"].write.remote(request)))
+
+    async def narrate(self, request: NarrateRequest) -> Narration:
+        return self._received(await self._call(lambda: self.handles["narrator"].narrate.remote(request)))
 
     def paint(self, request: PaintRequest) -> Awaitable[KeyframeResult]:
         # Not called here: the animator's call carries the painter's response, which Serve resolves there.
@@ -150,6 +161,8 @@ def local_stages(config: AppConfig, cancelled: set[str] | None = None) -> LocalS
     painter, _ = load_under_policy(lambda: PainterEngine(config.painter), policy, "Keyframe painter")
     svd, _ = load_under_policy(lambda: build_video_engine(config.video), policy, config.video.family)
     clips = ClipEncoder(config.video_processing, config.storage.root)
+    narrator = NarratorEngine(config.narration, config.storage.root, policy)
+    narrator.load()
     return LocalStages(
-        scene_writer(config.writer, policy), painter, svd, clips, policy, config.video, cancelled
+        scene_writer(config.writer, policy), painter, svd, clips, policy, config.video, cancelled, narrator
     )

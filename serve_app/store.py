@@ -51,7 +51,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     remixed_from_video_id TEXT,
     extended_from_video_id TEXT,
     inherited_json TEXT,
-    webhook_url TEXT
+    webhook_url TEXT,
+    has_audio INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS scenes (
     job_id TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
@@ -72,6 +73,7 @@ CREATE TABLE IF NOT EXISTS scenes (
     segments_done INTEGER NOT NULL DEFAULT 0,
     fingerprint TEXT,
     source_video_id TEXT,
+    narration_json TEXT,
     PRIMARY KEY (job_id, idx)
 );
 CREATE TABLE IF NOT EXISTS webhooks (
@@ -111,6 +113,11 @@ class SceneRow:
     segments_done: int = 0
     fingerprint: str | None = None
     source_video_id: str | None = None
+    narration_json: str | None = None  # engines.narrator.Narration's fields, when the scene is narrated
+
+    @property
+    def narration(self) -> dict[str, Any] | None:
+        return json.loads(self.narration_json) if self.narration_json else None
 
 
 @dataclass
@@ -140,6 +147,7 @@ class JobRow:
     extended_from_video_id: str | None = None
     inherited_json: str | None = None
     webhook_url: str | None = None
+    has_audio: int = 0  # set when it completes with an audio track
     scenes: list[SceneRow] = field(default_factory=list)
 
     @property

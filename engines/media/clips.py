@@ -6,7 +6,8 @@ Plain Python: the Encoder deployment wraps it, and in-process runs call it direc
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ from PIL import Image
 from core.errors import JobGone
 from core.files import JobFiles
 from core.status import Variant
+from engines.media import audio, subtitles
 from engines.media.captions import Cue, write_webvtt
 from engines.media.processor import VideoProcessingConfig, VideoProcessor
 
@@ -54,6 +56,19 @@ class EncodedScene:
 
 
 @dataclass
+class SpokenScene:
+    """A scene's narration as the stitch places it (its WAV is the job's ``narration(index)`` file).
+
+    Args:
+        sentences: (text, start, end) of each sentence, in seconds into the narration.
+        lead: silence in the scene before the voice starts.
+    """
+
+    sentences: list[tuple[str, float, float]]
+    lead: float
+
+
+@dataclass
 class StitchRequest:
     """The final video of a job whose clips are on disk (one per caption, in order).
 
@@ -62,12 +77,22 @@ class StitchRequest:
         captions: each scene's caption text.
         size: (width, height) of the final video.
         with_captions: whether to write the WebVTT file.
+        spoken: each scene's narration, or None for a silent scene; empty: a silent video.
+        music: the format of the job's music file (``JobFiles.music``) when it has a music bed.
+        burn_subtitles: draw the captions into the picture as well.
     """
 
     job_id: str
     captions: list[str]
     size: tuple[int, int]
     with_captions: bool
+    spoken: list[SpokenScene | None] = field(default_factory=list)
+    music: str | None = None
+    burn_subtitles: bool = False
+
+    @property
+    def has_audio(self) -> bool:
+        return self.music is not None or any(scene is not None for scene in self.spoken)
 
 
 @dataclass
@@ -77,6 +102,7 @@ class FinalVideo:
     spritesheet: str
     captions: str | None
     duration: float
+    audio: str | None = None
 
 
 class ClipEncoder:
@@ -119,16 +145,29 @@ class ClipEncoder:
         return EncodedScene(str(clip), frames_in_clip, fps, last)
 
     def stitch(self, request: StitchRequest) -> FinalVideo:
-        """Stitch the clips into the final video and write its poster, spritesheet and captions."""
+        """Stitch the clips into the final video and write its poster, spritesheet and captions; burn the
+        subtitles in and add the audio track (voices, music bed) when the request has them."""
         files = self._files(request.job_id)
         clips = [files.clip(i) for i in range(len(request.captions))]
-        video = self.processor.stitch(clips, files.variant(Variant.VIDEO), size=request.size)
+        video = files.variant(Variant.VIDEO)
+        finishing = request.burn_subtitles or request.has_audio
+        picture = self.processor.stitch(clips, files.picture if finishing else video, size=request.size)
         spans = self.processor.timeline(clips)
-        cues = [Cue(start, end, text) for (start, end), text in zip(spans, request.captions, strict=True)]
+        cues = self._cues(request, spans)
+        if request.burn_subtitles:
+            picture = self._burn(files, picture, cues)
+        duration = self.processor.probe(picture).duration
+        track = None
+        if request.has_audio:
+            track = self._mix(files, request, spans, duration)
+            audio.mux(picture, track, video, self.processor.config.ffmpeg_path)
+        elif picture != video:
+            os.replace(picture, video)
+        for leftover in (files.picture, files.subtitled):
+            leftover.unlink(missing_ok=True)
         frames = self.processor.sample_frames(video, self.processor.config.spritesheet_tiles)
         # The poster: the middle of the middle scene (the video's own middle may fall inside a cross-fade).
         start, end = spans[len(spans) // 2]
-        duration = self.processor.probe(video).duration
         poster = frames[min(len(frames) - 1, round((start + end) / 2 / duration * (len(frames) - 1)))]
         thumbnail = self.processor.write_thumbnail(poster, files.variant(Variant.THUMBNAIL))
         spritesheet = self.processor.write_spritesheet(frames, files.variant(Variant.SPRITESHEET))
@@ -139,6 +178,45 @@ class ClipEncoder:
             spritesheet=str(spritesheet),
             captions=str(vtt) if vtt else None,
             duration=duration,
+            audio=str(track) if track else None,
+        )
+
+    @staticmethod
+    def _cues(request: StitchRequest, spans: list[tuple[float, float]]) -> list[Cue]:
+        """A cue per spoken sentence, timed to the voice; a silent scene's caption over the whole scene."""
+        cues = []
+        for i, ((start, end), text) in enumerate(zip(spans, request.captions, strict=True)):
+            spoken = request.spoken[i] if i < len(request.spoken) else None
+            if spoken is None:
+                cues.append(Cue(start, end, text))
+                continue
+            voice = start + spoken.lead
+            cues += [Cue(voice + begin, voice + finish, said) for said, begin, finish in spoken.sentences]
+        return cues
+
+    def _burn(self, files: JobFiles, picture: Path, cues: list[Cue]) -> Path:
+        config = self.processor.config
+        font = subtitles.subtitle_font(config.font_path)
+        info = self.processor.probe(picture)
+        script = subtitles.write_ass(cues, info.width, info.height, config.subtitles, font, files.subtitles)
+        burned = subtitles.burn(
+            picture, script, font, files.subtitled, self.processor.encoder_args(), config.ffmpeg_path
+        )
+        picture.unlink(missing_ok=True)
+        return burned
+
+    def _mix(
+        self, files: JobFiles, request: StitchRequest, spans: list[tuple[float, float]], duration: float
+    ) -> Path:
+        voices = [
+            audio.Voice(files.narration(i), spans[i][0] + spoken.lead)
+            for i, spoken in enumerate(request.spoken)
+            if spoken is not None
+        ]
+        music = (files.music, request.music) if request.music is not None else None
+        config = self.processor.config
+        return audio.mix(
+            voices, duration, files.variant(Variant.AUDIO), config.audio, music, config.ffmpeg_path
         )
 
     def _files(self, job_id: str) -> JobFiles:

@@ -34,20 +34,27 @@ def ffmpeg_exe(preferred: str | None = None) -> str:
         return system
 
 
-def run(args: list[str], stdin: bytes | None = None, ffmpeg: str | None = None) -> bytes:
+def run(
+    args: list[str], stdin: bytes | None = None, ffmpeg: str | None = None, timeout_s: float | None = None
+) -> bytes:
     """Run ffmpeg with ``args``, feeding it ``stdin`` if given, and return what it wrote to stdout.
 
     Raises:
-        MediaError: ffmpeg failed; its own error text is in the message.
+        MediaError: ffmpeg failed, or ran past ``timeout_s`` (then it is killed); its own error text is in
+            the message.
     """
     cmd = _command(args, ffmpeg, reads_stdin=stdin is not None)
-    proc = subprocess.run(
-        cmd,
-        input=stdin,
-        stdin=None if stdin is not None else subprocess.DEVNULL,
-        capture_output=True,
-        check=False,
-    )
+    try:
+        proc = subprocess.run(
+            cmd,
+            input=stdin,
+            stdin=None if stdin is not None else subprocess.DEVNULL,
+            capture_output=True,
+            check=False,
+            timeout=timeout_s,
+        )
+    except subprocess.TimeoutExpired:
+        raise MediaError(f"ffmpeg ran past {timeout_s} s and was stopped", " ".join(args)) from None
     _check(proc.returncode, proc.stderr, args)
     return proc.stdout
 

@@ -21,8 +21,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from core.errors import InvalidInput, MediaError
 from core.files import atomic_output
 from engines.media import ffmpeg
+from engines.media.audio import AudioConfig
 from engines.media.cards import title_card_frames
 from engines.media.frames import Frames, as_frame_array
+from engines.media.subtitles import SubtitleStyle
 
 Preset = Literal[
     "ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow"
@@ -84,6 +86,12 @@ class VideoProcessingConfig(BaseModel):
     ffmpeg_path: str | None = Field(
         None, description="ffmpeg binary; default the one shipped by imageio-ffmpeg, else the system's."
     )
+    audio: AudioConfig = Field(
+        default_factory=AudioConfig, description="The audio track: narration and music bed."
+    )
+    subtitles: SubtitleStyle = Field(
+        default_factory=SubtitleStyle, description="Burned-in subtitles (`burn_subtitles` on a request)."
+    )
 
 
 @dataclass(frozen=True)
@@ -131,7 +139,7 @@ class VideoProcessor:
         args = [
             "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-r", _rate(fps), "-i", "pipe:0",
             "-vf", "crop=trunc(iw/2)*2:trunc(ih/2)*2",
-            *self._encoder_args(),
+            *self.encoder_args(),
         ]
         # fmt: on
         with atomic_output(output_path) as temp:
@@ -245,7 +253,7 @@ class VideoProcessor:
                     ";".join(graph),
                     "-map",
                     "[out]",
-                    *self._encoder_args(),
+                    *self.encoder_args(),
                     str(temp),
                 ],
                 ffmpeg=self.config.ffmpeg_path,
@@ -338,7 +346,7 @@ class VideoProcessor:
             raise InvalidInput("fps", fps, "must be a number in (0, 240]")
         return float(fps)
 
-    def _encoder_args(self) -> list[str]:
+    def encoder_args(self) -> list[str]:
         quality = ["-b:v", self.config.bitrate] if self.config.bitrate else ["-crf", str(self.config.crf)]
         # fmt: off
         return [

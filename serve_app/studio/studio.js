@@ -12,6 +12,7 @@
     ["thumbnail", "Thumbnail (JPEG)"],
     ["spritesheet", "Spritesheet (JPEG)"],
     ["captions", "Captions (WebVTT)"],
+    ["audio", "Audio (M4A)"],
   ];
   // The spritesheet's grid, as engines/media/processor.py writes it by default (VideoProcessingConfig:
   // `spritesheet_tiles` frames at most, each `spritesheet_tile_width` pixels wide). The columns and rows
@@ -340,6 +341,8 @@
     if (reference.files[0]) data.append("input_reference", reference.files[0]);
     data.append("continuity", String($("#continuity").checked));
     data.append("captions", String($("#captions").checked));
+    data.append("narration", String($("#narration").checked));
+    data.append("burn_subtitles", String($("#burn_subtitles").checked));
 
     const submit = $("#create-submit");
     submit.disabled = true;
@@ -697,6 +700,12 @@
         { class: "facts" },
         el("span", { text: `${scene.duration_s} s` }),
         scene.keyframe_generator ? el("span", { text: `keyframe: ${scene.keyframe_generator}` }) : null,
+        scene.narration
+          ? el("span", {
+              class: "voice",
+              text: `voice: ${scene.narrator} ${scene.narration.voice}, ${scene.narration.seconds.toFixed(1)} s`,
+            })
+          : null,
         el("span", { text: `segments: ${scene.segments_done}/${scene.segments}` }),
         scene.batch_size ? el("span", { text: `batch of ${scene.batch_size}` }) : null,
         scene.source_video_id ? el("span", { text: `clip taken from ${scene.source_video_id}` }) : null,
@@ -709,6 +718,9 @@
         el("progress", { max: 100, value: scene.progress, "aria-label": `Scene ${n} progress` }),
         scene.generator === "fallback" && scene.fallback_reason
           ? el("p", { class: "fallback-reason", text: `Fallback: ${scene.fallback_reason}` })
+          : null,
+        scene.narration && scene.narration.fallback_reason
+          ? el("p", { class: "fallback-reason", text: `Voice fallback: ${scene.narration.fallback_reason}` })
           : null,
         facts,
       );
@@ -745,7 +757,9 @@
     event.preventDefault();
     try {
       const src = await mediaSrc(page.id, link.dataset.variant);
-      const extension = { video: "mp4", thumbnail: "jpg", spritesheet: "jpg", captions: "vtt" }[link.dataset.variant];
+      const extension = { video: "mp4", thumbnail: "jpg", spritesheet: "jpg", captions: "vtt", audio: "m4a" }[
+        link.dataset.variant
+      ];
       el("a", { href: src, download: `${page.id}-${link.dataset.variant}.${extension}` }).click();
     } catch (err) {
       showError($("#action-error"), err);

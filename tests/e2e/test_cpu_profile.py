@@ -54,8 +54,24 @@ def test_openai_sdk_creates_retrieves_and_downloads(app, openai_client, tmp_path
         assert stream.codec_context.name == "h264" and stream.codec_context.pix_fmt == "yuv420p"
         assert (stream.width, stream.height) == (1280, 720)
         frames = sum(1 for _ in container.decode(stream))
-    assert frames / float(stream.average_rate) == pytest.approx(4.0, abs=0.3)
-    assert float(video.seconds) == pytest.approx(frames / float(stream.average_rate), abs=0.01)
+        fps = float(stream.average_rate)
+    with av.open(str(target)) as container:
+        (voice,) = container.streams.audio
+        assert (voice.codec_context.name, voice.rate, len(voice.layout.channels)) == ("aac", 48000, 2)
+        voice_seconds = sum(frame.samples for frame in container.decode(voice)) / voice.rate
+    # Narration wins over `seconds`: at least 4 s, and the video object says what the file holds.
+    assert frames / fps >= 4.0 - 0.3
+    assert float(video.seconds) == pytest.approx(frames / fps, abs=0.01)
+    assert voice_seconds == pytest.approx(float(video.seconds), abs=1 / fps)
+    # The Narrator deployment spoke every scene, the Chinese ones in Mandarin.
+    for scene in finished["scenes"]:
+        assert scene["narrator"] == "espeak", scene
+        assert scene["duration_s"] >= scene["narration"]["seconds"]
+        if "鲸鱼" in scene["caption"]:
+            assert scene["narration"]["language"] == "cmn"
+    assert "audio" in finished["variants"]
+    track = app.client.get(f"/v1/videos/{created.id}/content", params={"variant": "audio"})
+    assert track.status_code == 200 and track.headers["content-type"] == "audio/mp4"
 
     thumbnail = openai_client.videos.download_content(created.id, variant="thumbnail").read()
     assert Image.open(io.BytesIO(thumbnail)).format == "JPEG"
@@ -66,7 +82,12 @@ def test_openai_sdk_creates_retrieves_and_downloads(app, openai_client, tmp_path
     assert captions.headers["content-type"].startswith("text/vtt")
     (tmp_path / "c.vtt").write_text(captions.text, encoding="utf-8")
     cues = webvtt.read(str(tmp_path / "c.vtt"))
-    assert [cue.text for cue in cues] == [scene["caption"] for scene in finished["scenes"]]
+    # A cue per spoken sentence: together they say every caption.
+    said = [sentence["text"] for scene in finished["scenes"] for sentence in scene["narration"]["sentences"]]
+    assert [cue.text for cue in cues] == said
+    assert "".join(said).replace(" ", "") == "".join(s["caption"] for s in finished["scenes"]).replace(
+        " ", ""
+    )
 
 
 def test_explicit_scenes_and_an_uploaded_reference(app, tmp_path):

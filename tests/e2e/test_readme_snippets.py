@@ -9,8 +9,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import av
+import numpy as np
 import pytest
 
+from engines.narrator.narrator import write_wav
 from tests.fixtures.serve import Deployed, cpu_profile, deployed
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -36,7 +38,7 @@ def app(serve_cluster, tmp_path_factory) -> Iterator[Deployed]:
 
 def test_the_readme_has_the_snippets_this_file_runs():
     assert len(snippets("python")) >= 1 and any("curl" in s for s in snippets("bash"))
-    assert len(api_snippets()) == 3, "a new API snippet in the README needs a test here"
+    assert len(api_snippets()) == 4, "a new API snippet in the README needs a test here"
 
 
 def python_snippet(marker: str) -> str:
@@ -65,7 +67,7 @@ def test_the_remix_and_extend_snippet_prints_what_it_says(app, capsys):
 
 
 def test_the_curl_snippet_runs_line_by_line(app, tmp_path):
-    (block,) = [s for s in snippets("bash") if "curl" in s]
+    (block,) = [s for s in snippets("bash") if "curl" in s and "music=" not in s]
     commands = re.split(r"\n(?=curl )", block.strip())
     host = app.url.removeprefix("http://")
 
@@ -93,3 +95,26 @@ def test_the_curl_snippet_runs_line_by_line(app, tmp_path):
     assert json.loads(deleted) == {"id": created["id"], "object": "video.deleted", "deleted": True}
     gone = json.loads(run(f"curl -s localhost:8000/v1/videos/{created['id']}"))
     assert gone["error"]["code"] == "video_not_found"
+
+
+def test_the_narration_snippet_makes_a_narrated_video_with_music_and_subtitles(app, tmp_path):
+    (command,) = [s for s in snippets("bash") if "music=" in s]
+    rate = 22050
+    write_wav(tmp_path / "bed.wav", 0.2 * np.sin(2 * np.pi * 330 * np.arange(rate) / rate), rate)
+    done = subprocess.run(
+        ["bash", "-c", command.replace("localhost:8000", app.url.removeprefix("http://"))],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    video = app.wait(json.loads(done.stdout)["id"])
+
+    assert video["status"] == "completed", video["error"]
+    assert {scene["narration"]["language"] for scene in video["scenes"]} == {"cmn"}
+    assert all(scene["narration"]["rate"] == pytest.approx(1.1) for scene in video["scenes"])
+    assert "audio" in video["variants"]
+    (tmp_path / "v.mp4").write_bytes(app.client.get(f"/v1/videos/{video['id']}/content").content)
+    with av.open(str(tmp_path / "v.mp4")) as container:
+        assert container.streams.audio and container.streams.video

@@ -97,18 +97,24 @@ def test_a_video_made_from_the_page_plays_with_captions(app, tab):
         expect(scenes.nth(i).locator(".badge")).to_have_text("fallback")
         expect(scenes.nth(i)).to_contain_text(scene["fallback_reason"])
         expect(scenes.nth(i)).to_contain_text(scene["caption"])
+        # ...and which voice spoke it (narration is on in the form by default).
+        expect(scenes.nth(i).locator(".voice")).to_contain_text(f"espeak {scene['narration']['voice']}")
 
     page.wait_for_function(PLAYER_LOADED, timeout=30_000)
     cues = page.wait_for_function(CAPTION_CUES, timeout=30_000).json_value()
-    assert cues == [scene["caption"] for scene in video["scenes"]]
+    # A cue per spoken sentence.
+    assert cues == [
+        sentence["text"] for scene in video["scenes"] for sentence in scene["narration"]["sentences"]
+    ]
     links = page.locator("#downloads a")
-    expect(links).to_have_count(4)
+    expect(links).to_have_count(5)
     hrefs = links.evaluate_all("links => links.map((link) => link.href)")
     assert [href.rsplit("variant=", 1)[1] for href in hrefs] == [
         "video",
         "thumbnail",
         "spritesheet",
         "captions",
+        "audio",
     ]
     assert all(page.request.get(href).ok for href in hrefs)
 

@@ -61,6 +61,8 @@ JOB = {
     "seconds": 2,
     "size": "128x128",
     "seed": 3,
+    # Silent: narrated scenes last as long as their narration; this test counts the frames of 1 s scenes.
+    "narration": False,
 }
 
 

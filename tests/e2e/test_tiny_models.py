@@ -24,7 +24,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 @pytest.fixture(scope="module")
 def app(
-    serve_cluster, tmp_path_factory, tiny_svd_path, tiny_painter_path, tiny_llm_dir
+    serve_cluster, tmp_path_factory, tiny_svd_path, tiny_painter_path, tiny_llm_dir, tiny_voice_path
 ) -> Iterator[Deployed]:
     config = AppConfig.model_validate(
         {
@@ -45,6 +45,10 @@ def app(
                     "max_new_tokens": 400,
                     "cpu_threads": 1,
                 },
+            },
+            "narration": {
+                "backend": "vits",
+                "neural": {"model_path": str(tiny_voice_path), "device": "cpu", "languages": ["en"]},
             },
             "video_processing": {"preset": "ultrafast", "transition": "cut"},
             "limits": {"max_frames_per_segment": 8},
@@ -84,6 +88,8 @@ def test_three_scene_job_with_real_tiny_models(app, tmp_path):
             "seconds": 3,
             "size": "128x128",
             "seed": 7,
+            # Silent: narrated scenes last as long as their narration, and unequal lengths batch less.
+            "narration": False,
         },
     )
     assert response.status_code == 200, response.text
@@ -110,6 +116,32 @@ def test_three_scene_job_with_real_tiny_models(app, tmp_path):
         assert sum(1 for _ in container.decode(stream)) == 3 * 8
     poster = app.client.get(f"/v1/videos/{video['id']}/content", params={"variant": "thumbnail"})
     assert Image.open(io.BytesIO(poster.content)).size == (128, 128)
+
+
+def test_the_neural_voice_speaks_through_the_narrator_deployment(app, tmp_path):
+    response = app.client.post(
+        "/v1/videos",
+        json={
+            "prompt": "A fox.",
+            "scenes": [{"caption": "A fox runs through snow. It finds a lantern."}],
+            "size": "128x128",
+            "narration": {"language": "en"},
+        },
+    )
+    assert response.status_code == 200, response.text
+    video = app.wait(response.json()["id"], timeout_s=300)
+
+    assert video["status"] == "completed", video["error"]
+    (scene,) = video["scenes"]
+    assert scene["narrator"] == "vits" and scene["narration"]["fallback_reason"] is None
+    assert len(scene["narration"]["sentences"]) == 2
+    assert scene["duration_s"] >= scene["narration"]["seconds"]
+    (tmp_path / "v.mp4").write_bytes(app.client.get(f"/v1/videos/{video['id']}/content").content)
+    with av.open(str(tmp_path / "v.mp4")) as container:
+        (voice,) = container.streams.audio
+        assert voice.codec_context.name == "aac"
+        seconds = sum(frame.samples for frame in container.decode(voice)) / voice.rate
+    assert seconds == pytest.approx(float(video["seconds"]), abs=1 / 8)
 
 
 def _painter_stats() -> dict:

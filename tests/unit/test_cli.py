@@ -210,6 +210,45 @@ def test_a_reference_image_makes_a_multipart_create(tmp_path: Path) -> None:
     assert b'[{"caption": "A fox."}]' in content and b'name="style"' not in content
 
 
+@pytest.mark.parametrize(
+    "options, fields",
+    [
+        (["--no-narration"], {"narration": False}),
+        (["--voice", "en-GB", "--burn-subtitles"], {"narration": {"voice": "en-GB"}, "burn_subtitles": True}),
+        (["--music", "calm"], {"music": "calm"}),
+    ],
+)
+def test_narration_options_become_create_fields(options, fields) -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json=_video("queued", 0))
+
+    args = cli.build_parser().parse_args(["create", "A fox.", *options])
+    args.base_url = "http://storyreel.test/"
+    cli._create(_api(handler), args)
+
+    sent = json.loads(seen[0].read())
+    assert {key: sent[key] for key in fields} == fields
+
+
+def test_a_music_file_is_uploaded_beside_the_fields(tmp_path: Path) -> None:
+    bed = tmp_path / "bed.wav"
+    bed.write_bytes(b"RIFF\x00\x00\x00\x00WAVEfmt ")
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json=_video("queued", 0))
+
+    args = cli.build_parser().parse_args(["create", "A fox.", "--music", str(bed)])
+    cli._create(_api(handler), args)
+
+    content = seen[0].read()
+    assert b'name="music"; filename="bed.wav"' in content and b'name="prompt"' in content
+
+
 def test_following_a_video_reconnects_when_the_stream_ends_early(monkeypatch, capsys) -> None:
     monkeypatch.setattr(cli, "RECONNECT_S", 0)
     streams = [

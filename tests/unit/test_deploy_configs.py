@@ -17,6 +17,7 @@ from ray.serve.schema import ServeDeploySchema
 
 from deployments.batching import BatchSettings
 from deployments.encoder import Encoder
+from deployments.narrator import Narrator
 from deployments.painter import KeyframePainter
 from deployments.svd import SVDGenerator
 from deployments.writer import SceneWriter
@@ -38,7 +39,9 @@ ALL_IDS = [*GPU_IDS, "cpu"]
 RAYSERVICE = ROOT / "cluster" / "rayservice.yaml"
 RAY_CLUSTER = ROOT / "cluster" / "ray-cluster.yaml"
 
-APP_DEPLOYMENTS = {d.name for d in (VideoAPI, JobRunner, SceneWriter, KeyframePainter, SVDGenerator, Encoder)}
+APP_DEPLOYMENTS = {
+    d.name for d in (VideoAPI, JobRunner, SceneWriter, Narrator, KeyframePainter, SVDGenerator, Encoder)
+}
 GPU_DEPLOYMENTS = {"KeyframePainter", "SVDGenerator"}
 INGRESS_RESOURCE = "storyreel_ingress"
 # Keys whose value is a tuning decision: each must carry its reason on the same line.

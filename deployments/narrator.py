@@ -1,0 +1,33 @@
+"""Narrator: the narrator engine as a Ray Serve deployment, under the app's fallback policy."""
+
+from __future__ import annotations
+
+import asyncio
+
+from ray import serve
+
+from deployments.model_thread import ModelThread
+from engines.fallback import FallbackPolicy
+from engines.narrator import NarrateRequest, Narration, NarrationConfig, NarratorEngine
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=16)
+class Narrator:
+    """Speaks each scene's text into the job's folder and says how long it took and who spoke.
+
+    Args:
+        config: the `narration` section of the app config.
+        storage_root: the storage folder the job files live in.
+        fallback: the app's fallback policy.
+    """
+
+    def __init__(self, config: NarrationConfig, storage_root: str, fallback: FallbackPolicy = "auto") -> None:
+        self.engine = NarratorEngine(config, storage_root, fallback)
+        self.engine.load()
+        # A neural voice computes: its calls share one thread. eSpeak NG takes milliseconds per sentence.
+        self.thread = ModelThread("narrator") if self.engine.neural is not None else None
+
+    async def narrate(self, request: NarrateRequest) -> Narration:
+        if self.thread is not None:
+            return await self.thread.run(self.engine.narrate, request)
+        return await asyncio.to_thread(self.engine.narrate, request)
