@@ -3,6 +3,7 @@ that arrive together. The name stays from when SVD was the only family: configs 
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import time
@@ -21,6 +22,7 @@ from deployments.batching import BatchSettings, apply_batch_settings, run_batch
 from deployments.model_thread import ModelThread
 from engines.fallback import FallbackPolicy, KeyframeResult, SceneResult, animate_scenes, load_under_policy
 from engines.stages import Animated, AnimateRequest, AnimationEvent, KeyframeReady, StepDone, follow_steps
+from engines.step_loop import StepScheduler
 from engines.svd import SVDConfig
 from engines.transformer_video import TransformerVideoConfig
 from engines.video import build_video_engine
@@ -123,9 +125,12 @@ class SVDGenerator:
         ready = KeyframeReady(KeyframeSource(keyframe.generator), keyframe.fallback_reason)
         yield ready
         scene = dataclasses.replace(request.scene, image=keyframe.image)
+        # Under `scheduling: step` every scene enters the engine's shared step loop on its own, which batches
+        # at each denoising step; under `call`, scenes that arrive together share one pipeline call.
+        animate = self._animate_batch if self.config.scheduling == "call" else self._animate_in_loop
         outcome: SceneResult | Exception | None = None
         async for event in follow_steps(
-            lambda progress: self._animate_batch(AnimateItem(scene, request.text, request.key, progress))
+            lambda progress: animate(AnimateItem(scene, request.text, request.key, progress))
         ):
             if isinstance(event, StepDone):
                 yield event
@@ -151,6 +156,15 @@ class SVDGenerator:
         self._record_gpu_memory()
         return outcomes
 
+    async def _animate_in_loop(self, item: AnimateItem) -> SceneResult:
+        # A thread per waiting scene, not the model thread: the loop runs the model on its own thread, and
+        # each caller only waits there for its scene (and asks the board about its cancel).
+        [outcome] = await asyncio.to_thread(self._run, [item])
+        self.batch_sizes[outcome.batch_size] += 1
+        metrics.get().batch_size.observe(outcome.batch_size)
+        self._record_gpu_memory()
+        return outcome
+
     def _run(self, items: list[AnimateItem]) -> list[SceneResult]:
         signals = BatchSignals(self.board, items)
         return animate_scenes(
@@ -164,12 +178,15 @@ class SVDGenerator:
         )
 
     def stats(self) -> dict[str, object]:
-        """What this replica has seen: batch sizes (size -> count) and whether the model is loaded."""
+        """What this replica has seen: batch sizes (size -> count; under `scheduling: step`, the most scenes
+        a scene's steps shared), whether the model is loaded, and the step loop's counts."""
+        loop = self.engine.stats if isinstance(self.engine, StepScheduler) else None
         return {
             "batch_sizes": dict(self.batch_sizes),
             "cancelled_batches": self.cancelled_batches,
             "model_loaded": self.engine is not None,
             "unavailable": self.unavailable,
+            "step_loop": loop.as_dict() if loop is not None else None,
         }
 
     def check_health(self) -> None:

@@ -27,7 +27,7 @@ from engines.media.cards import placeholder_image, title_card_frames
 from engines.painter import PainterEngine, PaintRequest
 from engines.svd import SVDConfig
 from engines.transformer_video import FAMILY_RULES, TransformerVideoConfig
-from engines.video_base import CancelToken, ProgressCallback, SceneRequest, VideoEngine
+from engines.video_base import CancelToken, ProgressCallback, SceneRequest, VideoModel
 from engines.writer import Script, ScriptWriter, WriterConfig, WriteRequest
 
 logger = logging.getLogger(__name__)
@@ -76,7 +76,7 @@ class KeyframeResult:
 
 
 def animate_scenes(
-    engine: VideoEngine | None,
+    engine: VideoModel | None,
     requests: Sequence[SceneRequest],
     texts: Sequence[str],
     policy: FallbackPolicy,
@@ -132,7 +132,7 @@ def animate_scenes(
 
 
 def animate_scene(
-    engine: VideoEngine | None,
+    engine: VideoModel | None,
     request: SceneRequest,
     text: str,
     policy: FallbackPolicy,
@@ -286,7 +286,7 @@ def _placeholders(requests: Sequence[PaintRequest], reason: str) -> list[Keyfram
     ]
 
 
-def _config_of(engine: VideoEngine | None) -> SVDConfig | TransformerVideoConfig:
+def _config_of(engine: VideoModel | None) -> SVDConfig | TransformerVideoConfig:
     return engine.config if engine is not None else SVDConfig()
 
 

@@ -27,7 +27,7 @@ from engines.painter import PainterEngine, PaintRequest
 from engines.stages import Animated, AnimateRequest, AnimationEvent, KeyframeReady, StepDone, follow_steps
 from engines.svd import SVDConfig
 from engines.transformer_video import TransformerVideoConfig
-from engines.video_base import SceneRequest, VideoEngine
+from engines.video_base import SceneRequest, VideoModel
 from engines.writer import Script, ScriptWriter, WriteRequest
 
 T = TypeVar("T")
@@ -114,7 +114,7 @@ class LocalStages:
         self,
         writer: ScriptWriter,
         painter: PainterEngine | None,
-        svd: VideoEngine | None,
+        svd: VideoModel | None,
         clips: ClipEncoder,
         policy: FallbackPolicy,
         video: SVDConfig | TransformerVideoConfig,
@@ -150,9 +150,11 @@ class LocalStages:
         ready = KeyframeReady(KeyframeSource(made.generator), made.fallback_reason)
         yield ready
         scene = dataclasses.replace(request.scene, image=made.image)
+        # Under `scheduling: step` every scene enters the shared step loop on its own; the loop batches.
+        submit = self._scenes.submit if self.video.scheduling == "call" else self._animate_in_loop
         result: SceneResult | None = None
         async for event in follow_steps(
-            lambda progress: self._scenes.submit(_Scene(scene, request.text, request.job_id, progress))
+            lambda progress: submit(_Scene(scene, request.text, request.job_id, progress))
         ):
             if isinstance(event, StepDone):
                 yield event
@@ -169,6 +171,9 @@ class LocalStages:
 
     def _paint_batch(self, requests: list[PaintRequest]) -> list[KeyframeResult]:
         return paint_keyframes(self.painter_engine, requests, self.policy)
+
+    async def _animate_in_loop(self, scene: _Scene) -> SceneResult:
+        return (await asyncio.to_thread(self._animate_batch, [scene]))[0]
 
     def _animate_batch(self, scenes: list[_Scene]) -> list[SceneResult]:
         job_ids = {scene.job_id for scene in scenes}

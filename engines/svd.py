@@ -29,6 +29,7 @@ from engines.video_base import (
     ProgressCallback,
     SceneFrames,
     SceneRequest,
+    SchedulingConfig,
     VideoEngine,
     to_uint8,
 )
@@ -36,7 +37,7 @@ from engines.video_base import (
 logger = logging.getLogger(__name__)
 
 
-class SVDConfig(ModelSourceConfig):
+class SVDConfig(ModelSourceConfig, SchedulingConfig):
     """Settings of the SVD engine: which model, where it runs, defaults of each scene and memory options."""
 
     family: Literal["svd"] = Field(
@@ -202,6 +203,13 @@ class SVDEngine(VideoEngine):
             self._runtime = self._apply_memory_options(pipeline, placement.device)
             self._pipeline, self._placement = pipeline, placement
             logger.info("SVD loaded from %s: %s", self.config.model_path or self.config.model, self._runtime)
+
+    def stepper(self) -> Any:
+        """The pipeline's loop cut into steps (`engines.svd_steps.SVDStepper`), for `scheduling: step`."""
+        from engines.svd_steps import SVDStepper
+
+        self.load()
+        return SVDStepper(self._pipeline, self._runtime.dtype if self._runtime else "?")
 
     # -- internals -------------------------------------------------------------------------------------
 

@@ -27,7 +27,15 @@ from pydantic import Field, model_validator
 
 from core.errors import InvalidInput, check_seed, is_int
 from engines.loading import ModelSourceConfig, load_pipeline, resolve_placement
-from engines.video_base import CancelToken, ProgressCallback, SceneFrames, SceneRequest, VideoEngine, to_uint8
+from engines.video_base import (
+    CancelToken,
+    ProgressCallback,
+    SceneFrames,
+    SceneRequest,
+    SchedulingConfig,
+    VideoEngine,
+    to_uint8,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -75,7 +83,7 @@ FAMILY_RULES: dict[str, FamilyRules] = {
 StepCache = Literal["off", "first_block", "taylorseer"]
 
 
-class TransformerVideoConfig(ModelSourceConfig):
+class TransformerVideoConfig(ModelSourceConfig, SchedulingConfig):
     """Settings shared by LTX-Video and Wan: scene defaults, text, and diffusers' speed and memory options."""
 
     family: Literal["ltx", "wan"]
@@ -168,6 +176,11 @@ class TransformerVideoConfig(ModelSourceConfig):
             )
         if self.cpu_offload and self.group_offload:
             raise ValueError("video.cpu_offload and video.group_offload exclude each other; choose one")
+        if self.scheduling == "step" and self.step_cache != "off":
+            raise ValueError(
+                f"video.step_cache={self.step_cache!r} needs scheduling 'call': its cache holds one batch's "
+                "features from step to step, and under 'step' scenes join and leave between steps"
+            )
         return self
 
 
@@ -301,6 +314,22 @@ class TransformerVideoEngine(VideoEngine):
             self._text_pipeline = None
             super().unload()
 
+    def stepper(self) -> Any:
+        """Wan's loop cut into steps (`engines.wan_steps.WanStepper`) for `scheduling: step`; None for
+        LTX-Video, whose scenes then run call by call, and for Wan 2.1 checkpoints with a CLIP image
+        encoder, whose batches this engine does not stack either."""
+        self.load()
+        if self.config.family != "wan" or not self._batches_keyframes:
+            return None
+        from engines.wan_steps import WanStepper
+
+        return WanStepper(
+            self._pipeline,
+            self._text_to_video,
+            self.config.max_sequence_length,
+            self._runtime.dtype if self._runtime else "?",
+        )
+
     # -- internals -------------------------------------------------------------------------------------
 
     def _pipeline_class(self) -> Any:
@@ -406,6 +435,23 @@ class TransformerVideoEngine(VideoEngine):
             run_frames=rules.valid_frames(values["num_frames"]),
         )
 
+    def resolve(self, index: int, request: SceneRequest) -> Any:
+        item = self._resolve(index, request)
+        if self.loaded:
+            self._check_checkpoint_size(item)
+        return item
+
+    def _check_checkpoint_size(self, item: _Resolved) -> None:
+        for name in ("width", "height"):
+            # Wan 2.2 TI2V-5B's VAE is 16x (32-pixel multiples) where the family's is 8x: the pipeline would
+            # quietly change the size, and the frames would not fit the scene.
+            if item.param(name) % self._size_multiple:
+                raise InvalidInput(
+                    name,
+                    item.param(name),
+                    f"this {self.label} checkpoint needs a multiple of {self._size_multiple}",
+                )
+
     def _text_to_video(self) -> Any:
         """The family's text-to-video pipeline over the loaded modules (no second copy of any weights)."""
         if self._text_pipeline is None:
@@ -430,22 +476,14 @@ class TransformerVideoEngine(VideoEngine):
 
     def _batch_key(self, item: _Resolved) -> tuple[Any, ...]:
         # A pipeline that cannot batch different keyframes runs one request per call.
-        return item.batch_key if self._batches_keyframes else (*item.batch_key, item.index)
+        return item.batch_key if self._batches_keyframes else (*item.batch_key, id(item))
 
     def _call_pipeline(
         self, chunk: list[_Resolved], progress: ProgressCallback | None, cancel: CancelToken | None
     ) -> list[SceneFrames]:
         first = chunk[0]
         total = first.param("num_inference_steps")
-        for name in ("width", "height"):
-            # Wan 2.2 TI2V-5B's VAE is 16x (32-pixel multiples) where the family's is 8x: the pipeline would
-            # quietly change the size, and the frames would not fit the scene.
-            if first.param(name) % self._size_multiple:
-                raise InvalidInput(
-                    name,
-                    first.param(name),
-                    f"this {self.label} checkpoint needs a multiple of {self._size_multiple}",
-                )
+        self._check_checkpoint_size(first)
         # One generator per request so each draws the noise it would alone; a pipeline that cannot take a
         # list (see `_batches_keyframes`) runs one request per call with a plain generator.
         device = self._pipeline._execution_device

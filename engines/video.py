@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 from pydantic import Discriminator, Tag
 
+from engines.step_loop import StepScheduler
 from engines.svd import SVDConfig, SVDEngine
 from engines.transformer_video import (
     FAMILY_RULES,
@@ -43,11 +44,15 @@ def rules_of(config: SVDConfig | TransformerVideoConfig) -> FamilyRules:
     return FAMILY_RULES[config.family]
 
 
-def build_video_engine(config: SVDConfig | TransformerVideoConfig) -> VideoEngine:
-    """The engine of the configured family (not yet loaded)."""
-    if isinstance(config, TransformerVideoConfig):
-        return TransformerVideoEngine(config)
-    return SVDEngine(config)
+def build_video_engine(config: SVDConfig | TransformerVideoConfig) -> VideoEngine | StepScheduler:
+    """The engine of the configured family (not yet loaded); under `scheduling: step`, inside the shared step
+    loop (`engines.step_loop.StepScheduler`, which has the engine's `load`, `generate` and `unload`)."""
+    engine: VideoEngine = (
+        TransformerVideoEngine(config) if isinstance(config, TransformerVideoConfig) else SVDEngine(config)
+    )
+    if config.scheduling == "step":
+        return StepScheduler(engine, config.max_active_scenes, config.step_memory_fraction)
+    return engine
 
 
 __all__ = ["VideoConfig", "build_video_engine", "rules_of"]

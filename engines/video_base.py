@@ -9,15 +9,17 @@ fallback treat all of them alike.
 
 from __future__ import annotations
 
+import abc
 import logging
 import math
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 from PIL import Image
+from pydantic import BaseModel, Field
 
 from core.errors import GenerationCancelled, ModelUnavailable
 from engines.loading import Placement, cpu_threads, is_out_of_memory, release_memory
@@ -96,7 +98,54 @@ class Resolved(Protocol):
     def batch_key(self) -> tuple[Any, ...]: ...
 
 
-class VideoEngine:
+class VideoModel(Protocol):
+    """What the fallback, the stages and the deployment call: a `VideoEngine`, or the engine inside the
+    shared step loop (`engines.step_loop.StepScheduler`) under `scheduling: step`."""
+
+    @property
+    def config(self) -> Any: ...
+
+    def load(self) -> None: ...
+
+    def unload(self) -> None: ...
+
+    def generate(
+        self,
+        requests: Sequence[SceneRequest],
+        progress: ProgressCallback | None = None,
+        cancel: CancelToken | None = None,
+    ) -> list[SceneFrames]: ...
+
+
+class SchedulingConfig(BaseModel):
+    """How the animator shares the model between scenes; every family's config has these fields."""
+
+    scheduling: Literal["call", "step"] = Field(
+        default="call",
+        description="`call`: scenes that arrive within the batch wait share one pipeline call, which runs "
+        "to its end (`@serve.batch`). `step`: the animator owns the denoising loop; a scene joins the "
+        "running scenes at the next step and leaves, decoded, as soon as its own steps are done, so a scene "
+        "never waits for a whole batch that started before it (see `engines/step_loop.py`). SVD and Wan 2.2 "
+        "have a step loop; LTX-Video and Wan 2.1 image-to-video have none yet and run call by call over "
+        "the queued scenes under `step`.",
+    )
+    max_active_scenes: int = Field(
+        default=8,
+        ge=1,
+        le=64,
+        description="Under `scheduling: step`, most scenes in the loop at once per replica; later ones wait "
+        "in arrival order. Each holds its latents and conditioning; every step's activations grow with them.",
+    )
+    step_memory_fraction: float = Field(
+        default=0.9,
+        gt=0.0,
+        le=1.0,
+        description="Under `scheduling: step` on CUDA, a scene is admitted only while the step peak measured "
+        "per scene at its shape, times the scenes of that shape, fits in this share of the device's memory.",
+    )
+
+
+class VideoEngine(abc.ABC):
     """The shared half of a video model engine; subclasses implement `load`, `_resolve` and `_call_pipeline`.
 
     Args:
@@ -123,8 +172,19 @@ class VideoEngine:
         """The effective device, dtype and options; `None` until `load()`."""
         return self._runtime
 
-    def load(self) -> None:  # pragma: no cover - every engine has its own
-        raise NotImplementedError
+    @property
+    def placement(self) -> Placement | None:
+        """Where the loaded model runs; `None` until `load()`."""
+        return self._placement
+
+    @property
+    def lock(self) -> threading.RLock:
+        """Held around every use of the pipeline; a step loop holds it for each step."""
+        return self._lock
+
+    @abc.abstractmethod
+    def load(self) -> None:
+        """Load the pipeline (once); raises `ModelUnavailable` when it cannot."""
 
     def unload(self) -> None:
         """Drop every reference to the models and return their memory (the CUDA cache is emptied)."""
@@ -169,35 +229,56 @@ class VideoEngine:
             ModelUnavailable: the model cannot load, or the GPU ran out of memory even after the retries.
             GenerationCancelled: `cancel` was set.
         """
-        # 1. Check inputs
-        resolved = [self._resolve(i, request) for i, request in enumerate(requests)]
+        return self.generate_resolved(
+            [self.resolve(i, request) for i, request in enumerate(requests)], progress, cancel
+        )
+
+    def resolve(self, index: int, request: SceneRequest) -> Resolved:
+        """``request`` with every default filled in and checked (`InvalidInput` names a bad field)."""
+        return self._resolve(index, request)
+
+    def generate_resolved(
+        self, resolved: list[Any], progress: ProgressCallback | None, cancel: CancelToken | None
+    ) -> list[SceneFrames]:
+        """`generate` for requests already resolved; results come in the order of ``resolved``."""
         if not resolved:
             return []
 
-        # 2. Group requests that can share one pipeline call (once loaded: what can share one may depend on
-        #    the checkpoint), keeping the order they arrived in; 3. run each group, halving it on out-of-memory
+        # 1. Group requests that can share one pipeline call (once loaded: what can share one may depend on
+        #    the checkpoint), keeping the order they arrived in; 2. run each group, halving it on out-of-memory
         results: dict[int, SceneFrames] = {}
         with self._lock:
             self.load()
-            groups: dict[tuple[Any, ...], list[Any]] = {}
-            for item in resolved:
-                groups.setdefault(self._batch_key(item), []).append(item)
-            for group in groups.values():
-                for item, frames in zip(group, self._run_with_retries(group, progress, cancel), strict=True):
-                    results[item.index] = frames
+            groups: dict[tuple[Any, ...], list[int]] = {}
+            for place, item in enumerate(resolved):
+                groups.setdefault(self._batch_key(item), []).append(place)
+            for places in groups.values():
+                made = self._run_with_retries([resolved[p] for p in places], progress, cancel)
+                results.update(zip(places, made, strict=True))
 
-        # 4. Return in request order
+        # 3. Return in request order
         return [results[i] for i in range(len(resolved))]
+
+    def stepper(self) -> Any:
+        """The loaded pipeline cut into denoising steps (an `engines.step_loop.Stepper`), for
+        `scheduling: step`; None where this family or checkpoint has none."""
+        return None
+
+    def shape_key(self, item: Any) -> tuple[Any, ...]:
+        """The shape a resolved request's latents take: scenes of one shape cost the same per step."""
+        return (item.param("width"), item.param("height"), item.param("num_frames"))
 
     # -- what each engine provides ---------------------------------------------------------------------
 
-    def _resolve(self, index: int, request: SceneRequest) -> Any:  # pragma: no cover
-        raise NotImplementedError
+    @abc.abstractmethod
+    def _resolve(self, index: int, request: SceneRequest) -> Any:
+        """Fill in and check one request (see `Resolved`)."""
 
+    @abc.abstractmethod
     def _call_pipeline(
         self, chunk: list[Any], progress: ProgressCallback | None, cancel: CancelToken | None
-    ) -> list[SceneFrames]:  # pragma: no cover
-        raise NotImplementedError
+    ) -> list[SceneFrames]:
+        """One pipeline call over ``chunk`` (requests with equal batch keys), one result each."""
 
     def _batch_key(self, item: Any) -> tuple[Any, ...]:
         """Equal for resolved requests that can share one call of the loaded pipeline."""
@@ -304,4 +385,13 @@ def _plural(count: int, one: str, many: str) -> str:
     return f"{count} {one if count == 1 else many}"
 
 
-__all__ = ["CancelToken", "ProgressCallback", "SceneFrames", "SceneRequest", "VideoEngine", "to_uint8"]
+__all__ = [
+    "CancelToken",
+    "ProgressCallback",
+    "SceneFrames",
+    "SceneRequest",
+    "SchedulingConfig",
+    "VideoEngine",
+    "VideoModel",
+    "to_uint8",
+]
