@@ -230,12 +230,19 @@ class StepScheduler:
     def runtime(self) -> Any:
         return self.engine.runtime
 
+    @property
+    def waiting(self) -> int:
+        """Scenes queued for the loop and not yet admitted."""
+        with self._wake:
+            return len(self._queue)
+
     def load(self) -> None:
         """Load the engine's model and start the loop's thread (once)."""
-        self.engine.load()
+        if self._closed:
+            raise ModelUnavailable(f"{self.engine.label} was unloaded")
+        if not self.engine.loaded:  # the loop holds the engine's lock through each step: no waiting on it
+            self.engine.load()
         with self._wake:
-            if self._closed:
-                raise ModelUnavailable(f"{self.engine.label} was unloaded")
             if self._thread is None:
                 # One thread for the whole life of the loop: PyTorch's OpenMP team belongs to the thread
                 # that calls, and a new thread per busy period would leave several (deployments/model_thread.py).

@@ -1,0 +1,407 @@
+"""The shared step loop (`video.scheduling: step`) on tiny SVD and Wan models.
+
+Every scene made in the loop is compared with the same scene made alone by the engine (`scheduling: call`),
+whatever joined or left around it. Joining, leaving and cancel are made deterministic from inside the loop:
+a progress callback runs on the loop's thread between two steps, so it can hold the loop at a step
+boundary until the other side of the test has done its part.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from core.errors import GenerationCancelled, ModelUnavailable
+from engines.step_loop import MemoryAdmission, StepScheduler
+from engines.svd import SVDConfig
+from engines.tiny_models import TINY_LTX_SETTINGS, TINY_SVD_SETTINGS, TINY_WAN_SETTINGS
+from engines.transformer_video import LTXConfig, WanConfig
+from engines.video import build_video_engine
+from engines.video_base import SceneFrames, SceneRequest, VideoEngine
+
+pytestmark = pytest.mark.unit
+
+FAMILIES = ["svd", "wan"]
+WAIT_S = 30  # a bound on each hand-off between threads; none of them should take more than milliseconds
+
+
+def keyframe(seed: int) -> Image.Image:
+    return Image.fromarray(np.random.default_rng(seed).integers(0, 256, (64, 64, 3), dtype=np.uint8))
+
+
+def config_of(family: str, path: Path, **overrides: Any) -> Any:
+    if family == "svd":
+        return SVDConfig(model_path=str(path), **{**TINY_SVD_SETTINGS, **overrides})
+    if family == "ltx":
+        return LTXConfig(model_path=str(path), **{**TINY_LTX_SETTINGS, **overrides})
+    return WanConfig(model_path=str(path), **{**TINY_WAN_SETTINGS, **overrides})
+
+
+def scene(family: str, seed: int, steps: int = 2, text_only: bool = False) -> SceneRequest:
+    """A scene whose every per-scene value differs with ``seed``: keyframe, noise, motion or prompt."""
+    image = None if text_only else keyframe(seed)
+    if family == "svd":
+        return SceneRequest(
+            image=image,
+            seed=seed,
+            num_inference_steps=steps,
+            motion_bucket_id=20 + 40 * (seed % 5),
+            fps=6 + seed % 3,
+            noise_aug_strength=0.01 * (seed % 4),
+            # Some scenes without guidance: one UNet row instead of two, in the same call.
+            max_guidance_scale=1.0 if seed % 2 else 3.0,
+        )
+    return SceneRequest(image=image, seed=seed, num_inference_steps=steps, prompt=f"scene number {seed}")
+
+
+@pytest.fixture(scope="module", params=FAMILIES)
+def family(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture(scope="module")
+def alone(family: str, request: pytest.FixtureRequest) -> VideoEngine:
+    """The same model under `scheduling: call`: what each scene would be made alone."""
+    engine = build_video_engine(config_of(family, request.getfixturevalue(f"tiny_{family}_path")))
+    assert isinstance(engine, VideoEngine)
+    engine.load()
+    return engine
+
+
+@pytest.fixture
+def loop(family: str, request: pytest.FixtureRequest) -> Iterator[StepScheduler]:
+    """A fresh step loop (its counts start at zero) over a freshly loaded engine."""
+    path = request.getfixturevalue(f"tiny_{family}_path")
+    scheduler = build_video_engine(config_of(family, path, scheduling="step"))
+    assert isinstance(scheduler, StepScheduler)
+    scheduler.load()
+    yield scheduler
+    scheduler.unload()
+
+
+def assert_equal_to_alone(alone: VideoEngine, request: SceneRequest, made: SceneFrames) -> None:
+    [reference] = alone.generate([request])
+    assert made.frames.shape == reference.frames.shape
+    assert made.seed == reference.seed
+    # The batching tests' tolerance: a bigger matmul may round differently in the last bit.
+    assert np.abs(made.frames.astype(int) - reference.frames.astype(int)).max() <= 2
+
+
+class Call:
+    """``loop.generate(requests, progress, cancel)`` on a thread of its own, as a deployment's caller."""
+
+    def __init__(
+        self,
+        loop: StepScheduler,
+        requests: list[SceneRequest],
+        on_step: Callable[[int, int], None] | None = None,
+        cancel: threading.Event | None = None,
+    ) -> None:
+        self.steps: list[int] = []
+        self.result: list[SceneFrames] | None = None
+        self.error: BaseException | None = None
+        self.done = threading.Event()
+
+        def progress(step: int, total: int) -> None:
+            self.steps.append(step)
+            if on_step is not None:
+                on_step(step, total)
+
+        def run() -> None:
+            try:
+                self.result = loop.generate(requests, progress, cancel)
+            except BaseException as exc:  # noqa: BLE001 - the test asserts on it
+                self.error = exc
+            finally:
+                self.done.set()
+
+        threading.Thread(target=run, daemon=True).start()
+
+    def wait(self) -> list[SceneFrames]:
+        assert self.done.wait(WAIT_S), "the call did not return"
+        if self.error is not None:
+            raise self.error
+        assert self.result is not None
+        return self.result
+
+
+def wait_until(condition: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + WAIT_S
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.005)
+
+
+def test_scenes_sharing_the_loop_equal_the_same_scenes_made_alone(
+    family: str, alone: VideoEngine, loop: StepScheduler
+) -> None:
+    # Three scenes with their own seed, keyframe, motion or prompt, and 2, 3 and 4 steps: all step together
+    # while they last, then the longer ones go on with fewer.
+    requests = [scene(family, seed, steps) for seed, steps in ((11, 2), (12, 3), (13, 4))]
+
+    made = loop.generate(requests)
+
+    for request, result in zip(requests, made, strict=True):
+        assert_equal_to_alone(alone, request, result)
+        assert result.generator == family
+    assert [result.batch_size for result in made] == [3, 3, 3]
+    assert loop.stats.calls == Counter({3: 2, 2: 1, 1: 1})
+
+
+def test_a_scene_joins_a_running_loop_at_the_next_step(
+    family: str, alone: VideoEngine, loop: StepScheduler
+) -> None:
+    long, late = scene(family, 21, steps=5), scene(family, 22, steps=2)
+    joined: list[Call] = []
+
+    def after_step(step: int, total: int) -> None:
+        if step == 1:  # the loop waits here, between steps 1 and 2, until the late scene is queued
+            joined.append(Call(loop, [late]))
+            wait_until(lambda: loop.waiting == 1)
+
+    first = Call(loop, [long], on_step=after_step)
+    [made_long] = first.wait()
+    [made_late] = joined[0].wait()
+
+    assert loop.stats.joined_running == 1
+    assert first.steps == [1, 2, 3, 4, 5] and joined[0].steps == [1, 2]
+    assert made_long.batch_size == 2 and made_late.batch_size == 2
+    assert loop.stats.calls == Counter({2: 2, 1: 3})
+    assert_equal_to_alone(alone, long, made_long)
+    assert_equal_to_alone(alone, late, made_late)
+
+
+def test_a_short_scene_leaves_and_returns_while_a_long_one_goes_on(
+    family: str, alone: VideoEngine, loop: StepScheduler
+) -> None:
+    long, short = scene(family, 31, steps=6), scene(family, 32, steps=2)
+    joined: list[Call] = []
+    returned_mid_loop = threading.Event()
+
+    def after_step(step: int, total: int) -> None:
+        if step == 1:  # the short scene joins for the long one's steps 2 and 3
+            joined.append(Call(loop, [short]))
+            wait_until(lambda: loop.waiting == 1)
+        if step == 4 and joined[0].done.wait(WAIT_S):  # the loop is held: the short one must be back now
+            returned_mid_loop.set()
+
+    first = Call(loop, [long], on_step=after_step)
+    [made_long] = first.wait()
+    [made_short] = joined[0].wait()
+
+    assert returned_mid_loop.is_set()
+    assert_equal_to_alone(alone, short, made_short)
+    assert_equal_to_alone(alone, long, made_long)
+
+
+def test_cancel_takes_a_scene_out_at_the_next_step_and_the_others_finish_unchanged(
+    family: str, alone: VideoEngine, loop: StepScheduler
+) -> None:
+    doomed, kept = scene(family, 41, steps=5), scene(family, 42, steps=5)
+    cancel = threading.Event()
+    calls: dict[str, Call] = {}
+
+    def after_step(step: int, total: int) -> None:
+        if step == 2:  # cancel, and hold the loop until the caller has seen it
+            cancel.set()
+            calls["doomed"].done.wait(WAIT_S)
+
+    calls["doomed"] = Call(loop, [doomed], on_step=after_step, cancel=cancel)
+    wait_until(lambda: loop.waiting == 0)
+    calls["kept"] = Call(loop, [kept])
+    [made] = calls["kept"].wait()
+
+    with pytest.raises(GenerationCancelled):
+        calls["doomed"].wait()
+    assert calls["doomed"].steps == [1, 2]  # out before its third step
+    assert calls["kept"].steps == [1, 2, 3, 4, 5]
+    assert loop.stats.cancelled == 1
+    assert_equal_to_alone(alone, kept, made)
+
+
+def test_at_most_max_active_scenes_run_and_the_rest_wait_in_arrival_order(
+    family: str, alone: VideoEngine, request: pytest.FixtureRequest
+) -> None:
+    path = request.getfixturevalue(f"tiny_{family}_path")
+    loop = build_video_engine(config_of(family, path, scheduling="step", max_active_scenes=2))
+    assert isinstance(loop, StepScheduler)
+    requests = [scene(family, seed) for seed in (51, 52, 53, 54)]
+    try:
+        made = loop.generate(requests)
+    finally:
+        loop.unload()
+
+    # Scenes 1 and 2 step together to the end, then 3 and 4: two steps each pair.
+    assert loop.stats.most_active == 2
+    assert loop.stats.calls == Counter({2: 4})
+    assert [result.batch_size for result in made] == [2, 2, 2, 2]
+    for each, result in zip(requests, made, strict=True):
+        assert_equal_to_alone(alone, each, result)
+
+
+def test_bad_input_is_refused_before_it_enters_the_loop(family: str, loop: StepScheduler) -> None:
+    with pytest.raises(Exception, match="num_inference_steps"):
+        loop.generate([scene(family, 1, steps=0)])
+    assert loop.stats.calls == Counter()
+
+
+def patch_advance(
+    loop: StepScheduler, monkeypatch: pytest.MonkeyPatch, advance: Callable[[Any, list[Any]], None]
+) -> None:
+    """Replace the family stepper's `advance` (the loop's stepper is an instance of that class)."""
+    monkeypatch.setattr(type(loop.engine.stepper()), "advance", advance)
+
+
+def test_an_out_of_memory_step_runs_again_in_halves(
+    family: str, alone: VideoEngine, loop: StepScheduler, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_advance = type(loop.engine.stepper()).advance
+    failures = []
+
+    def advance(stepper: Any, states: list[Any]) -> None:
+        if len(states) > 1 and not failures:
+            failures.append(len(states))
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        real_advance(stepper, states)
+
+    patch_advance(loop, monkeypatch, advance)
+    requests = [scene(family, 61), scene(family, 62)]
+
+    made = loop.generate(requests)
+
+    assert failures == [2]
+    # The failed first step once per scene; the second step shares one call again.
+    assert loop.stats.calls == Counter({1: 2, 2: 1})
+    for each, result in zip(requests, made, strict=True):
+        assert_equal_to_alone(alone, each, result)
+
+
+def test_a_scene_out_of_memory_alone_makes_the_model_unavailable_for_it(
+    family: str, loop: StepScheduler, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def advance(stepper: Any, states: list[Any]) -> None:
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 80.00 GiB")
+
+    patch_advance(loop, monkeypatch, advance)
+
+    with pytest.raises(ModelUnavailable, match="out of GPU memory"):
+        loop.generate([scene(family, 71)])
+
+
+def test_unload_fails_waiting_scenes_and_refuses_new_ones(family: str, loop: StepScheduler) -> None:
+    held = threading.Event()
+    release = threading.Event()
+
+    def after_step(step: int, total: int) -> None:
+        held.set()
+        release.wait(WAIT_S)
+
+    call = Call(loop, [scene(family, 81, steps=4)], on_step=after_step)
+    assert held.wait(WAIT_S)
+    unloading = threading.Thread(target=loop.unload)
+    unloading.start()
+    wait_until(lambda: loop._closed)  # released only once closed, so the scene cannot finish first
+    release.set()
+    unloading.join(WAIT_S)
+
+    with pytest.raises(GenerationCancelled, match="unloaded"):
+        call.wait()
+    assert not loop.loaded
+    with pytest.raises(ModelUnavailable, match="unloaded"):
+        loop.generate([scene(family, 82)])
+
+
+class FakeMemory:
+    """A device of ``total`` bytes where every step peaks ``per_step`` bytes above what is allocated."""
+
+    def __init__(self, total: int, per_step: int) -> None:
+        self.total_bytes, self.per_step = total, per_step
+
+    def allocated(self) -> int:
+        return 0
+
+    def peak(self) -> int:
+        return self.per_step
+
+    def reset_peak(self) -> None:
+        pass
+
+    def total(self) -> int:
+        return self.total_bytes
+
+
+def test_memory_admission_counts_the_measured_peak_per_scene_of_a_shape() -> None:
+    admission = MemoryAdmission(FakeMemory(total=1000, per_step=600), fraction=0.9)
+    shape = (64, 64, 8)
+
+    assert admission.allows(shape, 0) and not admission.allows(shape, 1)  # not measured: alone
+    admission.measure(shape, 2, lambda: None)  # two scenes peaked 600: 300 each
+
+    assert admission.per_scene[shape] == 300
+    assert [admission.allows(shape, n) for n in (0, 1, 2, 3)] == [True, True, True, False]  # budget 900
+    assert admission.allows((128, 128, 8), 0) and not admission.allows((128, 128, 8), 1)
+
+
+def test_admission_by_memory_keeps_the_active_scenes_within_the_budget(
+    family: str, alone: VideoEngine, request: pytest.FixtureRequest
+) -> None:
+    path = request.getfixturevalue(f"tiny_{family}_path")
+    engine = build_video_engine(config_of(family, path))
+    assert isinstance(engine, VideoEngine)
+    # Each step costs 300 "bytes" however many scenes it holds: measured alone, 300 a scene; the budget of
+    # 1000 then fits three. Memory allows three where max_active alone would allow eight.
+    loop = StepScheduler(engine, max_active=8, memory_fraction=1.0, probe=FakeMemory(1000, per_step=300))
+    requests = [scene(family, seed, steps=3) for seed in (91, 92, 93, 94, 95)]
+    try:
+        made = loop.generate(requests)
+    finally:
+        loop.unload()
+
+    assert loop.stats.most_active == 3
+    assert made[0].batch_size == 3  # the first scene stepped alone once, to be measured, then with two more
+    for each, result in zip(requests, made, strict=True):
+        assert_equal_to_alone(alone, each, result)
+
+
+def test_wan_scenes_from_text_alone_step_beside_keyframed_ones(tiny_wan_path: Path) -> None:
+    engine = build_video_engine(config_of("wan", tiny_wan_path))
+    loop = build_video_engine(config_of("wan", tiny_wan_path, scheduling="step"))
+    assert isinstance(engine, VideoEngine) and isinstance(loop, StepScheduler)
+    requests = [scene("wan", 101), scene("wan", 102, text_only=True), scene("wan", 103, text_only=True)]
+    try:
+        made = loop.generate(requests)
+    finally:
+        loop.unload()
+
+    assert [result.batch_size for result in made] == [1, 2, 2]  # the two kinds of scene step in two calls
+    for each, result in zip(requests, made, strict=True):
+        assert_equal_to_alone(engine, each, result)
+
+
+def test_ltx_without_a_stepper_runs_call_by_call_under_step(tiny_ltx_path: Path) -> None:
+    engine = build_video_engine(config_of("ltx", tiny_ltx_path))
+    loop = build_video_engine(config_of("ltx", tiny_ltx_path, scheduling="step"))
+    assert isinstance(engine, VideoEngine) and isinstance(loop, StepScheduler)
+    requests = [scene("ltx", 111), scene("ltx", 112)]
+    try:
+        made = loop.generate(requests)
+    finally:
+        loop.unload()
+
+    assert loop.stats.calls == Counter({2: 1})  # one pipeline call for the two queued scenes
+    for each, result in zip(requests, made, strict=True):
+        assert_equal_to_alone(engine, each, result)
+
+
+def test_the_step_cache_needs_call_scheduling(tiny_wan_path: Path) -> None:
+    with pytest.raises(ValueError, match="step_cache"):
+        config_of("wan", tiny_wan_path, scheduling="step", step_cache="first_block")
