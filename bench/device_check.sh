@@ -13,7 +13,10 @@
 # text-conditioned families instead), GPU_SVD_ARGS (e.g. --no-compile, or --tiny without a GPU),
 # GPU_SVD_TIMEOUT_S (default 480: the eight minutes), GPU_VIDEO_ARGS (default "--steps 8": full
 # resolution and length, fewer steps, so both families fit one 10-minute call; time per step and peak
-# memory are what steps do not change), GPU_VIDEO_TIMEOUT_S (default 270 per family).
+# memory are what steps do not change), GPU_VIDEO_TIMEOUT_S (default 270 per family). FAMILIES="step" runs
+# `bench.step_scheduling` at SVD-XT size instead, step loop against call batching under Poisson arrivals,
+# with STEP_ARGS (default "--model xt --scenes 12 --steps 4 --rounds 1 --rates near", to fit one call) and
+# STEP_TIMEOUT_S (default 480).
 set -uo pipefail
 
 out=${OUT:-bench/out}
@@ -38,6 +41,11 @@ for family in ${FAMILIES:-svd}; do
         # shellcheck disable=SC2086 # GPU_SVD_ARGS holds several flags on purpose
         timeout "${GPU_SVD_TIMEOUT_S:-480}" python3 -m bench.gpu_svd ${GPU_SVD_ARGS:-} --out "$out/gpu_svd.json" 2>&1 |
             tee "$out/gpu_svd.log" || status=1
+    elif [ "$family" = step ]; then
+        # shellcheck disable=SC2086 # STEP_ARGS holds several flags on purpose
+        timeout "${STEP_TIMEOUT_S:-480}" python3 -m bench.step_scheduling \
+            ${STEP_ARGS:---model xt --scenes 12 --steps 4 --rounds 1 --rates near} \
+            --out "$out/step_scheduling.json" 2>&1 | tee "$out/step_scheduling.log" || status=1
     else
         # shellcheck disable=SC2086 # GPU_VIDEO_ARGS holds several flags on purpose
         timeout "${GPU_VIDEO_TIMEOUT_S:-270}" python3 -m bench.gpu_video --family "$family" \
