@@ -64,7 +64,7 @@ LONG_JOB = {
     "prompt": "A very long scene.",
     "scenes": [{"caption": "long"}],
     "seconds": 1,
-    "size": "64x64",
+    "size": "128x128",  # the short scenes' size: they step in the same model calls as this one
     "num_inference_steps": 1000,
     "seed": 1,
     "narration": False,
@@ -92,7 +92,7 @@ def test_scenes_join_a_running_loop_leave_before_it_ends_and_cancel_leaves_at_th
     assert still["status"] == "in_progress"  # the premise: the long scene was running all along
     assert done["status"] == "completed", done["error"]
     assert [scene["generator"] for scene in done["scenes"]] == ["svd", "svd"]
-    # Each short scene stepped beside the long one (and its sibling where they overlapped).
+    # Each short scene shared its steps' model calls with the long one (and its sibling where they overlapped).
     assert all(scene["batch_size"] >= 2 for scene in done["scenes"]), done["scenes"]
     assert _loop_stats()["joined_running"] >= 2
     content = app.client.get(f"/v1/videos/{done['id']}/content")
