@@ -104,8 +104,10 @@ class SVDGenerator:
         self.batch_sizes: Counter[int] = Counter()
         self.cancelled_batches = 0
         self.thread = ModelThread("svd")
+        # Under `scheduling: step` the loop's memory budget is this replica's share of the GPU.
+        gpu_share = float(ray.get_runtime_context().get_assigned_resources().get("GPU", 1.0))
         self.engine, self.unavailable = load_under_policy(
-            lambda: build_video_engine(config), fallback, config.family
+            lambda: build_video_engine(config, gpu_share), fallback, config.family
         )
 
     def reconfigure(self, user_config: dict) -> None:
@@ -115,8 +117,8 @@ class SVDGenerator:
         self, request: AnimateRequest, keyframe: KeyframeResult
     ) -> AsyncIterator[AnimationEvent]:
         """Animate one scene from its keyframe, streaming `KeyframeReady`, a `StepDone` per denoising step and
-        `Animated`, whose frames stay in the object store for the encoder. Scenes that arrive within the batch
-        wait share one pipeline call.
+        `Animated`, whose frames stay in the object store for the encoder. Under `scheduling: call` scenes that
+        arrive within the batch wait share one pipeline call; under `step` each joins the running loop.
 
         Args:
             request: the scene (see `AnimateRequest`).

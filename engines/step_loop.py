@@ -11,8 +11,9 @@ steps are done leaves, is decoded and is returned at once.
 The family's `Stepper` (`engines.svd_steps`, `engines.wan_steps`) knows how to start, advance and finish a
 scene; `StepScheduler` here knows nothing of models. It admits scenes in arrival order up to
 `video.max_active_scenes` (and on CUDA only while the peak measured per scene at that shape fits in
-`video.step_memory_fraction` of the device), removes a cancelled scene at the next step, reports each
-scene's steps as they happen, and splits a step that ran out of memory.
+`video.step_memory_fraction` of the replica's share of the device), removes a cancelled scene at the next
+step, reports each scene's steps as they happen, and splits a step that ran out of memory (after which it
+keeps one scene fewer in the loop than it held then, for the rest of the replica's life).
 
 `StepScheduler.generate` has the engine's signature, so the fallback, the deployment and the in-process
 stages use it like any engine; a call blocks only its own caller, until its own scenes are done.

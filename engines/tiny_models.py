@@ -19,6 +19,7 @@ import logging
 import string
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -247,10 +248,13 @@ def build_tiny_ltx(folder: str | Path, timestep_conditioning: bool = False) -> P
     return _save(pipeline, folder)
 
 
-def build_tiny_wan(folder: str | Path) -> Path:
+def build_tiny_wan(folder: str | Path, two_experts: bool = False) -> Path:
     """Save a tiny Wan 2.2 TI2V-style `WanImageToVideoPipeline` (UMT5 text encoder, no image encoder,
     first-frame timestep masking) into `folder` and return its path. 8-pixel VAE and 2-pixel patches:
-    sizes in 16s; 4 frames per latent: 4k+1 frames."""
+    sizes in 16s; 4 frames per latent: 4k+1 frames.
+
+    ``two_experts`` makes the Wan 2.2 A14B layout instead: the keyframe's condition concatenated to the
+    latents, and a second transformer for the low-noise steps below `boundary_ratio`."""
     from diffusers import (
         AutoencoderKLWan,
         FlowMatchEulerDiscreteScheduler,
@@ -265,29 +269,36 @@ def build_tiny_wan(folder: str | Path) -> Path:
     vae = AutoencoderKLWan(
         base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1, temperal_downsample=[False, True, True]
     )
-    transformer = WanTransformer3DModel(
-        patch_size=(1, 2, 2),
-        num_attention_heads=2,
-        attention_head_dim=12,
-        in_channels=16,  # expanded timesteps: the latents alone, the first frame mixed in by its mask
-        out_channels=16,
-        text_dim=_TEXT_DIM,
-        freq_dim=256,
-        ffn_dim=32,
-        num_layers=2,
-        cross_attn_norm=True,
-        qk_norm="rms_norm_across_heads",
-        rope_max_seq_len=32,
-    )
+
+    def transformer() -> Any:
+        return WanTransformer3DModel(
+            patch_size=(1, 2, 2),
+            num_attention_heads=2,
+            attention_head_dim=12,
+            # Expanded timesteps: the latents alone, the first frame mixed in by its mask. Two experts: the
+            # latents, then the condition (4 mask channels, one per frame of a latent, and the keyframe's 16).
+            in_channels=16 + 4 + 16 if two_experts else 16,
+            out_channels=16,
+            text_dim=_TEXT_DIM,
+            freq_dim=256,
+            ffn_dim=32,
+            num_layers=2,
+            cross_attn_norm=True,
+            qk_norm="rms_norm_across_heads",
+            rope_max_seq_len=32,
+        )
+
     pipeline = WanImageToVideoPipeline(
         tokenizer=tokenizer,
         text_encoder=text_encoder,
         vae=vae,
         scheduler=FlowMatchEulerDiscreteScheduler(shift=5.0),
-        transformer=transformer,
+        transformer=transformer(),
+        transformer_2=transformer() if two_experts else None,
         image_encoder=None,
         image_processor=None,
-        expand_timesteps=True,
+        boundary_ratio=0.875 if two_experts else None,  # Wan 2.2 A14B image-to-video's
+        expand_timesteps=not two_experts,
     )
     return _save(pipeline, folder)
 

@@ -44,14 +44,23 @@ def rules_of(config: SVDConfig | TransformerVideoConfig) -> FamilyRules:
     return FAMILY_RULES[config.family]
 
 
-def build_video_engine(config: SVDConfig | TransformerVideoConfig) -> VideoEngine | StepScheduler:
+def build_video_engine(
+    config: SVDConfig | TransformerVideoConfig, gpu_share: float = 1.0
+) -> VideoEngine | StepScheduler:
     """The engine of the configured family (not yet loaded); under `scheduling: step`, inside the shared step
-    loop (`engines.step_loop.StepScheduler`, which has the engine's `load`, `generate` and `unload`)."""
+    loop (`engines.step_loop.StepScheduler`, which has the engine's `load`, `generate` and `unload`).
+
+    Args:
+        config: the `video` section.
+        gpu_share: the share of the GPU this replica was given (its `num_gpus`, at most 1): under `step`
+            the loop admits scenes within `step_memory_fraction` of that share of the device's memory.
+    """
     engine: VideoEngine = (
         TransformerVideoEngine(config) if isinstance(config, TransformerVideoConfig) else SVDEngine(config)
     )
     if config.scheduling == "step":
-        return StepScheduler(engine, config.max_active_scenes, config.step_memory_fraction)
+        share = min(max(gpu_share, 0.0), 1.0) or 1.0  # no GPU assigned: the fraction of a whole device
+        return StepScheduler(engine, config.max_active_scenes, config.step_memory_fraction * share)
     return engine
 
 

@@ -141,7 +141,8 @@ class SchedulingConfig(BaseModel):
         gt=0.0,
         le=1.0,
         description="Under `scheduling: step` on CUDA, a scene is admitted only while the step peak measured "
-        "per scene at its shape, times the scenes of that shape, fits in this share of the device's memory.",
+        "per scene at its shape, times the scenes of that shape, fits in this share of the replica's part "
+        "of the device's memory (its `num_gpus` of the whole: two replicas at 0.5 get 0.45 of it each).",
     )
 
 

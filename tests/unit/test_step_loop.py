@@ -405,3 +405,42 @@ def test_ltx_without_a_stepper_runs_call_by_call_under_step(tiny_ltx_path: Path)
 def test_the_step_cache_needs_call_scheduling(tiny_wan_path: Path) -> None:
     with pytest.raises(ValueError, match="step_cache"):
         config_of("wan", tiny_wan_path, scheduling="step", step_cache="first_block")
+
+
+def test_the_memory_budget_is_the_replicas_share_of_the_gpu(tiny_svd_path: Path) -> None:
+    config = config_of("svd", tiny_svd_path, scheduling="step", step_memory_fraction=0.9)
+
+    half = build_video_engine(config, gpu_share=0.5)
+    whole = build_video_engine(config)
+
+    assert isinstance(half, StepScheduler) and isinstance(whole, StepScheduler)
+    assert half.memory_fraction == pytest.approx(0.45)
+    assert whole.memory_fraction == pytest.approx(0.9)
+
+
+def test_wan_a14b_scenes_step_on_the_expert_of_their_own_timestep(tiny_wan_a14b_path: Path) -> None:
+    engine = build_video_engine(config_of("wan", tiny_wan_a14b_path))
+    loop = build_video_engine(config_of("wan", tiny_wan_a14b_path, scheduling="step"))
+    assert isinstance(engine, VideoEngine) and isinstance(loop, StepScheduler)
+    # Both cross the boundary between the experts; the late scene joins while the first is past it.
+    long, late = scene("wan", 121, steps=6), scene("wan", 122, steps=3)
+    joined: list[Call] = []
+
+    def after_step(step: int, total: int) -> None:
+        if step == 3:
+            joined.append(Call(loop, [late]))
+            wait_until(lambda: loop.waiting == 1)
+
+    try:
+        first = Call(loop, [long], on_step=after_step)
+        [made_long], [made_late] = first.wait(), joined[0].wait()
+    finally:
+        loop.unload()
+
+    assert_equal_to_alone(engine, long, made_long)
+    assert_equal_to_alone(engine, late, made_late)
+    # Timesteps 1000, 953, 883 | 771, 562, 24 for the long scene and 1000 | 835, 24 for the late one (the
+    # high-noise expert left of |, boundary 875). Joined after the long one's third step, the late one's
+    # first step runs on the other expert in a call of its own; its last two share the long one's calls.
+    assert loop.stats.calls == Counter({1: 5, 2: 2})
+    assert made_late.batch_size == 2
