@@ -6,6 +6,7 @@ import av
 import pytest
 
 from bench.pipeline import JOB, InProcessJob, app_config
+from engines.step_loop import StepScheduler
 from serve_app.planning import plan_job
 from serve_app.protocol import CreateVideoRequest
 
@@ -40,3 +41,23 @@ def test_the_in_process_job_writes_the_video_and_its_extras(tiny_svd_path, tiny_
     again = job.run()  # a second run starts from an empty folder: only its own job is there
     assert again.is_file() and not video.exists()
     assert [folder.name for folder in (again.parents[1]).iterdir()] == [again.parent.name]
+
+
+def test_with_step_scheduling_the_in_process_job_steps_every_scene_in_the_loop(
+    tiny_svd_path, tiny_painter_path, tmp_path
+):
+    config = app_config({"svd": tiny_svd_path, "painter": tiny_painter_path}, tmp_path / "storage")
+    config.video = config.video.model_copy(update={"scheduling": "step"})
+    # Cuts, not cross-fades: each scene is then one model call's frames (one segment).
+    config.video_processing = config.video_processing.model_copy(update={"transition": "cut"})
+    job = InProcessJob(config, tmp_path / "in-process")
+
+    video = job.run()
+
+    loop = job.stages.svd
+    assert isinstance(loop, StepScheduler)
+    assert video.is_file()
+    # Each scene entered the loop on its own; every step of every scene ran there once.
+    scene_steps = sum(size * calls for size, calls in loop.stats.calls.items())
+    assert scene_steps == JOB["num_scenes"] * config.video.num_inference_steps
+    loop.unload()
