@@ -36,6 +36,12 @@ class Metrics:
             boundaries=[1, 2, 3, 4, 6, 8],
         )
         self.queue_depth = metrics.Gauge("storyreel_queue_depth", description="Jobs waiting to start.")
+        self.step_scenes = metrics.Gauge(
+            "storyreel_step_scenes",
+            description="Under scheduling: step, scenes in an SVDGenerator replica's loop (state=active) and "
+            "queued for it (state=waiting), as of the last scene that entered or left.",
+            tag_keys=("state",),
+        )
         self.gpu_memory = metrics.Gauge(
             "storyreel_gpu_memory_bytes", description="Peak GPU memory allocated by the SVD replica."
         )

@@ -161,11 +161,21 @@ class SVDGenerator:
     async def _animate_in_loop(self, item: AnimateItem) -> SceneResult:
         # A thread per waiting scene, not the model thread: the loop runs the model on its own thread, and
         # each caller only waits there for its scene (and asks the board about its cancel).
-        [outcome] = await asyncio.to_thread(self._run, [item])
+        self._record_loop(arriving=1)
+        try:
+            [outcome] = await asyncio.to_thread(self._run, [item])
+        finally:
+            self._record_loop()
         self.batch_sizes[outcome.batch_size] += 1
         metrics.get().batch_size.observe(outcome.batch_size)
         self._record_gpu_memory()
         return outcome
+
+    def _record_loop(self, arriving: int = 0) -> None:
+        if isinstance(self.engine, StepScheduler):
+            scenes = metrics.get().step_scenes
+            scenes.set(self.engine.active, tags={"state": "active"})
+            scenes.set(self.engine.waiting + arriving, tags={"state": "waiting"})
 
     def _run(self, items: list[AnimateItem]) -> list[SceneResult]:
         signals = BatchSignals(self.board, items)

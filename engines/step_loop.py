@@ -237,6 +237,11 @@ class StepScheduler:
         with self._wake:
             return len(self._queue)
 
+    @property
+    def active(self) -> int:
+        """Scenes in the loop now."""
+        return len(self._active)
+
     def load(self) -> None:
         """Load the engine's model and start the loop's thread (once)."""
         if self._closed:
