@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CJK_FONT_PACKAGE := fonts-wqy-zenhei
 
-.PHONY: install fonts browser demo test test-unit lint format bench tiny-models device-wheels clean
+.PHONY: install fonts browser postgres demo test test-unit lint format bench tiny-models device-wheels clean
 
 install: $(STAMP)
 
@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[dev]'
-	@$(MAKE) --no-print-directory fonts browser
+	@$(MAKE) --no-print-directory fonts browser postgres
 	@touch $(STAMP)
 
 # Captions and title cards in Chinese, Japanese or Korean need a font with those glyphs (README, "Fonts").
@@ -36,6 +36,17 @@ browser:
 		(apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null); \
 	else \
 		echo "No chromium: run 'sudo apt-get install chromium' for the studio's browser tests"; \
+	fi
+
+# The job store's tests run on a real PostgreSQL server too, which they start themselves from Debian's package.
+postgres:
+	@if ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || command -v pg_ctl >/dev/null; then \
+		echo "postgresql: found"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql >/dev/null || \
+		(apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql >/dev/null); \
+	else \
+		echo "No PostgreSQL server: run 'sudo apt-get install postgresql' for the job store's PostgreSQL tests"; \
 	fi
 
 demo: install

@@ -66,7 +66,7 @@ def measure_status_under_streams(app: service.TinyApp, seconds: float) -> dict[s
     config = app.config
     raw = streams.status_under_streams(
         f"{app.base_url}/{service.APP}",
-        config.storage.database_path,
+        config.storage.database_url,
         stream_cap=config.limits.max_event_streams,
         model=config.served_model_name,
         uploaders=2,

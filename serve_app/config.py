@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from engines.fallback import FallbackPolicy
 from engines.media import VideoProcessingConfig
@@ -22,6 +22,7 @@ from engines.painter import PainterConfig
 from engines.svd import SVDConfig
 from engines.video import VideoConfig, rules_of
 from engines.writer import WriterConfig
+from serve_app.databases import is_postgres
 from serve_app.protocol import MAX_SCENES
 from serve_app.webhooks import RETRY_SCHEDULE_S, load_secret
 
@@ -38,12 +39,30 @@ class StorageConfig(BaseModel):
     )
     database: str | None = Field(
         None,
-        description="SQLite file of the job store; default `<root>/jobs.sqlite3`. Keep it on local disk.",
+        description="The job store: a SQLite file (default `<root>/jobs.sqlite3`; keep it on local disk) or "
+        "a PostgreSQL URL, `postgresql://user@host:5432/storyreel`. Leave the password out of the URL: "
+        "libpq reads `PGPASSWORD` (or `PGPASSFILE`) from the replicas' environment.",
     )
+
+    @field_validator("database")
+    @classmethod
+    def _known_database(cls, value: str | None) -> str | None:
+        if value is not None and "://" in value and not is_postgres(value):
+            scheme = value.split("://", 1)[0]
+            raise ValueError(f"storage.database={scheme}://...: only postgresql:// URLs or SQLite file paths")
+        return value
+
+    @property
+    def database_url(self) -> str:
+        """What `JobStore` opens: the PostgreSQL URL, or the SQLite file's path."""
+        return self.database or str(Path(self.root) / "jobs.sqlite3")
 
     @property
     def database_path(self) -> Path:
-        return Path(self.database) if self.database else Path(self.root) / "jobs.sqlite3"
+        """The SQLite file (tests and tools that read it directly); not for a PostgreSQL store."""
+        if is_postgres(self.database_url):
+            raise ValueError("storage.database is a PostgreSQL URL, not a file")
+        return Path(self.database_url)
 
 
 class LimitsConfig(BaseModel):

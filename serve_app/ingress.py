@@ -396,6 +396,6 @@ class VideoAPI:
     """
 
     def __init__(self, config: AppConfig, runner: Any, board: Any) -> None:
-        store = JobStore(config.storage.database_path)
+        store = JobStore(config.storage.database_url)
         self.service = VideoService(config, store, ServeSignals(runner, board))
         install(self.service)

@@ -269,7 +269,7 @@ class JobRunner:
     def __init__(
         self, config: AppConfig, writer: Any, narrator: Any, painter: Any, animator: Any, encoder: Any
     ) -> None:
-        store = JobStore(config.storage.database_path)
+        store = JobStore(config.storage.database_url)
         self.stages = ServeStages(writer, narrator, painter, animator, encoder)
         self.worker = JobWorker(config, store, VideoRecipe(config, store, self.stages))
 

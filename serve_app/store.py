@@ -1,8 +1,8 @@
-"""The job store: jobs and their scenes in SQLite (WAL), through one SQL code path.
+"""The job store: jobs and their scenes in SQLite (WAL, the default) or PostgreSQL, through one SQL code path.
 
-Every query is plain SQL with named parameters, so a PostgreSQL store can follow with the same statements.
-What it would change: SCHEMA's ``AUTOINCREMENT`` (an identity column there), the PRAGMAs in ``_connect``,
-the ``:name`` parameter style (psycopg's is ``%(name)s``) and the sqlite3 exception classes caught here.
+Every query is plain SQL with named parameters, written once; `serve_app.databases` runs it on either
+database. The semantics are the same on both: a lease is claimed by one conditional UPDATE, an idempotency
+key is a unique column, pages follow the creation sequence, counts are by status.
 
 A column added to SCHEMA later must be nullable or have a DEFAULT: stores written before it gain it with
 ``ALTER TABLE ... ADD COLUMN`` when they are opened.
@@ -13,14 +13,14 @@ from __future__ import annotations
 import json
 import logging
 import re
-import sqlite3
-import threading
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
+
+from serve_app.databases import Database, Session, open_database
 
 logger = logging.getLogger("ray.serve")
 
@@ -191,22 +191,20 @@ class IdempotencyConflict(Exception):
 
 
 class JobStore:
-    """Jobs and scenes, safe to share between the threads and tasks of one process.
+    """Jobs and scenes, safe to share between the threads and tasks of one process (and, on PostgreSQL,
+    between processes and nodes).
 
     Args:
-        path: the SQLite file; its folder is created. ``":memory:"`` for a throwaway store.
+        target: the SQLite file (its folder is created; ``":memory:"`` for a throwaway store), or a
+            ``postgresql://`` URL (see `serve_app.databases`).
     """
 
-    def __init__(self, path: str | Path) -> None:
-        if str(path) != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-        self._db = _connect(str(path))
-        self._lock = threading.Lock()
+    def __init__(self, target: str | Path) -> None:
+        self._db: Database = open_database(target)
         # Called with the job id after every write: lets the event stream wake at once instead of polling.
         self.listeners: list[Callable[[str], None]] = []
-        with self._lock, self._db:
-            self._db.executescript(SCHEMA)
-            self._add_new_columns()
+        self._db.create_tables(SCHEMA)
+        self._add_new_columns()
 
     def close(self) -> None:
         self._db.close()
@@ -216,27 +214,27 @@ class JobStore:
     def create(self, job: JobRow) -> JobRow:
         """Insert ``job`` (and its scenes). Raises IdempotencyConflict if its key is taken."""
         values = {name: getattr(job, name) for name in _JOB_COLUMNS}
-        with self._lock:
-            try:
-                with self._db:
-                    self._db.execute(_insert("jobs", _JOB_COLUMNS), values)
-            except sqlite3.IntegrityError:
-                existing = self._by_key(job.idempotency_key) if job.idempotency_key else None
-                if existing is None:
-                    raise
-                raise IdempotencyConflict(existing) from None
+        try:
+            with self._db.write() as db:
+                db.execute(_insert("jobs", _JOB_COLUMNS), values)
+        except self._db.integrity_error:
+            existing = self.get_by_key(job.idempotency_key) if job.idempotency_key else None
+            if existing is None:
+                raise
+            raise IdempotencyConflict(existing) from None
         self._notify(job.id)
         return job
 
     def get(self, job_id: str) -> JobRow | None:
-        with self._lock:
-            row = self._db.execute("SELECT * FROM jobs WHERE id = :id", {"id": job_id}).fetchone()
-            return self._with_scenes([row])[0] if row else None
+        with self._db.read() as db:
+            row = db.execute("SELECT * FROM jobs WHERE id = :id", {"id": job_id}).fetchone()
+            return _with_scenes(db, [row])[0] if row else None
 
     def get_by_key(self, key: str) -> JobRow | None:
         """The job created under idempotency key ``key``, if any."""
-        with self._lock:
-            return self._by_key(key)
+        with self._db.read() as db:
+            row = db.execute("SELECT * FROM jobs WHERE idempotency_key = :key", {"key": key}).fetchone()
+            return _with_scenes(db, [row])[0] if row else None
 
     def page(self, after: str | None, limit: int, order: str) -> tuple[list[JobRow], bool]:
         """Jobs ordered by creation (``order`` 'asc' or 'desc'), starting after job ``after``.
@@ -244,18 +242,18 @@ class JobStore:
         Returns the page and whether more follow. Raises KeyError if ``after`` is unknown.
         """
         direction, compare = ("ASC", ">") if order == "asc" else ("DESC", "<")
-        with self._lock:
+        with self._db.read() as db:
             params: dict[str, Any] = {"limit": limit + 1}
             where = ""
             if after is not None:
-                cursor = self._db.execute("SELECT seq FROM jobs WHERE id = :id", {"id": after}).fetchone()
+                cursor = db.execute("SELECT seq FROM jobs WHERE id = :id", {"id": after}).fetchone()
                 if cursor is None:
                     raise KeyError(after)
                 where, params["seq"] = f"WHERE seq {compare} :seq", cursor["seq"]
-            rows = self._db.execute(
+            rows = db.execute(
                 f"SELECT * FROM jobs {where} ORDER BY seq {direction} LIMIT :limit", params
             ).fetchall()
-            jobs = self._with_scenes(rows[:limit])
+            jobs = _with_scenes(db, rows[:limit])
         return jobs, len(rows) > limit
 
     def update(self, job_id: str, **changes: Any) -> None:
@@ -278,64 +276,37 @@ class JobStore:
         finished = now()
         changes |= {"status": status, "completed_at": finished, "expires_at": finished + retention_s}
         assignments = _assignments("jobs", _JOB_COLUMNS, changes)
-        with self._lock, self._db:
+        with self._db.write() as db:
             ended = (
-                self._db.execute(
+                db.execute(
                     f"UPDATE jobs SET {assignments} WHERE id = :key_id AND status IN ('queued', 'in_progress')",
                     {**changes, "key_id": job_id},
                 ).rowcount
                 == 1
             )
             if ended and status != "completed":
-                self._db.execute(
+                db.execute(
                     "UPDATE scenes SET status = :status WHERE job_id = :id AND status != 'completed'",
                     {"status": status, "id": job_id},
                 )
             if ended:
-                self._queue_webhook(job_id, status, finished)
+                _queue_webhook(db, job_id, status, finished)
         self._notify(job_id)
         return ended
 
     # -- webhooks: an outbox in the same database --------------------------------------------------
 
-    def _queue_webhook(self, job_id: str, status: str, at: int) -> None:
-        """Queue the event of a job's end for its webhook, if it has one (inside ``finish``'s transaction,
-        so a job never ends without its event, nor gets it twice)."""
-        row = self._db.execute("SELECT webhook_url FROM jobs WHERE id = :id", {"id": job_id}).fetchone()
-        if row is None or not row["webhook_url"]:
-            return
-        event_id = f"evt_{uuid.uuid4().hex}"
-        body = {
-            "object": "event",
-            "id": event_id,
-            "type": f"video.{status}",
-            "created_at": at,
-            "data": {"id": job_id},
-        }
-        self._db.execute(
-            _insert("webhooks", ("id", "job_id", "url", "event", "body", "next_at", "created_at")),
-            {
-                "id": event_id,
-                "job_id": job_id,
-                "url": row["webhook_url"],
-                "event": body["type"],
-                "body": json.dumps(body, separators=(",", ":")),
-                "next_at": time.time(),
-                "created_at": at,
-            },
-        )
-
     def due_webhooks(self, hold_s: float, limit: int = 16) -> list[WebhookRow]:
         """Take up to ``limit`` events due for an attempt, each held ``hold_s`` from other runners: one
         conditional UPDATE per event decides which runner sends it."""
-        with self._lock, self._db:
-            rows = self._db.execute(
+        with self._db.write() as db:
+            rows = db.execute(
                 "SELECT * FROM webhooks WHERE status = 'pending' AND next_at <= :now ORDER BY next_at LIMIT :n",
                 {"now": time.time(), "n": limit},
             ).fetchall()
             taken = []
             for row in rows:
-                claimed = self._db.execute(
+                claimed = db.execute(
                     "UPDATE webhooks SET next_at = :until WHERE id = :id AND status = 'pending' AND next_at = :seen",
                     {"until": time.time() + hold_s, "id": row["id"], "seen": row["next_at"]},
                 ).rowcount
@@ -347,13 +318,13 @@ class JobStore:
         """Record an attempt: delivered (``error`` None; the last failure stays visible), due again in
         ``retry_in`` seconds, or failed for good."""
         status = "delivered" if error is None else "pending" if retry_in is not None else "failed"
-        with self._lock, self._db:
-            self._db.execute(
+        with self._db.write() as db:
+            db.execute(
                 "UPDATE webhooks SET attempts = attempts + 1, status = :status, last_error = COALESCE(:error, last_error), "
                 "next_at = :next WHERE id = :id",
                 {"status": status, "error": error, "next": time.time() + (retry_in or 0), "id": event_id},
             )
-            row = self._db.execute("SELECT job_id FROM webhooks WHERE id = :id", {"id": event_id}).fetchone()
+            row = db.execute("SELECT job_id FROM webhooks WHERE id = :id", {"id": event_id}).fetchone()
         if row is not None:
             self._notify(row["job_id"])
 
@@ -362,16 +333,16 @@ class JobStore:
         if not job_ids:
             return {}
         names, ids = _id_list(job_ids)
-        with self._lock:
-            rows = self._db.execute(
+        with self._db.read() as db:
+            rows = db.execute(
                 f"SELECT * FROM webhooks WHERE job_id IN ({names}) ORDER BY created_at", ids
             ).fetchall()
         return {row["job_id"]: WebhookRow(**{name: row[name] for name in _WEBHOOK_COLUMNS}) for row in rows}
 
     def prune_webhooks(self, before: int) -> int:
         """Forget delivered and failed events created before ``before``; returns how many."""
-        with self._lock, self._db:
-            return self._db.execute(
+        with self._db.write() as db:
+            return db.execute(
                 "DELETE FROM webhooks WHERE status != 'pending' AND created_at < :before", {"before": before}
             ).rowcount
 
@@ -382,8 +353,8 @@ class JobStore:
 
         One UPDATE decides: two runners racing for a job cannot both win.
         """
-        with self._lock, self._db:
-            cursor = self._db.execute(
+        with self._db.write() as db:
+            cursor = db.execute(
                 "UPDATE jobs SET runner_id = :runner, lease_until = :until "
                 "WHERE id = :id AND status IN ('queued', 'in_progress') "
                 "AND (runner_id IS NULL OR runner_id = :runner OR lease_until < :now)",
@@ -393,8 +364,8 @@ class JobStore:
 
     def renew(self, job_id: str, runner_id: str, lease_s: float) -> bool:
         """Extend our lease; False if another runner has taken the job (we must stop working on it)."""
-        with self._lock, self._db:
-            cursor = self._db.execute(
+        with self._db.write() as db:
+            cursor = db.execute(
                 "UPDATE jobs SET lease_until = :until WHERE id = :id AND runner_id = :runner",
                 {"until": time.time() + lease_s, "id": job_id, "runner": runner_id},
             )
@@ -402,8 +373,8 @@ class JobStore:
 
     def is_running(self, job_id: str, runner_id: str) -> bool:
         """Whether ``job_id`` is unfinished and leased to ``runner_id`` (not cancelled, deleted or taken)."""
-        with self._lock:
-            row = self._db.execute(
+        with self._db.read() as db:
+            row = db.execute(
                 "SELECT 1 FROM jobs WHERE id = :id AND runner_id = :runner "
                 "AND status IN ('queued', 'in_progress')",
                 {"id": job_id, "runner": runner_id},
@@ -411,16 +382,16 @@ class JobStore:
         return row is not None
 
     def release(self, job_id: str, runner_id: str) -> None:
-        with self._lock, self._db:
-            self._db.execute(
+        with self._db.write() as db:
+            db.execute(
                 "UPDATE jobs SET runner_id = NULL, lease_until = NULL WHERE id = :id AND runner_id = :runner",
                 {"id": job_id, "runner": runner_id},
             )
 
     def claimable(self) -> list[str]:
         """Unfinished jobs nobody holds a live lease on: queued, or left by a runner that died."""
-        with self._lock:
-            rows = self._db.execute(
+        with self._db.read() as db:
+            rows = db.execute(
                 "SELECT id FROM jobs WHERE status IN ('queued', 'in_progress') "
                 "AND (runner_id IS NULL OR lease_until < :now) ORDER BY seq",
                 {"now": time.time()},
@@ -433,8 +404,8 @@ class JobStore:
         A job that ended without ``expires_at`` (failed under an earlier version) expires ``retention_s``
         after it ended, or after it was created when that is not known either.
         """
-        with self._lock:
-            rows = self._db.execute(
+        with self._db.read() as db:
+            rows = db.execute(
                 "SELECT id FROM jobs WHERE status IN ('completed', 'failed', 'cancelled') "
                 "AND COALESCE(expires_at, COALESCE(completed_at, created_at) + :retention) < :before",
                 {"before": before, "retention": retention_s},
@@ -444,18 +415,18 @@ class JobStore:
     def existing(self, job_ids: list[str]) -> set[str]:
         """Which of ``job_ids`` have a row."""
         found: set[str] = set()
-        with self._lock:
+        with self._db.read() as db:
             for start in range(0, len(job_ids), 500):  # well under SQLite's limit on parameters
                 chunk = {f"id{i}": job_id for i, job_id in enumerate(job_ids[start : start + 500])}
                 names = ", ".join(":" + name for name in chunk)
-                rows = self._db.execute(f"SELECT id FROM jobs WHERE id IN ({names})", chunk).fetchall()
+                rows = db.execute(f"SELECT id FROM jobs WHERE id IN ({names})", chunk).fetchall()
                 found.update(row["id"] for row in rows)
         return found
 
     def counts(self) -> dict[str, int]:
         """How many jobs have each status (statuses with none are absent)."""
-        with self._lock:
-            rows = self._db.execute("SELECT status, COUNT(*) AS n FROM jobs GROUP BY status").fetchall()
+        with self._db.read() as db:
+            rows = db.execute("SELECT status, COUNT(*) AS n FROM jobs GROUP BY status").fetchall()
         return {row["status"]: row["n"] for row in rows}
 
     def queue_positions(self, job_ids: list[str]) -> dict[str, int]:
@@ -463,8 +434,8 @@ class JobStore:
         if not job_ids:
             return {}
         names, ids = _id_list(job_ids)
-        with self._lock:
-            rows = self._db.execute(
+        with self._db.read() as db:
+            rows = db.execute(
                 "SELECT j.id AS id, (SELECT COUNT(*) FROM jobs q WHERE q.status = 'queued' AND q.seq < j.seq) AS n "
                 f"FROM jobs j WHERE j.status = 'queued' AND j.id IN ({names})",
                 ids,
@@ -474,13 +445,13 @@ class JobStore:
     def pace(self, recent: int = 20) -> tuple[float | None, int]:
         """How long the last ``recent`` completed jobs ran (their median, in seconds; None before any), and how
         many runners hold a live lease now."""
-        with self._lock:
-            runs = self._db.execute(
+        with self._db.read() as db:
+            runs = db.execute(
                 "SELECT completed_at - started_at AS s FROM jobs WHERE status = 'completed' "
                 "AND started_at IS NOT NULL ORDER BY seq DESC LIMIT :n",
                 {"n": recent},
             ).fetchall()
-            runners = self._db.execute(
+            runners = db.execute(
                 "SELECT COUNT(DISTINCT runner_id) AS n FROM jobs WHERE runner_id IS NOT NULL AND lease_until >= :now",
                 {"now": time.time()},
             ).fetchone()["n"]
@@ -488,9 +459,9 @@ class JobStore:
         return (float(seconds[len(seconds) // 2]) if seconds else None), runners
 
     def delete(self, job_id: str) -> bool:
-        with self._lock, self._db:
-            self._db.execute("DELETE FROM scenes WHERE job_id = :id", {"id": job_id})
-            deleted = self._db.execute("DELETE FROM jobs WHERE id = :id", {"id": job_id}).rowcount > 0
+        with self._db.write() as db:
+            db.execute("DELETE FROM scenes WHERE job_id = :id", {"id": job_id})
+            deleted = db.execute("DELETE FROM jobs WHERE id = :id", {"id": job_id}).rowcount > 0
         self._notify(job_id)
         return deleted
 
@@ -498,9 +469,9 @@ class JobStore:
 
     def set_scenes(self, job_id: str, scenes: list[SceneRow]) -> None:
         """Replace the scenes of a job (when its script is written)."""
-        with self._lock, self._db:
-            self._db.execute("DELETE FROM scenes WHERE job_id = :id", {"id": job_id})
-            self._db.executemany(
+        with self._db.write() as db:
+            db.execute("DELETE FROM scenes WHERE job_id = :id", {"id": job_id})
+            db.executemany(
                 _insert("scenes", _SCENE_COLUMNS),
                 [{name: getattr(scene, name) for name in _SCENE_COLUMNS} for scene in scenes],
             )
@@ -522,20 +493,10 @@ class JobStore:
     def _add_new_columns(self) -> None:
         """Give a store written by an earlier version the columns SCHEMA has gained since (its rows stay)."""
         for table, columns in _schema_columns().items():
-            present = self._column_names(table)
+            present = self._db.column_names(table)
             for name, definition in columns.items():
-                if name in present:
-                    continue
-                try:
-                    self._db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {definition}")
-                except sqlite3.OperationalError:
-                    if name not in self._column_names(table):  # else another replica added it meanwhile
-                        raise
-                else:
+                if name not in present and self._db.add_column(table, name, definition):
                     logger.info("job store: added column %s.%s", table, name)
-
-    def _column_names(self, table: str) -> set[str]:
-        return {column[0] for column in self._db.execute(f"SELECT * FROM {table} LIMIT 0").description}
 
     def _notify(self, job_id: str) -> None:
         for listener in self.listeners:
@@ -545,26 +506,51 @@ class JobStore:
         self, table: str, columns: tuple[str, ...], changes: dict[str, Any], where: str, keys: dict[str, Any]
     ) -> None:
         assignments = _assignments(table, columns, changes)
-        with self._lock, self._db:
-            self._db.execute(f"UPDATE {table} SET {assignments} WHERE {where}", {**changes, **keys})
+        with self._db.write() as db:
+            db.execute(f"UPDATE {table} SET {assignments} WHERE {where}", {**changes, **keys})
 
-    def _by_key(self, key: str) -> JobRow | None:
-        row = self._db.execute("SELECT * FROM jobs WHERE idempotency_key = :key", {"key": key}).fetchone()
-        return self._with_scenes([row])[0] if row else None
 
-    def _with_scenes(self, rows: list[sqlite3.Row]) -> list[JobRow]:
-        """JobRows for job ``rows``, with their scenes read in one query (a list page is one, not 1 + N)."""
-        jobs = {row["id"]: JobRow(**{name: row[name] for name in _JOB_COLUMNS}) for row in rows}
-        if not jobs:
-            return []
-        ids = {f"id{i}": job_id for i, job_id in enumerate(jobs)}
-        scene_rows = self._db.execute(
-            f"SELECT * FROM scenes WHERE job_id IN ({', '.join(':' + name for name in ids)}) ORDER BY job_id, idx",
-            ids,
-        ).fetchall()
-        for r in scene_rows:
-            jobs[r["job_id"]].scenes.append(SceneRow(**{name: r[name] for name in _SCENE_COLUMNS}))
-        return list(jobs.values())
+def _with_scenes(db: Session, rows: list[Any]) -> list[JobRow]:
+    """JobRows for job ``rows``, with their scenes read in one query (a list page is one, not 1 + N)."""
+    jobs = {row["id"]: JobRow(**{name: row[name] for name in _JOB_COLUMNS}) for row in rows}
+    if not jobs:
+        return []
+    ids = {f"id{i}": job_id for i, job_id in enumerate(jobs)}
+    scene_rows = db.execute(
+        f"SELECT * FROM scenes WHERE job_id IN ({', '.join(':' + name for name in ids)}) ORDER BY job_id, idx",
+        ids,
+    ).fetchall()
+    for r in scene_rows:
+        jobs[r["job_id"]].scenes.append(SceneRow(**{name: r[name] for name in _SCENE_COLUMNS}))
+    return list(jobs.values())
+
+
+def _queue_webhook(db: Session, job_id: str, status: str, at: int) -> None:
+    """Queue the event of a job's end for its webhook, if it has one (inside ``finish``'s transaction,
+    so a job never ends without its event, nor gets it twice)."""
+    row = db.execute("SELECT webhook_url FROM jobs WHERE id = :id", {"id": job_id}).fetchone()
+    if row is None or not row["webhook_url"]:
+        return
+    event_id = f"evt_{uuid.uuid4().hex}"
+    body = {
+        "object": "event",
+        "id": event_id,
+        "type": f"video.{status}",
+        "created_at": at,
+        "data": {"id": job_id},
+    }
+    db.execute(
+        _insert("webhooks", ("id", "job_id", "url", "event", "body", "next_at", "created_at")),
+        {
+            "id": event_id,
+            "job_id": job_id,
+            "url": row["webhook_url"],
+            "event": body["type"],
+            "body": json.dumps(body, separators=(",", ":")),
+            "next_at": time.time(),
+            "created_at": at,
+        },
+    )
 
 
 def _schema_columns() -> dict[str, dict[str, str]]:
@@ -599,14 +585,3 @@ def now() -> int:
 
 def _insert(table: str, columns: tuple[str, ...]) -> str:
     return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join(':' + c for c in columns)})"
-
-
-def _connect(path: str) -> sqlite3.Connection:
-    db = sqlite3.connect(path, check_same_thread=False, timeout=30)
-    db.row_factory = sqlite3.Row
-    # WAL lets readers (status polls) proceed while a runner writes; NORMAL sync is durable across a
-    # process crash, which is the failure jobs must survive.
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute("PRAGMA synchronous=NORMAL")
-    db.execute("PRAGMA foreign_keys=ON")
-    return db

@@ -5,6 +5,7 @@ pytest_plugins = [
     "tests.fixtures.jobs",
     "tests.fixtures.media",
     "tests.fixtures.models",
+    "tests.fixtures.postgres",
     "tests.fixtures.serve",
     "tests.fixtures.writer",
 ]

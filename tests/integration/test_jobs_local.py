@@ -26,6 +26,14 @@ from tests.fixtures.jobs import Spy, job_row, runners, service_with, stages_with
 pytestmark = pytest.mark.integration
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def local_config(request, local_config):
+    """The runner's guarantees on both job stores: the SQLite file, and a PostgreSQL database."""
+    if request.param == "postgresql":
+        local_config.storage.database = request.getfixturevalue("postgres_url")
+    return local_config
+
+
 async def create(service: VideoService, **body) -> str:
     video = await service.create(CreateVideoRequest(prompt="Dawn. Noon. Dusk.", **body), None, None)
     return video.id
@@ -51,7 +59,7 @@ class Idle:
 def test_two_runners_racing_for_one_job_one_wins(local_config, tmp_path):
     async def scenario():
         # Two runners, as in two JobRunner replicas: separate stores on one database file.
-        workers = [worker_of(local_config, JobStore(local_config.storage.database_path)) for _ in range(2)]
+        workers = [worker_of(local_config, JobStore(local_config.storage.database_url)) for _ in range(2)]
         service = VideoService(local_config, workers[0][0].store, Idle())
         job_id = await create(service, num_scenes=3, seconds=3)
         won = await asyncio.gather(*(worker.run(job_id) for worker, _ in workers))

@@ -177,7 +177,7 @@ def test_the_queue_position_counts_down_as_jobs_start(local_config):
     local_config.jobs.max_concurrent_jobs = 1
 
     async def scenario():
-        store = JobStore(local_config.storage.database_path)
+        store = JobStore(local_config.storage.database_url)
         service = VideoService(local_config, store, Idle())
         # Created at once, as by many clients: each gets its own place, in creation order.
         created = await asyncio.gather(
@@ -249,7 +249,7 @@ def test_a_cancelled_video_sends_video_cancelled(local_config, secret):
     local_config.webhooks.allowed_hosts = ["127.0.0.1"]
 
     async def scenario():
-        store = JobStore(local_config.storage.database_path)
+        store = JobStore(local_config.storage.database_url)
         service = VideoService(local_config, store, Idle())
         video = await service.create(CreateVideoRequest(prompt="Dawn.", webhook_url=receiver.url), None, None)
         await service.cancel(video.id)
@@ -283,7 +283,7 @@ def test_a_cancelled_video_sends_video_cancelled(local_config, secret):
 )
 def test_webhooks_to_private_targets_are_refused_at_create(local_config, secret, url):
     async def scenario():
-        service = VideoService(local_config, JobStore(local_config.storage.database_path), Idle())
+        service = VideoService(local_config, JobStore(local_config.storage.database_url), Idle())
         await service.create(CreateVideoRequest(prompt="Dawn.", webhook_url=url), None, None)
 
     with pytest.raises(BadRequest) as refused:
@@ -296,7 +296,7 @@ def test_without_a_secret_a_webhook_url_is_refused(local_config, monkeypatch):
     local_config.webhooks.allowed_hosts = ["127.0.0.1"]
 
     async def scenario():
-        service = VideoService(local_config, JobStore(local_config.storage.database_path), Idle())
+        service = VideoService(local_config, JobStore(local_config.storage.database_url), Idle())
         await service.create(CreateVideoRequest(prompt="Dawn.", webhook_url="http://127.0.0.1/x"), None, None)
 
     with pytest.raises(BadRequest) as refused:

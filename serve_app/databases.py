@@ -1,0 +1,221 @@
+"""The job store's two databases behind one small interface: SQLite (the embedded default) and PostgreSQL.
+
+`JobStore` writes its SQL once, with ``:name`` parameters and SQLite's column types; a `Database` runs it.
+`read()` and `write()` hand out a `Session` for one method's statements: for SQLite the one connection under
+a lock (``write`` in a transaction), for PostgreSQL a connection from a psycopg pool, so the threads and
+tasks of a replica do not queue behind each other, with ``write`` in one transaction.
+
+What PostgreSQL changes: the parameter style (psycopg's ``%(name)s``), the column types (``BIGINT`` for
+SQLite's ``INTEGER``, ``DOUBLE PRECISION`` for ``REAL``, an identity column for ``AUTOINCREMENT``), and the
+exception a unique key raises. Credentials may stay out of the URL: libpq reads ``PGPASSWORD``,
+``PGPASSFILE``, ``PGUSER`` and the rest from the environment.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Protocol
+
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+
+
+def is_postgres(target: str | Path) -> bool:
+    """Whether ``target`` names a PostgreSQL database (a URL) rather than a SQLite file."""
+    return str(target).startswith(POSTGRES_SCHEMES)
+
+
+class Session(Protocol):
+    """Statements of one store method; rows come back as mappings from column name to value."""
+
+    def execute(self, sql: str, params: Any = ..., /) -> Any: ...
+
+    def executemany(self, sql: str, params: Any, /) -> Any: ...
+
+
+class Database(Protocol):
+    """Where the store's SQL runs (see the module's docstring)."""
+
+    integrity_error: tuple[type[Exception], ...]
+    trace: Callable[[str], None] | None  # called with each statement: tests count queries with it
+
+    def read(self) -> Any: ...  # a context manager yielding a Session
+
+    def write(self) -> Any: ...  # the same, in one transaction
+
+    def create_tables(self, schema: str) -> None: ...
+
+    def add_column(self, table: str, name: str, definition: str) -> bool: ...
+
+    def column_names(self, table: str) -> set[str]: ...
+
+    def close(self) -> None: ...
+
+
+def open_database(target: str | Path, pool_size: int = 8) -> Database:
+    """The database at ``target``: a ``postgresql://`` URL, or a SQLite file (its folder is created;
+    ``":memory:"`` for a throwaway store)."""
+    if is_postgres(target):
+        return PostgresDatabase(str(target), pool_size)
+    return SQLiteDatabase(str(target))
+
+
+class SQLiteDatabase:
+    """One connection in WAL mode, shared by the threads of a process under a lock."""
+
+    integrity_error: tuple[type[Exception], ...] = (sqlite3.IntegrityError,)
+
+    def __init__(self, path: str) -> None:
+        if path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, check_same_thread=False, timeout=30)
+        self._db.row_factory = sqlite3.Row
+        # WAL lets readers (status polls) proceed while a runner writes; NORMAL sync is durable across a
+        # process crash, which is the failure jobs must survive.
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        self._lock = threading.Lock()
+        self.trace: Callable[[str], None] | None = None
+        self._db.set_trace_callback(lambda sql: self.trace(sql) if self.trace else None)
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        with self._lock:
+            yield self._db
+
+    @contextmanager
+    def write(self) -> Iterator[Session]:
+        with self._lock, self._db:
+            yield self._db
+
+    def create_tables(self, schema: str) -> None:
+        with self._lock, self._db:
+            self._db.executescript(schema)
+
+    def add_column(self, table: str, name: str, definition: str) -> bool:
+        try:
+            with self._lock, self._db:
+                self._db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {definition}")
+        except sqlite3.OperationalError:
+            if name not in self.column_names(table):  # else another replica added it meanwhile
+                raise
+            return False
+        return True
+
+    def column_names(self, table: str) -> set[str]:
+        with self._lock:
+            return {column[0] for column in self._db.execute(f"SELECT * FROM {table} LIMIT 0").description}
+
+    def close(self) -> None:
+        self._db.close()
+
+
+class PostgresDatabase:
+    """A psycopg connection pool; each method's statements on one connection, writes in one transaction."""
+
+    def __init__(self, url: str, pool_size: int) -> None:
+        import psycopg
+        from psycopg.rows import dict_row
+        from psycopg_pool import ConnectionPool
+
+        self.integrity_error: tuple[type[Exception], ...] = (psycopg.IntegrityError,)
+        self.trace: Callable[[str], None] | None = None
+        try:  # one connection first: a wrong address or password is named at once, not after the pool's wait
+            psycopg.connect(url, connect_timeout=10).close()
+        except psycopg.Error as exc:
+            raise ConnectionError(
+                f"storage.database: cannot connect to PostgreSQL at {_redacted(url)}: {exc}"
+            ) from None
+        self._pool = ConnectionPool(
+            url,
+            min_size=1,
+            max_size=pool_size,
+            # Autocommit: a read is one statement, and `write` opens its own transaction.
+            kwargs={"autocommit": True, "row_factory": dict_row},
+            open=False,
+        )
+        self._pool.open(wait=True, timeout=30)
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        with self._pool.connection() as connection:
+            yield _PostgresSession(connection, self)
+
+    @contextmanager
+    def write(self) -> Iterator[Session]:
+        with self._pool.connection() as connection, connection.transaction():
+            yield _PostgresSession(connection, self)
+
+    def create_tables(self, schema: str) -> None:
+        with self.write() as session:
+            # One transaction, and an advisory lock: replicas starting together create the tables once.
+            session.execute("SELECT pg_advisory_xact_lock(7474)")
+            for statement in postgres_schema(schema).split(";"):
+                if statement.strip():
+                    session.execute(statement)
+
+    def add_column(self, table: str, name: str, definition: str) -> bool:
+        present = name in self.column_names(table)
+        with self.write() as session:
+            session.execute(
+                f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {name} {postgres_types(definition)}"
+            )
+        return not present
+
+    def column_names(self, table: str) -> set[str]:
+        with self.read() as session:
+            return {column.name for column in session.execute(f"SELECT * FROM {table} LIMIT 0").description}
+
+    def close(self) -> None:
+        self._pool.close()
+
+
+class _PostgresSession:
+    def __init__(self, connection: Any, database: PostgresDatabase) -> None:
+        self._connection = connection
+        self._database = database
+
+    def execute(self, sql: str, params: Mapping[str, Any] | None = None, /) -> Any:
+        if self._database.trace is not None:
+            self._database.trace(sql)
+        return self._connection.execute(_pyformat(sql), params)
+
+    def executemany(self, sql: str, params: Sequence[Mapping[str, Any]], /) -> None:
+        if self._database.trace is not None:
+            self._database.trace(sql)
+        with self._connection.cursor() as cursor:
+            cursor.executemany(_pyformat(sql), params)
+
+
+def postgres_schema(schema: str) -> str:
+    """SQLite's CREATE statements in PostgreSQL's types."""
+    return postgres_types(
+        schema.replace(
+            "INTEGER PRIMARY KEY AUTOINCREMENT", "BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY"
+        )
+    )
+
+
+def postgres_types(definition: str) -> str:
+    """A column definition in PostgreSQL's types: 64-bit integers (Unix times outlive 2038), doubles."""
+    return re.sub(r"\bREAL\b", "DOUBLE PRECISION", re.sub(r"\bINTEGER\b", "BIGINT", definition))
+
+
+@lru_cache(maxsize=512)
+def _pyformat(sql: str) -> str:
+    """``:name`` parameters as psycopg's ``%(name)s`` (a literal ``%`` doubled)."""
+    return re.sub(r"(?<![:\w]):(\w+)", r"%(\1)s", sql.replace("%", "%%"))
+
+
+def _redacted(url: str) -> str:
+    """The URL without its password, for messages."""
+    return re.sub(r"(://[^:/@]+):[^@/]*@", r"\1:***@", url)
+
+
+__all__ = ["Database", "Session", "is_postgres", "open_database", "postgres_schema"]
