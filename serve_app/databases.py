@@ -5,6 +5,9 @@
 a lock (``write`` in a transaction), for PostgreSQL a connection from a psycopg pool, so the threads and
 tasks of a replica do not queue behind each other, with ``write`` in one transaction.
 
+On PostgreSQL a write is also announced to every process (NOTIFY on one channel, LISTEN in a thread), so an
+event stream on any ingress replica wakes at once for a runner's write; on SQLite streams poll.
+
 What PostgreSQL changes: the parameter style (psycopg's ``%(name)s``), the column types (``BIGINT`` for
 SQLite's ``INTEGER``, ``DOUBLE PRECISION`` for ``REAL``, an identity column for ``AUTOINCREMENT``), and the
 exception a unique key raises. Credentials may stay out of the URL: libpq reads ``PGPASSWORD``,
@@ -13,6 +16,7 @@ exception a unique key raises. Credentials may stay out of the URL: libpq reads 
 
 from __future__ import annotations
 
+import logging
 import re
 import sqlite3
 import threading
@@ -23,6 +27,10 @@ from pathlib import Path
 from typing import Any, Protocol
 
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+CHANNEL = "storyreel_jobs"  # NOTIFY channel: the payload is the id of a job that changed
+LISTEN_WAKE_S = 1.0  # how often the listening thread looks up from its wait (to notice `close`)
+
+logger = logging.getLogger("ray.serve")
 
 
 def is_postgres(target: str | Path) -> bool:
@@ -53,6 +61,10 @@ class Database(Protocol):
     def add_column(self, table: str, name: str, definition: str) -> bool: ...
 
     def column_names(self, table: str) -> set[str]: ...
+
+    def publish(self, job_id: str) -> None: ...  # tell other processes that ``job_id`` changed
+
+    def subscribe(self, callback: Callable[[str], None]) -> None: ...  # hear other processes' changes
 
     def close(self) -> None: ...
 
@@ -112,6 +124,12 @@ class SQLiteDatabase:
         with self._lock:
             return {column[0] for column in self._db.execute(f"SELECT * FROM {table} LIMIT 0").description}
 
+    def publish(self, job_id: str) -> None:
+        """Nothing to send: other processes see SQLite's changes by polling (the event streams' timeout)."""
+
+    def subscribe(self, callback: Callable[[str], None]) -> None:
+        """Nothing to hear (see `publish`)."""
+
     def close(self) -> None:
         self._db.close()
 
@@ -141,6 +159,9 @@ class PostgresDatabase:
             open=False,
         )
         self._pool.open(wait=True, timeout=30)
+        self._url = url
+        self._closed = threading.Event()
+        self._listener: threading.Thread | None = None
 
     @contextmanager
     def read(self) -> Iterator[Session]:
@@ -172,7 +193,53 @@ class PostgresDatabase:
         with self.read() as session:
             return {column.name for column in session.execute(f"SELECT * FROM {table} LIMIT 0").description}
 
+    def publish(self, job_id: str) -> None:
+        """NOTIFY every process that listens (`subscribe`): an event stream on any ingress replica wakes at
+        once for a runner's write, instead of at its next poll."""
+        with self.read() as session:
+            session.execute("SELECT pg_notify(:channel, :job_id)", {"channel": CHANNEL, "job_id": job_id})
+
+    def subscribe(self, callback: Callable[[str], None]) -> None:
+        """Call ``callback(job_id)`` from a thread of its own for every `publish` (this process's included),
+        over a connection of its own that LISTENs; it reconnects after a failure, and a change missed
+        meanwhile is still caught by the streams' poll."""
+        if self._listener is not None:
+            raise RuntimeError("one subscriber per database")
+        listening = threading.Event()
+        self._listener = threading.Thread(
+            target=self._listen, args=(callback, listening), name="store-listen", daemon=True
+        )
+        self._listener.start()
+        # Returns once it listens, so every write after this call is heard.
+        if not listening.wait(timeout=30):
+            logger.warning("job store: not listening for other processes' writes yet; streams poll meanwhile")
+
+    def _listen(self, callback: Callable[[str], None], listening: threading.Event) -> None:
+        import psycopg
+
+        failing = False
+        while not self._closed.is_set():
+            try:
+                with psycopg.connect(self._url, autocommit=True) as connection:
+                    connection.execute(f"LISTEN {CHANNEL}")
+                    listening.set()
+                    failing = False
+                    while not self._closed.is_set():
+                        for notice in connection.notifies(timeout=LISTEN_WAKE_S):
+                            try:
+                                callback(notice.payload)
+                            except Exception:  # noqa: BLE001 - one listener's failure must not stop hearing
+                                logger.exception("job store: a listener failed on %s", notice.payload)
+            except psycopg.Error as exc:
+                if not failing:  # once per outage, not once a second
+                    logger.warning("job store: lost the LISTEN connection (%s); reconnecting", exc)
+                failing = True
+                self._closed.wait(1.0)
+
     def close(self) -> None:
+        self._closed.set()
+        if self._listener is not None:
+            self._listener.join(timeout=LISTEN_WAKE_S + 1)
         self._pool.close()
 
 

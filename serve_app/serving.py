@@ -123,7 +123,8 @@ class VideoService:
         self._streams: set[object] = set()
         # Each video's latest object as JSON, shared by all its streams: one read per change, not one each.
         self._snapshots: dict[str, tuple[float, str | None, str]] = {}
-        store.listeners.append(self._on_write)
+        self._loop: asyncio.AbstractEventLoop | None = None  # the streams' loop, for writes heard off it
+        store.add_listener(self._on_write)
 
     # -- create ---------------------------------------------------------------------------------
 
@@ -460,6 +461,7 @@ class VideoService:
         A comment line every ``EVENT_KEEPALIVE_S`` keeps proxies from closing a quiet stream; after
         ``limits.event_stream_max_seconds`` the stream ends and the client reconnects (``retry:``).
         """
+        self._loop = asyncio.get_running_loop()
         yield f"retry: {EVENT_RETRY_MS}\n\n"
         ends_at = time.monotonic() + self.config.limits.event_stream_max_seconds
         last, quiet = None, 0.0
@@ -533,11 +535,20 @@ class VideoService:
 
     def _on_write(self, job_id: str) -> None:
         """Store listener: wake every event stream (each re-reads its own video and sends it if changed)."""
-        self._snapshots.pop(job_id, None)
         try:
             asyncio.get_running_loop()
         except RuntimeError:
-            return  # a write outside the event loop (a test, a thread): streams catch it by their timeout
+            # Another thread: the store's listening thread (a write of another process, on PostgreSQL), or
+            # a write outside the event loop. Hand it to the streams' loop; with none, they poll.
+            loop = self._loop
+            try:
+                if loop is None:
+                    raise RuntimeError("no stream has started")
+                loop.call_soon_threadsafe(self._on_write, job_id)
+            except RuntimeError:  # no loop, or it closed meanwhile
+                self._snapshots.pop(job_id, None)
+            return
+        self._snapshots.pop(job_id, None)
         self._changed.set()
         self._changed = asyncio.Event()
 

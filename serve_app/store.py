@@ -201,13 +201,20 @@ class JobStore:
 
     def __init__(self, target: str | Path) -> None:
         self._db: Database = open_database(target)
-        # Called with the job id after every write: lets the event stream wake at once instead of polling.
-        self.listeners: list[Callable[[str], None]] = []
+        self.listeners: list[Callable[[str], None]] = []  # see `add_listener`
         self._db.create_tables(SCHEMA)
         self._add_new_columns()
 
     def close(self) -> None:
         self._db.close()
+
+    def add_listener(self, listener: Callable[[str], None]) -> None:
+        """Call ``listener(job_id)`` after every write: this process's, on the writing thread, and on
+        PostgreSQL every other process's too, from a listening thread (on SQLite those are only caught by
+        polling). Lets an event stream wake at once instead of at its next poll."""
+        if not self.listeners:
+            self._db.subscribe(self._heard)
+        self.listeners.append(listener)
 
     # -- jobs -----------------------------------------------------------------------------------
 
@@ -499,6 +506,11 @@ class JobStore:
                     logger.info("job store: added column %s.%s", table, name)
 
     def _notify(self, job_id: str) -> None:
+        for listener in self.listeners:
+            listener(job_id)
+        self._db.publish(job_id)
+
+    def _heard(self, job_id: str) -> None:
         for listener in self.listeners:
             listener(job_id)
 

@@ -228,3 +228,61 @@ def test_storage_database_takes_a_sqlite_path_or_a_postgresql_url():
         StorageConfig(database=url).database_path  # noqa: B018 - the property raises
     with pytest.raises(ValidationError, match=r"storage.database=mysql://\.\.\.: only postgresql://"):
         StorageConfig(database="mysql://root@db/storyreel")
+
+
+def test_on_postgresql_a_write_of_one_process_reaches_the_listeners_of_another(postgres_url):
+    import queue
+
+    writer, reader = JobStore(postgres_url), JobStore(postgres_url)  # as a runner and an ingress replica
+    heard: queue.Queue[str] = queue.Queue()
+    reader.add_listener(heard.put)
+    try:
+        job = writer.create(_job(1))
+        writer.update(job.id, progress=10)
+
+        assert heard.get(timeout=10) == job.id
+        assert heard.get(timeout=10) == job.id  # one notice per write
+    finally:
+        writer.close()
+        reader.close()
+
+
+def test_an_event_stream_wakes_for_another_processes_write_without_polling(
+    local_config, postgres_url, monkeypatch
+):
+    import asyncio
+    import json
+
+    from serve_app import serving
+    from tests.fixtures.jobs import job_row, service_with
+
+    # Streams poll every minute here: one that sees the write within seconds was woken by the notice.
+    monkeypatch.setattr(serving, "EVENT_POLL_S", 60.0)
+    local_config.storage.database = postgres_url
+    service = service_with(local_config)
+    runner_side = JobStore(postgres_url)  # the JobRunner's store, in another process in the service
+    video_id = "video_" + "a" * 32
+    runner_side.create(job_row(video_id, "queued"))
+
+    def data(event: str) -> dict:
+        return json.loads(event.split("data: ", 1)[1])
+
+    async def follow() -> tuple[dict, dict]:
+        stream = service.events(video_id)
+        try:
+            assert (await anext(stream)).startswith("retry:")
+            first = data(await anext(stream))
+            runner_side.update(video_id, status="in_progress", progress=40)
+            second = data(await asyncio.wait_for(anext(stream), timeout=10))
+            return first, second
+        finally:
+            await stream.aclose()
+
+    try:
+        first, second = asyncio.run(follow())
+    finally:
+        runner_side.close()
+        service.store.close()
+
+    assert (first["status"], first["progress"]) == ("queued", 0)
+    assert (second["status"], second["progress"]) == ("in_progress", 40)
