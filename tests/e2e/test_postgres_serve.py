@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
-from tests.fixtures.postgres import new_database
+from bench.postgres import new_database
 from tests.fixtures.serve import REPLICAS, Deployed, cpu_profile, deployed
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
