@@ -251,7 +251,7 @@ class _PostgresSession:
     def execute(self, sql: str, params: Mapping[str, Any] | None = None, /) -> Any:
         if self._database.trace is not None:
             self._database.trace(sql)
-        return self._connection.execute(_pyformat(sql), params)
+        return self._connection.execute(sql if params is None else _pyformat(sql), params)
 
     def executemany(self, sql: str, params: Sequence[Mapping[str, Any]], /) -> None:
         if self._database.trace is not None:

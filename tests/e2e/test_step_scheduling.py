@@ -50,16 +50,6 @@ def _loop_stats() -> dict:
     return stats["step_loop"]
 
 
-def _poll(app: Deployed, video_id: str, until, timeout_s: float = 120) -> dict:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        video = app.client.get(f"/v1/videos/{video_id}").json()
-        if until(video):
-            return video
-        time.sleep(0.1)
-    raise AssertionError(f"condition not reached for {video_id}: {video}")
-
-
 LONG_JOB = {
     "prompt": "A very long scene.",
     "scenes": [{"caption": "long"}],
@@ -82,7 +72,7 @@ SHORT_JOB = {
 def test_scenes_join_a_running_loop_leave_before_it_ends_and_cancel_leaves_at_the_next_step(app, tmp_path):
     long = app.client.post("/v1/videos", json=LONG_JOB).json()
     # Its scene is in the loop: progress moves inside the animate stage, step by step.
-    _poll(app, long["id"], lambda v: 25 < v["scenes"][0]["progress"] < 85)
+    app.poll(long["id"], lambda v: 25 < v["scenes"][0]["progress"] < 85)
 
     short = app.client.post("/v1/videos", json=SHORT_JOB)
     assert short.status_code == 200, short.text

@@ -150,16 +150,6 @@ def _painter_stats() -> dict:
     return serve.get_deployment_handle("KeyframePainter", app_name="tiny").stats.remote().result()
 
 
-def _poll(app: Deployed, video_id: str, until, timeout_s: float = 120) -> dict:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        video = app.client.get(f"/v1/videos/{video_id}").json()
-        if until(video):
-            return video
-        time.sleep(0.1)
-    raise AssertionError(f"condition not reached for {video_id}: {video}")
-
-
 def _replicas(deployment: str = "SVDGenerator") -> list:
     import ray
 
@@ -196,7 +186,7 @@ def test_step_progress_is_reported_and_cancel_stops_the_gpu_work(app):
 
     video = app.client.post("/v1/videos", json=SLOW_JOB).json()
     # Progress follows the denoising steps: a scene shows a value strictly inside its animate stage.
-    midway = _poll(app, video["id"], lambda v: any(25 < s["progress"] < 85 for s in v["scenes"]))
+    midway = app.poll(video["id"], lambda v: any(25 < s["progress"] < 85 for s in v["scenes"]))
     assert midway["status"] == "in_progress" and 0 < midway["progress"] < 100
 
     cancelled = app.client.post(f"/v1/videos/{video['id']}/cancel")
@@ -220,7 +210,7 @@ def test_a_killed_svd_replica_costs_a_retry_not_the_job(app):
     import ray
 
     video = app.client.post("/v1/videos", json=SLOW_JOB | {"seed": 2}).json()
-    _poll(app, video["id"], lambda v: any(25 < s["progress"] < 85 for s in v["scenes"]))
+    app.poll(video["id"], lambda v: any(25 < s["progress"] < 85 for s in v["scenes"]))
     replicas = _replicas()
     assert len(replicas) == 2
     for replica in replicas:  # both, so the one mid-batch surely dies
@@ -238,7 +228,7 @@ def test_a_killed_ingress_replica_neither_stops_nor_restarts_a_job(app):
     import ray
 
     video = app.client.post("/v1/videos", json=CHAINED_JOB | {"seed": 3}).json()
-    _poll(app, video["id"], lambda v: any(25 < s["progress"] < 85 for s in v["scenes"]))
+    app.poll(video["id"], lambda v: any(25 < s["progress"] < 85 for s in v["scenes"]))
     (ingress,) = _replicas("VideoAPI")
     ray.kill(ingress, no_restart=True)  # Serve starts another; the job's runner is elsewhere
 
@@ -257,8 +247,7 @@ def test_a_killed_runner_replica_costs_a_resume_from_the_last_finished_scene(app
 
     video = app.client.post("/v1/videos", json=CHAINED_JOB | {"seed": 4}).json()
     # Continuity chains the scenes: kill the runner once the first is done and the second is animating.
-    _poll(
-        app,
+    app.poll(
         video["id"],
         lambda v: (
             v["scenes"] and v["scenes"][0]["status"] == "completed" and 25 < v["scenes"][1]["progress"] < 85
