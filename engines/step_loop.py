@@ -194,6 +194,8 @@ class StepScheduler:
         memory_fraction: on CUDA, the share of device memory the loop may fill (see `MemoryAdmission`).
         probe: memory readings; default `torch.cuda`'s on a CUDA engine, none on the CPU (a stand-in turns
             admission by memory on anywhere, for tests).
+        decode_thread: decode finished scenes on a thread beside the loop, overlapping the next steps;
+            default on CUDA without CPU offload (where the two would move the same modules), else in the loop.
     """
 
     POLL_S = 0.05  # how often a waiting caller looks at its cancel token
@@ -204,8 +206,10 @@ class StepScheduler:
         max_active: int = 8,
         memory_fraction: float = 0.9,
         probe: MemoryProbe | None = None,
+        decode_thread: bool | None = None,
     ) -> None:
         self.engine = engine
+        self.decode_thread = decode_thread
         self.config = engine.config
         self.max_active = max_active
         self.memory_fraction = memory_fraction
@@ -220,6 +224,9 @@ class StepScheduler:
         self._thread: threading.Thread | None = None
         self._stepper: Stepper | None = None
         self._decoder: ThreadPoolExecutor | None = None
+        # `start` encodes the keyframe and `finish` decodes, both with the VAE, which SVD upcasts in place and
+        # Wan's keeps a feature cache in during a call: with a decoder thread the two must take turns.
+        self._vae = threading.Lock()
 
     # -- the engine's interface ------------------------------------------------------------------------
 
@@ -315,6 +322,8 @@ class StepScheduler:
         with self.engine.lock:
             self._stepper = self.engine.stepper()
             self._admission = self._memory_admission()
+            if self._stepper is not None and self._decodes_beside():
+                self._decoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="step-decode")
         while True:
             with self._wake:
                 while not self._closed and not self._queue and not self._active:
@@ -350,13 +359,16 @@ class StepScheduler:
         placement = self.engine.placement
         return placement.device if placement is not None else None
 
+    def _decodes_beside(self) -> bool:
+        if self.decode_thread is not None:
+            return self.decode_thread
+        device = self._device
+        on_cuda = device is not None and device.type == "cuda"
+        return on_cuda and not getattr(self.engine.runtime, "cpu_offload", False)
+
     def _memory_admission(self) -> MemoryAdmission | None:
         device = self._device
         on_cuda = device is not None and device.type == "cuda"
-        if self._stepper is not None and on_cuda and not getattr(self.engine.runtime, "cpu_offload", False):
-            # Decoding beside the loop overlaps with the next steps; with offload the two would move the
-            # same modules, so then it decodes in the loop.
-            self._decoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="step-decode")
         if self.probe is not None:
             return MemoryAdmission(self.probe, self.memory_fraction)
         if self._stepper is not None and on_cuda:
@@ -399,7 +411,8 @@ class StepScheduler:
 
     def _start(self, stepper: Stepper, scene: _Scene) -> None:
         try:
-            scene.state = stepper.start(scene.item)
+            with self._vae:
+                scene.state = stepper.start(scene.item)
         except Exception as exc:  # noqa: BLE001 - this scene's input or model fails alone
             scene.future.set_exception(self._as_unavailable(exc))
             return
@@ -466,7 +479,7 @@ class StepScheduler:
 
         def decode() -> None:
             try:
-                with torch.inference_mode():
+                with self._vae, torch.inference_mode():
                     frames = stepper.finish(state)
                 frames.seconds = time.perf_counter() - scene.admitted_at
                 frames.batch_size = state.peers

@@ -21,7 +21,7 @@ import torch
 from PIL import Image
 
 from core.errors import GenerationCancelled, ModelUnavailable
-from engines.step_loop import MemoryAdmission, StepScheduler
+from engines.step_loop import MemoryAdmission, SceneState, StepScheduler
 from engines.svd import SVDConfig
 from engines.tiny_models import TINY_LTX_SETTINGS, TINY_SVD_SETTINGS, TINY_WAN_SETTINGS
 from engines.transformer_video import LTXConfig, WanConfig
@@ -444,3 +444,61 @@ def test_wan_a14b_scenes_step_on_the_expert_of_their_own_timestep(tiny_wan_a14b_
     # first step runs on the other expert in a call of its own; its last two share the long one's calls.
     assert loop.stats.calls == Counter({1: 5, 2: 2})
     assert made_late.batch_size == 2
+
+
+class CodecProbe:
+    """A `Stepper` that makes no frames but records how its VAE-using calls (`start`, `finish`) and its
+    steps interleave. `finish` holds its decode open until a step has run beside it, and, while a late
+    scene is waiting to start, for a further second in which that start must not begin."""
+
+    def __init__(self, loop: StepScheduler) -> None:
+        self.loop = loop
+        self.decoding = threading.Event()
+        self.stepped_beside_decode = threading.Event()
+        self.starts_during_decode = 0
+        self.late: list[Call] = []
+
+    def start(self, item: Any) -> SceneState:
+        if self.decoding.is_set():
+            self.starts_during_decode += 1
+        scheduler = type("Timesteps", (), {"timesteps": torch.arange(item.param("num_inference_steps"))})()
+        return SceneState(item=item, scheduler=scheduler, latents=torch.zeros(1))
+
+    def key(self, state: SceneState) -> tuple[Any, ...]:
+        return ()
+
+    def advance(self, states: list[SceneState]) -> None:
+        if self.decoding.is_set():
+            self.stepped_beside_decode.set()
+        for state in states:
+            state.step += 1
+
+    def finish(self, state: SceneState) -> SceneFrames:
+        if not self.late:  # the first scene to finish: the loop must keep stepping the others meanwhile
+            self.decoding.set()
+            assert self.stepped_beside_decode.wait(WAIT_S)
+            self.late.append(Call(self.loop, [scene("svd", 133, steps=1)]))
+            wait_until(lambda: self.loop.waiting == 0)  # admitted: the loop now wants to start it
+            time.sleep(1.0)  # were starts not kept from decodes, it would start within this second
+            self.decoding.clear()
+        return SceneFrames(frames=np.zeros((1, 8, 8, 3), np.uint8), seed=state.item.seed, seconds=0.0)
+
+
+def test_with_a_decoder_thread_decodes_overlap_steps_but_never_a_keyframes_encoding(
+    tiny_svd_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = build_video_engine(config_of("svd", tiny_svd_path))
+    assert isinstance(engine, VideoEngine)
+    loop = StepScheduler(engine, decode_thread=True)
+    probe = CodecProbe(loop)
+    monkeypatch.setattr(engine, "stepper", lambda: probe)
+    try:
+        # A one-step scene finishes first and decodes while the 20-step one goes on stepping.
+        made = loop.generate([scene("svd", 131, steps=1), scene("svd", 132, steps=20)])
+        probe.late[0].wait()
+    finally:
+        loop.unload()
+
+    assert len(made) == 2
+    assert probe.stepped_beside_decode.is_set()
+    assert probe.starts_during_decode == 0
