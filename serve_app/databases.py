@@ -196,8 +196,13 @@ class PostgresDatabase:
     def publish(self, job_id: str) -> None:
         """NOTIFY every process that listens (`subscribe`): an event stream on any ingress replica wakes at
         once for a runner's write, instead of at its next poll."""
-        with self.read() as session:
-            session.execute("SELECT pg_notify(:channel, :job_id)", {"channel": CHANNEL, "job_id": job_id})
+        import psycopg
+
+        try:
+            with self.read() as session:
+                session.execute("SELECT pg_notify(:channel, :job_id)", {"channel": CHANNEL, "job_id": job_id})
+        except psycopg.Error as exc:  # the write itself stands; streams find it at their next poll
+            logger.warning("job store: could not announce a change of %s (%s)", job_id, exc)
 
     def subscribe(self, callback: Callable[[str], None]) -> None:
         """Call ``callback(job_id)`` from a thread of its own for every `publish` (this process's included),
