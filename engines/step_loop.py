@@ -235,10 +235,6 @@ class StepScheduler:
         return self.engine.loaded
 
     @property
-    def runtime(self) -> Any:
-        return self.engine.runtime
-
-    @property
     def waiting(self) -> int:
         """Scenes queued for the loop and not yet admitted."""
         with self._wake:
@@ -367,12 +363,10 @@ class StepScheduler:
         return on_cuda and not getattr(self.engine.runtime, "cpu_offload", False)
 
     def _memory_admission(self) -> MemoryAdmission | None:
-        device = self._device
-        on_cuda = device is not None and device.type == "cuda"
         if self.probe is not None:
             return MemoryAdmission(self.probe, self.memory_fraction)
-        if self._stepper is not None and on_cuda:
-            assert device is not None
+        device = self._device
+        if self._stepper is not None and device is not None and device.type == "cuda":
             return MemoryAdmission(CudaMemory(device), self.memory_fraction)
         return None
 
