@@ -1,7 +1,9 @@
-"""Where a job's artifacts live: one folder per job under the storage root, with fixed file names.
+"""Where a job's artifacts live: one folder per job (key prefix ``jobs/<id>``), with fixed file names.
 
 Paths are built only from validated job ids and scene numbers, never from request text, so ffmpeg and
-the content route only ever touch files the service wrote.
+the content route only ever touch files the service wrote. A stage writes a file in its scratch folder
+and `keep`s it; a stage that reads a file another process made asks for its `local` copy first. On local
+storage both are free: the scratch folder is the store.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from core.errors import InvalidInput
+from core.storage import Storage, open_storage
 
 JOB_ID = re.compile(r"video_[0-9a-f]{32}")  # always with fullmatch: `$` would let "...\n" through
 
@@ -31,14 +34,16 @@ class JobFiles:
     """The files of one job.
 
     Args:
-        root: the storage root (config ``storage.root``).
+        storage: where artifacts are kept; a path stands for a local folder (config ``storage.root``).
         job_id: a job id as the service issues them (``video_`` and 32 hex digits).
     """
 
-    def __init__(self, root: str | Path, job_id: str) -> None:
+    def __init__(self, storage: Storage | str | Path, job_id: str) -> None:
         if not is_job_id(job_id):
             raise ValueError(f"not a job id: {job_id!r}")
-        self.folder = Path(root) / "jobs" / job_id
+        self.storage = open_storage(storage)
+        self.prefix = f"jobs/{job_id}"
+        self.folder = self.storage.scratch / self.prefix
 
     def clip(self, index: int) -> Path:
         return self.folder / f"scene_{index:03d}.mp4"
@@ -101,8 +106,55 @@ class JobFiles:
         """Store the caller's reference image (PNG bytes), creating the job's folder."""
         with atomic_output(self.reference, "input_reference") as temp:
             temp.write_bytes(png)
+        self.keep(self.reference)
+
+    # -- kept files -----------------------------------------------------------------------------
+
+    def key(self, path: Path) -> str:
+        return f"{self.prefix}/{path.name}"
+
+    def keep(self, *paths: Path) -> None:
+        """Keep files written in the scratch folder (upload them to an object store)."""
+        for path in paths:
+            self.storage.put(self.key(path), path)
+
+    def local(self, path: Path) -> Path:
+        """``path``, downloaded first when another process made it; FileNotFoundError when none did."""
+        if not path.is_file() and not self.storage.fetch(self.key(path), path):
+            raise FileNotFoundError(f"{self.prefix} has no {path.name}")
+        return path
+
+    def has(self, path: Path) -> bool:
+        """Whether the job's file ``path`` is kept (here or in the store)."""
+        return path.is_file() or self.storage.exists(self.key(path))
+
+    def move(self, source: Path, target: Path) -> None:
+        """Rename a kept file (a run that already did finds it renamed)."""
+        if self.storage.remote and source.is_file():
+            os.replace(source, target)
+        self.storage.move(self.key(source), self.key(target))
+
+    def take(self, other: JobFiles, source: Path, target: Path) -> None:
+        """Keep ``other``'s file ``source`` as this job's ``target``; FileNotFoundError when it is gone."""
+        self.storage.copy(other.key(source), self.key(target))
+
+    # -- the folder -----------------------------------------------------------------------------
+
+    def create(self) -> None:
+        """Make the job's folder: the stages write only into a job whose folder exists."""
+        self.storage.make_folder(self.prefix)
+        self.folder.mkdir(parents=True, exist_ok=True)
+
+    def exists(self) -> bool:
+        """False once the job was deleted or expired: a late write must not bring its folder back."""
+        return self.storage.has_folder(self.prefix)
+
+    def forget(self) -> None:
+        """Drop this process's copies of the job's files (they stay kept); nothing on local storage."""
+        self.storage.forget(self.prefix)
 
     def remove(self) -> None:
+        self.storage.delete_folder(self.prefix)
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
@@ -110,15 +162,10 @@ def is_job_id(text: str) -> bool:
     return JOB_ID.fullmatch(text) is not None
 
 
-def job_folders(root: str | Path) -> Iterator[tuple[Path, float]]:
-    """Every job folder under ``root`` with its last-modified time (folders not named as job ids are skipped)."""
-    jobs = Path(root) / "jobs"
-    if not jobs.is_dir():
-        return
-    with os.scandir(jobs) as entries:
-        for entry in entries:
-            if is_job_id(entry.name) and entry.is_dir(follow_symlinks=False):
-                yield Path(entry.path), entry.stat(follow_symlinks=False).st_mtime
+def job_folders(storage: Storage | str | Path) -> dict[str, float]:
+    """Every job's folder by job id, with when it was last written (folders not named as job ids are skipped)."""
+    folders = open_storage(storage).folders("jobs")
+    return {name: modified for name, modified in folders.items() if is_job_id(name)}
 
 
 @contextlib.contextmanager

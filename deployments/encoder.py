@@ -6,6 +6,7 @@ import asyncio
 
 from ray import ObjectRef, serve
 
+from core.storage import Storage
 from engines.media import VideoProcessingConfig
 from engines.media.clips import ClipEncoder, EncodedScene, EncodeRequest, FinalVideo, StitchRequest
 from engines.stages import Animated
@@ -19,11 +20,11 @@ class Encoder:
 
     Args:
         config: the `video_processing` section of the app config.
-        storage_root: the storage folder the job files live in.
+        storage: where the job files are kept.
     """
 
-    def __init__(self, config: VideoProcessingConfig, storage_root: str) -> None:
-        self.clips = ClipEncoder(config, storage_root)
+    def __init__(self, config: VideoProcessingConfig, storage: Storage) -> None:
+        self.clips = ClipEncoder(config, storage)
 
     async def encode_scene(self, request: EncodeRequest, animated: Animated) -> EncodedScene:
         """Encode the frames of ``animated`` (fetched here from the animator, past the job runner)."""

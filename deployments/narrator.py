@@ -6,6 +6,7 @@ import asyncio
 
 from ray import serve
 
+from core.storage import Storage
 from deployments.model_thread import ModelThread
 from engines.fallback import FallbackPolicy
 from engines.narrator import NarrateRequest, Narration, NarrationConfig, NarratorEngine
@@ -17,12 +18,12 @@ class Narrator:
 
     Args:
         config: the `narration` section of the app config.
-        storage_root: the storage folder the job files live in.
+        storage: where the job files are kept.
         fallback: the app's fallback policy.
     """
 
-    def __init__(self, config: NarrationConfig, storage_root: str, fallback: FallbackPolicy = "auto") -> None:
-        self.engine = NarratorEngine(config, storage_root, fallback)
+    def __init__(self, config: NarrationConfig, storage: Storage, fallback: FallbackPolicy = "auto") -> None:
+        self.engine = NarratorEngine(config, storage, fallback)
         self.engine.load()
         # A neural voice computes: its calls share one thread. eSpeak NG takes milliseconds per sentence.
         self.thread = ModelThread("narrator") if self.engine.neural is not None else None

@@ -69,7 +69,7 @@ class LocalStages:
         self.policy = policy
         self.video = video
         self.cancelled = cancelled if cancelled is not None else set()
-        self.narrator_engine = narrator or NarratorEngine(NarrationConfig(), clips.storage_root, policy)
+        self.narrator_engine = narrator or NarratorEngine(NarrationConfig(), clips.storage, policy)
         self._paintings = MicroBatcher(self._paint_batch, max_size=4, wait_s=0.05)
         self._scenes = MicroBatcher(self._animate_batch, max_size=4, wait_s=0.2)
         # The five protocols, by name: this object is all of them.

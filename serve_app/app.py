@@ -43,9 +43,9 @@ def bind_graph(config: AppConfig, options: dict[str, dict[str, Any]] | None = No
 
     board = configured(JobBoard).bind()
     writer = configured(SceneWriter).bind(config.writer, config.fallback)
-    narrator = configured(Narrator).bind(config.narration, config.storage.root, config.fallback)
+    narrator = configured(Narrator).bind(config.narration, config.storage.open(), config.fallback)
     painter = configured(KeyframePainter).bind(config.painter, config.fallback)
     svd = configured(SVDGenerator).bind(config.video, config.fallback, board)
-    encoder = configured(Encoder).bind(config.video_processing, config.storage.root)
+    encoder = configured(Encoder).bind(config.video_processing, config.storage.open())
     runner = configured(JobRunner).bind(config, writer, narrator, painter, svd, encoder)
     return configured(VideoAPI).bind(config, runner, board)

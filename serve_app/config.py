@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from core.storage import Storage, check_url, is_url, open_storage
 from engines.fallback import FallbackPolicy
 from engines.media import VideoProcessingConfig
 from engines.narrator import NarrationConfig
@@ -34,15 +35,61 @@ class StorageConfig(BaseModel):
 
     root: str = Field(
         "storage",
-        description="Folder for job artifacts (scene clips, videos, posters, captions). On a multi-node cluster "
-        "it must be a volume every node mounts: the Encoder writes there and the ingress serves from it.",
+        description="Where job artifacts (scene clips, videos, posters, captions) are kept: a folder, or an "
+        "object store URL such as `s3://bucket/prefix` (credentials and endpoint from the standard "
+        "environment: `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_ENDPOINT_URL`). A folder on a "
+        "multi-node cluster must be a volume every node mounts; an object store needs none.",
+    )
+    scratch: str | None = Field(
+        None,
+        description="With an object store root: the local folder each process stages files in (ffmpeg "
+        "reads only local files), a subfolder per process; default `storyreel-scratch` in the system "
+        "temp folder. Unused with a folder root.",
+    )
+    presign: bool = Field(
+        False,
+        description="With an object store root: the content route redirects (307) to a presigned URL "
+        "instead of streaming the file through the ingress. The URL names the store's endpoint as the "
+        "service sees it, so clients must reach that endpoint too.",
+    )
+    presign_seconds: int = Field(
+        3600, ge=60, le=7 * 24 * 3600, description="How long a presigned content URL stays valid."
     )
     database: str | None = Field(
         None,
         description="The job store: a SQLite file (default `<root>/jobs.sqlite3`; keep it on local disk) or "
         "a PostgreSQL URL, `postgresql://user@host:5432/storyreel`. Leave the password out of the URL: "
-        "libpq reads `PGPASSWORD` (or `PGPASSFILE`) from the replicas' environment.",
+        "libpq reads `PGPASSWORD` (or `PGPASSFILE`) from the replicas' environment. Required with an "
+        "object store root.",
     )
+
+    @field_validator("root")
+    @classmethod
+    def _known_storage(cls, value: str) -> str:
+        if is_url(value):
+            try:
+                check_url(value)
+            except ValueError as exc:
+                raise ValueError(f"storage.root={exc}") from None
+        return value
+
+    @model_validator(mode="after")
+    def _object_store_rules(self) -> StorageConfig:
+        remote = is_url(self.root)
+        if remote and self.database is None:
+            raise ValueError(
+                f"storage.database is required with storage.root={self.root!r}: the job store cannot live "
+                "in an object store (give a PostgreSQL URL, or a SQLite file on local disk)"
+            )
+        if self.presign and not remote:
+            raise ValueError(
+                f"storage.presign=true needs an object store root; storage.root={self.root!r} is a folder"
+            )
+        return self
+
+    def open(self) -> Storage:
+        """Where the artifacts are kept (no connection is made until a file moves)."""
+        return open_storage(self.root, self.scratch)
 
     @field_validator("database")
     @classmethod

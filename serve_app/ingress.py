@@ -5,6 +5,7 @@ Routes only parse HTTP and call ``VideoService``; every error leaves through ``s
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 import os
@@ -18,7 +19,7 @@ import anyio
 from fastapi import APIRouter, Depends, FastAPI, Header, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import FileResponse, HTMLResponse, StreamingResponse
+from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import ValidationError
 from ray import serve
@@ -29,6 +30,7 @@ from core.status import JobStatus, Variant
 from serve_app import errors
 from serve_app.bodies import read_create_body
 from serve_app.config import AppConfig
+from serve_app.downloads import StoredContent, StoredObjectResponse
 from serve_app.errors import (
     BadRequest,
     Conflict,
@@ -300,10 +302,13 @@ async def delete_video(request: Request, video_id: VideoId) -> VideoDeleted:
         **errors.responses(BadRequest, NotFound, Conflict),
     },
 )
-async def download_content(
-    request: Request, video_id: VideoId, variant: Variant = Variant.VIDEO
-) -> OpenedFileResponse:
-    return OpenedFileResponse(_service(request).content(video_id, variant))
+async def download_content(request: Request, video_id: VideoId, variant: Variant = Variant.VIDEO) -> Response:
+    content = await asyncio.to_thread(_service(request).content, video_id, variant)
+    if isinstance(content, str):  # storage.presign: the client fetches it from the store itself
+        return RedirectResponse(content, status_code=307)
+    if isinstance(content, StoredContent):
+        return StoredObjectResponse(content)
+    return OpenedFileResponse(content)
 
 
 @api.post(

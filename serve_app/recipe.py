@@ -14,7 +14,6 @@ import hashlib
 import io
 import json
 import logging
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -72,6 +71,7 @@ class VideoRecipe:
         self.config = config
         self.store = store
         self.stages = stages
+        self.storage = config.storage.open()
 
     async def __call__(self, job_id: str) -> None:
         """Make (or finish) the video of ``job_id``, which the caller holds the lease of.
@@ -82,8 +82,8 @@ class VideoRecipe:
         job = self.store.get(job_id)
         if job is None or job.status in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED):
             return
-        files = JobFiles(self.config.storage.root, job_id)
-        files.folder.mkdir(parents=True, exist_ok=True)  # the encoder writes only into a job's own folder
+        files = JobFiles(self.storage, job_id)
+        await asyncio.to_thread(files.create)  # the encoder writes only into a job's own folder
         self.store.advance(
             job_id,
             status=JobStatus.IN_PROGRESS,
@@ -132,6 +132,8 @@ class VideoRecipe:
             raise
         except Exception as exc:  # noqa: BLE001 - every failure becomes the job's error object
             self.fail(job_id, exc)
+        finally:
+            files.forget()
 
     # -- steps ----------------------------------------------------------------------------------
 
@@ -256,7 +258,7 @@ class VideoRecipe:
     async def _stitch_request(
         self, job_id: str, request: CreateVideoRequest, plan: JobPlan, scenes: list[SceneRow]
     ) -> StitchRequest:
-        files = JobFiles(self.config.storage.root, job_id)
+        files = JobFiles(self.storage, job_id)
         spoken = []
         for scene in scenes:
             said = scene.narration
@@ -277,8 +279,8 @@ class VideoRecipe:
     def _take_over(self, job: JobRow, inherited: list[SceneRow], files: JobFiles) -> list[SceneRow]:
         """The scenes of the video an extension extends, done, with the clips copied when it was created."""
         for scene in inherited:
-            _move(files.inherited(scene.idx), files.clip(scene.idx))
-            _move(files.inherited_narration(scene.idx), files.narration(scene.idx))
+            files.move(files.inherited(scene.idx), files.clip(scene.idx))
+            files.move(files.inherited_narration(scene.idx), files.narration(scene.idx))
         return [_done(scene, job, files.clip(scene.idx)) for scene in inherited]
 
     def _reuse(
@@ -301,11 +303,11 @@ class VideoRecipe:
                 old is not None
                 and old.fingerprint == self._fingerprint(request, plan, row, frames[row.idx], files, chained)
                 and (old.generator != Animator.FALLBACK or self.config.fallback == "always")
-                and files.inherited(row.idx).is_file()
                 and unbroken
+                and files.has(files.inherited(row.idx))
             )
             if same and old is not None:
-                _move(files.inherited(row.idx), files.clip(row.idx))
+                files.move(files.inherited(row.idx), files.clip(row.idx))
                 kept.append(_done(old, job, files.clip(row.idx)))
             else:
                 kept.append(row)
@@ -332,7 +334,7 @@ class VideoRecipe:
         async def start_of(scene: SceneRow) -> bytes | None:
             if scene.idx != opening or scene.status == SceneStatus.COMPLETED:
                 return None
-            return await asyncio.to_thread(_last_frame_png, files.clip(scene.idx - 1))
+            return await asyncio.to_thread(_last_frame_png, files, files.clip(scene.idx - 1))
 
         if request.continuity:
             last_frame = None
@@ -367,11 +369,12 @@ class VideoRecipe:
         one before and encoded to its own file: a job that runs again resumes after the last one written.
         """
         clip = files.clip(scene.idx)
-        if scene.status == SceneStatus.COMPLETED and clip.is_file():  # checkpoint: done in an earlier run
-            return await asyncio.to_thread(_last_frame_png, clip) if request.continuity else None
+        if scene.status == SceneStatus.COMPLETED and await asyncio.to_thread(files.has, clip):
+            # checkpoint: done in an earlier run
+            return await asyncio.to_thread(_last_frame_png, files, clip) if request.continuity else None
         lengths = self._segments(frames)
         first = scene.segments_done if scene.segments == len(lengths) else 0
-        while first > 0 and not files.segment(scene.idx, first - 1).is_file():
+        while first > 0 and not await asyncio.to_thread(files.has, files.segment(scene.idx, first - 1)):
             first -= 1  # a segment file gone (a redeploy on a fresh volume): make it again
         first = min(first, len(lengths) - 1)
         self._scene(
@@ -390,12 +393,12 @@ class VideoRecipe:
         stage_started = time.monotonic()
         keyframe: Any
         if first > 0:
-            png = await asyncio.to_thread(_last_frame_png, files.segment(scene.idx, first - 1))
+            png = await asyncio.to_thread(_last_frame_png, files, files.segment(scene.idx, first - 1))
             keyframe = KeyframeResult(
                 await asyncio.to_thread(_open_png, png, width, height), KeyframeSource.CONTINUITY
             )
-        elif scene.idx == 0 and files.reference.is_file():
-            image = await asyncio.to_thread(_open_reference, files.reference, width, height)
+        elif scene.idx == 0 and await asyncio.to_thread(files.has, files.reference):
+            image = await asyncio.to_thread(_open_reference, files, width, height)
             keyframe = KeyframeResult(image, KeyframeSource.REFERENCE)
         elif previous_frame is not None:
             image = await asyncio.to_thread(_open_png, previous_frame, width, height)
@@ -549,8 +552,8 @@ class VideoRecipe:
     ) -> str:
         """What a scene's clip is made from: a remix whose scene has the same fingerprint takes its clip over."""
         motion = scene.motion_bucket_id if request.motion_bucket_id is None else request.motion_bucket_id
-        if scene.idx == 0 and files.reference.is_file():
-            start = "reference:" + hashlib.sha256(files.reference.read_bytes()).hexdigest()
+        if scene.idx == 0 and files.has(files.reference):
+            start = "reference:" + hashlib.sha256(files.local(files.reference).read_bytes()).hexdigest()
         else:
             start = "previous scene" if chained else "painted"
         made_of = {
@@ -604,12 +607,6 @@ class VideoRecipe:
         metrics.get().stage_seconds.observe(time.monotonic() - started, tags={"stage": stage})
 
 
-def _move(source: Path, target: Path) -> None:
-    """Put a taken-over clip in place (a run that already did, and stopped, finds it there)."""
-    if source.is_file():
-        os.replace(source, target)
-
-
 def _narration_json(said: Narration, lead: float) -> str:
     """A scene's narration as the scene row keeps it (the video object's `narration`)."""
     return json.dumps(
@@ -633,7 +630,7 @@ def _narration_json(said: Narration, lead: float) -> str:
 def _music_format(files: JobFiles) -> str | None:
     """The format of the job's music bed, or None when it has none."""
     try:
-        with open(files.music, "rb") as music:
+        with open(files.local(files.music), "rb") as music:
             return sniff_music(music.read(16))
     except FileNotFoundError:
         return None
@@ -663,8 +660,8 @@ def _progress(segments_done: float, segments: int) -> int:
     return int(low + (high - low) * segments_done / segments)
 
 
-def _open_reference(path: Path, width: int, height: int) -> Image.Image:
-    with Image.open(path) as reference:
+def _open_reference(files: JobFiles, width: int, height: int) -> Image.Image:
+    with Image.open(files.local(files.reference)) as reference:
         return prepare_reference(reference, width, height)
 
 
@@ -673,8 +670,8 @@ def _open_png(png: bytes, width: int, height: int) -> Image.Image:
         return prepare_reference(frame, width, height)
 
 
-def _last_frame_png(clip: Path) -> bytes:
-    return png_bytes(VideoProcessor.sample_frames(clip, 10**6)[-1])
+def _last_frame_png(files: JobFiles, clip: Path) -> bytes:
+    return png_bytes(VideoProcessor.sample_frames(files.local(clip), 10**6)[-1])
 
 
 def unwrap(exc: BaseException) -> BaseException:

@@ -51,6 +51,7 @@ class JobWorker:
         self.config = config
         self.store = store
         self.recipe = recipe
+        self.storage = config.storage.open()
         self.runner_id = f"runner-{uuid.uuid4().hex[:12]}"
         self.tasks: dict[str, asyncio.Task] = {}
         self._wake = asyncio.Event()
@@ -212,7 +213,7 @@ class JobWorker:
         """Delete expired videos and job folders without a job; report the job counts."""
         for job_id in self.store.expired(before=now(), retention_s=self.config.jobs.retention_seconds):
             self.store.delete(job_id)
-            JobFiles(self.config.storage.root, job_id).remove()
+            JobFiles(self.storage, job_id).remove()
             logger.info("job %s expired and was deleted", job_id)
         self._remove_orphans()
         self.store.prune_webhooks(before=now() - self.config.jobs.retention_seconds)
@@ -229,9 +230,9 @@ class JobWorker:
             return
         self._orphans_checked_at = time.monotonic()
         cutoff = time.time() - ORPHAN_GRACE_S
-        old = [folder.name for folder, modified in job_folders(self.config.storage.root) if modified < cutoff]
+        old = [job_id for job_id, modified in job_folders(self.storage).items() if modified < cutoff]
         for job_id in set(old) - self.store.existing(old):
-            JobFiles(self.config.storage.root, job_id).remove()
+            JobFiles(self.storage, job_id).remove()
             logger.info("removed job folder %s, which has no job", job_id)
 
 

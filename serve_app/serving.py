@@ -14,7 +14,6 @@ import hashlib
 import json
 import logging
 import math
-import os
 import secrets
 import shutil
 import tempfile
@@ -35,6 +34,7 @@ from core.status import TERMINAL, JobStatus, Variant
 from engines.media import audio
 from serve_app import uploads, webhooks
 from serve_app.config import AppConfig
+from serve_app.downloads import StoredContent
 from serve_app.errors import Conflict, NotFound, Overloaded, Unprocessable, bad_value
 from serve_app.planning import JobPlan, plan_job
 from serve_app.protocol import (
@@ -117,6 +117,7 @@ class VideoService:
         self.config = config
         self.store = store
         self.runners = runners
+        self.storage = config.storage.open()
         self.started_at = now()
         self._changed = asyncio.Event()
         # A token for each event stream now open (see open_events).
@@ -197,23 +198,27 @@ class VideoService:
         job: JobRow,
         reference_png: bytes | None,
         inherited: Sequence[tuple[JobFiles, int]] = (),
-        music: Path | bytes | None = None,
+        music: bytes | Path | JobFiles | None = None,
     ) -> VideoObject:
-        """Store a new job with its reference image, music bed and the clips it takes over, then start it."""
+        """Store a new job with its reference image, music bed and the clips it takes over, then start it.
+
+        ``music``: the caller's upload, a track of the music folder, or the bed of the video it starts from.
+        """
         # The files are written before the row, so a runner never sees a job without them; a crash in
         # between leaves a folder without a row, which the sweep removes.
-        files = JobFiles(self.config.storage.root, job.id)
+        files = JobFiles(self.storage, job.id)
         try:
             if reference_png is not None:
                 await asyncio.to_thread(files.write_reference, reference_png)
             for source, index in inherited:
-                await asyncio.to_thread(_link, source.clip(index), files.inherited(index))
-                if source.narration(index).is_file():
-                    await asyncio.to_thread(_link, source.narration(index), files.inherited_narration(index))
-            if isinstance(music, bytes):
-                await asyncio.to_thread(_write_file, files.music, music)
+                await asyncio.to_thread(_take, files, source, source.clip(index), files.inherited(index))
+                if await asyncio.to_thread(source.has, source.narration(index)):
+                    narration = source.narration(index)
+                    await asyncio.to_thread(_take, files, source, narration, files.inherited_narration(index))
+            if isinstance(music, JobFiles):
+                await asyncio.to_thread(_take, files, music, music.music, files.music)
             elif music is not None:
-                await asyncio.to_thread(_link, music, files.music)
+                await asyncio.to_thread(_write_music, files, music)
             self.store.create(job)
         except IdempotencyConflict as conflict:
             files.remove()
@@ -221,6 +226,8 @@ class VideoService:
         except BaseException:
             files.remove()
             raise
+        finally:
+            files.forget()  # the ingress reads none of them again
         await self.runners.job_stored(job.id)
         return self.to_objects([job])[0]
 
@@ -366,20 +373,22 @@ class VideoService:
             raise bad_value(where, fields.get(where, "<from the source video>"), first["msg"]) from None
 
     def _clips(self, source: JobRow) -> list[tuple[JobFiles, int]]:
-        files = JobFiles(self.config.storage.root, source.id)
+        files = JobFiles(self.storage, source.id)
         return [(files, scene.idx) for scene in source.scenes]
 
-    def _source_music(self, source: JobRow) -> Path | None:
-        """The music bed of a video a remix or an extension starts from (kept, uploaded or named)."""
-        music = JobFiles(self.config.storage.root, source.id).music
-        return music if music.is_file() else None
+    def _source_music(self, source: JobRow) -> JobFiles | None:
+        """The files of a video a remix or an extension starts from, when it has a music bed."""
+        files = JobFiles(self.storage, source.id)
+        return files if files.has(files.music) else None
 
     async def _source_reference(self, source: JobRow) -> bytes | None:
-        path = JobFiles(self.config.storage.root, source.id).reference
+        files = JobFiles(self.storage, source.id)
         try:
-            return await asyncio.to_thread(path.read_bytes)
+            return await asyncio.to_thread(lambda: files.local(files.reference).read_bytes())
         except FileNotFoundError:
             return None
+        finally:
+            files.forget()
 
     def _replay(self, existing: JobRow, key: str | None, body_hash: str) -> VideoObject:
         """The job an idempotency key already made; 422 if this request's body is not the one it was made with."""
@@ -409,19 +418,33 @@ class VideoService:
             has_more=has_more,
         )
 
-    def content(self, video_id: str, variant: str) -> Content:
-        """The file of a finished video's ``variant``, opened, with its media type and download name."""
+    def content(self, video_id: str, variant: str) -> Content | StoredContent | str:
+        """The file of a finished video's ``variant`` with its media type and download name: opened (on
+        local storage), found in the object store, or (with ``storage.presign``) a presigned URL to it."""
         job = self._job(video_id)
         if job.status != JobStatus.COMPLETED:
             raise Conflict(
                 f"video {video_id} is {job.status}; content is ready when it is completed", code="not_ready"
             )
-        path = JobFiles(self.config.storage.root, video_id).variant(variant)
-        try:
-            file = path.open("rb")
-        except (FileNotFoundError, NotADirectoryError):  # none made, or deleted since the row was read
-            raise NotFound(f"video {video_id} has no {variant}", param="variant") from None
-        return Content(file, CONTENT_TYPES[variant], f"{video_id}{path.suffix}")
+        files = JobFiles(self.storage, video_id)
+        path = files.variant(variant)
+        missing = NotFound(f"video {video_id} has no {variant}", param="variant")
+        if not self.storage.remote:
+            try:
+                file = path.open("rb")
+            except (FileNotFoundError, NotADirectoryError):  # none made, or deleted since the row was read
+                raise missing from None
+            return Content(file, CONTENT_TYPES[variant], f"{video_id}{path.suffix}")
+        stored = self.storage.stat(files.key(path))
+        if stored is None:
+            raise missing
+        if self.config.storage.presign:
+            url = self.storage.presign(files.key(path), self.config.storage.presign_seconds)
+            if url is not None:
+                return url
+        return StoredContent(
+            self.storage, files.key(path), stored, CONTENT_TYPES[variant], f"{video_id}{path.suffix}"
+        )
 
     def models(self) -> ModelList:
         return ModelList(data=[ModelObject(id=self.config.served_model_name, created=self.started_at)])
@@ -519,7 +542,7 @@ class VideoService:
         self._job(video_id)
         await self._stop(video_id)
         self.store.delete(video_id)
-        JobFiles(self.config.storage.root, video_id).remove()
+        await asyncio.to_thread(JobFiles(self.storage, video_id).remove)
         return VideoDeleted(id=video_id)
 
     async def _stop(self, video_id: str) -> None:
@@ -668,18 +691,15 @@ def _scenes_json(source: JobRow) -> str:
     return json.dumps([dataclasses.asdict(scene) for scene in source.scenes])
 
 
-def _link(source: Path, target: Path) -> None:
-    """Give ``target`` the content of clip ``source``: a hard link where the filesystem allows, else a copy.
+def _take(files: JobFiles, source: JobFiles, path: Path, target: Path) -> None:
+    """Give ``files`` the source video's file ``path`` as ``target``: a hard link or a copy in the store.
 
     Either way the new video keeps its clips when the source video is deleted or expires.
     """
-    target.parent.mkdir(parents=True, exist_ok=True)
     try:
-        os.link(source, target)
+        files.take(source, path, target)
     except FileNotFoundError:
-        raise Conflict(f"a clip of the source video is gone ({source.name})", code="not_ready") from None
-    except OSError:
-        shutil.copyfile(source, target)
+        raise Conflict(f"a clip of the source video is gone ({path.name})", code="not_ready") from None
 
 
 def _sse(event: str, data: dict) -> str:
@@ -719,9 +739,14 @@ def _check_music_bytes(data: bytes, kind: str) -> None:
             raise bad_value("music", exc.value, exc.reason) from None
 
 
-def _write_file(path: Path, data: bytes) -> None:
-    with atomic_output(path, "music") as temp:
-        temp.write_bytes(data)
+def _write_music(files: JobFiles, music: bytes | Path) -> None:
+    """The job's music bed: the caller's upload, or a copy of a track of the music folder."""
+    with atomic_output(files.music, "music") as temp:
+        if isinstance(music, bytes):
+            temp.write_bytes(music)
+        else:
+            shutil.copyfile(music, temp)
+    files.keep(files.music)
 
 
 async def _reference_png(request: CreateVideoRequest, upload: bytes | None) -> bytes | None:

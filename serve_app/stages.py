@@ -160,8 +160,9 @@ def local_stages(config: AppConfig, cancelled: set[str] | None = None) -> LocalS
     policy = config.fallback
     painter, _ = load_under_policy(lambda: PainterEngine(config.painter), policy, "Keyframe painter")
     svd, _ = load_under_policy(lambda: build_video_engine(config.video), policy, config.video.family)
-    clips = ClipEncoder(config.video_processing, config.storage.root)
-    narrator = NarratorEngine(config.narration, config.storage.root, policy)
+    storage = config.storage.open()
+    clips = ClipEncoder(config.video_processing, storage)
+    narrator = NarratorEngine(config.narration, storage, policy)
     narrator.load()
     return LocalStages(
         scene_writer(config.writer, policy), painter, svd, clips, policy, config.video, cancelled, narrator

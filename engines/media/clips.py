@@ -16,6 +16,7 @@ from PIL import Image
 from core.errors import JobGone
 from core.files import JobFiles
 from core.status import Variant
+from core.storage import Storage, open_storage
 from engines.media import audio, subtitles
 from engines.media.captions import Cue, write_webvtt
 from engines.media.processor import VideoProcessingConfig, VideoProcessor
@@ -110,12 +111,12 @@ class ClipEncoder:
 
     Args:
         config: the `video_processing` section of the app config.
-        storage_root: the storage folder the job files live in.
+        storage: where the job files are kept (a path: a local folder).
     """
 
-    def __init__(self, config: VideoProcessingConfig, storage_root: str | Path) -> None:
+    def __init__(self, config: VideoProcessingConfig, storage: Storage | str | Path) -> None:
         self.processor = VideoProcessor(config)
-        self.storage_root = storage_root
+        self.storage = open_storage(storage)
 
     def encode_scene(self, request: EncodeRequest, frames: np.ndarray) -> EncodedScene:
         """Interpolate (if configured) and encode one scene's frames (or one segment's) to its file.
@@ -133,14 +134,18 @@ class ClipEncoder:
         last = png_bytes(frames[-1]) if request.keep_last_frame else None
         if request.segments == 1:
             path = self.processor.frames_to_video(made, files.clip(request.index), fps)
+            files.keep(path)
             return EncodedScene(str(path), len(made), fps, last)
         if request.segment > 0:
             made = made[1:]  # the previous segment's last frame, which this one started from
         path = self.processor.frames_to_video(made, files.segment(request.index, request.segment), fps)
+        files.keep(path)
         if request.segment < request.segments - 1:
             return EncodedScene(str(path), len(made), fps, last)
-        parts = [files.segment(request.index, k) for k in range(request.segments)]
+        # Earlier segments may have been encoded elsewhere (another replica, or before a restart).
+        parts = [files.local(files.segment(request.index, k)) for k in range(request.segments)]
         clip = self.processor.stitch(parts, files.clip(request.index), transition="cut", fps=fps)
+        files.keep(clip)
         frames_in_clip = sum(self.processor.probe(part).frames for part in parts)
         return EncodedScene(str(clip), frames_in_clip, fps, last)
 
@@ -148,7 +153,13 @@ class ClipEncoder:
         """Stitch the clips into the final video and write its poster, spritesheet and captions; burn the
         subtitles in and add the audio track (voices, music bed) when the request has them."""
         files = self._files(request.job_id)
-        clips = [files.clip(i) for i in range(len(request.captions))]
+        try:
+            return self._stitch(files, request)
+        finally:
+            files.forget()  # every file it made is kept; the next job needs the scratch space
+
+    def _stitch(self, files: JobFiles, request: StitchRequest) -> FinalVideo:
+        clips = [files.local(files.clip(i)) for i in range(len(request.captions))]
         video = files.variant(Variant.VIDEO)
         finishing = request.burn_subtitles or request.has_audio
         picture = self.processor.stitch(clips, files.picture if finishing else video, size=request.size)
@@ -172,6 +183,8 @@ class ClipEncoder:
         thumbnail = self.processor.write_thumbnail(poster, files.variant(Variant.THUMBNAIL))
         spritesheet = self.processor.write_spritesheet(frames, files.variant(Variant.SPRITESHEET))
         vtt = write_webvtt(cues, files.variant(Variant.CAPTIONS)) if request.with_captions else None
+        # The video last: once it is kept, the content route can serve every variant of it.
+        files.keep(*(path for path in (track, thumbnail, spritesheet, vtt) if path is not None), video)
         return FinalVideo(
             video=str(video),
             thumbnail=str(thumbnail),
@@ -209,11 +222,11 @@ class ClipEncoder:
         self, files: JobFiles, request: StitchRequest, spans: list[tuple[float, float]], duration: float
     ) -> Path:
         voices = [
-            audio.Voice(files.narration(i), spans[i][0] + spoken.lead)
+            audio.Voice(files.local(files.narration(i)), spans[i][0] + spoken.lead)
             for i, spoken in enumerate(request.spoken)
             if spoken is not None
         ]
-        music = (files.music, request.music) if request.music is not None else None
+        music = (files.local(files.music), request.music) if request.music is not None else None
         config = self.processor.config
         return audio.mix(
             voices, duration, files.variant(Variant.AUDIO), config.audio, music, config.ffmpeg_path
@@ -222,8 +235,8 @@ class ClipEncoder:
     def _files(self, job_id: str) -> JobFiles:
         """The job's files; its folder must exist (the runner makes it), so a write that comes after a DELETE
         or an expiry does not bring the folder back with a file in it."""
-        files = JobFiles(self.storage_root, job_id)
-        if not files.folder.is_dir():
+        files = JobFiles(self.storage, job_id)
+        if not files.exists():
             raise JobGone(f"job {job_id} has no folder: it was deleted or expired meanwhile")
         return files
 

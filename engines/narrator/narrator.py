@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from core.errors import InvalidInput, JobGone, ModelUnavailable, as_value_error
 from core.files import JobFiles, atomic_output
+from core.storage import Storage, open_storage
 from engines.fallback import FallbackPolicy
 from engines.narrator.espeak import Espeak, check_voice
 from engines.narrator.neural import NeuralVoiceConfig, VitsVoice
@@ -210,14 +211,16 @@ class NarratorEngine:
 
     Args:
         config: the `narration` section of the app config.
-        storage_root: the storage folder the job files live in.
+        storage: where the job files are kept (a path: a local folder).
         policy: `always` never loads the neural voice; `auto` speaks with eSpeak NG when it cannot load or
             does not speak a scene's language (recording why); `never` fails instead.
     """
 
-    def __init__(self, config: NarrationConfig, storage_root: str | Path, policy: FallbackPolicy = "auto"):
+    def __init__(
+        self, config: NarrationConfig, storage: Storage | str | Path, policy: FallbackPolicy = "auto"
+    ) -> None:
         self.config = config
-        self.storage_root = storage_root
+        self.storage = open_storage(storage)
         self.policy = policy
         self.neural: VitsVoice | None = None
         self.neural_unavailable: str | None = None
@@ -257,8 +260,8 @@ class NarratorEngine:
         """
         if not 0.25 <= request.rate <= 4:
             raise InvalidInput("rate", request.rate, "must be between 0.25 and 4")
-        files = JobFiles(self.storage_root, request.job_id)
-        if not files.folder.is_dir():  # a write after a DELETE must not bring the folder back
+        files = JobFiles(self.storage, request.job_id)
+        if not files.exists():  # a write after a DELETE must not bring the folder back
             raise JobGone(f"job {request.job_id} has no folder: it was deleted or expired meanwhile")
         language = request.language or detect_language(request.text, self.config.language)
         refusal = "the request named an eSpeak NG voice" if request.voice else self._neural_refusal(language)
@@ -295,6 +298,9 @@ class NarratorEngine:
             at += len(samples)
         audio = np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
         write_wav(files.narration(request.index), audio, rate)
+        files.keep(files.narration(request.index))
+        if files.storage.remote:  # the encoder reads it from the store; this process never does
+            files.narration(request.index).unlink()
         fell_back = self.config.backend == "vits" and narrator == "espeak" and request.voice is None
         return Narration(
             path=str(files.narration(request.index)),
