@@ -6,6 +6,7 @@ pytest_plugins = [
     "tests.fixtures.media",
     "tests.fixtures.models",
     "tests.fixtures.postgres",
+    "tests.fixtures.s3",
     "tests.fixtures.serve",
     "tests.fixtures.writer",
 ]

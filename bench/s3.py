@@ -1,0 +1,90 @@
+"""An S3-compatible server of its own (moto in server mode, as s3fs's own tests use), for the tests and the
+benchmarks: a separate process on a free loopback port, reached over real HTTP by s3fs and botocore.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+from bench.service import free_port
+
+# What a client of the server needs in its environment: the endpoint and (any) credentials.
+CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "storyreel-test",
+    "AWS_SECRET_ACCESS_KEY": "storyreel-test-secret",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
+class ServerMissing(RuntimeError):
+    """moto's server is not installed."""
+
+
+@contextmanager
+def s3_server() -> Iterator[dict[str, str]]:
+    """Start the server; yield the environment that points clients at it; stop it after."""
+    try:
+        import moto.server  # noqa: F401
+    except ImportError:
+        raise ServerMissing("moto's S3 server is not installed: run `make install`") from None
+    port = free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    with tempfile.TemporaryDirectory(prefix="storyreel-s3-") as folder:
+        log = Path(folder) / "server.log"
+        with open(log, "wb") as output:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                stdout=output,
+                stderr=subprocess.STDOUT,
+            )
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    httpx.get(f"{endpoint}/", timeout=1)
+                    break
+                except httpx.TransportError:
+                    if process.poll() is not None or time.monotonic() > deadline:
+                        raise RuntimeError(
+                            f"the S3 server did not start: {log.read_text()[-2000:]}"
+                        ) from None
+                    time.sleep(0.1)
+            yield {**CREDENTIALS, "AWS_ENDPOINT_URL": endpoint}
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+_numbers = itertools.count()
+
+
+def new_bucket(environment: dict[str, str]) -> str:
+    """Create an empty bucket on the server of ``environment`` (an `s3_server` environment); its URL."""
+    import fsspec
+
+    name = f"storyreel-{os.getpid()}-{next(_numbers)}"
+    fs = fsspec.filesystem(
+        "s3",
+        key=environment["AWS_ACCESS_KEY_ID"],
+        secret=environment["AWS_SECRET_ACCESS_KEY"],
+        endpoint_url=environment["AWS_ENDPOINT_URL"],
+        skip_instance_cache=True,
+    )
+    fs.mkdir(name)
+    return f"s3://{name}"
+
+
+__all__ = ["ServerMissing", "new_bucket", "s3_server"]
