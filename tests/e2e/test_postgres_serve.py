@@ -1,5 +1,6 @@
-"""The service on a PostgreSQL job store through real Ray Serve: two ingress replicas share it, and one of
-them killed while jobs run neither stops nor restarts any job."""
+"""The service on a PostgreSQL job store and an S3 bucket through real Ray Serve: two ingress replicas share
+them, and one of them killed while jobs run neither stops nor restarts any job. No folder is shared: every
+replica stages its files in a scratch folder of its own."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import psycopg
 import pytest
 
 from bench.postgres import new_database
+from bench.s3 import new_bucket
 from tests.fixtures.serve import REPLICAS, Deployed, cpu_profile, deployed
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -23,12 +25,18 @@ def database(postgres_server) -> str:
 
 
 @pytest.fixture(scope="module")
-def app(serve_cluster, database, tmp_path_factory) -> Iterator[Deployed]:
-    storage = tmp_path_factory.mktemp("pg-storage")
-    config = cpu_profile(storage)
-    config.storage.database = database
+def bucket(s3_server) -> str:
+    return new_bucket(s3_server) + "/artifacts"
+
+
+@pytest.fixture(scope="module")
+def app(serve_cluster, database, bucket, s3_server, tmp_path_factory) -> Iterator[Deployed]:
+    config = cpu_profile(tmp_path_factory.mktemp("unused"))
+    config.storage = config.storage.model_validate(
+        {"root": bucket, "database": database, "scratch": str(tmp_path_factory.mktemp("scratch"))}
+    )
     options = {"VideoAPI": {"num_replicas": 2, **REPLICAS["VideoAPI"]}}
-    with deployed(serve_cluster, config, APP, options) as app:
+    with deployed(serve_cluster, config, APP, options, env=s3_server) as app:
         yield app
 
 
@@ -76,3 +84,8 @@ def test_two_ingress_replicas_share_the_store_and_losing_one_loses_no_job(app, d
         assert video["status"] == "completed" and video["scenes"]
     listed = app.client.get("/v1/videos", params={"limit": 100}).json()["data"]
     assert {video["id"] for video in listed} == set(ids)
+    for video_id in ids:  # streamed from the bucket by whichever replica answers
+        whole = app.client.get(f"/v1/videos/{video_id}/content")
+        assert whole.status_code == 200 and whole.content[4:8] == b"ftyp"
+        ranged = app.client.get(f"/v1/videos/{video_id}/content", headers={"range": "bytes=100-199"})
+        assert ranged.status_code == 206 and ranged.content == whole.content[100:200]
