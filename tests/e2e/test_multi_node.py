@@ -1,0 +1,296 @@
+"""Three Ray nodes on this machine (`ray start`: a head, a "GPU" worker with a logical GPU, a CPU worker),
+the app deployed with `serve deploy`, its stages placed on different nodes by custom resources.
+
+The GPU node (the animator, the painter and the job runner) is killed mid-job, every process of it at
+once, and a replacement joins: the job completes, and the scenes finished before the kill are not made
+again. Once with a folder both nodes reach and SQLite (one machine's disk stands in for a shared volume),
+once with PostgreSQL and an S3 bucket, where each process stages files in a scratch folder of its own.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+import yaml
+
+from bench.postgres import new_database
+from bench.s3 import new_bucket
+from bench.service import free_port
+from serve_app.demo import kill_session
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+BIN = Path(sys.executable).parent
+TOKEN = Path.home() / ".ray" / "auth_token"
+# The deployment each node kind hosts (by a custom resource only that kind of node has).
+PLACEMENT = {
+    "head_node": ("VideoAPI", "JobBoard"),
+    "gpu_node": ("SVDGenerator", "KeyframePainter", "JobRunner"),
+    "cpu_node": ("Encoder", "Narrator", "SceneWriter"),
+}
+
+
+@dataclass
+class Nodes:
+    """A Ray cluster of separate `ray start` nodes, each in a session of its own so it can die alone."""
+
+    folder: Path
+    port: int = field(default_factory=free_port)
+    dashboard_port: int = field(default_factory=free_port)
+    sessions: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def env(self) -> dict[str, str]:
+        # This machine's Ray clusters use token auth once a token file exists (as the Ray CLI expects).
+        auth = {"RAY_AUTH_MODE": "token"} if TOKEN.exists() else {}
+        # A dead node is noticed in seconds, not the default half minute.
+        health = {"RAY_health_check_period_ms": "500", "RAY_health_check_failure_threshold": "4"}
+        return os.environ | auth | health | {"RAY_ADDRESS": f"127.0.0.1:{self.port}"}
+
+    @property
+    def dashboard(self) -> str:
+        return f"http://127.0.0.1:{self.dashboard_port}"
+
+    def start(self, kind: str) -> None:
+        """Start a node of ``kind`` (head_node, gpu_node, cpu_node); a second one of a kind replaces the first."""
+        resources = json.dumps({kind: 1})
+        if kind == "head_node":
+            where = [
+                "--head",
+                f"--port={self.port}",
+                f"--dashboard-port={self.dashboard_port}",
+                "--dashboard-host=127.0.0.1",
+                f"--temp-dir={self.folder / 'ray'}",  # not /tmp/ray: no other Ray finds this cluster
+                "--num-cpus=2",
+            ]
+        else:
+            where = [f"--address=127.0.0.1:{self.port}", "--num-cpus=3"]
+            where += ["--num-gpus=1"] if kind == "gpu_node" else []
+        started = subprocess.Popen(
+            [str(BIN / "ray"), "start", *where, f"--resources={resources}", "--disable-usage-stats"],
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,  # the node's daemons, and the workers they start, stay in this session
+        )
+        output, _ = started.communicate(timeout=120)
+        assert started.returncode == 0, output[-3000:]
+        self.sessions[kind] = started.pid
+
+    def kill(self, kind: str) -> None:
+        """Every process of the node at once: the machine died."""
+        kill_session(self.sessions.pop(kind))
+
+    def stop(self) -> None:
+        for kind in list(self.sessions):
+            self.kill(kind)
+
+    def get(self, path: str) -> Any:
+        headers = {"Authorization": f"Bearer {TOKEN.read_text().strip()}"} if TOKEN.exists() else {}
+        response = httpx.get(f"{self.dashboard}{path}", headers=headers, timeout=30)
+        response.raise_for_status()
+        return response.json()
+
+    def node_kinds(self) -> dict[str, str]:
+        """Each live node's id -> its kind."""
+        found = self.get("/api/v0/nodes?detail=1&limit=100")["data"]["result"]["result"]
+        kinds = {}
+        for node in found:
+            if node["state"] == "ALIVE":
+                kinds[node["node_id"]] = next(k for k in PLACEMENT if k in node["resources_total"])
+        return kinds
+
+    def replica_nodes(self, app: str) -> dict[str, set[str]]:
+        """Each deployment of ``app`` -> the kinds of node its running replicas are on."""
+        kinds = self.node_kinds()
+        deployments = self.get("/api/serve/applications/")["applications"][app]["deployments"]
+        return {
+            name: {
+                kinds.get(replica.get("node_id"), "?")
+                for replica in deployment["replicas"]
+                if replica["state"] == "RUNNING"
+            }
+            for name, deployment in deployments.items()
+        }
+
+    def placed_as_planned(self, app: str) -> dict[str, set[str]] | None:
+        """The nodes of ``app``'s replicas once each deployment runs on the kind of node ``PLACEMENT`` says."""
+        placed = self.replica_nodes(app)
+        planned = {name: {kind} for kind, names in PLACEMENT.items() for name in names}
+        return placed if placed == planned else None
+
+
+@pytest.fixture(scope="module")
+def nodes() -> Iterator[Nodes]:
+    with tempfile.TemporaryDirectory(prefix="storyreel-nodes-") as folder:
+        cluster = Nodes(Path(folder))
+        try:
+            for kind in PLACEMENT:
+                cluster.start(kind)
+            yield cluster
+        finally:
+            cluster.stop()
+
+
+def serve_config(folder: Path, port: int, svd_path: Path, storage: dict, env: dict[str, str]) -> Path:
+    args = {
+        "fallback": "auto",
+        "video": {
+            "model_path": str(svd_path),
+            "device": "cpu",
+            "width": 64,
+            "height": 64,
+            "num_frames": 8,
+            "fps": 8,
+            "num_inference_steps": 12,
+            "decode_chunk_size": 8,
+        },
+        "painter": {"model_path": str(folder / "no-painter"), "device": "cpu"},
+        "narration": {"backend": "espeak"},
+        "video_processing": {"preset": "ultrafast", "transition": "cut"},
+        "storage": storage,
+        "jobs": {"lease_seconds": 3, "sweep_seconds": 1},
+    }
+    deployments = []
+    for kind, names in PLACEMENT.items():
+        for name in names:
+            options: dict[str, Any] = {"num_cpus": 0.1, "resources": {kind: 0.01}}
+            if name == "SVDGenerator":
+                options["num_gpus"] = 1  # the logical GPU: only the GPU node has one
+            deployments.append({"name": name, "ray_actor_options": options})
+    config = {
+        "proxy_location": "HeadOnly",  # one machine: a proxy per node would fight over the port
+        "http_options": {"host": "127.0.0.1", "port": port},
+        "applications": [
+            {
+                "name": "nodes",
+                "route_prefix": "/",
+                "import_path": "serve_app.app:build_app",
+                "runtime_env": {"env_vars": env},
+                "args": args,
+                "deployments": deployments,
+            }
+        ],
+    }
+    path = folder / "serve_config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def get_video(url: str, video_id: str) -> dict | None:
+    try:
+        response = httpx.get(f"{url}/v1/videos/{video_id}", timeout=10)
+    except httpx.HTTPError:
+        return None
+    return response.json() if response.status_code == 200 else None
+
+
+def wait_for(what: str, check, timeout_s: float) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        found = check()
+        if found:
+            return found
+        time.sleep(0.5)
+    raise AssertionError(f"{what}: not within {timeout_s} s")
+
+
+@pytest.mark.parametrize("kept", ["folder+sqlite", "s3+postgresql"])
+def test_a_node_dies_mid_job_and_its_replacement_finishes_without_redoing_scenes(
+    nodes, kept, tiny_svd_path, tmp_path, request
+):
+    if kept == "s3+postgresql":
+        database = new_database(request.getfixturevalue("postgres_server"))
+        env = request.getfixturevalue("s3_server")
+        storage = {"root": new_bucket(env) + "/artifacts", "database": database}
+        storage["scratch"] = str(tmp_path / "scratch")
+
+        def stored() -> tuple[str, int, list[int]]:
+            with psycopg.connect(database) as db:
+                status, attempts = db.execute("SELECT status, attempts FROM jobs").fetchone()
+                done = db.execute("SELECT idx FROM scenes WHERE status = 'completed'").fetchall()
+            return status, attempts, [idx for (idx,) in done]
+    else:
+        env = {}
+        storage = {"root": str(tmp_path / "storage")}
+
+        def stored() -> tuple[str, int, list[int]]:
+            with sqlite3.connect(tmp_path / "storage" / "jobs.sqlite3") as db:
+                status, attempts = db.execute("SELECT status, attempts FROM jobs").fetchone()
+                done = db.execute("SELECT idx FROM scenes WHERE status = 'completed'").fetchall()
+            return status, attempts, [idx for (idx,) in done]
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    config = serve_config(tmp_path, port, tiny_svd_path, storage, env)
+    deploy = subprocess.run(
+        [str(BIN / "serve"), "deploy", str(config), "--address", nodes.dashboard],
+        env=nodes.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert deploy.returncode == 0, deploy.stdout + deploy.stderr
+
+    def healthy() -> bool:
+        try:
+            return "jobs_running" in httpx.get(f"{url}/healthz", timeout=2).text
+        except httpx.HTTPError:
+            return False
+
+    wait_for("the app answers", healthy, 240)
+    # Each stage on the node its resource names: the request a job's scenes take crosses all three.
+    wait_for("replicas placed as planned", lambda: nodes.placed_as_planned("nodes"), 60)
+
+    body = {
+        "prompt": "nodes",
+        "scenes": [{"caption": c} for c in ("One fox.", "Two owls.", "Three bats.")],
+        "seconds": 3,
+        "continuity": True,  # one scene after another: a kill lands between finished and unfinished ones
+    }
+    video_id = httpx.post(f"{url}/v1/videos", json=body, timeout=30).json()["id"]
+
+    def first_scene_done() -> bool:
+        video = get_video(url, video_id)
+        return bool(video and video["scenes"] and video["scenes"][0]["status"] == "completed")
+
+    wait_for("the first scene finishes", first_scene_done, 240)
+    nodes.kill("gpu_node")
+    status, attempts, done_before = stored()
+    assert status == "in_progress" and attempts == 1 and 0 in done_before and len(done_before) < 3
+
+    nodes.start("gpu_node")  # a replacement: Serve starts the lost replicas on it
+
+    def finished() -> dict | None:
+        video = get_video(url, video_id)
+        return video if video and video["status"] in ("completed", "failed", "cancelled") else None
+
+    video = wait_for("the job ends", finished, 300)
+    assert video["status"] == "completed", video
+    scene_attempts = {scene["index"]: scene["attempts"] for scene in video["scenes"]}
+    assert all(scene_attempts[idx] == 1 for idx in done_before), scene_attempts  # not made again
+    assert all(scene["generator"] == "svd" for scene in video["scenes"])
+    assert stored()[1] == 2  # the replacement's runner took the job over
+    content = httpx.get(f"{url}/v1/videos/{video_id}/content", timeout=60)
+    assert content.status_code == 200 and content.content[4:8] == b"ftyp"
+    assert nodes.placed_as_planned("nodes")  # the lost replicas came back on the replacement
+    subprocess.run(
+        [str(BIN / "serve"), "shutdown", "--yes", "--address", nodes.dashboard],
+        env=nodes.env,
+        capture_output=True,
+        timeout=120,
+    )
