@@ -1,8 +1,8 @@
 """The deployment files agree with the code and with each other.
 
-serve_config.yaml and serve_config.cpu.yaml validate against the app's schema and Ray Serve's own; the
-KubeRay manifest carries the same serve config; the cluster groups hold the GPUs and CPUs the replicas ask
-for; every autoscaling number says why it is what it is.
+Every serve config validates against the app's schema and Ray Serve's own; the cluster's serve config is
+the one-machine file but for its job store, storage and ingress; the KubeRay manifest carries it verbatim;
+the cluster groups hold the GPUs and CPUs the replicas ask for; every autoscaling number says why.
 """
 
 from __future__ import annotations
@@ -30,10 +30,11 @@ pytestmark = pytest.mark.unit
 ROOT = Path(__file__).resolve().parents[2]
 GPU_CONFIG = ROOT / "serve_config.yaml"
 CPU_CONFIG = ROOT / "serve_config.cpu.yaml"
+CLUSTER_CONFIG = ROOT / "cluster" / "serve_config.yaml"
 # One GPU profile per other animator family, beside serve_config.yaml, on the same cluster.
 FAMILY_CONFIGS = {"ltx": ROOT / "serve_config.ltx.yaml", "wan": ROOT / "serve_config.wan.yaml"}
-GPU_PROFILES = [GPU_CONFIG, *FAMILY_CONFIGS.values()]
-GPU_IDS = ["svd", *FAMILY_CONFIGS]
+GPU_PROFILES = [GPU_CONFIG, *FAMILY_CONFIGS.values(), CLUSTER_CONFIG]
+GPU_IDS = ["svd", *FAMILY_CONFIGS, "cluster"]
 ALL_PROFILES = [*GPU_PROFILES, CPU_CONFIG]
 ALL_IDS = [*GPU_IDS, "cpu"]
 RAYSERVICE = ROOT / "cluster" / "rayservice.yaml"
@@ -43,7 +44,9 @@ APP_DEPLOYMENTS = {
     d.name for d in (VideoAPI, JobRunner, SceneWriter, Narrator, KeyframePainter, SVDGenerator, Encoder)
 }
 GPU_DEPLOYMENTS = {"KeyframePainter", "SVDGenerator"}
-INGRESS_RESOURCE = "storyreel_ingress"
+# The cluster's serve config may differ from serve_config.yaml only here.
+CLUSTER_ONLY_ARGS = {"storage"}
+CLUSTER_ONLY_DEPLOYMENTS = {"VideoAPI"}
 # Keys whose value is a tuning decision: each must carry its reason on the same line.
 REASONED_KEYS = (
     "num_replicas",
@@ -92,7 +95,7 @@ def _pack(sizes: list[float], capacity: float) -> int:
     return max(first_fit(sorted(sizes)), first_fit(sorted(sizes, reverse=True)))
 
 
-def _replica_demand(which: str, resource: str, path: Path = GPU_CONFIG) -> list[float]:
+def _replica_demand(which: str, resource: str, path: Path = CLUSTER_CONFIG) -> list[float]:
     """`resource` per replica of every deployment that uses GPUs (or not), at min or max replicas."""
     sizes: list[float] = []
     for name, deployment in _deployments(_serve_doc(path)).items():
@@ -102,8 +105,8 @@ def _replica_demand(which: str, resource: str, path: Path = GPU_CONFIG) -> list[
                 continue
             amount = options["num_gpus"]
         else:
-            # GPU replicas take their CPUs on GPU nodes; the ingress lives on the head.
-            if name in GPU_DEPLOYMENTS or INGRESS_RESOURCE in options.get("resources", {}):
+            # GPU replicas take their CPUs on GPU nodes; every other replica may land on a CPU node.
+            if name in GPU_DEPLOYMENTS:
                 continue
             amount = options["num_cpus"]
         autoscaling = deployment.get("autoscaling_config")
@@ -229,20 +232,40 @@ def test_every_deployment_but_the_ingress_autoscales() -> None:
             )
         else:
             assert "target_ongoing_requests" in autoscaling, name
-    # One ingress replica: with the SQLite store, every replica must live on the head beside it.
+    # One ingress replica on one machine with its SQLite store; several on the cluster's PostgreSQL.
     assert deployments["VideoAPI"]["num_replicas"] == 1
     assert "autoscaling_config" not in deployments["VideoAPI"]
+    cluster_ingress = _deployments(_serve_doc(CLUSTER_CONFIG))["VideoAPI"]["autoscaling_config"]
+    assert 2 <= cluster_ingress["min_replicas"] <= cluster_ingress["max_replicas"]
 
 
 # -- the cluster files -------------------------------------------------------------------------------------
 
 
-def test_rayservice_serves_exactly_serve_config_yaml() -> None:
+def _without(mapping: dict[str, Any], keys: set[str]) -> dict[str, Any]:
+    return {key: value for key, value in mapping.items() if key not in keys}
+
+
+def test_the_cluster_config_is_serve_config_yaml_but_for_its_stores_and_ingress() -> None:
+    one, cluster = _serve_doc(GPU_CONFIG), _serve_doc(CLUSTER_CONFIG)
+    (one_app,), (cluster_app,) = one["applications"], cluster["applications"]
+
+    assert _without(cluster, {"applications"}) == _without(one, {"applications"})
+    assert _without(cluster_app, {"args", "deployments"}) == _without(one_app, {"args", "deployments"})
+    assert _without(cluster_app["args"], CLUSTER_ONLY_ARGS) == _without(one_app["args"], CLUSTER_ONLY_ARGS), (
+        "cluster/serve_config.yaml differs from serve_config.yaml outside `storage`: copy the change over"
+    )
+    assert _without(_deployments(cluster), CLUSTER_ONLY_DEPLOYMENTS) == _without(
+        _deployments(one), CLUSTER_ONLY_DEPLOYMENTS
+    )
+
+
+def test_rayservice_serves_exactly_the_cluster_config() -> None:
     service = _rayservice()
 
     assert service["apiVersion"] == "ray.io/v1"
-    assert yaml.safe_load(service["spec"]["serveConfigV2"]) == _serve_doc(GPU_CONFIG), (
-        "cluster/rayservice.yaml's serveConfigV2 differs from serve_config.yaml: paste the file in again"
+    assert yaml.safe_load(service["spec"]["serveConfigV2"]) == _serve_doc(CLUSTER_CONFIG), (
+        "cluster/rayservice.yaml's serveConfigV2 differs from cluster/serve_config.yaml: paste the file in again"
     )
 
 
@@ -256,55 +279,57 @@ def _container(group: dict[str, Any]) -> dict[str, Any]:
     return container
 
 
-def test_rayservice_mounts_the_storage_root_on_every_pod() -> None:
-    root = load_serve_config(GPU_CONFIG).storage.root
+def test_the_cluster_keeps_jobs_in_postgresql_and_artifacts_in_object_storage() -> None:
+    storage = load_serve_config(CLUSTER_CONFIG).storage
     groups = _k8s_groups()
+    launcher = yaml.safe_load(RAY_CLUSTER.read_text())
 
+    assert storage.root.startswith("s3://") and storage.database_url.startswith("postgresql://")
     assert set(groups) == {"head", "gpu", "cpu"}
     for name, group in groups.items():
+        # No folder shared between pods: each stages files in a scratch folder of its own.
         mounts = {m["mountPath"]: m["name"] for m in _container(group)["volumeMounts"]}
-        assert root in mounts, f"{name} pods do not mount {root}"
         volumes = {v["name"]: v for v in group["template"]["spec"]["volumes"]}
-        assert volumes[mounts[root]]["persistentVolumeClaim"]["claimName"] == "storyreel-data"
-    claims = {
-        d["metadata"]["name"]: d
-        for d in yaml.safe_load_all(RAYSERVICE.read_text())
-        if d["kind"] == "PersistentVolumeClaim"
-    }
-    assert claims["storyreel-data"]["spec"]["accessModes"] == ["ReadWriteMany"]
+        assert storage.scratch in mounts, f"{name} pods have no scratch folder at {storage.scratch}"
+        assert set(volumes[mounts[storage.scratch]]) == {"name", "emptyDir"}, name
+        assert all("persistentVolumeClaim" not in volume for volume in volumes.values()), name
+    documents = [d["kind"] for d in yaml.safe_load_all(RAYSERVICE.read_text())]
+    assert documents == ["RayService"]  # no volume claims left
+    assert all("-v " not in option for option in launcher["docker"]["run_options"])
 
 
-def test_the_job_store_and_the_ingress_share_the_head_alone() -> None:
-    config = load_serve_config(GPU_CONFIG)
-    deployments = _deployments(_serve_doc(GPU_CONFIG))
-    ingress, runner = deployments["VideoAPI"], deployments["JobRunner"]
-    groups = _k8s_groups()
-    launcher = yaml.safe_load(RAY_CLUSTER.read_text())["available_node_types"]
+@pytest.mark.parametrize("group", ["head", "gpu", "cpu"])
+def test_every_pod_reads_the_stores_credentials_and_the_api_keys_from_secrets(group: str) -> None:
+    # Any replica (an ingress, a runner, an encoder) may land on any pod.
+    config = load_serve_config(CLUSTER_CONFIG)
+    env = {e["name"]: e for e in _container(_k8s_groups()[group]).get("env", [])}
 
-    # The ingress and every runner replica the autoscaler may start fit the head's one unit together.
-    runners = (
-        runner["autoscaling_config"]["max_replicas"]
-        * runner["ray_actor_options"]["resources"][INGRESS_RESOURCE]
-    )
-    assert ingress["ray_actor_options"]["resources"][INGRESS_RESOURCE] + runners <= 1
-    assert INGRESS_RESOURCE in groups["head"]["rayStartParams"]["resources"]
-    assert all(INGRESS_RESOURCE not in str(g["rayStartParams"]) for n, g in groups.items() if n != "head")
-    assert [n for n, t in launcher.items() if INGRESS_RESOURCE in t["resources"]] == ["head"]
-    # SQLite (WAL) must not sit on the shared network volume.
-    database = config.storage.database_path
-    assert not database.is_relative_to(config.storage.root)
-    head_mounts = [m["mountPath"] for m in _container(groups["head"])["volumeMounts"]]
-    assert any(database.is_relative_to(mount) for mount in head_mounts if mount != config.storage.root)
+    for variable in ("PGHOST", "PGUSER", "PGPASSWORD"):
+        assert env[variable]["valueFrom"]["secretKeyRef"]["name"] == "storyreel-postgres", variable
+    for variable in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL"):
+        assert env[variable]["valueFrom"]["secretKeyRef"]["optional"] is True, variable  # IAM roles need none
+    for variable in (config.auth.api_keys_env, config.webhooks.secret_env):
+        # Without the secret the pod still starts: an open API, webhooks refused.
+        assert env[variable]["valueFrom"]["secretKeyRef"]["optional"] is True, variable
+    assert all("value" not in entry for entry in env.values())  # never a secret written into the manifest
 
 
-def test_the_head_pod_gives_the_ingress_its_api_keys_from_an_optional_secret() -> None:
-    # The ingress runs on the head alone (above), so that is where auth.api_keys_env must be set.
-    variable = load_serve_config(GPU_CONFIG).auth.api_keys_env
-    env = {e["name"]: e for e in _container(_k8s_groups()["head"]).get("env", [])}
+def test_the_head_can_restart_while_the_workers_keep_serving() -> None:
+    cluster = _rayservice()["spec"]["rayClusterConfig"]
+    launcher = yaml.safe_load(RAY_CLUSTER.read_text())
+    doc = _serve_doc(CLUSTER_CONFIG)
 
-    secret = env[variable]["valueFrom"]["secretKeyRef"]
-    assert secret["optional"] is True  # without the secret the pod still starts, with an open API
-    assert "value" not in env[variable]  # never a key written into the manifest
+    fault_tolerance = cluster["gcsFaultToleranceOptions"]
+    assert fault_tolerance["redisAddress"]
+    assert fault_tolerance["redisPassword"]["valueFrom"]["secretKeyRef"]["name"] == "storyreel-redis"
+    head_start = " ".join(launcher["head_start_ray_commands"])
+    assert "RAY_REDIS_ADDRESS=" in head_start and "--redis-password=" in head_start
+    assert "RAY_gcs_rpc_server_reconnect_timeout_s" in " ".join(launcher["worker_start_ray_commands"])
+    # A proxy on every node, and ingress replicas that are not tied to the head.
+    assert doc["proxy_location"] == "EveryNode"
+    for name, deployment in _deployments(doc).items():
+        assert "resources" not in deployment.get("ray_actor_options", {}), name
+    assert launcher["available_node_types"]["head"]["resources"] == {"CPU": 1}
 
 
 def _k8s_worker_capacity(group: str, resource: str) -> tuple[float, int, int]:
