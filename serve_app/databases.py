@@ -5,8 +5,9 @@
 a lock (``write`` in a transaction), for PostgreSQL a connection from a psycopg pool, so the threads and
 tasks of a replica do not queue behind each other, with ``write`` in one transaction.
 
-On PostgreSQL a write is also announced to every process (NOTIFY on one channel, LISTEN in a thread), so an
-event stream on any ingress replica wakes at once for a runner's write; on SQLite streams poll.
+On PostgreSQL a write is also announced to every process (a NOTIFY on one channel inside the write's own
+transaction, LISTEN in a thread), so an event stream on any ingress replica wakes at once for a runner's
+write; on SQLite streams poll.
 
 What PostgreSQL changes: the parameter style (psycopg's ``%(name)s``), the column types (``BIGINT`` for
 SQLite's ``INTEGER``, ``DOUBLE PRECISION`` for ``REAL``, an identity column for ``AUTOINCREMENT``), and the
@@ -54,15 +55,15 @@ class Database(Protocol):
 
     def read(self) -> Any: ...  # a context manager yielding a Session
 
-    def write(self) -> Any: ...  # the same, in one transaction
+    def write(self, announce: str | None = None) -> Any: ...  # the same, in one transaction that, on
+
+    # PostgreSQL, also tells every listening process (`subscribe`) that job ``announce`` changed
 
     def create_tables(self, schema: str) -> None: ...
 
     def add_column(self, table: str, name: str, definition: str) -> bool: ...
 
     def column_names(self, table: str) -> set[str]: ...
-
-    def publish(self, job_id: str) -> None: ...  # tell other processes that ``job_id`` changed
 
     def subscribe(self, callback: Callable[[str], None]) -> None: ...  # hear other processes' changes
 
@@ -102,7 +103,9 @@ class SQLiteDatabase:
             yield self._db
 
     @contextmanager
-    def write(self) -> Iterator[Session]:
+    def write(self, announce: str | None = None) -> Iterator[Session]:
+        """One transaction. Nothing is announced: other processes see SQLite's changes by polling (the event
+        streams' timeout)."""
         with self._lock, self._db:
             yield self._db
 
@@ -124,11 +127,8 @@ class SQLiteDatabase:
         with self._lock:
             return {column[0] for column in self._db.execute(f"SELECT * FROM {table} LIMIT 0").description}
 
-    def publish(self, job_id: str) -> None:
-        """Nothing to send: other processes see SQLite's changes by polling (the event streams' timeout)."""
-
     def subscribe(self, callback: Callable[[str], None]) -> None:
-        """Nothing to hear (see `publish`)."""
+        """Nothing to hear (see `write`)."""
 
     def close(self) -> None:
         self._db.close()
@@ -169,9 +169,17 @@ class PostgresDatabase:
             yield _PostgresSession(connection, self)
 
     @contextmanager
-    def write(self) -> Iterator[Session]:
+    def write(self, announce: str | None = None) -> Iterator[Session]:
+        """One transaction. With ``announce`` (a job id) it ends with a NOTIFY, which PostgreSQL delivers at
+        the commit, only if the write commits: an event stream on any ingress replica wakes at once for a
+        runner's write, and the announcement costs no round trip of its own."""
         with self._pool.connection() as connection, connection.transaction():
-            yield _PostgresSession(connection, self)
+            session = _PostgresSession(connection, self)
+            yield session
+            if announce is not None:
+                session.execute(
+                    "SELECT pg_notify(:channel, :job_id)", {"channel": CHANNEL, "job_id": announce}
+                )
 
     def create_tables(self, schema: str) -> None:
         with self.write() as session:
@@ -193,21 +201,10 @@ class PostgresDatabase:
         with self.read() as session:
             return {column.name for column in session.execute(f"SELECT * FROM {table} LIMIT 0").description}
 
-    def publish(self, job_id: str) -> None:
-        """NOTIFY every process that listens (`subscribe`): an event stream on any ingress replica wakes at
-        once for a runner's write, instead of at its next poll."""
-        import psycopg
-
-        try:
-            with self.read() as session:
-                session.execute("SELECT pg_notify(:channel, :job_id)", {"channel": CHANNEL, "job_id": job_id})
-        except psycopg.Error as exc:  # the write itself stands; streams find it at their next poll
-            logger.warning("job store: could not announce a change of %s (%s)", job_id, exc)
-
     def subscribe(self, callback: Callable[[str], None]) -> None:
-        """Call ``callback(job_id)`` from a thread of its own for every `publish` (this process's included),
-        over a connection of its own that LISTENs; it reconnects after a failure, and a change missed
-        meanwhile is still caught by the streams' poll."""
+        """Call ``callback(job_id)`` from a thread of its own for every announced write (this process's
+        included), over a connection of its own that LISTENs; it reconnects after a failure, and a change
+        missed meanwhile is still caught by the streams' poll."""
         if self._listener is not None:
             raise RuntimeError("one subscriber per database")
         listening = threading.Event()

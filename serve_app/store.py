@@ -222,14 +222,14 @@ class JobStore:
         """Insert ``job`` (and its scenes). Raises IdempotencyConflict if its key is taken."""
         values = {name: getattr(job, name) for name in _JOB_COLUMNS}
         try:
-            with self._db.write() as db:
+            with self._db.write(announce=job.id) as db:
                 db.execute(_insert("jobs", _JOB_COLUMNS), values)
         except self._db.integrity_error:
             existing = self.get_by_key(job.idempotency_key) if job.idempotency_key else None
             if existing is None:
                 raise
             raise IdempotencyConflict(existing) from None
-        self._notify(job.id)
+        self._tell(job.id)
         return job
 
     def get(self, job_id: str) -> JobRow | None:
@@ -266,12 +266,12 @@ class JobStore:
     def update(self, job_id: str, **changes: Any) -> None:
         """Set columns of one job."""
         self._update("jobs", _JOB_COLUMNS, changes, "id = :key_id", {"key_id": job_id})
-        self._notify(job_id)
+        self._tell(job_id)
 
     def advance(self, job_id: str, **changes: Any) -> None:
         """Set columns of an unfinished job: a runner's writes after a cancel (before it stops) change nothing."""
         self._update("jobs", _JOB_COLUMNS, changes, f"id = :key_id AND {_UNFINISHED}", {"key_id": job_id})
-        self._notify(job_id)
+        self._tell(job_id)
 
     def finish(self, job_id: str, status: str, retention_s: int, **changes: Any) -> bool:
         """End an unfinished job with ``status`` (completed, failed, cancelled), if it has not ended yet.
@@ -283,7 +283,7 @@ class JobStore:
         finished = now()
         changes |= {"status": status, "completed_at": finished, "expires_at": finished + retention_s}
         assignments = _assignments("jobs", _JOB_COLUMNS, changes)
-        with self._db.write() as db:
+        with self._db.write(announce=job_id) as db:
             ended = (
                 db.execute(
                     f"UPDATE jobs SET {assignments} WHERE id = :key_id AND status IN ('queued', 'in_progress')",
@@ -298,7 +298,7 @@ class JobStore:
                 )
             if ended:
                 _queue_webhook(db, job_id, status, finished)
-        self._notify(job_id)
+        self._tell(job_id)
         return ended
 
     # -- webhooks: an outbox in the same database --------------------------------------------------
@@ -325,15 +325,17 @@ class JobStore:
         """Record an attempt: delivered (``error`` None; the last failure stays visible), due again in
         ``retry_in`` seconds, or failed for good."""
         status = "delivered" if error is None else "pending" if retry_in is not None else "failed"
-        with self._db.write() as db:
+        with self._db.read() as db:  # an event's job never changes
+            row = db.execute("SELECT job_id FROM webhooks WHERE id = :id", {"id": event_id}).fetchone()
+        if row is None:
+            return
+        with self._db.write(announce=row["job_id"]) as db:
             db.execute(
                 "UPDATE webhooks SET attempts = attempts + 1, status = :status, last_error = COALESCE(:error, last_error), "
                 "next_at = :next WHERE id = :id",
                 {"status": status, "error": error, "next": time.time() + (retry_in or 0), "id": event_id},
             )
-            row = db.execute("SELECT job_id FROM webhooks WHERE id = :id", {"id": event_id}).fetchone()
-        if row is not None:
-            self._notify(row["job_id"])
+        self._tell(row["job_id"])
 
     def webhook_states(self, job_ids: list[str]) -> dict[str, WebhookRow]:
         """The latest webhook event of each of ``job_ids`` that has one."""
@@ -466,23 +468,23 @@ class JobStore:
         return (float(seconds[len(seconds) // 2]) if seconds else None), runners
 
     def delete(self, job_id: str) -> bool:
-        with self._db.write() as db:
+        with self._db.write(announce=job_id) as db:
             db.execute("DELETE FROM scenes WHERE job_id = :id", {"id": job_id})
             deleted = db.execute("DELETE FROM jobs WHERE id = :id", {"id": job_id}).rowcount > 0
-        self._notify(job_id)
+        self._tell(job_id)
         return deleted
 
     # -- scenes ---------------------------------------------------------------------------------
 
     def set_scenes(self, job_id: str, scenes: list[SceneRow]) -> None:
         """Replace the scenes of a job (when its script is written)."""
-        with self._db.write() as db:
+        with self._db.write(announce=job_id) as db:
             db.execute("DELETE FROM scenes WHERE job_id = :id", {"id": job_id})
             db.executemany(
                 _insert("scenes", _SCENE_COLUMNS),
                 [{name: getattr(scene, name) for name in _SCENE_COLUMNS} for scene in scenes],
             )
-        self._notify(job_id)
+        self._tell(job_id)
 
     def update_scene(self, job_id: str, idx: int, **changes: Any) -> None:
         """Set columns of a scene of an unfinished job (an ended job's scenes keep how they ended)."""
@@ -493,7 +495,7 @@ class JobStore:
             f"job_id = :key_id AND idx = :key_idx AND EXISTS (SELECT 1 FROM jobs WHERE id = :key_id AND {_UNFINISHED})",
             {"key_id": job_id, "key_idx": idx},
         )
-        self._notify(job_id)
+        self._tell(job_id)
 
     # -- internals ------------------------------------------------------------------------------
 
@@ -505,10 +507,10 @@ class JobStore:
                 if name not in present and self._db.add_column(table, name, definition):
                     logger.info("job store: added column %s.%s", table, name)
 
-    def _notify(self, job_id: str) -> None:
+    def _tell(self, job_id: str) -> None:
+        """Tell this process's listeners that ``job_id`` changed (the write itself told the others)."""
         for listener in self.listeners:
             listener(job_id)
-        self._db.publish(job_id)
 
     def _heard(self, job_id: str) -> None:
         for listener in self.listeners:
@@ -518,7 +520,7 @@ class JobStore:
         self, table: str, columns: tuple[str, ...], changes: dict[str, Any], where: str, keys: dict[str, Any]
     ) -> None:
         assignments = _assignments(table, columns, changes)
-        with self._db.write() as db:
+        with self._db.write(announce=keys["key_id"]) as db:  # a job's row, or one of its scenes
             db.execute(f"UPDATE {table} SET {assignments} WHERE {where}", {**changes, **keys})
 
 

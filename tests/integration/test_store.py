@@ -247,6 +247,26 @@ def test_on_postgresql_a_write_of_one_process_reaches_the_listeners_of_another(p
         reader.close()
 
 
+def test_on_postgresql_a_write_that_does_not_commit_is_not_announced(postgres_url):
+    import queue
+
+    writer, reader = JobStore(postgres_url), JobStore(postgres_url)
+    heard: queue.Queue[str] = queue.Queue()
+    reader.add_listener(heard.put)
+    try:
+        first = writer.create(_job(1, idempotency_key="same"))
+        with pytest.raises(IdempotencyConflict):  # rolled back: its NOTIFY went with it
+            writer.create(_job(2, idempotency_key="same"))
+        writer.update(first.id, progress=10)
+
+        assert [heard.get(timeout=10), heard.get(timeout=10)] == [first.id, first.id]
+        with pytest.raises(queue.Empty):
+            heard.get(timeout=1)
+    finally:
+        writer.close()
+        reader.close()
+
+
 def test_an_event_stream_wakes_for_another_processes_write_without_polling(
     local_config, postgres_url, monkeypatch
 ):
