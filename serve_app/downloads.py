@@ -21,7 +21,8 @@ from starlette.responses import Response
 from core.storage import Storage, StoredObject
 
 CHUNK_BYTES = 1 << 20
-RANGE = re.compile(r"bytes=(\d*)-(\d*)")
+# At most 18 digits a side: a longer number is no object's size, and int() of thousands of digits raises.
+RANGE = re.compile(r"bytes=(\d{0,18})-(\d{0,18})")
 
 
 @dataclass

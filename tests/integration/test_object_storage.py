@@ -139,6 +139,8 @@ def test_an_object_store_pickles_small_and_each_process_gets_a_scratch_folder_of
         ("bytes=0-1,5-6", 100, None),  # several ranges: the whole object
         ("items=0-9", 100, None),
         ("bytes=-", 100, None),
+        ("bytes=0-" + "9" * 5000, 100, None),  # no number that long: the whole object, not an error
+        (" bytes=0-9 ", 100, (0, 10)),
     ],
 )
 def test_the_range_a_header_asks_for(header, size, expected):
