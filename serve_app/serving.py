@@ -311,7 +311,7 @@ class VideoService:
             inherited_json=_scenes_json(source),
         )
         reference = await self._source_reference(source)
-        return await self._store(job, reference, self._clips(source), self._source_music(source))
+        return await self._store(job, reference, self._clips(source), await self._source_music(source))
 
     async def extend(self, extension: ExtendRequest) -> VideoObject:
         """A new video: a completed one, then new scenes written from the prompt that start from its end."""
@@ -349,7 +349,7 @@ class VideoService:
             inherited_json=_scenes_json(source),
         )
         job.seconds = f"{total:g}"
-        return await self._store(job, None, self._clips(source), self._source_music(source))
+        return await self._store(job, None, self._clips(source), await self._source_music(source))
 
     def _source(self, video_id: str, param: str) -> JobRow:
         """The completed video a remix or an extension starts from."""
@@ -376,10 +376,10 @@ class VideoService:
         files = JobFiles(self.storage, source.id)
         return [(files, scene.idx) for scene in source.scenes]
 
-    def _source_music(self, source: JobRow) -> JobFiles | None:
+    async def _source_music(self, source: JobRow) -> JobFiles | None:
         """The files of a video a remix or an extension starts from, when it has a music bed."""
         files = JobFiles(self.storage, source.id)
-        return files if files.has(files.music) else None
+        return files if await asyncio.to_thread(files.has, files.music) else None
 
     async def _source_reference(self, source: JobRow) -> bytes | None:
         files = JobFiles(self.storage, source.id)
@@ -582,10 +582,10 @@ class VideoService:
         return job
 
     def to_objects(self, jobs: Sequence[JobRow]) -> builtins.list[VideoObject]:
-        """The video objects of ``jobs``, with their places in the queue and webhooks (one query each)."""
-        ids = [job.id for job in jobs]
-        positions = self.store.queue_positions(ids)
-        hooks = self.store.webhook_states(ids)
+        """The video objects of ``jobs``, with their places in the queue and webhooks (one query each, and
+        none where no job is queued or has a webhook: a running job's poll reads the store once)."""
+        positions = self.store.queue_positions([job.id for job in jobs if job.status == JobStatus.QUEUED])
+        hooks = self.store.webhook_states([job.id for job in jobs if job.webhook_url])
         start_at = self._start_times() if positions else None
         objects = []
         for job in jobs:

@@ -7,14 +7,13 @@ import json
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
 
 import av
 import pytest
 from PIL import Image
 
 from serve_app.cli import main
-from tests.fixtures.serve import Deployed, cpu_profile, deployed
+from tests.fixtures.serve import Deployed
 
 pytestmark = pytest.mark.e2e
 
@@ -25,9 +24,8 @@ RAY_LOG_LINE = re.compile(r"^(\x1b\[[0-9;]*m)?\([^)]*\)|^(DEBUG|INFO|WARNING|ERR
 
 
 @pytest.fixture(scope="module")
-def app(serve_cluster, tmp_path_factory) -> Iterator[Deployed]:
-    with deployed(serve_cluster, cpu_profile(tmp_path_factory.mktemp("cli-storage")), "cli") as app:
-        yield app
+def app(cpu_app: Deployed) -> Deployed:
+    return cpu_app
 
 
 @pytest.fixture(scope="module")

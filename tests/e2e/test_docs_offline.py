@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from urllib.parse import urlsplit
 
 import pytest
 
-from tests.fixtures.serve import Deployed, cpu_profile, deployed
+from tests.fixtures.serve import Deployed
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
-def app(serve_cluster, tmp_path_factory) -> Iterator[Deployed]:
-    with deployed(serve_cluster, cpu_profile(tmp_path_factory.mktemp("docs-storage")), "docs") as app:
-        yield app
+def app(cpu_app: Deployed) -> Deployed:
+    return cpu_app
 
 
 def test_docs_render_every_operation_with_the_network_cut_off(app, browser):

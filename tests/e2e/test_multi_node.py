@@ -1,10 +1,11 @@
 """Three Ray nodes on this machine (`ray start`: a head, a "GPU" worker with a logical GPU, a CPU worker),
 the app deployed with `serve deploy`, its stages placed on different nodes by custom resources.
 
-The GPU node (the animator, the painter and the job runner) is killed mid-job, every process of it at
-once, and a replacement joins: the job completes, and the scenes finished before the kill are not made
-again. Once with a folder both nodes reach and SQLite (one machine's disk stands in for a shared volume),
-once with PostgreSQL and an S3 bucket, where each process stages files in a scratch folder of its own.
+Two copies of the app run side by side, one with a folder every node reaches and SQLite (one machine's
+disk stands in for a shared volume), one with PostgreSQL and an S3 bucket, where each process stages files
+in a scratch folder of its own. The GPU node (each app's animator, painter and job runner) is killed
+mid-job, every process of it at once, and a replacement joins: both jobs complete, and the scenes
+finished before the kill are not made again.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -78,7 +79,7 @@ class Nodes:
             ]
         else:
             where = [f"--address=127.0.0.1:{self.port}", "--num-cpus=3"]
-            where += ["--num-gpus=1"] if kind == "gpu_node" else []
+            where += ["--num-gpus=2"] if kind == "gpu_node" else []  # one animator per app
         started = subprocess.Popen(
             [str(BIN / "ray"), "start", *where, f"--resources={resources}", "--disable-usage-stats"],
             env=self.env,
@@ -146,7 +147,42 @@ def nodes() -> Iterator[Nodes]:
             cluster.stop()
 
 
-def serve_config(folder: Path, port: int, svd_path: Path, storage: dict, env: dict[str, str]) -> Path:
+@dataclass
+class App:
+    """One copy of the app on the cluster: its name (and route), storage, and how to read its job back."""
+
+    name: str
+    storage: dict[str, str]
+    env: dict[str, str]
+    stored: Callable[[str], tuple[str, int, list[int]]]  # a job's status, attempts and completed scenes
+
+    def url(self, port: int) -> str:
+        return f"http://127.0.0.1:{port}/{self.name}"
+
+
+def on_sqlite(folder: Path) -> App:
+    def stored(video_id: str) -> tuple[str, int, list[int]]:
+        with sqlite3.connect(folder / "jobs.sqlite3") as db:
+            return _stored(db.execute, "?", video_id)
+
+    return App("local", {"root": str(folder)}, {}, stored)
+
+
+def on_postgres_and_s3(database: str, bucket: str, scratch: Path, env: dict[str, str]) -> App:
+    def stored(video_id: str) -> tuple[str, int, list[int]]:
+        with psycopg.connect(database) as db:
+            return _stored(db.execute, "%s", video_id)
+
+    return App("s3", {"root": bucket, "database": database, "scratch": str(scratch)}, env, stored)
+
+
+def _stored(execute: Callable[..., Any], mark: str, video_id: str) -> tuple[str, int, list[int]]:
+    status, attempts = execute(f"SELECT status, attempts FROM jobs WHERE id = {mark}", (video_id,)).fetchone()
+    done = execute(f"SELECT idx FROM scenes WHERE job_id = {mark} AND status = 'completed'", (video_id,))
+    return status, attempts, [idx for (idx,) in done.fetchall()]
+
+
+def serve_config(folder: Path, port: int, svd_path: Path, apps: list[App]) -> Path:
     args = {
         "fallback": "auto",
         "video": {
@@ -162,7 +198,6 @@ def serve_config(folder: Path, port: int, svd_path: Path, storage: dict, env: di
         "painter": {"model_path": str(folder / "no-painter"), "device": "cpu"},
         "narration": {"backend": "espeak"},
         "video_processing": {"preset": "ultrafast", "transition": "cut"},
-        "storage": storage,
         "jobs": {"lease_seconds": 3, "sweep_seconds": 1},
     }
     deployments = []
@@ -170,20 +205,21 @@ def serve_config(folder: Path, port: int, svd_path: Path, storage: dict, env: di
         for name in names:
             options: dict[str, Any] = {"num_cpus": 0.1, "resources": {kind: 0.01}}
             if name == "SVDGenerator":
-                options["num_gpus"] = 1  # the logical GPU: only the GPU node has one
+                options["num_gpus"] = 1  # a logical GPU: only the GPU node has them
             deployments.append({"name": name, "ray_actor_options": options})
     config = {
         "proxy_location": "HeadOnly",  # one machine: a proxy per node would fight over the port
         "http_options": {"host": "127.0.0.1", "port": port},
         "applications": [
             {
-                "name": "nodes",
-                "route_prefix": "/",
+                "name": app.name,
+                "route_prefix": f"/{app.name}",
                 "import_path": "serve_app.app:build_app",
-                "runtime_env": {"env_vars": env},
-                "args": args,
+                "runtime_env": {"env_vars": app.env},
+                "args": args | {"storage": app.storage},
                 "deployments": deployments,
             }
+            for app in apps
         ],
     }
     path = folder / "serve_config.yaml"
@@ -209,34 +245,20 @@ def wait_for(what: str, check, timeout_s: float) -> Any:
     raise AssertionError(f"{what}: not within {timeout_s} s")
 
 
-@pytest.mark.parametrize("kept", ["folder+sqlite", "s3+postgresql"])
 def test_a_node_dies_mid_job_and_its_replacement_finishes_without_redoing_scenes(
-    nodes, kept, tiny_svd_path, tmp_path, request
+    nodes, tiny_svd_path, tmp_path, postgres_server, s3_server
 ):
-    if kept == "s3+postgresql":
-        database = new_database(request.getfixturevalue("postgres_server"))
-        env = request.getfixturevalue("s3_server")
-        storage = {"root": new_bucket(env) + "/artifacts", "database": database}
-        storage["scratch"] = str(tmp_path / "scratch")
-
-        def stored() -> tuple[str, int, list[int]]:
-            with psycopg.connect(database) as db:
-                status, attempts = db.execute("SELECT status, attempts FROM jobs").fetchone()
-                done = db.execute("SELECT idx FROM scenes WHERE status = 'completed'").fetchall()
-            return status, attempts, [idx for (idx,) in done]
-    else:
-        env = {}
-        storage = {"root": str(tmp_path / "storage")}
-
-        def stored() -> tuple[str, int, list[int]]:
-            with sqlite3.connect(tmp_path / "storage" / "jobs.sqlite3") as db:
-                status, attempts = db.execute("SELECT status, attempts FROM jobs").fetchone()
-                done = db.execute("SELECT idx FROM scenes WHERE status = 'completed'").fetchall()
-            return status, attempts, [idx for (idx,) in done]
-
+    apps = [
+        on_sqlite(tmp_path / "storage"),
+        on_postgres_and_s3(
+            new_database(postgres_server),
+            new_bucket(s3_server) + "/artifacts",
+            tmp_path / "scratch",
+            s3_server,
+        ),
+    ]
     port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    config = serve_config(tmp_path, port, tiny_svd_path, storage, env)
+    config = serve_config(tmp_path, port, tiny_svd_path, apps)
     deploy = subprocess.run(
         [str(BIN / "serve"), "deploy", str(config), "--address", nodes.dashboard],
         env=nodes.env,
@@ -246,51 +268,54 @@ def test_a_node_dies_mid_job_and_its_replacement_finishes_without_redoing_scenes
     )
     assert deploy.returncode == 0, deploy.stdout + deploy.stderr
 
-    def healthy() -> bool:
+    def healthy(app: App) -> bool:
         try:
-            return "jobs_running" in httpx.get(f"{url}/healthz", timeout=2).text
+            return "jobs_running" in httpx.get(f"{app.url(port)}/healthz", timeout=2).text
         except httpx.HTTPError:
             return False
 
-    wait_for("the app answers", healthy, 240)
-    # Each stage on the node its resource names: the request a job's scenes take crosses all three.
-    wait_for("replicas placed as planned", lambda: nodes.placed_as_planned("nodes"), 60)
+    for app in apps:
+        wait_for(f"{app.name} answers", lambda app=app: healthy(app), 240)
+        # Each stage on the node its resource names: the requests of a job's scenes cross all three.
+        wait_for(f"{app.name} placed as planned", lambda app=app: nodes.placed_as_planned(app.name), 60)
 
     body = {
         "prompt": "nodes",
-        "scenes": [{"caption": c} for c in ("One fox.", "Two owls.", "Three bats.")],
-        "seconds": 3,
+        "scenes": [{"caption": c} for c in ("One fox.", "Two owls.", "Three bats.", "Four cats.", "Five.")],
+        "seconds": 5,
         "continuity": True,  # one scene after another: a kill lands between finished and unfinished ones
     }
-    video_id = httpx.post(f"{url}/v1/videos", json=body, timeout=30).json()["id"]
+    videos = {
+        app.name: httpx.post(f"{app.url(port)}/v1/videos", json=body, timeout=30).json()["id"] for app in apps
+    }
 
-    def first_scene_done() -> bool:
-        video = get_video(url, video_id)
+    def first_scene_done(app: App) -> bool:
+        video = get_video(app.url(port), videos[app.name])
         return bool(video and video["scenes"] and video["scenes"][0]["status"] == "completed")
 
-    wait_for("the first scene finishes", first_scene_done, 240)
+    for app in apps:
+        wait_for(f"{app.name}'s first scene finishes", lambda app=app: first_scene_done(app), 240)
     nodes.kill("gpu_node")
-    status, attempts, done_before = stored()
-    assert status == "in_progress" and attempts == 1 and 0 in done_before and len(done_before) < 3
+    done_before = {}
+    for app in apps:
+        status, attempts, done_before[app.name] = app.stored(videos[app.name])
+        assert status == "in_progress" and attempts == 1, app.name
+        assert 0 in done_before[app.name] and len(done_before[app.name]) < 5, app.name
 
     nodes.start("gpu_node")  # a replacement: Serve starts the lost replicas on it
 
-    def finished() -> dict | None:
-        video = get_video(url, video_id)
-        return video if video and video["status"] in ("completed", "failed", "cancelled") else None
+    for app in apps:
 
-    video = wait_for("the job ends", finished, 300)
-    assert video["status"] == "completed", video
-    scene_attempts = {scene["index"]: scene["attempts"] for scene in video["scenes"]}
-    assert all(scene_attempts[idx] == 1 for idx in done_before), scene_attempts  # not made again
-    assert all(scene["generator"] == "svd" for scene in video["scenes"])
-    assert stored()[1] == 2  # the replacement's runner took the job over
-    content = httpx.get(f"{url}/v1/videos/{video_id}/content", timeout=60)
-    assert content.status_code == 200 and content.content[4:8] == b"ftyp"
-    assert nodes.placed_as_planned("nodes")  # the lost replicas came back on the replacement
-    subprocess.run(
-        [str(BIN / "serve"), "shutdown", "--yes", "--address", nodes.dashboard],
-        env=nodes.env,
-        capture_output=True,
-        timeout=120,
-    )
+        def finished(app: App = app) -> dict | None:
+            video = get_video(app.url(port), videos[app.name])
+            return video if video and video["status"] in ("completed", "failed", "cancelled") else None
+
+        video = wait_for(f"{app.name}'s job ends", finished, 300)
+        assert video["status"] == "completed", video
+        scene_attempts = {scene["index"]: scene["attempts"] for scene in video["scenes"]}
+        assert all(scene_attempts[i] == 1 for i in done_before[app.name]), scene_attempts  # not made again
+        assert all(scene["generator"] == "svd" for scene in video["scenes"])
+        assert app.stored(videos[app.name])[1] == 2  # the replacement's runner took the job over
+        content = httpx.get(f"{app.url(port)}/v1/videos/{videos[app.name]}/content", timeout=60)
+        assert content.status_code == 200 and content.content[4:8] == b"ftyp"
+        assert nodes.placed_as_planned(app.name)  # the lost replicas came back on the replacement

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import av
@@ -13,7 +12,7 @@ import numpy as np
 import pytest
 
 from engines.narrator.narrator import write_wav
-from tests.fixtures.serve import Deployed, cpu_profile, deployed
+from tests.fixtures.serve import Deployed
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -31,9 +30,8 @@ def api_snippets() -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def app(serve_cluster, tmp_path_factory) -> Iterator[Deployed]:
-    with deployed(serve_cluster, cpu_profile(tmp_path_factory.mktemp("readme-storage")), "readme") as app:
-        yield app
+def app(cpu_app: Deployed) -> Deployed:
+    return cpu_app
 
 
 def test_the_readme_has_the_snippets_this_file_runs():
