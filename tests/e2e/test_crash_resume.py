@@ -17,25 +17,13 @@ import yaml
 
 from bench.service import free_port
 from serve_app.demo import kill_session
+from tests.fixtures.serve import tiny_svd_args
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
 def write_config(folder: Path, port: int, svd_path: Path) -> Path:
-    args = {
-        "fallback": "auto",
-        "video": {
-            "model_path": str(svd_path),
-            "device": "cpu",
-            "width": 64,
-            "height": 64,
-            "num_frames": 8,
-            "fps": 8,
-            "num_inference_steps": 12,
-            "decode_chunk_size": 8,
-        },
-        "painter": {"model_path": str(folder / "no-painter"), "device": "cpu"},
-        "video_processing": {"preset": "ultrafast", "transition": "cut"},
+    args = tiny_svd_args(svd_path, folder) | {
         "limits": {"max_frames_per_segment": 8},
         "storage": {"root": str(folder / "storage")},
         "jobs": {"lease_seconds": 3, "sweep_seconds": 1},

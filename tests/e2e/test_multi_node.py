@@ -31,6 +31,7 @@ from bench.postgres import new_database
 from bench.s3 import new_bucket
 from bench.service import free_port
 from serve_app.demo import kill_session
+from tests.fixtures.serve import tiny_svd_args
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -183,21 +184,8 @@ def _stored(execute: Callable[..., Any], mark: str, video_id: str) -> tuple[str,
 
 
 def serve_config(folder: Path, port: int, svd_path: Path, apps: list[App]) -> Path:
-    args = {
-        "fallback": "auto",
-        "video": {
-            "model_path": str(svd_path),
-            "device": "cpu",
-            "width": 64,
-            "height": 64,
-            "num_frames": 8,
-            "fps": 8,
-            "num_inference_steps": 12,
-            "decode_chunk_size": 8,
-        },
-        "painter": {"model_path": str(folder / "no-painter"), "device": "cpu"},
+    args = tiny_svd_args(svd_path, folder) | {
         "narration": {"backend": "espeak"},
-        "video_processing": {"preset": "ultrafast", "transition": "cut"},
         "jobs": {"lease_seconds": 3, "sweep_seconds": 1},
     }
     deployments = []
