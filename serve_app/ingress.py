@@ -298,7 +298,12 @@ async def delete_video(request: Request, video_id: VideoId) -> VideoDeleted:
     response_class=OpenedFileResponse,
     status_code=200,
     responses={
-        200: {"content": {"video/mp4": {}, "image/jpeg": {}, "text/vtt": {}}},
+        200: {"content": {"video/mp4": {}, "image/jpeg": {}, "text/vtt": {}, "audio/mp4": {}}},
+        206: {"description": "The byte range the `Range` header asked for."},
+        307: {
+            "description": "With `storage.presign`: `Location` is a presigned URL of the file in the store."
+        },
+        416: {"description": "The `Range` header starts past the end of the file."},
         **errors.responses(BadRequest, NotFound, Conflict),
     },
 )
