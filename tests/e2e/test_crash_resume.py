@@ -17,7 +17,7 @@ import yaml
 
 from bench.service import free_port
 from serve_app.demo import kill_session
-from tests.fixtures.serve import tiny_svd_args
+from tests.fixtures.serve import get_video, tiny_svd_args
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -91,15 +91,6 @@ def stop(server: subprocess.Popen) -> None:
     except subprocess.TimeoutExpired:
         kill_session(server.pid)
         server.wait(timeout=60)
-
-
-def get_video(url: str, video_id: str) -> dict | None:
-    """The video, or None while the service is not answering (it is starting or stopping)."""
-    try:
-        response = httpx.get(f"{url}/v1/videos/{video_id}", timeout=10)
-    except httpx.HTTPError:
-        return None
-    return response.json() if response.status_code == 200 else None
 
 
 def test_sigkill_mid_job_then_restart_completes_without_redoing_finished_scenes(tmp_path, tiny_svd_path):

@@ -31,7 +31,7 @@ from bench.postgres import new_database
 from bench.s3 import new_bucket
 from bench.service import free_port
 from serve_app.demo import kill_session
-from tests.fixtures.serve import tiny_svd_args
+from tests.fixtures.serve import get_video, tiny_svd_args
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -213,14 +213,6 @@ def serve_config(folder: Path, port: int, svd_path: Path, apps: list[App]) -> Pa
     path = folder / "serve_config.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
-
-
-def get_video(url: str, video_id: str) -> dict | None:
-    try:
-        response = httpx.get(f"{url}/v1/videos/{video_id}", timeout=10)
-    except httpx.HTTPError:
-        return None
-    return response.json() if response.status_code == 200 else None
 
 
 def wait_for(what: str, check, timeout_s: float) -> Any:
