@@ -225,8 +225,14 @@ class ObjectStorage(Storage):
 
     @functools.cached_property
     def scratch(self) -> Path:
+        """This process's folder under ``scratch_root``, made on first use. The folders of processes that
+        are gone (a replica that crashed or was replaced) are removed then, so restarts leave no files."""
         folder = self.scratch_root / f"process-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         folder.mkdir(parents=True, exist_ok=True)
+        for other in self.scratch_root.glob("process-*-*"):
+            pid = other.name.split("-")[1]
+            if other != folder and pid.isdigit() and not _alive(int(pid)):
+                shutil.rmtree(other, ignore_errors=True)
         return folder
 
     def _path(self, key: str) -> str:
@@ -317,6 +323,16 @@ class ObjectStorage(Storage):
             with contextlib.suppress(OSError):
                 if folder.stat().st_mtime < cutoff:
                     shutil.rmtree(folder, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive
+        return True
+    return True
 
 
 def open_storage(root: str | Path | Storage, scratch: str | Path | None = None) -> Storage:

@@ -44,7 +44,8 @@ class StorageConfig(BaseModel):
         None,
         description="With an object store root: the local folder each process stages files in (ffmpeg "
         "reads only local files), a subfolder per process; default `storyreel-scratch` in the system "
-        "temp folder. Unused with a folder root.",
+        "temp folder. Each machine's (or container's) own disk, never a shared volume: a process removes "
+        "the subfolders of processes gone from its machine. Unused with a folder root.",
     )
     presign: bool = Field(
         False,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import os
 import pickle
 import time
 from pathlib import Path
@@ -122,6 +123,27 @@ def test_an_object_store_pickles_small_and_each_process_gets_a_scratch_folder_of
     copy = pickle.loads(pickle.dumps(storage))
     assert len(pickle.dumps(storage)) < 1000
     assert copy.has_folder(f"jobs/{JOB}") and copy.scratch != scratch and copy.scratch.parent == tmp_path
+
+
+def test_a_process_removes_the_scratch_folders_of_processes_that_are_gone(tmp_path):
+    import subprocess
+    import sys
+
+    ended = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    gone = tmp_path / f"process-{int(ended.stdout)}-0badc0de"
+    living = tmp_path / f"process-{os.getppid()}-feedface"  # this test's parent: alive
+    for folder in (gone, living):
+        (folder / "jobs" / JOB).mkdir(parents=True)
+        (folder / "jobs" / JOB / "scene_000.mp4").write_bytes(b"clip")
+    (tmp_path / "notes").mkdir()  # not a process's folder: left alone
+
+    scratch = ObjectStorage("s3://bucket/prefix", tmp_path).scratch  # made on first use; no store is reached
+
+    assert scratch.is_dir() and scratch.name.startswith(f"process-{os.getpid()}-")
+    assert not gone.exists() and (living / "jobs" / JOB / "scene_000.mp4").is_file()
+    assert (tmp_path / "notes").is_dir()
 
 
 @pytest.mark.parametrize(
