@@ -39,6 +39,8 @@ REPLICAS: dict[str, dict[str, Any]] = {
     "Encoder": {"ray_actor_options": {"num_cpus": 0.2}},
 }
 POLL_S = 0.02
+# Between serve.shutdown() and ray.shutdown(): for this process's handles to hear that the controller died.
+SERVE_STOPPED_S = 1.0
 
 
 @contextmanager
@@ -57,6 +59,10 @@ def cluster(log_to_driver: bool = False) -> Iterator[str]:
         yield f"http://127.0.0.1:{port}"
     finally:
         serve.shutdown()
+        # A deployment handle made in this process (serve.run's, or a test's get_deployment_handle) long-polls
+        # the controller; it stops once it hears the controller is gone. Touching Ray after ray.shutdown()
+        # would end this process with status 1 (pytest's summary unprinted, CI failed): give it the moment.
+        time.sleep(SERVE_STOPPED_S)
         ray.shutdown()
 
 
