@@ -213,7 +213,7 @@ class JobStore:
         PostgreSQL every other process's too, from a listening thread (on SQLite those are only caught by
         polling). Lets an event stream wake at once instead of at its next poll."""
         if not self.listeners:
-            self._db.subscribe(self._heard)
+            self._db.subscribe(self._tell)
         self.listeners.append(listener)
 
     # -- jobs -----------------------------------------------------------------------------------
@@ -508,11 +508,8 @@ class JobStore:
                     logger.info("job store: added column %s.%s", table, name)
 
     def _tell(self, job_id: str) -> None:
-        """Tell this process's listeners that ``job_id`` changed (the write itself told the others)."""
-        for listener in self.listeners:
-            listener(job_id)
-
-    def _heard(self, job_id: str) -> None:
+        """Tell this process's listeners that ``job_id`` changed: after its own writes (which told the other
+        processes themselves), and for each write another process announced."""
         for listener in self.listeners:
             listener(job_id)
 
