@@ -1,7 +1,9 @@
 """The template writer: no model, deterministic, always available.
 
-It cuts the prompt into sentences (Latin and CJK punctuation), merges or splits them to reach the scene
-count, and gives each scene a shot descriptor and a motion hint. It is the default backend and the
+It cuts the prompt into sentences (Latin and CJK punctuation), and those into clauses when it needs more
+pieces, then joins neighbours so each scene has about as much to say as the others (its words spread over
+the scenes by what each can speak), and gives each scene a shot descriptor and a motion hint. It never
+drops or cuts the user's words inside a phrase: with fewer phrases than scenes it makes fewer scenes. It is the default backend and the
 fallback of every other one, so it must accept any non-empty text without failing.
 """
 
@@ -13,7 +15,7 @@ from collections.abc import Sequence
 from engines.writer.config import WriterBounds
 from engines.writer.prompting import TokenCounter, approx_clip_tokens, improve_visual_prompt
 from engines.writer.script import Motion, Scene, Script
-from engines.writer.text import clean_text, halve, is_cjk, shorten, split_clauses, split_sentences
+from engines.writer.text import clean_text, is_cjk, shorten, speech_units, split_clauses, split_sentences
 
 # Shots cycle so consecutive scenes differ; the first scene establishes, as an editor would cut it.
 _SHOTS = ["establishing wide shot", "medium shot", "close-up shot", "tracking shot", "low-angle shot"]
@@ -30,27 +32,41 @@ _DYNAMIC = re.compile(
 _STILL = re.compile(r"\b(still|calm|quiet|sleep\w*|silent|asleep|rest\w*)\b|[静睡眠寂]", re.IGNORECASE)
 
 
-def _reach_count(pieces: list[str], target: int, cjk: bool) -> list[str]:
-    """Merge neighbours or split the longest piece until there are ``target`` pieces."""
-    pieces = list(pieces)
-    joiner = "" if cjk else " "
-    while len(pieces) < target:
-        longest = max(range(len(pieces)), key=lambda i: len(pieces[i]))
-        clauses = split_clauses(pieces[longest])
-        if len(clauses) > 1:
-            middle = len(clauses) // 2
-            parts: tuple[str, str] | None = (joiner.join(clauses[:middle]), joiner.join(clauses[middle:]))
+def group_phrases(phrases: list[str], target: int, joiner: str) -> list[str]:
+    """``phrases`` joined, in order, into ``target`` pieces (fewer when there are fewer phrases) whose
+    speech is as even as it can be: the longest piece as short as possible.
+
+    A piece is never cut inside a phrase, so a scene's caption always ends where a sentence or clause does.
+    """
+    count = min(target, len(phrases))
+    weights = [max(1, speech_units(phrase)) for phrase in phrases]
+    # The least capacity with which filling pieces in order needs no more than ``count`` of them.
+    low, high = max(weights), sum(weights)
+    while low < high:
+        middle = (low + high) // 2
+        if _pieces_needed(weights, middle) <= count:
+            high = middle
         else:
-            parts = halve(pieces[longest], by_char=cjk)
-        if parts is None:
-            break
-        pieces[longest : longest + 1] = list(parts)
-    if len(pieces) < target:
-        # Too little text to split further (one short word): the same words recur with other shots.
-        pieces = [pieces[i % len(pieces)] for i in range(target)]
-    if len(pieces) > target:
-        n = len(pieces)
-        pieces = [joiner.join(pieces[i * n // target : (i + 1) * n // target]) for i in range(target)]
+            low = middle + 1
+    groups: list[list[str]] = []
+    load = 0
+    for i, (phrase, weight) in enumerate(zip(phrases, weights, strict=True)):
+        phrases_left, pieces_left = len(phrases) - i, count - len(groups)
+        # A new piece when this one is full, or when every phrase left must start a piece of its own.
+        if not groups or load + weight > low or phrases_left == pieces_left:
+            groups.append([])
+            load = 0
+        groups[-1].append(phrase)
+        load += weight
+    return [joiner.join(group) for group in groups]
+
+
+def _pieces_needed(weights: list[int], capacity: int) -> int:
+    pieces, load = 1, 0
+    for weight in weights:
+        if load + weight > capacity:
+            pieces, load = pieces + 1, 0
+        load += weight
     return pieces
 
 
@@ -78,7 +94,8 @@ def write_template_script(
         prompt: the user's idea; non-empty after whitespace cleanup. Only ``bounds.max_prompt_chars`` are read.
         bounds: the limits to respect.
         language: the prompt's language (BCP 47); captions keep the user's words, so they are in it.
-        num_scenes: the scene count; ``None`` takes one scene per sentence within the bounds.
+        num_scenes: the scene count (fewer when the prompt has fewer phrases); ``None`` takes one scene
+            per sentence within the bounds.
         terms: style then quality terms for the visual prompts.
         count: the keyframe model's token counter.
         fallback_reason: recorded on the script when the template stands in for another backend.
@@ -86,7 +103,10 @@ def write_template_script(
     text = prompt[: bounds.max_prompt_chars]
     sentences = split_sentences(text) or [clean_text(text)]
     target = num_scenes or min(max(len(sentences), bounds.min_scenes), bounds.max_scenes)
-    pieces = _reach_count(sentences, target, is_cjk(language))
+    # Whole sentences where there are enough of them; else clauses. A prompt with fewer phrases than scenes
+    # asked for makes fewer scenes, each lasting longer: a caption never ends inside a phrase.
+    phrases = sentences if len(sentences) >= target else [c for s in sentences for c in split_clauses(s)]
+    pieces = group_phrases(phrases, target, "" if is_cjk(language) else " ")
     scenes = []
     for i, piece in enumerate(pieces):
         shot = _SHOTS[i % len(_SHOTS)]

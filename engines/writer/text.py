@@ -5,10 +5,18 @@ from __future__ import annotations
 import re
 import unicodedata
 
-# Sentence ends in Latin, CJK and other scripts; a closing quote or bracket right after stays with its
-# sentence. "…" and "……" end a sentence too.
-_SENTENCE_END = re.compile(r"(?<=[.!?;。！？；…])[\"'”’」』）)\]]*\s*|\n{2,}|\n(?=\s*[-*•])")
-_CLAUSE_BREAK = re.compile(r"(?<=[,，、:：—])\s*")
+# Where a sentence ends: Latin marks (repeated, as in "?!" or "...") before a space or the end of the text,
+# so "3.5" and "e.g.x" stay whole; CJK marks and "…" anywhere, since CJK text has no spaces; a blank line, or a line
+# break before a list item. A closing quote or bracket right after the mark stays with its sentence.
+_CLOSERS = "\"'”’」』）)\\]»"
+_SENTENCE_END = re.compile(rf"[.!?;…]+[{_CLOSERS}]*(?=\s|$)|[。！？；…]+[{_CLOSERS}]*|\n\s*\n|\n(?=\s*[-*•])")
+# Where a clause ends inside a sentence: a Latin comma, colon or dash before a space (not "3,000"), or a
+# CJK comma, enumeration comma or colon.
+_CLAUSE_END = re.compile(rf"[,:;—–]+[{_CLOSERS}]*(?=\s)|—|[，、：]+[{_CLOSERS}]*")
+# What a narrator speaks word by word in languages written without spaces: Han, kana, Hangul syllables.
+_CJK_CHAR = re.compile(r"[\u3040-\u30ff\u4e00-\u9fff\u3400-\u4dbf\uac00-\ud7af]")
+_WORD = re.compile(r"[^\W_]+(?:['’.-][^\W_]+)*")
+_UNIT = re.compile(rf"{_CJK_CHAR.pattern}|(?:(?!{_CJK_CHAR.pattern})[^\W_])+(?:['’.-][^\W_]+)*")
 
 # Unicode ranges that tell a language apart by script alone. Latin-script text is reported as "en":
 # telling English from French by script is impossible, so callers pass ``language`` when they know it.
@@ -46,6 +54,11 @@ def matches_language(text: str, language: str) -> bool:
     return True if pattern is None else bool(pattern.search(text))
 
 
+def unit_name(language: str) -> str:
+    """What ``speech_units`` counts in ``language``'s captions, for messages and prompts."""
+    return "characters" if language.split("-")[0].lower() in {"zh", "ja", "ko"} else "words"
+
+
 def is_cjk(language: str) -> bool:
     """Whether ``language`` is written without spaces between words (Chinese, Japanese)."""
     return language.split("-")[0].lower() in {"zh", "ja"}
@@ -60,37 +73,57 @@ def clean_text(text: str) -> str:
 
 
 def split_sentences(text: str) -> list[str]:
-    """Split ``text`` into sentences at ., !, ?, ;, 。, ！, ？, ；, … and blank lines; never returns blanks."""
-    return [s for s in (clean_text(part) for part in _SENTENCE_END.split(text)) if s]
+    """Split ``text`` into sentences after ., !, ?, ;, … (before a space), 。, ！, ？, ； and at blank lines;
+    never returns blanks."""
+    return [s for s in (clean_text(part) for part in _cut_after(_SENTENCE_END, text)) if s]
 
 
 def split_clauses(text: str) -> list[str]:
-    """Split a sentence at commas (, ， 、), colons and dashes; never returns blanks."""
-    return [s for s in (part.strip() for part in _CLAUSE_BREAK.split(text)) if s]
+    """Split a sentence after its commas (", " ， 、), colons and dashes; never inside a number such as
+    3,000 or a run of CJK characters; never returns blanks."""
+    return [s for s in (part.strip() for part in _cut_after(_CLAUSE_END, text)) if s]
 
 
-def halve(text: str, *, by_char: bool = False) -> tuple[str, str] | None:
-    """Cut ``text`` in two near its middle, at the space nearest the middle.
+def split_phrases(text: str) -> list[str]:
+    """``text`` as its clauses, sentence by sentence: the places a scene or a line may end."""
+    return [clause for sentence in split_sentences(text) for clause in split_clauses(sentence)]
 
-    Args:
-        text: the text to cut.
-        by_char: cut between characters when there is no space (for Chinese and Japanese, whose words
-            are not spaced); each half keeps at least two characters. Default False: a single word is
-            never cut.
 
-    Returns:
-        The two halves, or ``None`` when ``text`` cannot be cut.
-    """
-    middle = len(text) // 2
-    spaces = [i for i, ch in enumerate(text) if ch == " "]
-    if spaces:
-        cut = min(spaces, key=lambda i: abs(i - middle))
-        left, right = text[:cut].strip(), text[cut:].strip()
-    elif by_char and len(text) >= 4:
-        left, right = text[:middle], text[middle:]
-    else:
-        return None
-    return (left, right) if left and right else None
+def trim_to_budget(text: str, budget: int) -> str:
+    """``text`` cut to at most ``budget`` ``speech_units``: its first phrases that fit, or, when not even the
+    first one does, its first words (CJK characters) ending in "…". Unchanged when it fits."""
+    if speech_units(text) <= budget:
+        return text
+    kept, used = [], 0
+    for phrase in split_phrases(text):
+        used += speech_units(phrase)
+        if used > budget:
+            break
+        kept.append(phrase)
+    if kept:
+        return (" " if " " in text else "").join(kept).rstrip(" ,;:—，、：")
+    # One phrase too long to say in time: its first units.
+    cut = 0
+    for count, match in enumerate(_UNIT.finditer(text), start=1):
+        if count > budget:
+            break
+        cut = match.end()
+    return text[:cut].rstrip(" ,;:—，、：") + "…"
+
+
+def _cut_after(pattern: re.Pattern[str], text: str) -> list[str]:
+    pieces, start = [], 0
+    for match in pattern.finditer(text):
+        pieces.append(text[start : match.end()])
+        start = match.end()
+    return [*pieces, text[start:]]
+
+
+def speech_units(text: str) -> int:
+    """How much there is to say in ``text``: its CJK characters plus its words in spaced scripts (the units
+    of ``WriterConfig.speech_rates``)."""
+    cjk = len(_CJK_CHAR.findall(text))
+    return cjk + len(_WORD.findall(_CJK_CHAR.sub(" ", text)))
 
 
 def shorten(text: str, limit: int) -> str:

@@ -58,19 +58,50 @@ def test_japanese_punctuation_and_ellipsis_split_sentences(writer: ScriptWriter)
 
 
 @pytest.mark.parametrize("num_scenes", [1, 2, 3, 5, 8])
-def test_requested_scene_count_is_honoured_by_merging_or_splitting(num_scenes: int) -> None:
+def test_requested_scene_count_is_honoured_by_merging_up_to_one_scene_a_phrase(num_scenes: int) -> None:
     # Captions long enough for the whole prompt in one scene, so no word is cut.
     writer = ScriptWriter(WriterConfig(bounds=WriterBounds(max_caption_chars=400)))
     script = writer.write(ENGLISH, num_scenes=num_scenes)
-    assert len(script.scenes) == num_scenes
-    # Merging and splitting keep every word, in order.
+    # Five sentences without a comma: five phrases, so at most five scenes.
+    assert len(script.scenes) == min(num_scenes, 5)
+    # Merging keeps every word, in order, and each scene ends where a sentence does.
     assert " ".join(s.caption for s in script.scenes).split() == ENGLISH.split()
+    assert all(s.caption[-1] in ".!?;" for s in script.scenes)
 
 
-def test_chinese_single_sentence_is_split_between_characters(writer: ScriptWriter) -> None:
-    script = writer.write("一只小猫在雨中的城市里慢慢地散步寻找回家的路", num_scenes=3)
-    assert len(script.scenes) == 3
-    assert "".join(s.caption for s in script.scenes) == "一只小猫在雨中的城市里慢慢地散步寻找回家的路"
+def test_merged_scenes_have_about_as_much_to_say_as_each_other() -> None:
+    writer = ScriptWriter(WriterConfig(bounds=WriterBounds(max_caption_chars=400)))
+    prompt = (
+        "A lighthouse keeper climbs the spiral stairs at dusk with an old brass lantern in his hand. "
+        "Rain falls. Wind howls. Gulls cry. A small fishing boat returns safely to the harbour at dawn."
+    )
+    # By sentence count the cut would be after "Rain falls."; by what each scene says it is after "Gulls cry."
+    assert [s.caption for s in writer.write(prompt, num_scenes=2).scenes] == [
+        "A lighthouse keeper climbs the spiral stairs at dusk with an old brass lantern in his hand.",
+        "Rain falls. Wind howls. Gulls cry. A small fishing boat returns safely to the harbour at dawn.",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("prompt", "captions"),
+    [
+        # The cases: no clause boundary, so one scene lasting the whole video, never a cut phrase.
+        (
+            "A red balloon floats over a green valley at sunrise.",
+            ["A red balloon floats over a green valley at sunrise."],
+        ),
+        ("一只小猫在月光下的屋顶上散步。", ["一只小猫在月光下的屋顶上散步。"]),
+        ("一只小猫在雨中的城市里慢慢地散步寻找回家的路", ["一只小猫在雨中的城市里慢慢地散步寻找回家的路"]),
+        # Clauses are boundaries; a comma inside a number is not.
+        ("In 1,000 years, the city sleeps", ["In 1,000 years,", "the city sleeps"]),
+        ("一只小猫在月光下，慢慢地散步。", ["一只小猫在月光下，", "慢慢地散步。"]),
+        ("It costs 3.5 coins", ["It costs 3.5 coins"]),
+    ],
+)
+def test_scenes_end_at_phrase_boundaries_or_are_fewer(
+    writer: ScriptWriter, prompt: str, captions: list[str]
+) -> None:
+    assert [s.caption for s in writer.write(prompt, num_scenes=2).scenes] == captions
 
 
 def test_single_sentence_is_split_at_clauses(writer: ScriptWriter) -> None:
@@ -82,11 +113,9 @@ def test_single_sentence_is_split_at_clauses(writer: ScriptWriter) -> None:
     ]
 
 
-def test_single_word_is_never_cut_but_repeated_with_other_shots(writer: ScriptWriter) -> None:
+def test_single_word_is_never_cut_nor_repeated(writer: ScriptWriter) -> None:
     script = writer.write("Hello", num_scenes=3)
-    assert [s.caption for s in script.scenes] == ["Hello", "Hello", "Hello"]
-    shots = [s.visual_prompt.split(" of ")[0] for s in script.scenes]
-    assert len(set(shots)) == 3
+    assert [s.caption for s in script.scenes] == ["Hello"]
 
 
 def test_ten_thousand_character_prompt_stays_within_bounds(writer: ScriptWriter) -> None:
