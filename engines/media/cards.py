@@ -4,17 +4,13 @@ from __future__ import annotations
 
 import colorsys
 import hashlib
-import re
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from core.errors import InvalidInput
 from engines.media.fonts import load_font
-
-# One token is a run of Latin letters/digits (kept whole when wrapping) or any other single character,
-# so CJK text, which has no spaces, can break between any two characters.
-_TOKEN = re.compile(r"[A-Za-z0-9\u00C0-\u024F'’\-]+|\s+|.", re.DOTALL)
+from engines.media.linebreak import wrap_lines
 
 # How much a title card zooms in over its whole length: enough to read as motion, slow enough that
 # the text never leaves the frame.
@@ -30,38 +26,10 @@ def background_color(text: str) -> tuple[int, int, int]:
 
 
 def wrap_text(text: str, font: ImageFont.ImageFont | ImageFont.FreeTypeFont, max_width: float) -> list[str]:
-    """Greedily wrap ``text`` into lines no wider than ``max_width`` pixels.
-
-    Words in spaced scripts stay whole unless one alone is too wide; CJK text breaks between characters.
-    """
-    lines: list[str] = []
-    for paragraph in text.splitlines() or [""]:
-        line = ""
-        for token in _TOKEN.findall(paragraph):
-            candidate = line + token
-            if font.getlength(candidate) <= max_width or not line.strip():
-                line = candidate
-                if font.getlength(line) > max_width:  # a single token wider than the line
-                    head, line = _break_long(line, font, max_width)
-                    lines.extend(head)
-                continue
-            lines.append(line.rstrip())
-            line = token.lstrip()
-        lines.append(line.rstrip())
-    return [line for line in lines if line] or [""]
-
-
-def _break_long(
-    token: str, font: ImageFont.ImageFont | ImageFont.FreeTypeFont, max_width: float
-) -> tuple[list[str], str]:
-    pieces, current = [], ""
-    for char in token:
-        if current and font.getlength(current + char) > max_width:
-            pieces.append(current)
-            current = char
-        else:
-            current += char
-    return pieces, current
+    """``text`` in lines no wider than ``max_width`` pixels, broken where the Unicode rules allow
+    (``engines.media.linebreak``): words in spaced scripts stay whole, CJK text breaks between characters
+    but never before closing punctuation."""
+    return wrap_lines(text, font.getlength, max_width)
 
 
 def render_card(

@@ -21,6 +21,7 @@ from core.files import atomic_output
 from engines.media import ffmpeg
 from engines.media.captions import Cue
 from engines.media.fonts import find_font_file
+from engines.media.linebreak import wrap_lines
 
 _SAFE_PATH = re.compile(r"[\w./+@ -]+")  # always with fullmatch
 
@@ -120,34 +121,12 @@ def subtitle_font(preferred: str | None) -> str:
 
 
 def wrap(text: str, room: int, size: int, max_lines: int) -> list[str]:
-    """``text`` broken into lines that fit ``room`` pixels at font ``size``: at spaces where it has them,
-    anywhere between wide (CJK) characters; at most ``max_lines``, the last cut with '…'."""
-    lines: list[str] = []
-    line, width = "", 0.0
-    for token in _tokens(text):
-        token_width = sum(_advance(char, size) for char in token)
-        if line and width + token_width > room:
-            lines.append(line.rstrip())
-            line, width = token.lstrip(), sum(_advance(char, size) for char in token.lstrip())
-        else:
-            line, width = line + token, width + token_width
-    if line.strip():
-        lines.append(line.rstrip())
+    """``text`` broken into lines that fit ``room`` pixels at font ``size``, where the Unicode line breaking
+    rules allow (``engines.media.linebreak``); at most ``max_lines``, the last cut with '…'."""
+    lines = wrap_lines(" ".join(text.split()), lambda piece: sum(_advance(c, size) for c in piece), room)
     if len(lines) > max_lines:
         lines = [*lines[: max_lines - 1], lines[max_lines - 1].rstrip("…") + "…"]
-    return lines or [" "]
-
-
-def _tokens(text: str) -> list[str]:
-    """Words with their leading space, and each wide character on its own (a line may break before it)."""
-    tokens: list[str] = []
-    for char in " ".join(text.split()):
-        wide = unicodedata.east_asian_width(char) in "WF"
-        if wide or not tokens or char == " " or _is_wide(tokens[-1][-1]):
-            tokens.append(char)
-        else:
-            tokens[-1] += char
-    return tokens
+    return [line for line in lines if line] or [" "]
 
 
 def _is_wide(char: str) -> bool:
