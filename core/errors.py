@@ -8,6 +8,7 @@ HTTP status it answers with) and ``public`` (whether its text may be shown, or i
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -143,6 +144,11 @@ def classify(exc: BaseException) -> ErrorKind:
 def is_int(value: Any) -> bool:
     """An int that is not a bool (`True` would otherwise pass as 1)."""
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_number(value: Any) -> bool:
+    """A finite int or float that is not a bool."""
+    return (is_int(value) or isinstance(value, float)) and math.isfinite(value)
 
 
 def check_seed(seed: Any, where: str = "") -> None:

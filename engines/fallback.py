@@ -214,7 +214,9 @@ def write_script(writer: ScriptWriter, request: WriteRequest, policy: FallbackPo
         InvalidInput: a bad request.
     """
     _check_policy(policy)
-    script = writer.write(request.prompt, request.num_scenes, request.language, request.style)
+    script = writer.write(
+        request.prompt, request.num_scenes, request.language, request.style, request.scene_seconds
+    )
     if policy == "never" and script.fallback_reason:
         raise ModelUnavailable(f"the scene writer fell back to the template: {script.fallback_reason}")
     return script

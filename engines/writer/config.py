@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -151,3 +152,26 @@ class WriterConfig(BaseModel):
     openai: OpenAIWriterConfig = Field(
         default_factory=OpenAIWriterConfig, description="Settings of the openai backend."
     )
+    speech_rates: dict[str, float] = Field(
+        # eSpeak NG's pace at 165 words a minute (narration's default), measured on its own voices.
+        default_factory=lambda: {"en": 3.0, "zh": 3.3, "ja": 2.0, "ko": 4.5},
+        description="What a narrator says per second at its normal pace, by language (the primary subtag of "
+        "a BCP 47 tag): words in spaced scripts, characters in Chinese, Japanese and Korean "
+        "(`engines.writer.text.speech_units`). A writer asked for scenes of a given length keeps each "
+        "caption within what its scene can speak; tune it to the configured voice.",
+    )
+    default_speech_rate: float = Field(
+        2.7, gt=0, le=20, description="`speech_rates` for a language it does not list."
+    )
+
+    @model_validator(mode="after")
+    def _rates_are_positive(self) -> WriterConfig:
+        for language, rate in self.speech_rates.items():
+            if not 0 < rate <= 20:
+                raise ValueError(f"speech_rates.{language}={rate}: must be above 0 and at most 20")
+        return self
+
+    def speech_budget(self, seconds: float, language: str) -> int:
+        """How much (in ``speech_units``) a narrator says in ``seconds`` of ``language`` at its normal pace."""
+        rate = self.speech_rates.get(language.split("-")[0].lower(), self.default_speech_rate)
+        return max(1, math.floor(seconds * rate))

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from engines.writer.config import WriterBounds
-from engines.writer.text import clean_text
+from engines.writer.text import clean_text, unit_name
 
 TokenCounter = Callable[[str], int]
 
@@ -124,9 +124,20 @@ _OPEN, _CLOSE = "<user_idea>", "</user_idea>"
 _DELIMITER = re.compile(r"</?\s*user_idea\s*>", re.IGNORECASE)
 
 
-def system_prompt(bounds: WriterBounds, num_scenes: int | None, language: str) -> str:
-    """The instructions: the output format with its bounds, and that the user's idea is data."""
+def system_prompt(
+    bounds: WriterBounds, num_scenes: int | None, language: str, budget: tuple[int, float] | None = None
+) -> str:
+    """The instructions: the output format with its bounds, and that the user's idea is data.
+
+    ``budget``: (the most a caption may say, in ``speech_units``, and the seconds it is spoken in), when
+    scenes have a set length.
+    """
     count = f"exactly {num_scenes}" if num_scenes else f"between {bounds.min_scenes} and {bounds.max_scenes}"
+    spoken = (
+        f" It is read aloud in {budget[1]:.1f} s: at most {budget[0]} {unit_name(language)}."
+        if budget
+        else ""
+    )
     lo, hi = math.ceil(bounds.min_scene_seconds), math.floor(bounds.max_scene_seconds)
     return (
         "You turn a story idea into a short video script and answer with one JSON object only, no prose.\n"
@@ -137,7 +148,7 @@ def system_prompt(bounds: WriterBounds, num_scenes: int | None, language: str) -
         f"- visual_prompt: English only, printable ASCII, at most {bounds.max_visual_prompt_chars} "
         "characters: shot type, subject, setting, lighting. It is the prompt of an image model.\n"
         f"- caption: one short subtitle in language '{language}', at most {bounds.max_caption_chars} "
-        "characters.\n"
+        f"characters.{spoken}\n"
         f"- title: in language '{language}', at most {bounds.max_title_chars} characters.\n"
         f"- duration_s: whole seconds from {lo} to {max(lo, hi)}.\n"
         "- motion: how much the scene moves.\n"

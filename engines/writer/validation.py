@@ -17,8 +17,18 @@ from core.errors import _short
 from engines.writer.config import BackendName, WriterBounds
 from engines.writer.prompting import TokenCounter, approx_clip_tokens, improve_visual_prompt
 from engines.writer.script import Motion, Scene, Script
-from engines.writer.text import ascii_letter_share, clean_text, matches_language, shorten
+from engines.writer.text import (
+    ascii_letter_share,
+    clean_text,
+    matches_language,
+    shorten,
+    speech_units,
+    trim_to_budget,
+    unit_name,
+)
 
+# How far over its speech budget a caption may go before it is sent back.
+BUDGET_SLACK = 1.15
 _FENCE = re.compile(r"^```[a-zA-Z]*\s*|\s*```$")
 
 
@@ -88,6 +98,8 @@ def script_from_output(
     num_scenes: int | None = None,
     terms: Sequence[str] = (),
     count: TokenCounter = approx_clip_tokens,
+    budget: int | None = None,
+    trim: bool = False,
 ) -> Script:
     """Validate and clamp a model's answer into a :class:`Script`.
 
@@ -99,6 +111,10 @@ def script_from_output(
         num_scenes: an exact scene count to require; ``None`` means ``bounds.min_scenes..max_scenes``.
         terms: style and quality terms for :func:`improve_visual_prompt`.
         count: the keyframe model's token counter.
+        budget: the most a caption may say (``speech_units``) to be spoken within its scene; ``None``: no
+            limit. A caption a little over it passes (a model counts loosely; the narrator speaks faster).
+        trim: cut captions over ``budget`` at a phrase boundary instead of rejecting them (the last
+            attempt: a shortened caption beats the template's).
 
     Raises:
         DraftRejected: the answer cannot become a valid script (the message is for the repair prompt).
@@ -122,6 +138,13 @@ def script_from_output(
         caption = _text(raw.get("caption"), f"scenes[{i}].caption")
         if not matches_language(caption, language):
             raise DraftRejected(f"scenes[{i}].caption={_short(caption)}: must be written in '{language}'")
+        if budget is not None and speech_units(caption) > math.ceil(budget * BUDGET_SLACK):
+            if not trim:
+                raise DraftRejected(
+                    f"scenes[{i}].caption={_short(caption)}: says {speech_units(caption)} "
+                    f"{unit_name(language)}, more than the {budget} its scene has time to speak"
+                )
+            caption = trim_to_budget(caption, budget)
         scenes.append(
             Scene(
                 visual_prompt=improve_visual_prompt(

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from core.errors import InvalidInput, ModelUnavailable, is_int
+from core.errors import InvalidInput, ModelUnavailable, is_int, is_number
 from engines.writer.backends.base import ChatBackend, Message
 from engines.writer.config import WriterConfig
 from engines.writer.prompting import repair_message, system_prompt, token_counter, user_message
@@ -40,6 +40,7 @@ class WriteRequest:
     num_scenes: int | None = None
     style: str | None = None
     language: str | None = None
+    scene_seconds: float | None = None  # how long each scene's narration may last; None: no budget
 
 
 class ScriptWriter:
@@ -84,6 +85,7 @@ class ScriptWriter:
         num_scenes: int | None = None,
         language: str | None = None,
         style: Sequence[str] | str | None = None,
+        scene_seconds: float | None = None,
     ) -> Script:
         """Write the script for ``prompt``.
 
@@ -93,6 +95,10 @@ class ScriptWriter:
             language: the language of captions and title (BCP 47); ``None`` guesses it from the prompt.
             style: style terms for the visual prompts (a list or a comma-separated string), put before the
                 configured ones; ``None`` uses the configured ones only.
+            scene_seconds: how long each scene's narration may last. A model is asked for captions it can
+                speak in that time (``config.speech_rates``), and its draft is held to it (sent back once,
+                then trimmed at a phrase boundary). The template keeps every word of the prompt and spreads
+                them evenly over the scenes; ``None`` (default): no budget.
 
         Raises:
             InvalidInput: ``prompt`` is empty, or ``num_scenes``, ``language`` or ``style`` is out of range.
@@ -111,6 +117,8 @@ class ScriptWriter:
             )
         if language is not None and not (isinstance(language, str) and 2 <= len(language.strip()) <= 35):
             raise InvalidInput("language", language, "must be a BCP 47 tag such as 'en' or 'zh-CN'")
+        if scene_seconds is not None and not (is_number(scene_seconds) and 0 < scene_seconds <= 3600):
+            raise InvalidInput("scene_seconds", scene_seconds, "must be a number of seconds above 0")
         request_style = self._style_terms(style)
 
         # 2. Prepare: language, style terms, the prompt the writer reads.
@@ -128,10 +136,13 @@ class ScriptWriter:
         if self.backend is None:
             return write_template_script(prompt, count=self._count, **common)
 
-        # 4. Ask the model; one repair round for an invalid answer; the template for anything else.
+        # 4. Ask the model; one repair round for an invalid answer; the template for anything else. A
+        #    caption over its speech budget is sent back once, then trimmed.
+        budget = None if scene_seconds is None else self.config.speech_budget(scene_seconds, language)
         schema = draft_json_schema(bounds, num_scenes)
+        spoken = None if budget is None or scene_seconds is None else (budget, scene_seconds)
         messages: list[Message] = [
-            {"role": "system", "content": system_prompt(bounds, num_scenes, language)},
+            {"role": "system", "content": system_prompt(bounds, num_scenes, language, spoken)},
             {"role": "user", "content": user_message(prompt, [*request_style, *self.config.style])},
         ]
         reason = ""
@@ -146,7 +157,14 @@ class ScriptWriter:
                 reason = f"{self.backend.name} failed: {type(exc).__name__}: {exc}"
                 break
             try:
-                return script_from_output(answer, backend=self.backend.name, count=self._count, **common)
+                return script_from_output(
+                    answer,
+                    backend=self.backend.name,
+                    count=self._count,
+                    budget=budget,
+                    trim=attempt == 1,
+                    **common,
+                )
             except DraftRejected as exc:
                 reason = f"{self.backend.name} output invalid after {attempt + 1} attempt(s): {exc}"
                 messages += [

@@ -191,3 +191,41 @@ def test_an_unexpected_validation_error_falls_back_at_once(monkeypatch: pytest.M
     assert len(backend.calls) == 1
     assert script.backend == "template"
     assert script.fallback_reason == "openai output unusable: KeyError: 'scenes'"
+
+
+LONG = "A lighthouse keeper climbs the spiral stairs at dusk, lights the great lamp, and watches the storm."
+
+
+def test_a_scene_length_puts_the_speech_budget_in_the_prompt_and_sends_a_long_caption_back() -> None:
+    short = json.dumps({"title": "T", "scenes": [scene("A keeper climbs the stairs at dusk.")]})
+    backend = FakeBackend(json.dumps({"title": "T", "scenes": [scene(LONG)]}), short)
+    # 2 s of English at the default 3 words a second: 6 words.
+    script = writer(backend).write("A keeper.", num_scenes=1, scene_seconds=2.0)
+    assert "It is read aloud in 2.0 s: at most 6 words." in backend.calls[0][0]["content"]
+    assert "says 17 words, more than the 6 its scene has time to speak" in backend.calls[1][-1]["content"]
+    assert [s.caption for s in script.scenes] == ["A keeper climbs the stairs at dusk."]
+    assert script.backend == "openai"
+
+
+def test_a_caption_still_too_long_after_the_repair_is_trimmed_at_a_phrase_not_replaced() -> None:
+    long = json.dumps({"title": "T", "scenes": [scene(LONG)]})
+    script = writer(FakeBackend(long, long)).write("A keeper.", num_scenes=1, scene_seconds=3.0)
+    # 9 words fit: the first clause (9 words) stays, the rest goes; the model's script is kept.
+    assert [s.caption for s in script.scenes] == ["A lighthouse keeper climbs the spiral stairs at dusk"]
+    assert script.backend == "openai" and script.fallback_reason is None
+
+
+def test_a_budget_counts_characters_in_chinese() -> None:
+    caption = "灯塔看守人在黄昏时爬上螺旋楼梯，点亮了巨大的灯。"
+    answer = json.dumps({"title": "灯塔", "scenes": [scene(caption)]})
+    backend = FakeBackend(answer, answer)
+    # 3.3 characters a second: 4 s hold 13 characters; the first clause has 14, so it is cut to 13 and "…".
+    script = writer(backend).write("灯塔。", num_scenes=1, scene_seconds=4.0)
+    assert "at most 13 characters" in backend.calls[0][0]["content"]
+    assert script.scenes[0].caption == "灯塔看守人在黄昏时爬上螺旋…"
+
+
+def test_without_a_scene_length_a_long_caption_passes() -> None:
+    backend = FakeBackend(json.dumps({"title": "T", "scenes": [scene(LONG)]}))
+    assert writer(backend).write("A keeper.", num_scenes=1).scenes[0].caption == LONG
+    assert "read aloud" not in backend.calls[0][0]["content"]
