@@ -64,3 +64,10 @@ class ScriptSource(StrEnum):
     """Who wrote the scenes, when the caller did not (the writer's backends name themselves otherwise)."""
 
     EXPLICIT = "explicit"
+
+
+class NoticeCode(StrEnum):
+    """What a video's `notices` report: where it differs from what was asked, and why."""
+
+    NARRATION_LONGER_THAN_ASKED = "narration_longer_than_asked"  # it runs past `seconds` to say it all
+    SILENT_NARRATION = "silent_narration"  # a scene's voice said nothing; the scene keeps silence

@@ -287,17 +287,29 @@ class ProgressBars:
 
 
 def summary(video: dict[str, Any]) -> str:
-    """A video in a few lines: title, length, size, then each scene with what made it and who spoke it."""
+    """A video in a few lines: title, length, size, then each scene with its length, what made it and who
+    spoke it, then its notices (where it differs from what was asked)."""
     lines = [
-        f"{video['title'] or 'Video'} ({video['seconds']} s, {video['size']}, {len(video['scenes'])} scenes):"
+        f"{video['title'] or 'Video'} ({seconds(video['seconds'])}, {video['size']}, "
+        f"{len(video['scenes'])} scenes):"
     ]
     for scene in video["scenes"]:
         spoken = scene.get("narration")
-        voice = f"{spoken['narrator']}:{spoken['voice']}" if spoken else "silent"
+        voice = f"{spoken['narrator']}:{spoken['voice']}" if spoken and not spoken.get("silent") else "silent"
         lines.append(
-            f"  scene {scene['index']}: {scene['generator'] or '-':<8} {voice:<14} {scene['caption']}"
+            f"  scene {scene['index']}: {scene['generator'] or '-':<8} {voice:<14} "
+            f"{seconds(scene['duration_s']):>6}  {scene['caption']}"
         )
+    lines += [f"  notice: {notice['message']} ({notice['code']})" for notice in video.get("notices", [])]
     return "\n".join(lines)
+
+
+def seconds(value: str | float) -> str:
+    """A length as people read it: "2.6 s", not "2.648208616780045 s"."""
+    try:
+        return f"{round(float(value), 1):g} s"
+    except (TypeError, ValueError):
+        return f"{value} s"
 
 
 # 3. The commands: each takes the API and its arguments and returns the exit status
@@ -352,7 +364,7 @@ def _finish(api: Api, args: argparse.Namespace, video: dict[str, Any]) -> int:
 def _list(api: Api, args: argparse.Namespace) -> int:
     page = api.call("GET", "/v1/videos", params={"limit": args.limit} if args.limit else None)
     rows = [
-        f"{video['id']}  {video['status']:<11} {video['progress']:>3}%  {video['seconds']:>4} s  "
+        f"{video['id']}  {video['status']:<11} {video['progress']:>3}%  {seconds(video['seconds']):>6}  "
         f"{video['size']:<9}  {video['prompt'][:60]}"
         for video in page["data"]
     ]

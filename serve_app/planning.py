@@ -6,6 +6,7 @@ so a resumed job makes the same video.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -27,7 +28,9 @@ class JobPlan:
         num_scenes: scenes to make (explicit scenes fix it; else asked or derived from `seconds`).
         steps: SVD denoising steps.
         seed: base seed; scene i uses seed + i.
-        overlap: seconds each clip is lengthened by so the cross-fades do not shorten the video.
+        transition_s: the length of each cross-fade between clips (0 for cuts).
+        extra_joins: cross-fades the scenes make beyond those between them (an extension's first scene
+            joins the video it extends).
     """
 
     seconds: float
@@ -37,11 +40,23 @@ class JobPlan:
     num_scenes: int
     steps: int
     seed: int
-    overlap: float = 0.0
+    transition_s: float = 0.0
+    extra_joins: int = 0
 
     @property
     def scene_seconds(self) -> float:
         return self.seconds / self.num_scenes
+
+    @property
+    def overlap(self) -> float:
+        """Seconds each clip is lengthened by so the cross-fades do not shorten the video: N clips joined by
+        N-1 fades lose N-1 fades, spread over the N clips."""
+        return self.transition_s * (self.num_scenes - 1 + self.extra_joins) / self.num_scenes
+
+    def with_scenes(self, count: int) -> JobPlan:
+        """This plan for the ``count`` scenes a writer made (fewer than asked when the prompt has fewer
+        phrases): the same length, the cross-fades shared among them."""
+        return dataclasses.replace(self, num_scenes=count)
 
     def scene_frames(self, durations: list[float]) -> list[int]:
         """Frames for scenes of ``durations`` seconds, each with its share of the cross-fades (at least 2).
@@ -147,16 +162,15 @@ def plan_job(request: CreateVideoRequest, config: AppConfig, seed: int, extra_jo
         num_scenes=num_scenes,
         steps=steps,
         seed=seed,
-        overlap=_overlap(config, num_scenes, extra_joins),
+        transition_s=transition_seconds(config),
+        extra_joins=extra_joins,
     )
 
 
-def _overlap(config: AppConfig, num_scenes: int, extra_joins: int) -> float:
-    # N clips joined by N-1 cross-fades lose (N-1) fades; spreading that over the N clips keeps the total.
+def transition_seconds(config: AppConfig) -> float:
+    """The length of each join between clips: a cross-fade's, or 0 for cuts."""
     processing = config.video_processing
-    if processing.transition != "crossfade":
-        return 0.0
-    return processing.transition_seconds * (num_scenes - 1 + extra_joins) / num_scenes
+    return processing.transition_seconds if processing.transition == "crossfade" else 0.0
 
 
 def generation_size(width: int, height: int, base_width: int, base_height: int) -> tuple[int, int]:
@@ -188,3 +202,61 @@ def fit_narration(planned: list[float], needs: list[float], explicit: bool) -> l
     if needed >= total:
         return list(needs)
     return [need + (total - needed) * length / total for length, need in zip(planned, needs, strict=True)]
+
+
+# A rate a little faster than the arithmetic asks: pauses inside a sentence do not shorten with the pace.
+PACE_MARGIN = 1.03
+
+
+def fit_pauses(
+    spoken: list[float], goals: list[tuple[list[int], float]], pause: float, shortest: float
+) -> list[float]:
+    """The silence each scene keeps around its voice: ``pause``, or less (down to ``shortest``) where a
+    group of scenes in ``goals`` would not fit its length otherwise. Pauses give way before the voice
+    speeds up.
+
+    Args:
+        spoken: seconds each scene's narration lasts (its sentences and the gaps between them).
+        goals: groups of scene indexes, each with the length its scenes must fit together.
+        pause: the pause a scene keeps when there is room.
+        shortest: the least pause (the gap between two sentences: the voice keeps its rhythm).
+    """
+    pauses = [pause] * len(spoken)
+    for scenes, length in goals:
+        room = (length - sum(spoken[i] for i in scenes)) / len(scenes)
+        for i in scenes:
+            pauses[i] = min(pause, max(shortest, room))
+    return pauses
+
+
+def faster_rates(
+    speech: list[float],
+    needs: list[float],
+    rates: list[float],
+    goals: list[tuple[list[int], float]],
+    fastest: float,
+) -> list[float]:
+    """The rates to speak each scene at next so that each group of scenes in ``goals`` fits its length.
+
+    Args:
+        speech: seconds each scene's voice speaks at its current rate (its gaps excluded).
+        needs: seconds each scene needs now: its narration and its pause.
+        rates: each scene's current rate.
+        goals: groups of scene indexes, each with the length its scenes must fit together. A group shares
+            one rate, so its voice keeps one pace.
+        fastest: the highest rate allowed.
+
+    A group that fits, or is already spoken at ``fastest``, keeps its rates.
+    """
+    faster = list(rates)
+    for scenes, length in goals:
+        over = sum(needs[i] for i in scenes) - length
+        talking = sum(speech[i] for i in scenes)
+        rate = max(rates[i] for i in scenes)
+        if over <= 1e-3 or talking <= 0 or rate >= fastest:
+            continue
+        room = talking - over  # what the voices may take once the rest (pauses, gaps) is counted
+        wanted = rate * talking / room * PACE_MARGIN if room > 0 else fastest
+        for i in scenes:
+            faster[i] = round(min(fastest, wanted), 3)
+    return faster

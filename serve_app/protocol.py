@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 from pydantic_core import PydanticCustomError
 
 from core.errors import as_value_error
-from core.status import JobStatus, SceneStatus
+from core.status import JobStatus, NoticeCode, SceneStatus
 from engines.narrator.espeak import check_voice
 from engines.narrator.narrator import check_language
 
@@ -283,6 +283,17 @@ class VideoError(BaseModel):
     message: str
 
 
+class Notice(BaseModel):
+    """Extension: where a video differs from what was asked, and why (it is not an error)."""
+
+    code: NoticeCode = Field(
+        description="`narration_longer_than_asked`: the video runs past `seconds` because its narration, "
+        "spoken at up to `narration.max_rate`, needs longer; `silent_narration`: a scene's voice said "
+        "nothing, so the scene keeps silence for its length."
+    )
+    message: str = Field(description="What happened, with the figures.")
+
+
 class SceneObject(BaseModel):
     """Extension: one scene of a video and how it was made."""
 
@@ -335,6 +346,9 @@ class NarrationObject(BaseModel):
     rate: float = 1.0
     sentences: list[SentenceObject] = Field(default_factory=list)
     fallback_reason: str | None = Field(None, description="Why eSpeak NG spoke instead of the neural voice.")
+    silent: bool = Field(
+        False, description="The voice said nothing for this text: the scene keeps silence (see `notices`)."
+    )
 
 
 class WebhookState(BaseModel):
@@ -386,6 +400,11 @@ class VideoObject(BaseModel):
         description="What wrote the scenes: 'transformers', 'openai', 'template' or 'explicit' (the caller).",
     )
     scenes: list[SceneObject] = Field(default_factory=list)
+    notices: list[Notice] = Field(
+        default_factory=list,
+        description="Extension: where the video differs from what was asked (a narration longer than "
+        "`seconds`, a scene whose voice said nothing), each with a code and a message.",
+    )
 
 
 class VideoList(BaseModel):

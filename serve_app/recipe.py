@@ -15,6 +15,8 @@ import io
 import json
 import logging
 import time
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +25,7 @@ from PIL import Image
 from core import metrics
 from core.errors import FramesLost, NarrationTooLong, classify
 from core.files import JobFiles
-from core.status import Animator, JobStatus, KeyframeSource, SceneStatus, ScriptSource
+from core.status import Animator, JobStatus, KeyframeSource, NoticeCode, SceneStatus, ScriptSource
 from engines.fallback import KeyframeResult
 from engines.media import VideoProcessor
 from engines.media.audio import sniff_music
@@ -35,7 +37,14 @@ from engines.video_base import SceneRequest
 from engines.writer import WriteRequest, improve_visual_prompt, motion_bucket_id
 from serve_app.config import AppConfig
 from serve_app.errors import public_text
-from serve_app.planning import JobPlan, fit_narration, plan_job, segment_frames
+from serve_app.planning import (
+    JobPlan,
+    faster_rates,
+    fit_narration,
+    fit_pauses,
+    plan_job,
+    segment_frames,
+)
 from serve_app.protocol import CreateVideoRequest, NarrationOptions, parse_create
 from serve_app.store import JobRow, JobStore, SceneRow, now
 
@@ -47,8 +56,11 @@ WRITE_SHARE, SCENES_SHARE = 5, 85
 FRAMES_ATTEMPTS = 2
 # Segment k of a scene uses seed + k * this: far from the seeds of the scenes after it.
 SEGMENT_SEED_STRIDE = 1_000_003
-# Times a job's narration is spoken: once, and faster up to twice more when it does not fit the limit.
+# Times a job's narration is spoken again, faster, to fit: a voice's length is not exactly inverse to its
+# rate (its pauses stay), so the first correction may fall a little short.
 NARRATION_ATTEMPTS = 3
+# How much longer than asked a narrated video must run for its notices to say so (less is a frame or two).
+LONGER_NOTICE_S = 0.1
 # Where each scene stage starts, in percent of the scene.
 STAGE_START = {
     SceneStatus.PAINTING: 5,
@@ -99,6 +111,8 @@ class VideoRecipe:
             # 1. Write the script, unless the caller gave scenes or an earlier run already wrote them. A remix
             #    or an extension takes over the clips of the video it starts from that it can.
             scenes = job.scenes or await self._write(job, request, plan, files)
+            # The writer may make fewer scenes than planned (a prompt of fewer phrases).
+            plan = plan.with_scenes(len(scenes) - (len(job.inherited) if extends else 0))
             # 2. Make the scenes: keyframe, animate, encode. Scenes overlap (scene 2 animates while scene 1
             #    encodes) unless continuity chains each to the last frame of the one before. An extension's
             #    first scene starts from the last frame of the video it extends.
@@ -144,6 +158,14 @@ class VideoRecipe:
         # An extension's scenes follow those of the video it extends.
         inherited = job.inherited if job.extended_from_video_id else []
         first = len(inherited)
+        speaks = self.config.narration.backend != "none"  # a request stored under another config may ask
+        options = request.narration_options(default=True) if speaks else None
+        # `seconds` is a contract: scenes of an asked length (or explicit scenes with their own lengths) are
+        # spoken fast enough to fit them.
+        asked = request.seconds is not None or any(
+            spec.duration_s is not None for spec in request.scenes or []
+        )
+        pause = self._pause(plan, joins=plan.num_scenes > 1 or first > 0)
         if request.scenes is not None:
             terms = self._style_terms(request)
             rows = [
@@ -159,8 +181,11 @@ class VideoRecipe:
             ]
             title, backend = None, ScriptSource.EXPLICIT.value
         else:
+            # A narrated scene of an asked length has that long to speak, less its pause: the writer
+            # budgets each caption's words for it.
+            speech_s = max(0.5, plan.scene_seconds - pause) if options is not None and asked else None
             script = await self.stages.writer.write(
-                WriteRequest(request.prompt, plan.num_scenes, style=request.style)
+                WriteRequest(request.prompt, plan.num_scenes, style=request.style, scene_seconds=speech_s)
             )
             # Equal scene lengths: the video lasts what was asked, and equal frame counts batch together.
             rows = [
@@ -175,97 +200,144 @@ class VideoRecipe:
                 for i, scene in enumerate(script.scenes)
             ]
             title, backend = script.title, script.backend
-        # 1b. Speak each scene before anything is animated: a scene lasts at least its narration. A deployment
-        #    without a narrator speaks none (a request stored under another config may still ask).
-        speaks = self.config.narration.backend != "none"
-        options = request.narration_options(default=True) if speaks else None
+        plan = plan.with_scenes(len(rows))
+        # 1b. Speak each scene before anything is animated: a scene lasts at least its narration.
+        notices: list[dict[str, str]] = []
         if options is not None:
             fixed = sum(scene.duration_s for scene in inherited)
-            rows = await self._narrate(job, plan, rows, options, request.scenes is not None, fixed)
+            pause = self._pause(plan, joins=len(rows) > 1 or first > 0)
+            fit = Fit(pause=pause, explicit=request.scenes is not None, asked=asked, fixed=fixed)
+            rows, notices = await self._narrate(job, plan, rows, options, fit)
         if job.extended_from_video_id:
             rows = [*(await asyncio.to_thread(self._take_over, job, inherited, files)), *rows]
         elif job.remixed_from_video_id:
             rows = await asyncio.to_thread(self._reuse, job, request, plan, rows, files)
         self.store.set_scenes(job.id, rows)
-        self.store.advance(job.id, title=title, script_backend=backend, progress=WRITE_SHARE)
+        self.store.advance(
+            job.id,
+            title=title,
+            script_backend=backend,
+            progress=WRITE_SHARE,
+            notices_json=json.dumps(notices, ensure_ascii=False) if notices else None,
+        )
         self._observe("write", started)
         logger.info("job %s: %d scenes written by %s", job.id, len(rows), backend)
         return rows
 
+    def _pause(self, plan: JobPlan, joins: bool) -> float:
+        """Silence a narrated scene keeps around its voice; a cross-fade covers half of each join."""
+        return self.config.narration.pause_s + (plan.transition_s if joins else 0.0)
+
     async def _narrate(
+        self, job: JobRow, plan: JobPlan, rows: list[SceneRow], options: NarrationOptions, fit: Fit
+    ) -> tuple[list[SceneRow], list[dict[str, str]]]:
+        """Speak each scene's caption and make each scene last at least its narration plus a pause.
+
+        Scenes of an asked length (``fit.asked``) keep shorter pauses (down to the gap between sentences),
+        then are spoken faster, up to `narration.max_rate`, until their narration fits; what does not fit even then makes the video longer, and a notice says by how much.
+        Otherwise the narration sets the length, as long as the video stays within `limits.max_seconds`
+        (spoken faster up to `max_rate` to stay there; past that the job fails with `narration_too_long`).
+        A scene whose voice says nothing keeps silence, and a notice says so.
+
+        Returns the scenes with their lengths and narrations, and the notices.
+        """
+        started = time.monotonic()
+        narration = self.config.narration
+        planned = [row.duration_s for row in rows]
+        fastest = max(options.rate, narration.max_rate)
+        limit = self.config.limits.max_seconds - fit.fixed
+        rates = [options.rate] * len(rows)
+        spoken = await self._speak(job, plan, rows, options, rates, range(len(rows)))
+        for attempt in range(NARRATION_ATTEMPTS + 1):
+            # Where the narration does not fit, the pauses shrink first, then the voice speeds up.
+            goals = fit.goals(planned, [said.seconds + fit.pause for said in spoken], limit)
+            pauses = fit_pauses([said.seconds for said in spoken], goals, fit.pause, narration.sentence_gap_s)
+            needs = [said.seconds + pause for said, pause in zip(spoken, pauses, strict=True)]
+            faster = faster_rates([_speech_seconds(said) for said in spoken], needs, rates, goals, fastest)
+            changed = [i for i, (old, new) in enumerate(zip(rates, faster, strict=True)) if new != old]
+            if not changed or attempt == NARRATION_ATTEMPTS:
+                break
+            logger.info(
+                "job %s: speaking scenes %s at %s to fit", job.id, changed, [faster[i] for i in changed]
+            )
+            rates = faster
+            for i, said in zip(
+                changed, await self._speak(job, plan, rows, options, rates, changed), strict=True
+            ):
+                spoken[i] = said
+        durations = fit_narration(planned, needs, fit.explicit)
+        total = sum(durations)
+        if total > limit + 1e-6:
+            raise NarrationTooLong(
+                f"the narration needs {fit.fixed + total:.1f} s, more than limits.max_seconds="
+                f"{self.config.limits.max_seconds:g} even spoken {fastest:g}x as fast as the voice's pace; "
+                "shorten the scenes' text or ask for fewer scenes"
+            )
+        notices = []
+        if fit.asked and total > sum(planned) + LONGER_NOTICE_S:
+            notices.append(
+                _notice(
+                    NoticeCode.NARRATION_LONGER_THAN_ASKED,
+                    f"the narration needs {total:.1f} s at {max(rates):g}x; {sum(planned):g} s asked",
+                )
+            )
+        for row, said in zip(rows, spoken, strict=True):
+            if said.silent:
+                notices.append(
+                    _notice(
+                        NoticeCode.SILENT_NARRATION,
+                        f"scene {row.idx + 1}: the voice {said.voice!r} said nothing for its caption; the "
+                        "scene keeps silence for its length",
+                    )
+                )
+        self._observe("narrate", started)
+        rows = [
+            dataclasses.replace(row, duration_s=duration, narration_json=_narration_json(said, pause / 2))
+            for row, said, duration, pause in zip(rows, spoken, durations, pauses, strict=True)
+        ]
+        return rows, notices
+
+    async def _speak(
         self,
         job: JobRow,
         plan: JobPlan,
         rows: list[SceneRow],
         options: NarrationOptions,
-        explicit: bool,
-        fixed: float,
-    ) -> list[SceneRow]:
-        """Speak each scene's caption and make each scene last at least its narration plus a pause.
-
-        Narration wins over `seconds`: a video whose narration does not fit grows (the video object says by
-        how much). Past `limits.max_seconds` it is spoken faster, up to `narration.max_speedup`; past that
-        the job fails with `narration_too_long`. ``fixed``: seconds of scenes taken over (an extension's).
-        """
-        started = time.monotonic()
-        narration = self.config.narration
-        processing = self.config.video_processing
-        joins = len(rows) > 1 or fixed > 0
-        fade = processing.transition_seconds if processing.transition == "crossfade" and joins else 0.0
-        pause = narration.pause_s + fade  # a cross-fade covers half of each scene's join
-        limit = self.config.limits.max_seconds
-        planned = [row.duration_s for row in rows]
-        rate = options.rate
-        for attempt in range(NARRATION_ATTEMPTS):
-            spoken = await asyncio.gather(
+        rates: list[float],
+        which: Iterable[int],
+    ) -> list[Narration]:
+        """The narrations of scenes ``which`` (indexes into ``rows``), each at its rate, spoken together."""
+        return list(
+            await asyncio.gather(
                 *(
                     self.stages.narrator.narrate(
                         NarrateRequest(
                             job.id,
-                            row.idx,
-                            row.caption,
-                            seed_of(plan, row.idx),
+                            rows[i].idx,
+                            rows[i].caption,
+                            seed_of(plan, rows[i].idx),
                             options.voice,
-                            rate,
+                            rates[i],
                             options.language,
                         )
                     )
-                    for row in rows
+                    for i in which
                 )
             )
-            durations = fit_narration(planned, [said.seconds + pause for said in spoken], explicit)
-            total = fixed + sum(durations)
-            if total <= limit + 1e-6:
-                break
-            # Speech does not get shorter exactly as fast as it is spoken (the gaps stay): aim a little low.
-            room = limit - fixed - len(rows) * pause
-            speech = sum(said.seconds for said in spoken)
-            faster = rate * speech / room * 1.05 if room > 0 else float("inf")
-            if attempt == NARRATION_ATTEMPTS - 1 or faster > options.rate * narration.max_speedup:
-                raise NarrationTooLong(
-                    f"the narration needs {total:.1f} s, more than limits.max_seconds={limit:g} even spoken "
-                    f"{narration.max_speedup:g}x faster; shorten the scenes' text or ask for fewer scenes"
-                )
-            logger.info("job %s: narration needs %.1f s of %g; speaking %.2fx", job.id, total, limit, faster)
-            rate = faster
-        self._observe("narrate", started)
-        lead = narration.pause_s / 2 + fade / 2
-        return [
-            dataclasses.replace(row, duration_s=duration, narration_json=_narration_json(said, lead))
-            for row, said, duration in zip(rows, spoken, durations, strict=True)
-        ]
+        )
 
     async def _stitch_request(
         self, job_id: str, request: CreateVideoRequest, plan: JobPlan, scenes: list[SceneRow]
     ) -> StitchRequest:
         files = JobFiles(self.storage, job_id)
-        spoken = []
+        spoken: list[SpokenScene | None] = []
         for scene in scenes:
             said = scene.narration
-            sentences = (
-                [(part["text"], part["start"], part["end"]) for part in said["sentences"]] if said else []
-            )
-            spoken.append(SpokenScene(sentences, said["lead"]) if said else None)
+            if not said or said.get("silent"):  # a voice that said nothing is left out of the mix
+                spoken.append(None)
+                continue
+            sentences = [(part["text"], part["start"], part["end"]) for part in said["sentences"]]
+            spoken.append(SpokenScene(sentences, said["lead"]))
         return StitchRequest(
             job_id,
             [scene.caption for scene in scenes],
@@ -607,6 +679,45 @@ class VideoRecipe:
         metrics.get().stage_seconds.observe(time.monotonic() - started, tags={"stage": stage})
 
 
+@dataclass(frozen=True)
+class Fit:
+    """How a job's narration is fitted to its scenes.
+
+    Args:
+        pause: silence each narrated scene keeps around its voice where there is room.
+        explicit: the caller's scenes, each keeping its own length where its narration fits; written
+            scenes share the video's length, one with more to say taking time from the others.
+        asked: the request set the length (`seconds`, or explicit scenes' own): the narration is spoken
+            faster to fit it.
+        fixed: seconds of scenes taken over (an extension's), which count towards `limits.max_seconds`.
+    """
+
+    pause: float
+    explicit: bool
+    asked: bool
+    fixed: float = 0.0
+
+    def goals(self, planned: list[float], needs: list[float], limit: float) -> list[tuple[list[int], float]]:
+        """The groups of scenes whose narration must fit a length, each with that length (none: it fits)."""
+        scenes = list(range(len(planned)))
+        if self.asked and self.explicit:
+            return [([i], length) for i, length in enumerate(planned)]
+        if self.asked:
+            return [(scenes, sum(planned))]
+        if sum(fit_narration(planned, needs, self.explicit)) > limit:
+            return [(scenes, limit)]
+        return []
+
+
+def _notice(code: NoticeCode, message: str) -> dict[str, str]:
+    return {"code": code.value, "message": message}
+
+
+def _speech_seconds(said: Narration) -> float:
+    """How long the voice itself speaks (the gaps between sentences do not shorten with the pace)."""
+    return sum(part.end - part.start for part in said.sentences)
+
+
 def _narration_json(said: Narration, lead: float) -> str:
     """A scene's narration as the scene row keeps it (the video object's `narration`)."""
     return json.dumps(
@@ -622,6 +733,7 @@ def _narration_json(said: Narration, lead: float) -> str:
                 for part in said.sentences
             ],
             "fallback_reason": said.fallback_reason,
+            "silent": said.silent,
         },
         ensure_ascii=False,
     )

@@ -43,6 +43,7 @@ from serve_app.protocol import (
     ModelList,
     ModelObject,
     NarrationObject,
+    Notice,
     RemixRequest,
     SceneObject,
     VideoDeleted,
@@ -648,6 +649,7 @@ class VideoService:
             title=job.title,
             writer=job.script_backend,
             scenes=[_scene_object(scene) for scene in job.scenes],
+            notices=[Notice(**notice) for notice in job.notices],
         )
 
 
@@ -668,7 +670,7 @@ def _scene_object(scene: SceneRow) -> SceneObject:
         segments=scene.segments,
         segments_done=scene.segments_done,
         source_video_id=scene.source_video_id,
-        narrator=spoken["narrator"] if spoken else None,
+        narrator=spoken["narrator"] if spoken and not spoken.get("silent") else None,
         narration=NarrationObject(**spoken) if spoken else None,
     )
 

@@ -52,7 +52,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     extended_from_video_id TEXT,
     inherited_json TEXT,
     webhook_url TEXT,
-    has_audio INTEGER NOT NULL DEFAULT 0
+    has_audio INTEGER NOT NULL DEFAULT 0,
+    notices_json TEXT
 );
 CREATE TABLE IF NOT EXISTS scenes (
     job_id TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
@@ -148,7 +149,12 @@ class JobRow:
     inherited_json: str | None = None
     webhook_url: str | None = None
     has_audio: int = 0  # set when it completes with an audio track
+    notices_json: str | None = None  # [{"code", "message"}]: where the video differs from what was asked
     scenes: list[SceneRow] = field(default_factory=list)
+
+    @property
+    def notices(self) -> list[dict[str, str]]:
+        return json.loads(self.notices_json) if self.notices_json else []
 
     @property
     def request(self) -> dict[str, Any]:

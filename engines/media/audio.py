@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from core.errors import InvalidInput, MediaError
@@ -21,6 +22,8 @@ from engines.media import ffmpeg
 # What a music upload may be, by its first bytes: ffmpeg is told the format and probes nothing else.
 MUSIC_FORMATS = ("wav", "mp3", "ogg", "flac", "m4a")
 CHECK_TIMEOUT_S = 10  # decoding two seconds takes milliseconds: a file that takes longer is refused
+# The quietest 400 ms block that counts as sound (-60 dBFS): well above EBU R128's -70 LUFS gate.
+AUDIBLE_RMS = 10 ** (-60 / 20)
 MUSIC_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")  # a track's name (its file stem), always with fullmatch
 
 
@@ -50,6 +53,17 @@ class AudioConfig(BaseModel):
         0.02, gt=0, le=1, description="Voice level (linear) above which the music is ducked."
     )
     fade_out_s: float = Field(2.0, ge=0, le=10, description="The music's fade-out at the end of the video.")
+
+
+def is_audible(samples: np.ndarray, rate: int) -> bool:
+    """Whether mono float ``samples`` (in [-1, 1]) hold sound a loudness meter can measure: some 400 ms
+    block louder than ``AUDIBLE_RMS``. A mix of nothing louder has no integrated loudness (EBU R128 gates
+    blocks under -70 LUFS), and normalising it gives NaN, which the AAC encoder refuses."""
+    block = max(1, int(rate * 0.4))
+    if len(samples) == 0:
+        return False
+    padded = np.pad(samples.astype(np.float64), (0, -len(samples) % block))
+    return bool(np.sqrt(np.mean(padded.reshape(-1, block) ** 2, axis=1)).max() > AUDIBLE_RMS)
 
 
 @dataclass(frozen=True)

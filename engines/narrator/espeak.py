@@ -16,11 +16,13 @@ from pathlib import Path
 import numpy as np
 
 from core.errors import InvalidInput, ModelUnavailable
+from engines.media.audio import is_audible
 
 # speak_lib.h: AUDIO_OUTPUT_SYNCHRONOUS, POS_CHARACTER, espeakCHARS_UTF8, espeakRATE.
 _SYNCHRONOUS, _POS_CHARACTER, _CHARS_UTF8, _RATE = 2, 1, 1, 1
 _CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p)
 # A voice name, optionally with a variant: "en-US", "cmn", "en-GB-x-rp+f3".
+PROBE_TEXT = "hello 1 2 3"
 VOICE_NAME = re.compile(r"([A-Za-z0-9-]{1,40})(?:\+([A-Za-z0-9_]{1,20}))?")  # always with fullmatch
 
 
@@ -71,9 +73,12 @@ class Espeak:
         """``text`` spoken by ``voice`` as mono int16 samples at ``sample_rate``.
 
         Raises:
-            InvalidInput: ``voice`` is not one of eSpeak's.
+            InvalidInput: ``voice`` is not one of eSpeak's voices that speak.
         """
         check_voice(voice)
+        return self._synthesize(text, voice, words_per_minute)
+
+    def _synthesize(self, text: str, voice: str, words_per_minute: int) -> np.ndarray:
         data = text.encode("utf-8")
         with self._lock:
             if self._lib.espeak_SetVoiceByName(voice.encode()) != 0:
@@ -93,7 +98,28 @@ class Espeak:
 
 @functools.lru_cache(maxsize=1)
 def voice_names() -> frozenset[str]:
-    """Every eSpeak NG voice (lower case), from the voice data the package ships; empty when it is missing."""
+    """Every eSpeak NG voice that speaks (lower case).
+
+    The package ships some voices without their dictionary (eSpeak NG then says nothing for them), so each
+    voice it ships is probed once, the first time one is asked for: a word and a few digits, which every
+    dictionary speaks (or spells), must come out audible. Empty when the voice data is missing; every voice shipped
+    when the library cannot load (narration then fails with its own reason).
+    """
+    shipped = _shipped_voices()
+    try:
+        espeak = Espeak.get()
+    except ModelUnavailable:
+        return shipped
+    return frozenset(
+        voice
+        for voice in shipped
+        if is_audible(
+            espeak._synthesize(PROBE_TEXT, voice, 165).astype(np.float32) / 32768, espeak.sample_rate
+        )
+    )
+
+
+def _shipped_voices() -> frozenset[str]:
     try:
         import espeakng_loader
 
@@ -126,7 +152,9 @@ def check_voice(voice: str, field: str = "voice") -> str:
         raise InvalidInput(field, voice, "expected an eSpeak NG voice such as 'en-US', 'cmn' or 'en-US+f3'")
     name, variant = match.groups()
     if name.lower() not in voice_names():
-        raise InvalidInput(field, voice, "is not an eSpeak NG voice (e.g. 'en-US', 'cmn', 'yue', 'ja', 'ko')")
+        raise InvalidInput(
+            field, voice, "is not an eSpeak NG voice that speaks (e.g. 'en-US', 'cmn', 'yue', 'ja', 'ko')"
+        )
     if variant is not None and variant.lower() not in variant_names():
         raise InvalidInput(field, voice, f"has no eSpeak NG variant '+{variant}' (e.g. '+f3', '+m2')")
     return voice

@@ -12,15 +12,16 @@ import re
 import wave
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from core.errors import InvalidInput, JobGone, ModelUnavailable, as_value_error
 from core.files import JobFiles, atomic_output
 from core.storage import Storage, open_storage
 from engines.fallback import FallbackPolicy
+from engines.media.audio import is_audible
 from engines.narrator.espeak import Espeak, check_voice
 from engines.narrator.neural import NeuralVoiceConfig, VitsVoice
 
@@ -93,16 +94,29 @@ class NarrationConfig(BaseModel):
         description="Silence each scene keeps around its narration, half before and half after: a scene lasts "
         "at least its narration plus this (plus a cross-fade).",
     )
-    max_speedup: float = Field(
-        1.5,
+    max_rate: float = Field(
+        1.35,
         ge=1,
         le=3,
-        description="When the narration would make the video longer than `limits.max_seconds`, it is spoken "
-        "up to this much faster to fit; past it the job fails with `narration_too_long`.",
+        description="The fastest a narration is spoken to fit, as a multiple of the voice's normal pace: to "
+        "fit the `seconds` a request asks for (past it the video runs longer and its `notices` say so), "
+        "and to fit `limits.max_seconds` (past it the job fails with `narration_too_long`). A request "
+        "that asks for a faster `rate` itself is spoken at that rate.",
     )
     neural: NeuralVoiceConfig = Field(
         default_factory=NeuralVoiceConfig, description="The neural voice (`backend: vits`)."
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: Any) -> Any:
+        # `max_speedup` (a multiple of the request's rate) became `max_rate` (of the voice's own pace).
+        # At the default request rate of 1 the two are the same number.
+        if isinstance(data, dict) and "max_speedup" in data:
+            logger.warning("narration.max_speedup is now narration.max_rate; rename it in your config")
+            data = dict(data)
+            data.setdefault("max_rate", data.pop("max_speedup"))
+        return data
 
     @field_validator("voice")
     @classmethod
@@ -157,6 +171,9 @@ class Narration:
         narrator: 'espeak' or 'vits'.
         voice, language: the voice that spoke and the language it spoke.
         fallback_reason: why eSpeak NG spoke instead of the neural voice, when it did.
+        rate: the pace it was spoken at (1: the voice's normal pace).
+        silent: the voice said nothing for this text (a voice without its data, text of no sound): the
+            narration lasts no time and has no sentences, and the scene keeps silence.
     """
 
     path: str
@@ -167,6 +184,7 @@ class Narration:
     language: str
     fallback_reason: str | None = None
     rate: float = 1.0
+    silent: bool = False
 
 
 def detect_language(text: str, default: str = "en") -> str:
@@ -297,6 +315,11 @@ class NarratorEngine:
             timings.append(Sentence(text, at / rate, (at + len(samples)) / rate))
             at += len(samples)
         audio = np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
+        # Speech a loudness meter cannot hear would make the mix's normalisation NaN: say it is silence.
+        silent = len(timings) > 0 and not is_audible(audio, rate)
+        if silent:
+            logger.warning("job %s: %s spoke nothing for scene %d", request.job_id, voice, request.index)
+            audio, timings = audio[:0], []
         write_wav(files.narration(request.index), audio, rate)
         files.keep(files.narration(request.index))
         if files.storage.remote:  # the encoder reads it from the store; this process never does
@@ -311,6 +334,7 @@ class NarratorEngine:
             language=language,
             fallback_reason=refusal if fell_back else None,
             rate=request.rate,
+            silent=silent,
         )
 
     def _neural_refusal(self, language: str) -> str | None:

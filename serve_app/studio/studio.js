@@ -657,10 +657,11 @@
         : "";
       queue.textContent = `Queue position ${video.queue_position + 1}${start}`;
     }
-    $("#video-seconds").textContent = `${video.seconds} s · ${video.size}`;
+    $("#video-seconds").textContent = `${lengthText(video.seconds)} · ${video.size}`;
     const error = $("#video-error");
     if (video.error) showError(error, { message: `${video.error.message} (${video.error.code})` });
     else hideError(error);
+    renderNotices(video);
     renderLinks(video);
     renderScenes(video);
     setActions(video);
@@ -671,6 +672,20 @@
       page.playerReady = true;
       showPlayer(video).catch((err) => showError($("#video-error"), err));
     }
+  }
+
+  /** Where the video differs from what was asked (a narration longer than `seconds`, a silent voice). */
+  function renderNotices(video) {
+    const notices = video.notices || [];
+    const list = $("#video-notices");
+    list.replaceChildren(...notices.map((notice) => el("li", { "data-code": notice.code, text: notice.message })));
+    list.hidden = notices.length === 0;
+  }
+
+  /** A length as people read it: "2.6 s", not "2.648208616780045 s". */
+  function lengthText(value) {
+    const number = Number(value);
+    return Number.isFinite(number) ? `${Math.round(number * 10) / 10} s` : `${value} s`;
   }
 
   function renderLinks(video) {
@@ -698,12 +713,14 @@
       const facts = el(
         "div",
         { class: "facts" },
-        el("span", { text: `${scene.duration_s} s` }),
+        el("span", { text: lengthText(scene.duration_s) }),
         scene.keyframe_generator ? el("span", { text: `keyframe: ${scene.keyframe_generator}` }) : null,
         scene.narration
           ? el("span", {
               class: "voice",
-              text: `voice: ${scene.narrator} ${scene.narration.voice}, ${scene.narration.seconds.toFixed(1)} s`,
+              text: scene.narration.silent
+                ? `voice: ${scene.narration.voice} said nothing`
+                : `voice: ${scene.narrator} ${scene.narration.voice}, ${lengthText(scene.narration.seconds)}`,
             })
           : null,
         el("span", { text: `segments: ${scene.segments_done}/${scene.segments}` }),

@@ -81,6 +81,21 @@ def test_create_waits_and_saves_a_narrated_mp4(app, finished, capsys) -> None:
     assert "espeak:en-US" in out  # who spoke each scene
 
 
+def test_get_shows_rounded_lengths_and_the_videos_notices(app, capsys) -> None:
+    # Three sentences cannot be said in 2 s: the video runs longer, and says so.
+    status, out, _ = storyreel(
+        app, capsys, "--json", "create", PROMPT + " It swims away.", "--seconds", "2", "--wait"
+    )
+    video = json.loads(out)
+    assert status == 0 and video["notices"], video
+    status, out, _ = storyreel(app, capsys, "get", video["id"])
+    assert status == 0
+    assert f"notice: {video['notices'][0]['message']} (narration_longer_than_asked)" in out
+    # Lengths to a tenth of a second: "2.6 s", never "2.648208616780045 s".
+    lengths = re.findall(r"(\d+(?:\.\d+)?) s\b", out)
+    assert lengths and all(len(length.partition(".")[2]) <= 1 for length in lengths), out
+
+
 def test_create_prints_the_api_error_naming_the_field(app, capsys) -> None:
     status, out, err = storyreel(app, capsys, "create", "")
     assert status == 1 and out == ""

@@ -151,6 +151,34 @@ def test_narration_off_gives_a_silent_video(narrated):
     assert "audio" not in video.variants and float(video.seconds) == pytest.approx(2, abs=0.3)
 
 
+TATWEELS = "ـــــ ـــ"  # letters to the sentence splitter, silence to eSpeak NG
+
+
+def test_a_scene_whose_voice_says_nothing_keeps_silence_and_the_video_completes(narrated):
+    job, video = make(narrated, scenes=[{"caption": TATWEELS}, *ENGLISH[1:]], seconds=4)
+
+    assert job.status == "completed", job.error_message
+    silent, spoken = video.scenes
+    assert silent.narrator is None and silent.narration.silent and silent.narration.sentences == []
+    assert spoken.narrator == "espeak"
+    assert [notice.code for notice in video.notices] == ["silent_narration"]
+    assert "scene 1" in video.notices[0].message
+    samples, rate, audio_seconds, video_seconds = decoded_audio(
+        JobFiles(narrated.storage.root, job.id).variant("video")
+    )
+    assert np.isfinite(samples).all() and audio_seconds == pytest.approx(video_seconds, abs=0.05)
+    assert rms(samples, rate, 0.1, silent.duration_s - 0.1) < 0.001  # silence for the whole first scene
+    assert rms(samples, rate, silent.duration_s, video_seconds) > 0.01  # the second scene speaks
+
+
+def test_a_video_whose_every_voice_says_nothing_completes_without_an_audio_track(narrated):
+    job, video = make(narrated, scenes=[{"caption": TATWEELS}], seconds=2)
+
+    assert job.status == "completed", job.error_message
+    assert "audio" not in video.variants and job.has_audio == 0
+    assert [notice.code for notice in video.notices] == ["silent_narration"]
+
+
 def test_a_music_bed_plays_under_the_voice(narrated, tmp_path):
     rate = 44100
     tone = 0.3 * np.sin(2 * np.pi * 3000 * np.arange(rate) / rate)  # one second, looped to the video

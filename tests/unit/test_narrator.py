@@ -15,9 +15,10 @@ from engines.narrator import (
     read_wav,
     split_sentences,
 )
-from engines.narrator.espeak import check_voice
+from engines.narrator.espeak import check_voice, voice_names
+from engines.narrator.narrator import check_language
 from engines.narrator.neural import NeuralVoiceConfig
-from serve_app.planning import fit_narration
+from serve_app.planning import faster_rates, fit_narration, fit_pauses
 
 pytestmark = pytest.mark.unit
 
@@ -125,6 +126,50 @@ def test_narration_wins_over_the_planned_lengths():
     assert fit_narration([1, 1], [2, 3], explicit=False) == [2, 3]
     # Explicit scenes keep their own lengths where their narration fits.
     assert fit_narration([5, 1], [2, 3], explicit=True) == [5, 3]
+
+
+def test_pauses_give_way_before_the_voice_speeds_up():
+    # Two scenes of 3 s each must fit 8 s: their pauses shrink from 1.1 s to 1 s, no faster voice needed.
+    assert fit_pauses([3, 3], [([0, 1], 8)], pause=1.1, shortest=0.25) == pytest.approx([1, 1])
+    # They must fit 6.2 s: the pauses stop at the gap between sentences; the rest is the voice's to give.
+    assert fit_pauses([3, 3], [([0, 1], 6.2)], pause=1.1, shortest=0.25) == [0.25, 0.25]
+    # No goal: every scene keeps its pause.
+    assert fit_pauses([3, 9], [], pause=1.1, shortest=0.25) == [1.1, 1.1]
+
+
+def test_a_group_of_scenes_speeds_up_together_and_never_past_the_fastest_pace():
+    speech, needs = [2.5, 2.5], [3.25, 3.25]  # 0.75 s of pauses and gaps each
+    # 6.0 s asked: the voices must give 0.5 of their 5 s, a rate of 1/0.9, a little more for the pauses inside.
+    assert faster_rates(speech, needs, [1, 1], [([0, 1], 6.0)], fastest=1.35) == [1.144, 1.144]
+    # Explicit scenes fit one by one: only the one over its length speeds up.
+    assert faster_rates(speech, needs, [1, 1], [([0], 3.25), ([1], 3.0)], fastest=1.35) == [1, 1.144]
+    # Far too much to say: the fastest pace, and no further.
+    assert faster_rates(speech, needs, [1, 1], [([0, 1], 2.0)], fastest=1.35) == [1.35, 1.35]
+    assert faster_rates(speech, needs, [1.35, 1.35], [([0, 1], 2.0)], fastest=1.35) == [1.35, 1.35]
+    # What fits stays as it is.
+    assert faster_rates(speech, needs, [1, 1], [([0, 1], 7.0)], fastest=1.35) == [1, 1]
+
+
+def test_only_voices_that_speak_are_accepted():
+    # eSpeak NG ships Faroese without its dictionary: it speaks nothing, so it is no voice to choose.
+    with pytest.raises(InvalidInput, match="not an eSpeak NG voice that speaks") as caught:
+        check_voice("fo")
+    assert caught.value.param == "voice"
+    with pytest.raises(InvalidInput) as caught:
+        check_language("fo")
+    assert caught.value.param == "language"
+    assert "fo" not in voice_names() and {"en-us", "cmn", "ar"} <= voice_names()
+
+
+def test_a_text_that_speaks_as_silence_is_a_silent_narration(storage):
+    engine = NarratorEngine(NarrationConfig(), storage)
+
+    # Arabic tatweels are letters to the sentence splitter and silence to eSpeak NG.
+    said = engine.narrate(NarrateRequest(JOB, 0, "ـــــ ـــ"))
+
+    assert said.silent and said.seconds == 0 and said.sentences == []
+    assert read_wav(said.path)[0].size == 0
+    assert not engine.narrate(NarrateRequest(JOB, 1, "The keeper finds a map.")).silent
 
 
 def test_a_text_with_nothing_to_say_is_a_narration_of_no_length(storage):
