@@ -135,6 +135,27 @@ def test_a_video_made_from_the_page_plays_with_captions(app, tab):
     assert tab.errors == []
 
 
+def test_a_video_longer_than_asked_shows_its_notice_and_lengths_people_read(app, tab):
+    # Three sentences cannot be said in 2 s: the video runs longer, and its notice says why.
+    body = {"prompt": PROMPT + " It swims away into the night.", "seconds": "2"}
+    video_id = app.client.post("/v1/videos", json=body).json()["id"]
+    page = tab.page
+    page.goto(f"{app.url}/#/videos/{video_id}")
+    expect(page.locator("#video-status")).to_have_text("completed", timeout=JOB_MS)
+    video = app.client.get(f"/v1/videos/{video_id}").json()
+    (notice,) = video["notices"]
+    notices = page.locator("#video-notices li")
+    expect(notices).to_have_count(1)
+    expect(notices.first).to_have_text(notice["message"])
+    # Lengths to a tenth of a second: "2.6 s", never "2.648208616780045 s".
+    expect(page.locator("#video-seconds")).to_have_text(re.compile(r"^\d+(\.\d)? s · \d+x\d+$"))
+    lengths = page.locator("#scene-list .facts span:first-child").all_text_contents()
+    assert len(lengths) == len(video["scenes"]) and all(re.fullmatch(r"\d+(\.\d)? s", x) for x in lengths), (
+        lengths
+    )
+    assert not tab.errors
+
+
 def test_cancel_and_delete_from_the_page(app, tab):
     page = tab.page
     # The runner takes one job at a time: while this one runs, the page's video waits in the queue.
