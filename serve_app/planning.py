@@ -204,6 +204,36 @@ def fit_narration(planned: list[float], needs: list[float], explicit: bool) -> l
     return [need + (total - needed) * length / total for length, need in zip(planned, needs, strict=True)]
 
 
+@dataclass(frozen=True)
+class Fit:
+    """How a job's narration is fitted to its scenes.
+
+    Args:
+        pause: silence each narrated scene keeps around its voice where there is room.
+        explicit: the caller's scenes, each keeping its own length where its narration fits; written
+            scenes share the video's length, one with more to say taking time from the others.
+        asked: the request set the length (`seconds`, or explicit scenes' own): the narration is spoken
+            faster to fit it.
+        fixed: seconds of scenes taken over (an extension's), which count towards `limits.max_seconds`.
+    """
+
+    pause: float
+    explicit: bool
+    asked: bool
+    fixed: float = 0.0
+
+    def goals(self, planned: list[float], needs: list[float], limit: float) -> list[tuple[list[int], float]]:
+        """The groups of scenes whose narration must fit a length, each with that length (none: it fits)."""
+        scenes = list(range(len(planned)))
+        if self.asked and self.explicit:
+            return [([i], length) for i, length in enumerate(planned)]
+        if self.asked:
+            return [(scenes, sum(planned))]
+        if sum(fit_narration(planned, needs, self.explicit)) > limit:
+            return [(scenes, limit)]
+        return []
+
+
 # A rate a little faster than the arithmetic asks: pauses inside a sentence do not shorten with the pace.
 PACE_MARGIN = 1.03
 

@@ -16,7 +16,6 @@ import json
 import logging
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +37,7 @@ from engines.writer import WriteRequest, improve_visual_prompt, motion_bucket_id
 from serve_app.config import AppConfig
 from serve_app.errors import public_text
 from serve_app.planning import (
+    Fit,
     JobPlan,
     faster_rates,
     fit_narration,
@@ -234,8 +234,8 @@ class VideoRecipe:
         """Speak each scene's caption and make each scene last at least its narration plus a pause.
 
         Scenes of an asked length (``fit.asked``) keep shorter pauses (down to the gap between sentences),
-        then are spoken faster, up to `narration.max_rate`, until their narration fits; what does not fit even then makes the video longer, and a notice says by how much.
-        Otherwise the narration sets the length, as long as the video stays within `limits.max_seconds`
+        then are spoken faster, up to `narration.max_rate`, until their narration fits; what does not fit
+        even then makes the video longer, and a notice says by how much. Otherwise the narration sets the length, as long as the video stays within `limits.max_seconds`
         (spoken faster up to `max_rate` to stay there; past that the job fails with `narration_too_long`).
         A scene whose voice says nothing keeps silence, and a notice says so.
 
@@ -677,36 +677,6 @@ class VideoRecipe:
     @staticmethod
     def _observe(stage: str, started: float) -> None:
         metrics.get().stage_seconds.observe(time.monotonic() - started, tags={"stage": stage})
-
-
-@dataclass(frozen=True)
-class Fit:
-    """How a job's narration is fitted to its scenes.
-
-    Args:
-        pause: silence each narrated scene keeps around its voice where there is room.
-        explicit: the caller's scenes, each keeping its own length where its narration fits; written
-            scenes share the video's length, one with more to say taking time from the others.
-        asked: the request set the length (`seconds`, or explicit scenes' own): the narration is spoken
-            faster to fit it.
-        fixed: seconds of scenes taken over (an extension's), which count towards `limits.max_seconds`.
-    """
-
-    pause: float
-    explicit: bool
-    asked: bool
-    fixed: float = 0.0
-
-    def goals(self, planned: list[float], needs: list[float], limit: float) -> list[tuple[list[int], float]]:
-        """The groups of scenes whose narration must fit a length, each with that length (none: it fits)."""
-        scenes = list(range(len(planned)))
-        if self.asked and self.explicit:
-            return [([i], length) for i, length in enumerate(planned)]
-        if self.asked:
-            return [(scenes, sum(planned))]
-        if sum(fit_narration(planned, needs, self.explicit)) > limit:
-            return [(scenes, limit)]
-        return []
 
 
 def _notice(code: NoticeCode, message: str) -> dict[str, str]:

@@ -83,12 +83,15 @@ def test_a_narrated_video_has_a_voice_track_as_long_as_the_picture_and_captions_
         assert container.streams.audio[0].codec_context.name == "aac"
         assert len(container.streams.audio[0].layout.channels) == 2
     assert abs(audio_seconds - video_seconds) <= 1 / narrated.video.fps
-    # Narration wins: each scene lasts at least its narration plus the pause, so the video outgrew 2 s.
+    # Three sentences cannot be said in 2 s: the pauses shrink to the gap between sentences, the voice speaks
+    # at its fastest, and each scene lasts at least its narration, so the video outgrew 2 s and says so.
     for scene in video.scenes:
         assert scene.narrator == "espeak" and scene.narration is not None
         assert scene.narration.voice == "en-US" and scene.narration.language == "en"
-        assert scene.duration_s >= scene.narration.seconds + narrated.narration.pause_s - 1e-3
+        assert scene.narration.rate == narrated.narration.max_rate
+        assert scene.duration_s >= scene.narration.seconds + narrated.narration.sentence_gap_s - 1e-3
     assert float(video.seconds) > 2
+    assert [notice.code for notice in video.notices] == ["narration_longer_than_asked"]
     assert [len(scene.narration.sentences) for scene in video.scenes] == [2, 1]
     assert "audio" in video.variants and files.variant("audio").is_file()
     # A cue per sentence; speech inside each cue, near silence between them.
