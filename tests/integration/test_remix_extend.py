@@ -16,7 +16,7 @@ from core.files import JobFiles
 from engines.media import VideoProcessor
 from serve_app import ingress
 from serve_app.config import AppConfig
-from serve_app.errors import BadRequest, Conflict, NotFound
+from serve_app.errors import BadRequest, Conflict, NotFound, Overloaded
 from serve_app.protocol import CreateVideoRequest, ExtendRequest, RemixRequest, SceneSpec, VideoReference
 from serve_app.recipe import VideoRecipe
 from serve_app.runner import JobWorker
@@ -161,6 +161,31 @@ def test_remix_and_extend_refusals_name_the_field(local_config):
     assert refusals["unknown"].status == 404
     assert refusals["too long"].param == "seconds" and "28" in str(refusals["too long"])
     assert refusals["not ready"].status == 409
+
+
+def test_a_remix_or_an_extension_is_refused_at_a_full_queue_before_it_copies_anything(local_config):
+    async def scenario():
+        service = service_with(local_config)
+        done = await service.create(CreateVideoRequest(prompt="Dawn. Dusk.", seconds=2), None, None)
+        await made(service, done.id)
+        service.runners = Idle()
+        await service.create(CreateVideoRequest(prompt="Waiting."), None, None)
+        service.config.limits.max_queued_jobs = 1
+        refusals = []
+        for attempt in (
+            service.remix(done.id, RemixRequest(prompt="Rain.")),
+            service.extend(ExtendRequest(prompt="More.", seconds=2, video=VideoReference(id=done.id))),
+        ):
+            try:
+                await attempt
+            except Overloaded as exc:
+                refusals.append(exc)
+        return service, refusals
+
+    service, refusals = asyncio.run(scenario())
+    assert [(exc.code, exc.headers) for exc in refusals] == [("queue_full", {"Retry-After": "30"})] * 2
+    assert len(service.store.page(None, 10, "desc")[0]) == 2
+    assert len(list((JobFiles(local_config.storage.root, "video_" + "0" * 32).folder.parent).iterdir())) == 1
 
 
 class Idle:
