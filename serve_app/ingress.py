@@ -60,6 +60,7 @@ from serve_app.protocol import (
 )
 from serve_app.serving import Content, ServeSignals, VideoService
 from serve_app.store import JobStore
+from serve_app.validation import client_errors
 
 logger = logging.getLogger("ray.serve")
 
@@ -217,7 +218,7 @@ async def create_video(
     try:
         create = parse_create(body.fields, service.config.limits)
     except ValidationError as exc:
-        raise RequestValidationError(exc.errors()) from None
+        raise RequestValidationError(client_errors(CreateVideoRequest, exc)) from None
     return await service.create(create, body.upload, idempotency_key, music=body.uploads.get("music"))
 
 
@@ -227,7 +228,7 @@ async def _parse(request: Request, model: type[M]) -> M:
     try:
         return parse_body(model, body.fields, _service(request).config.limits)
     except ValidationError as exc:
-        raise RequestValidationError(exc.errors()) from None
+        raise RequestValidationError(client_errors(model, exc)) from None
 
 
 SOURCE_ERRORS = errors.responses(BadRequest, NotFound, Conflict, Overloaded, *GATE)

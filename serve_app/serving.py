@@ -54,6 +54,7 @@ from serve_app.protocol import (
 )
 from serve_app.stages import RETRYABLE
 from serve_app.store import IdempotencyConflict, JobRow, JobStore, QueueFull, SceneRow, now
+from serve_app.validation import client_errors
 
 logger = logging.getLogger("ray.serve")
 
@@ -376,7 +377,7 @@ class VideoService:
         try:
             return parse_create(fields, self.config.limits)
         except ValidationError as exc:
-            first = exc.errors()[0]
+            first = client_errors(CreateVideoRequest, exc)[0]
             where = ".".join(str(part) for part in first["loc"]) or param
             raise bad_value(where, fields.get(where, "<from the source video>"), first["msg"]) from None
 

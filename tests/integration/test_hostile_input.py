@@ -270,6 +270,38 @@ def test_bounds_name_the_field_and_the_limit(client, local_service, body, param,
     assert stored(local_service) == ([], [])
 
 
+@pytest.mark.parametrize(
+    "narration, param, reason",
+    [
+        ({"voice": "xx-nope"}, "narration.voice", "is not an eSpeak NG voice"),
+        ({"rate": 9}, "narration.rate", "less than or equal to 2"),
+        ({"rate": "fast"}, "narration.rate", "valid number"),
+        ({"language": "zz"}, "narration.language", "no voice for this language"),
+        ({"language": "EN-us-x"}, "narration.language", "should match pattern"),
+        ({"voice": "en", "speed": 2}, "narration.speed", "Extra inputs are not permitted"),
+        # A key named as pydantic names the union's members is still just an extra key.
+        ({"NarrationOptions": {"voice": "en"}}, "narration.NarrationOptions", "Extra inputs"),
+        (5, "narration", "a boolean, an object or null"),
+        ([True], "narration", "a boolean, an object or null"),
+    ],
+)
+@pytest.mark.parametrize("as_form", [False, True], ids=["json", "multipart"])
+def test_a_union_field_names_the_member_the_client_meant(
+    client, local_service, narration, param, reason, as_form
+):
+    # `narration` is true, false or an object: the error is the object's (or, for neither, the field's), not
+    # "narration.bool: Input should be a valid boolean".
+    if as_form:
+        response = client.post("/v1/videos", files=form(prompt="x", narration=json.dumps(narration)))
+    else:
+        response = client.post("/v1/videos", json={"prompt": "x", "narration": narration})
+    error = assert_refused(response, 400, "invalid_value", param)
+    assert reason in error["message"] and error["message"].startswith(f"{param}=")
+    assert "boolean" not in error["message"] or param == "narration"
+    assert "Value error" not in error["message"]
+    assert stored(local_service) == ([], [])
+
+
 def test_two_hundred_thousand_scenes_are_refused_by_the_count_alone(client, monkeypatch):
     from serve_app import protocol
 
