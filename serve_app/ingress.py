@@ -247,7 +247,7 @@ async def edit_video(request: Request) -> VideoObject:
     """OpenAI's successor to remix: `prompt` and `video: {id}`; does what remix does."""
     edit = await _parse(request, EditRequest)
     remix = RemixRequest(prompt=edit.prompt, webhook_url=edit.webhook_url)
-    return await _service(request).remix(edit.video.id, remix)
+    return await _service(request).remix(edit.video.id, remix, param="video.id")
 
 
 @api.post("/v1/videos/extensions", response_model=VideoObject, responses=SOURCE_ERRORS)

@@ -288,15 +288,16 @@ class VideoService:
 
     # -- remix, edit, extend --------------------------------------------------------------------
 
-    async def remix(self, source_id: str, remix: RemixRequest) -> VideoObject:
+    async def remix(self, source_id: str, remix: RemixRequest, param: str = "video_id") -> VideoObject:
         """A new video from a completed one's settings with a new prompt (and, optionally, scenes).
 
-        Scenes made of the same things as the source's scene at their place take over its clip.
+        Scenes made of the same things as the source's scene at their place take over its clip. ``param``:
+        where the request named the source, for its errors (the path's ``video_id``; an edit's ``video.id``).
         """
-        source = self._source(source_id, "video_id")
+        source = self._source(source_id, param)
         if source.extended_from_video_id is not None:
             raise bad_value(
-                "video_id",
+                param,
                 source_id,
                 "is an extension: remix the video it extends, then extend the remix",
             )
@@ -368,6 +369,7 @@ class VideoService:
         if job.status != JobStatus.COMPLETED:
             raise Conflict(
                 f"video {video_id} is {job.status}; only a completed video can be remixed or extended",
+                param=param,
                 code="not_ready",
             )
         return job

@@ -188,6 +188,48 @@ def test_a_remix_or_an_extension_is_refused_at_a_full_queue_before_it_copies_any
     assert len(list((JobFiles(local_config.storage.root, "video_" + "0" * 32).folder.parent).iterdir())) == 1
 
 
+def test_edit_refusals_name_video_id_as_the_body_wrote_it(local_config):
+    service = service_with(local_config)
+    ingress.install(service)
+    unknown = "video_" + "0" * 32
+    with TestClient(ingress.app) as client:
+        video_id = client.post("/v1/videos", json={"prompt": "Dawn.", "seconds": 1}).json()["id"]
+        not_ready = client.post("/v1/videos/edits", json={"prompt": "Night.", "video": {"id": video_id}})
+        deadline = time.monotonic() + 30
+        while client.get(f"/v1/videos/{video_id}").json()["status"] != "completed":
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        extension = client.post(
+            "/v1/videos/extensions", json={"prompt": "More.", "seconds": 1, "video": {"id": video_id}}
+        ).json()["id"]
+        service.store.update(extension, status="completed")
+        answers = {
+            "json": client.post("/v1/videos/edits", json={"prompt": "x", "video": {"id": unknown}}),
+            "form": client.post(
+                "/v1/videos/edits", files={"prompt": (None, "x"), "video[id]": (None, unknown)}
+            ),
+            "bare id": client.post(
+                "/v1/videos/edits", files={"prompt": (None, "x"), "video": (None, "nope")}
+            ),
+            "an extension": client.post("/v1/videos/edits", json={"prompt": "x", "video": {"id": extension}}),
+            "not ready": not_ready,
+            "extend": client.post(
+                "/v1/videos/extensions", json={"prompt": "x", "seconds": 1, "video": {"id": unknown}}
+            ),
+            "remix": client.post(f"/v1/videos/{unknown}/remix", json={"prompt": "x"}),
+        }
+    found = {name: (answer.status_code, answer.json()["error"]["param"]) for name, answer in answers.items()}
+    assert found == {
+        "json": (404, "video.id"),
+        "form": (404, "video.id"),
+        "bare id": (404, "video.id"),
+        "an extension": (400, "video.id"),
+        "not ready": (409, "video.id"),
+        "extend": (404, "video.id"),
+        "remix": (404, "video_id"),  # the id is in the path there
+    }
+
+
 class Idle:
     """RunnerSignals that start nothing: the test starts jobs itself."""
 
