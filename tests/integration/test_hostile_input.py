@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from serve_app import ingress, uploads
-from serve_app.bodies import MAX_JSON_DEPTH
+from serve_app.bodies import MAX_FORM_FIELD_BYTES, MAX_JSON_DEPTH
 
 pytestmark = pytest.mark.integration
 
@@ -187,6 +187,33 @@ def test_a_form_field_given_twice_or_a_second_file_is_refused(client):
     assert_refused(twice, 400, "invalid_value", "prompt")
     other_file = client.post("/v1/videos", files=[*form(prompt="x"), ("style", ("s.txt", b"watercolor"))])
     assert_refused(other_file, 400, "invalid_value", "style")
+
+
+@pytest.mark.parametrize(
+    "route, fields, param",
+    [
+        ("/v1/videos", {"prompt": "p" * (MAX_FORM_FIELD_BYTES + 1)}, "prompt"),
+        (
+            "/v1/videos",
+            {"prompt": "x", "style": "é" * (MAX_FORM_FIELD_BYTES // 2 + 1)},
+            "style",
+        ),  # bytes, not characters
+        ("/v1/videos", {"prompt": "x", "scenes": "[" + " " * MAX_FORM_FIELD_BYTES + "]"}, "scenes"),
+        ("/v1/videos/edits", {"prompt": "x", "video[id]": "v" * (MAX_FORM_FIELD_BYTES + 1)}, "video[id]"),
+    ],
+    ids=["prompt", "multibyte", "json-field", "nested"],
+)
+def test_a_form_field_over_its_size_limit_is_named(client, local_service, route, fields, param):
+    error = assert_refused(client.post(route, files=form(**fields)), 400, "invalid_value", param)
+    assert f"at most {MAX_FORM_FIELD_BYTES} bytes" in error["message"] and len(error["message"]) < 200
+    assert stored(local_service) == ([], [])
+
+
+def test_a_form_field_at_its_size_limit_passes_the_form(client):
+    # Refused for its length by the schema, not by the form's bound on a field.
+    response = client.post("/v1/videos", files=form(prompt="x", style="s" * MAX_FORM_FIELD_BYTES))
+    error = assert_refused(response, 400, "invalid_value", "style")
+    assert "limits.max_style_chars" in error["message"]
 
 
 # -- content types and origins ------------------------------------------------------------------------
