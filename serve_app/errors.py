@@ -83,6 +83,10 @@ class UnsupportedMediaType(APIError):
     status, type = 415, "unsupported_media_type"
 
 
+class RangeNotSatisfiable(APIError):
+    status, type = 416, "range_not_satisfiable"
+
+
 class Unprocessable(APIError):
     status, type = 422, "unprocessable_entity"
 

@@ -23,6 +23,7 @@ from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Resp
 from fastapi.staticfiles import StaticFiles
 from pydantic import ValidationError
 from ray import serve
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from core.errors import InvalidInput
@@ -30,7 +31,7 @@ from core.status import JobStatus, Variant
 from serve_app import errors
 from serve_app.bodies import read_create_body
 from serve_app.config import AppConfig
-from serve_app.downloads import StoredContent, StoredObjectResponse
+from serve_app.downloads import StoredContent, StoredObjectResponse, range_not_satisfiable, requested_range
 from serve_app.errors import (
     BadRequest,
     Conflict,
@@ -38,6 +39,7 @@ from serve_app.errors import (
     NotFound,
     Overloaded,
     PayloadTooLarge,
+    RangeNotSatisfiable,
     RequestTimeout,
     Unauthorized,
     Unprocessable,
@@ -69,7 +71,8 @@ class OpenedFileResponse(FileResponse):
     """Starlette's FileResponse (ranges, ETag, HEAD) over a file opened before the route returned.
 
     FileResponse opens its path only after sending the headers, so a DELETE in between broke the
-    transfer; an open file outlives its name, so the download completes.
+    transfer; an open file outlives its name, so the download completes. The `Range` header is judged as
+    for a kept object (``serve_app.downloads``): FileResponse is handed only the one range decided there.
     """
 
     def __init__(self, content: Content) -> None:
@@ -90,7 +93,20 @@ class OpenedFileResponse(FileResponse):
         # Without "pathsend" the server would be handed the path to open again, which may be gone.
         extensions = {k: v for k, v in scope.get("extensions", {}).items() if k != "http.response.pathsend"}
         try:
-            await super().__call__({**scope, "extensions": extensions}, receive, send)
+            request = Headers(scope=scope)
+            size = os.fstat(self.file.fileno()).st_size
+            asked = requested_range(request, size, (self.headers["etag"], self.headers["last-modified"]))
+            if asked == "unsatisfiable":
+                refusal = range_not_satisfiable(request["range"], size, self.filename or "the file")
+                await refusal(scope, receive, send)
+                return
+            # FileResponse sees the one range decided here, or none: If-Range was judged with it.
+            headers = [
+                (name, value) for name, value in scope["headers"] if name not in (b"range", b"if-range")
+            ]
+            if asked is not None:
+                headers.append((b"range", f"bytes={asked[0]}-{asked[1] - 1}".encode()))
+            await super().__call__({**scope, "extensions": extensions, "headers": headers}, receive, send)
         finally:
             self.file.close()
 
@@ -304,8 +320,7 @@ async def delete_video(request: Request, video_id: VideoId) -> VideoDeleted:
         307: {
             "description": "With `storage.presign`: `Location` is a presigned URL of the file in the store."
         },
-        416: {"description": "The `Range` header starts past the end of the file."},
-        **errors.responses(BadRequest, NotFound, Conflict),
+        **errors.responses(BadRequest, NotFound, Conflict, RangeNotSatisfiable),
     },
 )
 async def download_content(request: Request, video_id: VideoId, variant: Variant = Variant.VIDEO) -> Response:
