@@ -290,10 +290,14 @@ class JobStore:
         self._update("jobs", _JOB_COLUMNS, changes, "id = :key_id", {"key_id": job_id})
         self._tell(job_id)
 
-    def advance(self, job_id: str, **changes: Any) -> None:
-        """Set columns of an unfinished job: a runner's writes after a cancel (before it stops) change nothing."""
-        self._update("jobs", _JOB_COLUMNS, changes, f"id = :key_id AND {_UNFINISHED}", {"key_id": job_id})
+    def advance(self, job_id: str, **changes: Any) -> bool:
+        """Set columns of an unfinished job: a runner's writes after a cancel or a DELETE (before it stops)
+        change nothing. Returns whether the job was there, unfinished, to change."""
+        changed = self._update(
+            "jobs", _JOB_COLUMNS, changes, f"id = :key_id AND {_UNFINISHED}", {"key_id": job_id}
+        )
         self._tell(job_id)
+        return changed
 
     def finish(self, job_id: str, status: str, retention_s: int, **changes: Any) -> bool:
         """End an unfinished job with ``status`` (completed, failed, cancelled), if it has not ended yet.
@@ -537,10 +541,14 @@ class JobStore:
 
     def _update(
         self, table: str, columns: tuple[str, ...], changes: dict[str, Any], where: str, keys: dict[str, Any]
-    ) -> None:
+    ) -> bool:
+        """Whether a row was changed."""
         assignments = _assignments(table, columns, changes)
         with self._db.write(announce=keys["key_id"]) as db:  # a job's row, or one of its scenes
-            db.execute(f"UPDATE {table} SET {assignments} WHERE {where}", {**changes, **keys})
+            return (
+                db.execute(f"UPDATE {table} SET {assignments} WHERE {where}", {**changes, **keys}).rowcount
+                > 0
+            )
 
 
 def _with_scenes(db: Session, rows: list[Any]) -> list[JobRow]:
