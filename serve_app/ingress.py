@@ -46,6 +46,7 @@ from serve_app.errors import (
     UnsupportedMediaType,
 )
 from serve_app.guard import RequestGuard
+from serve_app.headers import SecurityHeaders, page_policy
 from serve_app.protocol import (
     CreateVideoRequest,
     EditRequest,
@@ -170,6 +171,8 @@ def _current_config() -> AppConfig | None:
 # Module-level, like the routes: Serve pickles `app` with its middleware, and a function it can import
 # by name reads this module's `_services` in the replica, where a lambda would carry a copy of it.
 app.add_middleware(RequestGuard, config=_current_config)
+# Outermost: the gate's refusals carry the headers too.
+app.add_middleware(SecurityHeaders)
 
 
 def _service(request: Request) -> VideoService:
@@ -388,14 +391,16 @@ async def studio() -> FileResponse:
 @app.get("/docs", include_in_schema=False)
 async def docs() -> HTMLResponse:
     """Swagger UI over /openapi.json, every asset from this server. URLs are relative, so the page works
-    under any route prefix."""
-    return get_swagger_ui_html(
+    under any route prefix. Its policy lets it run the one inline script that starts Swagger UI."""
+    page = get_swagger_ui_html(
         openapi_url="openapi.json",
         title="storyreel API",
         swagger_js_url="docs/assets/swagger-ui-bundle.js",
         swagger_css_url="docs/assets/swagger-ui.css",
         swagger_favicon_url="docs/assets/favicon-32x32.png",
     )
+    page.headers["Content-Security-Policy"] = page_policy(bytes(page.body).decode())
+    return page
 
 
 app.include_router(api)  # after its routes: including copies them
