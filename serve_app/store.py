@@ -545,10 +545,8 @@ class JobStore:
         """Whether a row was changed."""
         assignments = _assignments(table, columns, changes)
         with self._db.write(announce=keys["key_id"]) as db:  # a job's row, or one of its scenes
-            return (
-                db.execute(f"UPDATE {table} SET {assignments} WHERE {where}", {**changes, **keys}).rowcount
-                > 0
-            )
+            cursor = db.execute(f"UPDATE {table} SET {assignments} WHERE {where}", {**changes, **keys})
+            return cursor.rowcount > 0
 
 
 def _with_scenes(db: Session, rows: list[Any]) -> list[JobRow]:
@@ -567,8 +565,8 @@ def _with_scenes(db: Session, rows: list[Any]) -> list[JobRow]:
 
 
 def _check_queue(db: Session, max_queued: int, key: str | None) -> None:
-    """Raise QueueFull if ``max_queued`` jobs are queued, or IdempotencyConflict if a job holds ``key``
-    (inside ``create``'s transaction, under its lock)."""
+    """Inside ``create``'s transaction, under its lock: when ``max_queued`` jobs are queued, raise
+    IdempotencyConflict if a job holds ``key`` (a retry gets the job its first try made), else QueueFull."""
     queued = db.execute("SELECT COUNT(*) AS n FROM jobs WHERE status = 'queued'").fetchone()["n"]
     if queued < max_queued:
         return
