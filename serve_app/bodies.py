@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -87,10 +88,17 @@ async def read_create_body(request: Request, file_fields: tuple[str, ...] = CREA
 
 async def _read_form(request: Request, file_fields: tuple[str, ...]) -> CreateBody:
     body = CreateBody({})
+    # Starlette's own bound on a text part refuses it without saying which part it was: the guard already
+    # bounds the whole body (limits.max_body_bytes), and each field is measured below, by name.
     async with request.form(
-        max_files=max(1, len(file_fields)), max_fields=MAX_FORM_FIELDS, max_part_size=MAX_FORM_FIELD_BYTES
+        max_files=max(1, len(file_fields)), max_fields=MAX_FORM_FIELDS, max_part_size=sys.maxsize
     ) as form:
         for key, value in form.multi_items():
+            size = len(value.encode("utf-8", "surrogatepass")) if isinstance(value, str) else 0
+            if size > MAX_FORM_FIELD_BYTES:
+                raise bad_value(
+                    key, f"<{size} bytes>", f"a form field holds at most {MAX_FORM_FIELD_BYTES} bytes"
+                )
             if key in body.fields or key in body.uploads:
                 raise bad_value(key, "<given twice>", "each form field may be given once")
             if isinstance(value, UploadFile):

@@ -5,6 +5,11 @@
 a lock (``write`` in a transaction), for PostgreSQL a connection from a psycopg pool, so the threads and
 tasks of a replica do not queue behind each other, with ``write`` in one transaction.
 
+A write that reads before it writes (count the queue, then insert) must not be interleaved with another
+process's doing the same: ``write(lock=...)`` runs such writes one at a time across every process. On
+SQLite every write already does (it takes the database's one write lock at its start), on PostgreSQL the
+named lock is an advisory lock held until the transaction ends.
+
 On PostgreSQL a write is also announced to every process (a NOTIFY on one channel inside the write's own
 transaction, LISTEN in a thread), so an event stream on any ingress replica wakes at once for a runner's
 write; on SQLite streams poll.
@@ -29,6 +34,8 @@ from typing import Any, Protocol
 
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 CHANNEL = "storyreel_jobs"  # NOTIFY channel: the payload is the id of a job that changed
+# PostgreSQL advisory lock keys of `write(lock=...)`: one per kind of write that must not interleave.
+ADVISORY_LOCKS = {"schema": 7474, "create": 7475}
 LISTEN_WAKE_S = 1.0  # how often the listening thread looks up from its wait (to notice `close`)
 
 logger = logging.getLogger("ray.serve")
@@ -55,9 +62,10 @@ class Database(Protocol):
 
     def read(self) -> Any: ...  # a context manager yielding a Session
 
-    def write(self, announce: str | None = None) -> Any: ...  # the same, in one transaction that, on
-
-    # PostgreSQL, also tells every listening process (`subscribe`) that job ``announce`` changed
+    def write(self, announce: str | None = None, lock: str | None = None) -> Any:
+        """The same, in one transaction that, on PostgreSQL, also tells every listening process (`subscribe`)
+        that job ``announce`` changed. With ``lock`` (a key of ADVISORY_LOCKS) no other write under that
+        name, in any process, runs between its statements."""
 
     def create_tables(self, schema: str) -> None: ...
 
@@ -103,10 +111,14 @@ class SQLiteDatabase:
             yield self._db
 
     @contextmanager
-    def write(self, announce: str | None = None) -> Iterator[Session]:
-        """One transaction. Nothing is announced: other processes see SQLite's changes by polling (the event
-        streams' timeout)."""
+    def write(self, announce: str | None = None, lock: str | None = None) -> Iterator[Session]:
+        """One transaction, holding the database's write lock from its first statement (BEGIN IMMEDIATE),
+        so every write runs alone, in every process, and ``lock`` needs nothing more. What a write reads is
+        what it writes over: another process's commit cannot land between a count and the insert it decides.
+        (Python's default would begin at the first INSERT or UPDATE, after the reads.) Nothing is announced:
+        other processes see SQLite's changes by polling (the event streams' timeout)."""
         with self._lock, self._db:
+            self._db.execute("BEGIN IMMEDIATE")  # waits up to the connection's timeout for another writer
             yield self._db
 
     def create_tables(self, schema: str) -> None:
@@ -169,12 +181,19 @@ class PostgresDatabase:
             yield _PostgresSession(connection, self)
 
     @contextmanager
-    def write(self, announce: str | None = None) -> Iterator[Session]:
+    def write(self, announce: str | None = None, lock: str | None = None) -> Iterator[Session]:
         """One transaction. With ``announce`` (a job id) it ends with a NOTIFY, which PostgreSQL delivers at
         the commit, only if the write commits: an event stream on any ingress replica wakes at once for a
-        runner's write, and the announcement costs no round trip of its own."""
+        runner's write, and the announcement costs no round trip of its own.
+
+        With ``lock`` it first takes that advisory lock, held until the commit: writes under the same name
+        run one at a time, on every replica. Other writes go on beside them (a table lock would stop the
+        runners' updates too). Each statement after the lock reads what was committed before it, in READ
+        COMMITTED, so it sees the write of whoever held the lock last."""
         with self._pool.connection() as connection, connection.transaction():
             session = _PostgresSession(connection, self)
+            if lock is not None:
+                session.execute("SELECT pg_advisory_xact_lock(:key)", {"key": ADVISORY_LOCKS[lock]})
             yield session
             if announce is not None:
                 session.execute(
@@ -182,9 +201,8 @@ class PostgresDatabase:
                 )
 
     def create_tables(self, schema: str) -> None:
-        with self.write() as session:
-            # One transaction, and an advisory lock: replicas starting together create the tables once.
-            session.execute("SELECT pg_advisory_xact_lock(7474)")
+        # One transaction, under a lock: replicas starting together create the tables once.
+        with self.write(lock="schema") as session:
             for statement in postgres_schema(schema).split(";"):
                 if statement.strip():
                     session.execute(statement)

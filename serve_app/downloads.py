@@ -1,28 +1,36 @@
-"""The content route over an object store: the object streamed through the ingress, with HTTP ranges.
+"""The content route's answer to a `Range` header, for a local file and for a kept object alike, and the
+response that streams a kept object through the ingress.
 
-Local files go out through Starlette's FileResponse; this is its counterpart for a kept object, read a
-chunk at a time so a long video never sits whole in the ingress's memory. One range per request (a
-player's seek, a resumed download); a request for several, or a malformed one, gets the whole object,
-as RFC 9110 allows.
+One range per request (a player's seek, a resumed download). A header this service cannot use is ignored
+and the whole file sent (200), as RFC 9110 section 14.2 allows a server to do with any `Range`: a unit
+other than bytes, a malformed or backwards range, several ranges. A well-formed range that starts past
+the end is a 416 in the error envelope. Local files go out through Starlette's FileResponse, which is
+handed only a range decided here (its own parser answered malformed headers with a plain-text 400); a
+kept object is read from the store a chunk at a time, so a long video never sits whole in memory.
 """
 
 from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from email.utils import formatdate
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import quote
 
 from starlette.datastructures import Headers
 from starlette.responses import Response
 
 from core.storage import Storage, StoredObject
+from serve_app.errors import RangeNotSatisfiable, error_response
 
 CHUNK_BYTES = 1 << 20
 # At most 18 digits a side: a longer number is no object's size, and int() of thousands of digits raises.
-RANGE = re.compile(r"bytes=(\d{0,18})-(\d{0,18})")
+# Range units are case-insensitive (RFC 9110 section 14.1).
+RANGE = re.compile(r"bytes=(\d{0,18})-(\d{0,18})", re.IGNORECASE)
+
+Asked = tuple[int, int] | None | Literal["unsatisfiable"]
 
 
 @dataclass
@@ -36,11 +44,11 @@ class StoredContent:
     filename: str
 
 
-def byte_range(header: str | None, size: int) -> tuple[int, int] | None | str:
+def byte_range(header: str | None, size: int) -> Asked:
     """The ``(start, end)`` (end exclusive) a Range header asks of ``size`` bytes.
 
-    None: serve the whole object (no header, several ranges, a malformed one). "unsatisfiable": a range
-    that starts past the end (416).
+    None: serve the whole file (no header, several ranges, a malformed one, or nothing to cut from an
+    empty file). "unsatisfiable": a range that starts past the end (416).
     """
     if header is None:
         return None
@@ -54,14 +62,39 @@ def byte_range(header: str | None, size: int) -> tuple[int, int] | None | str:
         suffix = int(last)
         if suffix == 0:
             return "unsatisfiable"
-        return max(0, size - suffix), size
-    start = int(first)
-    end = min(size, int(last) + 1) if last else size
-    if last and int(last) < start:
+        start, end = max(0, size - suffix), size
+    else:
+        start = int(first)
+        if last and int(last) < start:
+            return None
+        if start >= size:
+            return "unsatisfiable"
+        end = min(size, int(last) + 1) if last else size
+    return (start, end) if start < end else None
+
+
+def requested_range(request: Headers, size: int, validators: Iterable[str]) -> Asked:
+    """What a request's `Range` and `If-Range` headers ask of a file of ``size`` bytes.
+
+    ``validators``: the file's entity tag and last-modified date; an `If-Range` that matches neither (a
+    client holding another version, or a weak tag) gets the whole file, whatever range it asked for.
+    """
+    if_range = request.get("if-range")
+    if if_range is not None and (if_range.startswith("W/") or if_range not in validators):
         return None
-    if start >= size:
-        return "unsatisfiable"
-    return start, end
+    return byte_range(request.get("range"), size)
+
+
+def range_not_satisfiable(header: str, size: int, what: str) -> Response:
+    """The 416 of a range that starts past the end of ``what`` (``size`` bytes), in the error envelope."""
+    return error_response(
+        RangeNotSatisfiable(
+            f"range={header[:80]!r}: {what} has {size} bytes; a range must start before the end",
+            param="range",
+            code="range_not_satisfiable",
+            headers={"Content-Range": f"bytes */{size}"},
+        )
+    )
 
 
 class StoredObjectResponse(Response):
@@ -79,16 +112,10 @@ class StoredObjectResponse(Response):
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         size = self.content.object.size
         request = Headers(scope=scope)
-        asked = byte_range(request.get("range"), size)
-        if_range = request.get("if-range")
-        if if_range is not None and if_range != self.content.object.etag:
-            asked = None  # the client's copy is of another version: it gets the whole object
+        asked = requested_range(request, size, (self.headers["etag"], self.headers["last-modified"]))
         if asked == "unsatisfiable":
-            self.status_code = 416
-            self.headers["content-range"] = f"bytes */{size}"
-            self.headers["content-length"] = "0"
-            await send({"type": "http.response.start", "status": 416, "headers": self.raw_headers})
-            await send({"type": "http.response.body", "body": b""})
+            refusal = range_not_satisfiable(request["range"], size, self.content.filename)
+            await refusal(scope, receive, send)
             return
         start, end = asked if isinstance(asked, tuple) else (0, size)
         status = 206 if isinstance(asked, tuple) else 200

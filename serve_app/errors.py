@@ -18,6 +18,7 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from core.errors import CodedError, InvalidInput, classify
+from serve_app.headers import secure
 
 logger = logging.getLogger("ray.serve")
 
@@ -83,6 +84,10 @@ class UnsupportedMediaType(APIError):
     status, type = 415, "unsupported_media_type"
 
 
+class RangeNotSatisfiable(APIError):
+    status, type = 416, "range_not_satisfiable"
+
+
 class Unprocessable(APIError):
     status, type = 422, "unprocessable_entity"
 
@@ -142,7 +147,10 @@ def error_response(exc: Exception) -> JSONResponse:
     body = ErrorResponse(
         error=ErrorBody(message=error.message, type=error.type, param=error.param, code=error.code)
     )
-    return JSONResponse(body.model_dump(), status_code=error.status, headers=error.headers)
+    response = JSONResponse(body.model_dump(), status_code=error.status, headers=error.headers)
+    # Starlette answers a 500 from its outermost layer, outside the SecurityHeaders middleware.
+    secure(response.headers)
+    return response
 
 
 def _from_validation(exc: RequestValidationError) -> BadRequest:

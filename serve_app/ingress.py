@@ -23,6 +23,7 @@ from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Resp
 from fastapi.staticfiles import StaticFiles
 from pydantic import ValidationError
 from ray import serve
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from core.errors import InvalidInput
@@ -30,7 +31,7 @@ from core.status import JobStatus, Variant
 from serve_app import errors
 from serve_app.bodies import read_create_body
 from serve_app.config import AppConfig
-from serve_app.downloads import StoredContent, StoredObjectResponse
+from serve_app.downloads import StoredContent, StoredObjectResponse, range_not_satisfiable, requested_range
 from serve_app.errors import (
     BadRequest,
     Conflict,
@@ -38,12 +39,14 @@ from serve_app.errors import (
     NotFound,
     Overloaded,
     PayloadTooLarge,
+    RangeNotSatisfiable,
     RequestTimeout,
     Unauthorized,
     Unprocessable,
     UnsupportedMediaType,
 )
 from serve_app.guard import RequestGuard
+from serve_app.headers import SecurityHeaders, page_policy
 from serve_app.protocol import (
     CreateVideoRequest,
     EditRequest,
@@ -60,6 +63,7 @@ from serve_app.protocol import (
 )
 from serve_app.serving import Content, ServeSignals, VideoService
 from serve_app.store import JobStore
+from serve_app.validation import client_errors
 
 logger = logging.getLogger("ray.serve")
 
@@ -68,7 +72,8 @@ class OpenedFileResponse(FileResponse):
     """Starlette's FileResponse (ranges, ETag, HEAD) over a file opened before the route returned.
 
     FileResponse opens its path only after sending the headers, so a DELETE in between broke the
-    transfer; an open file outlives its name, so the download completes.
+    transfer; an open file outlives its name, so the download completes. The `Range` header is judged as
+    for a kept object (``serve_app.downloads``): FileResponse is handed only the one range decided there.
     """
 
     def __init__(self, content: Content) -> None:
@@ -89,7 +94,20 @@ class OpenedFileResponse(FileResponse):
         # Without "pathsend" the server would be handed the path to open again, which may be gone.
         extensions = {k: v for k, v in scope.get("extensions", {}).items() if k != "http.response.pathsend"}
         try:
-            await super().__call__({**scope, "extensions": extensions}, receive, send)
+            request = Headers(scope=scope)
+            size = os.fstat(self.file.fileno()).st_size
+            asked = requested_range(request, size, (self.headers["etag"], self.headers["last-modified"]))
+            if asked == "unsatisfiable":
+                refusal = range_not_satisfiable(request["range"], size, self.filename or "the file")
+                await refusal(scope, receive, send)
+                return
+            # FileResponse sees the one range decided here, or none: If-Range was judged with it.
+            headers = [
+                (name, value) for name, value in scope["headers"] if name not in (b"range", b"if-range")
+            ]
+            if asked is not None:
+                headers.append((b"range", f"bytes={asked[0]}-{asked[1] - 1}".encode()))
+            await super().__call__({**scope, "extensions": extensions, "headers": headers}, receive, send)
         finally:
             self.file.close()
 
@@ -153,6 +171,8 @@ def _current_config() -> AppConfig | None:
 # Module-level, like the routes: Serve pickles `app` with its middleware, and a function it can import
 # by name reads this module's `_services` in the replica, where a lambda would carry a copy of it.
 app.add_middleware(RequestGuard, config=_current_config)
+# Outermost: the gate's refusals carry the headers too.
+app.add_middleware(SecurityHeaders)
 
 
 def _service(request: Request) -> VideoService:
@@ -217,7 +237,7 @@ async def create_video(
     try:
         create = parse_create(body.fields, service.config.limits)
     except ValidationError as exc:
-        raise RequestValidationError(exc.errors()) from None
+        raise RequestValidationError(client_errors(CreateVideoRequest, exc)) from None
     return await service.create(create, body.upload, idempotency_key, music=body.uploads.get("music"))
 
 
@@ -227,7 +247,7 @@ async def _parse(request: Request, model: type[M]) -> M:
     try:
         return parse_body(model, body.fields, _service(request).config.limits)
     except ValidationError as exc:
-        raise RequestValidationError(exc.errors()) from None
+        raise RequestValidationError(client_errors(model, exc)) from None
 
 
 SOURCE_ERRORS = errors.responses(BadRequest, NotFound, Conflict, Overloaded, *GATE)
@@ -246,7 +266,7 @@ async def edit_video(request: Request) -> VideoObject:
     """OpenAI's successor to remix: `prompt` and `video: {id}`; does what remix does."""
     edit = await _parse(request, EditRequest)
     remix = RemixRequest(prompt=edit.prompt, webhook_url=edit.webhook_url)
-    return await _service(request).remix(edit.video.id, remix)
+    return await _service(request).remix(edit.video.id, remix, param="video.id")
 
 
 @api.post("/v1/videos/extensions", response_model=VideoObject, responses=SOURCE_ERRORS)
@@ -303,8 +323,7 @@ async def delete_video(request: Request, video_id: VideoId) -> VideoDeleted:
         307: {
             "description": "With `storage.presign`: `Location` is a presigned URL of the file in the store."
         },
-        416: {"description": "The `Range` header starts past the end of the file."},
-        **errors.responses(BadRequest, NotFound, Conflict),
+        **errors.responses(BadRequest, NotFound, Conflict, RangeNotSatisfiable),
     },
 )
 async def download_content(request: Request, video_id: VideoId, variant: Variant = Variant.VIDEO) -> Response:
@@ -372,14 +391,16 @@ async def studio() -> FileResponse:
 @app.get("/docs", include_in_schema=False)
 async def docs() -> HTMLResponse:
     """Swagger UI over /openapi.json, every asset from this server. URLs are relative, so the page works
-    under any route prefix."""
-    return get_swagger_ui_html(
+    under any route prefix. Its policy lets it run the one inline script that starts Swagger UI."""
+    page = get_swagger_ui_html(
         openapi_url="openapi.json",
         title="storyreel API",
         swagger_js_url="docs/assets/swagger-ui-bundle.js",
         swagger_css_url="docs/assets/swagger-ui.css",
         swagger_favicon_url="docs/assets/favicon-32x32.png",
     )
+    page.headers["Content-Security-Policy"] = page_policy(bytes(page.body).decode())
+    return page
 
 
 app.include_router(api)  # after its routes: including copies them

@@ -96,12 +96,17 @@ class VideoRecipe:
             return
         files = JobFiles(self.storage, job_id)
         await asyncio.to_thread(files.create)  # the encoder writes only into a job's own folder
-        self.store.advance(
+        # The first write, after the folder, says whether the job is still there: a DELETE since the read
+        # above would otherwise leave a folder that no row owns.
+        started_now = self.store.advance(
             job_id,
             status=JobStatus.IN_PROGRESS,
             started_at=job.started_at or now(),
             attempts=job.attempts + 1,
         )
+        if not started_now:
+            await self._stopped(job_id, files)
+            return
         started = time.monotonic()
         try:
             # 0. Plan again from the stored request: a redeploy with tighter limits fails it here, visibly.
@@ -138,16 +143,33 @@ class VideoRecipe:
                 has_audio=int(final.audio is not None),
             )
             if not ended:
-                logger.info("job %s ended before it could complete; its end stands", job_id)
+                await self._stopped(job_id, files)
                 return
             logger.info("job %s completed in %.1f s", job_id, time.monotonic() - started)
             metrics.get().jobs_finished.inc(tags={"status": JobStatus.COMPLETED})
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - every failure becomes the job's error object
-            self.fail(job_id, exc)
+            if self.store.get(job_id) is None:
+                # Deleted meanwhile: what failed was a write for no job (a scene for no row, a file for no
+                # folder), not the job.
+                await self._stopped(job_id, files, exc)
+            else:
+                self.fail(job_id, exc)
         finally:
             files.forget()
+
+    async def _stopped(self, job_id: str, files: JobFiles, cause: Exception | None = None) -> None:
+        """The job was cancelled or deleted while this run worked on it. A cancel's end stands as it is; a
+        deleted job's folder is removed, as a write of this run may have made it again after the DELETE
+        removed it (and the sweep would find it only after ``ORPHAN_GRACE_S``)."""
+        if self.store.get(job_id) is not None:
+            logger.info("job %s ended before it could complete; its end stands", job_id)
+            return
+        logger.info(
+            "job %s was deleted while it ran; stopping here%s", job_id, f" ({cause})" if cause else ""
+        )
+        await asyncio.to_thread(files.remove)
 
     # -- steps ----------------------------------------------------------------------------------
 

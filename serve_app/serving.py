@@ -54,7 +54,8 @@ from serve_app.protocol import (
     parse_create,
 )
 from serve_app.stages import RETRYABLE
-from serve_app.store import IdempotencyConflict, JobRow, JobStore, SceneRow, now
+from serve_app.store import IdempotencyConflict, JobRow, JobStore, QueueFull, SceneRow, now
+from serve_app.validation import client_errors
 
 logger = logging.getLogger("ray.serve")
 
@@ -148,13 +149,7 @@ class VideoService:
             if existing is not None:
                 return self._replay(existing, idempotency_key, body_hash)
         # 2. Back-pressure before any work: a full queue answers 429 with a time to come back.
-        queued = self.store.counts().get(JobStatus.QUEUED, 0)
-        if queued >= self.config.limits.max_queued_jobs:
-            raise Overloaded(
-                f"{queued} videos are waiting; try again later",
-                code="queue_full",
-                headers={"Retry-After": "30"},
-            )
+        self._check_queue()
         # 3. Resolve and check everything the job will use, so a bad request fails now, not later.
         seed = request.seed if request.seed is not None else secrets.randbelow(2**32)
         plan = plan_job(request, self.config, seed)
@@ -164,6 +159,13 @@ class VideoService:
         bed = await self._music(request, music)
         job = self._job_row(request, plan, webhook_url, idempotency_key, body_hash)
         return await self._store(job, reference_png, music=bed)
+
+    def _check_queue(self) -> None:
+        """Refuse a new job before any work on it when the queue is full. Only a hint: creates racing for
+        the last place all pass it, and the insert decides (``_store``)."""
+        queued = self.store.counts().get(JobStatus.QUEUED, 0)
+        if queued >= self.config.limits.max_queued_jobs:
+            raise _queue_full(queued)
 
     def _check_narration(self, request: CreateVideoRequest) -> None:
         if request.narration not in (None, False) and self.config.narration.backend == "none":
@@ -204,6 +206,8 @@ class VideoService:
         """Store a new job with its reference image, music bed and the clips it takes over, then start it.
 
         ``music``: the caller's upload, a track of the music folder, or the bed of the video it starts from.
+        The insert counts the queue again, in its own transaction: of creates racing for the last place in
+        it, one stores its job and the others are refused (429), their files removed.
         """
         # The files are written before the row, so a runner never sees a job without them; a crash in
         # between leaves a folder without a row, which the sweep removes.
@@ -220,10 +224,13 @@ class VideoService:
                 await asyncio.to_thread(_take, files, music, music.music, files.music)
             elif music is not None:
                 await asyncio.to_thread(_write_music, files, music)
-            self.store.create(job)
+            self.store.create(job, max_queued=self.config.limits.max_queued_jobs)
         except IdempotencyConflict as conflict:
             files.remove()
             return self._replay(conflict.existing, job.idempotency_key, job.request_hash or "")
+        except QueueFull as full:
+            files.remove()
+            raise _queue_full(full.queued) from None
         except BaseException:
             files.remove()
             raise
@@ -282,15 +289,16 @@ class VideoService:
 
     # -- remix, edit, extend --------------------------------------------------------------------
 
-    async def remix(self, source_id: str, remix: RemixRequest) -> VideoObject:
+    async def remix(self, source_id: str, remix: RemixRequest, param: str = "video_id") -> VideoObject:
         """A new video from a completed one's settings with a new prompt (and, optionally, scenes).
 
-        Scenes made of the same things as the source's scene at their place take over its clip.
+        Scenes made of the same things as the source's scene at their place take over its clip. ``param``:
+        where the request named the source, for its errors (the path's ``video_id``; an edit's ``video.id``).
         """
-        source = self._source(source_id, "video_id")
+        source = self._source(source_id, param)
         if source.extended_from_video_id is not None:
             raise bad_value(
-                "video_id",
+                param,
                 source_id,
                 "is an extension: remix the video it extends, then extend the remix",
             )
@@ -301,6 +309,7 @@ class VideoService:
             fields["scenes"] = [scene.model_dump(mode="json", exclude_none=True) for scene in remix.scenes]
         request = self._reparse(fields, "prompt")
         plan = plan_job(request, self.config, source.request["seed"])
+        self._check_queue()  # before its clips are copied
         webhook_url = await self._webhook_url(remix.webhook_url)
         job = self._job_row(
             request,
@@ -339,6 +348,7 @@ class VideoService:
                 f"{source.id} has {len(source.scenes)} scenes, this adds {plan.num_scenes}, and a video has "
                 f"at most {limits.max_scenes} (limits.max_scenes)",
             )
+        self._check_queue()  # before its clips are copied
         webhook_url = await self._webhook_url(extension.webhook_url)
         job = self._job_row(
             request,
@@ -360,6 +370,7 @@ class VideoService:
         if job.status != JobStatus.COMPLETED:
             raise Conflict(
                 f"video {video_id} is {job.status}; only a completed video can be remixed or extended",
+                param=param,
                 code="not_ready",
             )
         return job
@@ -369,7 +380,7 @@ class VideoService:
         try:
             return parse_create(fields, self.config.limits)
         except ValidationError as exc:
-            first = exc.errors()[0]
+            first = client_errors(CreateVideoRequest, exc)[0]
             where = ".".join(str(part) for part in first["loc"]) or param
             raise bad_value(where, fields.get(where, "<from the source video>"), first["msg"]) from None
 
@@ -686,6 +697,12 @@ class _StartTimes:
             return None
         waves = (self.running + position) // self.slots
         return now() + math.ceil(waves * self.job_seconds)
+
+
+def _queue_full(queued: int) -> Overloaded:
+    return Overloaded(
+        f"{queued} videos are waiting; try again later", code="queue_full", headers={"Retry-After": "30"}
+    )
 
 
 def _scenes_json(source: JobRow) -> str:

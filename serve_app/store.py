@@ -196,6 +196,14 @@ class IdempotencyConflict(Exception):
         self.existing = existing
 
 
+class QueueFull(Exception):
+    """``queued`` jobs are waiting already: a create that would pass the cap is refused."""
+
+    def __init__(self, queued: int):
+        super().__init__(f"{queued} jobs are queued")
+        self.queued = queued
+
+
 class JobStore:
     """Jobs and scenes, safe to share between the threads and tasks of one process (and, on PostgreSQL,
     between processes and nodes).
@@ -224,11 +232,25 @@ class JobStore:
 
     # -- jobs -----------------------------------------------------------------------------------
 
-    def create(self, job: JobRow) -> JobRow:
-        """Insert ``job`` (and its scenes). Raises IdempotencyConflict if its key is taken."""
+    def create(self, job: JobRow, max_queued: int | None = None) -> JobRow:
+        """Insert ``job``.
+
+        Args:
+            job: the new job's row.
+            max_queued: refuse the job when this many are queued already; None (the default): no cap. The
+                count and the insert are one transaction that the creates of every replica take one at a
+                time, so creates racing for the last place cannot all take it.
+
+        Raises:
+            IdempotencyConflict: its idempotency key is taken (also when the queue is full: a retry gets
+                the job its first try made).
+            QueueFull: ``max_queued`` jobs are queued.
+        """
         values = {name: getattr(job, name) for name in _JOB_COLUMNS}
         try:
-            with self._db.write(announce=job.id) as db:
+            with self._db.write(announce=job.id, lock="create") as db:
+                if max_queued is not None:
+                    _check_queue(db, max_queued, job.idempotency_key)
                 db.execute(_insert("jobs", _JOB_COLUMNS), values)
         except self._db.integrity_error:
             existing = self.get_by_key(job.idempotency_key) if job.idempotency_key else None
@@ -274,10 +296,14 @@ class JobStore:
         self._update("jobs", _JOB_COLUMNS, changes, "id = :key_id", {"key_id": job_id})
         self._tell(job_id)
 
-    def advance(self, job_id: str, **changes: Any) -> None:
-        """Set columns of an unfinished job: a runner's writes after a cancel (before it stops) change nothing."""
-        self._update("jobs", _JOB_COLUMNS, changes, f"id = :key_id AND {_UNFINISHED}", {"key_id": job_id})
+    def advance(self, job_id: str, **changes: Any) -> bool:
+        """Set columns of an unfinished job: a runner's writes after a cancel or a DELETE (before it stops)
+        change nothing. Returns whether the job was there, unfinished, to change."""
+        changed = self._update(
+            "jobs", _JOB_COLUMNS, changes, f"id = :key_id AND {_UNFINISHED}", {"key_id": job_id}
+        )
         self._tell(job_id)
+        return changed
 
     def finish(self, job_id: str, status: str, retention_s: int, **changes: Any) -> bool:
         """End an unfinished job with ``status`` (completed, failed, cancelled), if it has not ended yet.
@@ -521,10 +547,12 @@ class JobStore:
 
     def _update(
         self, table: str, columns: tuple[str, ...], changes: dict[str, Any], where: str, keys: dict[str, Any]
-    ) -> None:
+    ) -> bool:
+        """Whether a row was changed."""
         assignments = _assignments(table, columns, changes)
         with self._db.write(announce=keys["key_id"]) as db:  # a job's row, or one of its scenes
-            db.execute(f"UPDATE {table} SET {assignments} WHERE {where}", {**changes, **keys})
+            cursor = db.execute(f"UPDATE {table} SET {assignments} WHERE {where}", {**changes, **keys})
+            return cursor.rowcount > 0
 
 
 def _with_scenes(db: Session, rows: list[Any]) -> list[JobRow]:
@@ -540,6 +568,19 @@ def _with_scenes(db: Session, rows: list[Any]) -> list[JobRow]:
     for r in scene_rows:
         jobs[r["job_id"]].scenes.append(SceneRow(**{name: r[name] for name in _SCENE_COLUMNS}))
     return list(jobs.values())
+
+
+def _check_queue(db: Session, max_queued: int, key: str | None) -> None:
+    """Inside ``create``'s transaction, under its lock: when ``max_queued`` jobs are queued, raise
+    IdempotencyConflict if a job holds ``key`` (a retry gets the job its first try made), else QueueFull."""
+    queued = db.execute("SELECT COUNT(*) AS n FROM jobs WHERE status = 'queued'").fetchone()["n"]
+    if queued < max_queued:
+        return
+    if key is not None:
+        row = db.execute("SELECT * FROM jobs WHERE idempotency_key = :key", {"key": key}).fetchone()
+        if row is not None:
+            raise IdempotencyConflict(_with_scenes(db, [row])[0])
+    raise QueueFull(queued)
 
 
 def _queue_webhook(db: Session, job_id: str, status: str, at: int) -> None:

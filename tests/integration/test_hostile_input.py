@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from serve_app import ingress, uploads
-from serve_app.bodies import MAX_JSON_DEPTH
+from serve_app.bodies import MAX_FORM_FIELD_BYTES, MAX_JSON_DEPTH
 
 pytestmark = pytest.mark.integration
 
@@ -189,6 +189,33 @@ def test_a_form_field_given_twice_or_a_second_file_is_refused(client):
     assert_refused(other_file, 400, "invalid_value", "style")
 
 
+@pytest.mark.parametrize(
+    "route, fields, param",
+    [
+        ("/v1/videos", {"prompt": "p" * (MAX_FORM_FIELD_BYTES + 1)}, "prompt"),
+        (
+            "/v1/videos",
+            {"prompt": "x", "style": "é" * (MAX_FORM_FIELD_BYTES // 2 + 1)},
+            "style",
+        ),  # bytes, not characters
+        ("/v1/videos", {"prompt": "x", "scenes": "[" + " " * MAX_FORM_FIELD_BYTES + "]"}, "scenes"),
+        ("/v1/videos/edits", {"prompt": "x", "video[id]": "v" * (MAX_FORM_FIELD_BYTES + 1)}, "video[id]"),
+    ],
+    ids=["prompt", "multibyte", "json-field", "nested"],
+)
+def test_a_form_field_over_its_size_limit_is_named(client, local_service, route, fields, param):
+    error = assert_refused(client.post(route, files=form(**fields)), 400, "invalid_value", param)
+    assert f"at most {MAX_FORM_FIELD_BYTES} bytes" in error["message"] and len(error["message"]) < 200
+    assert stored(local_service) == ([], [])
+
+
+def test_a_form_field_at_its_size_limit_passes_the_form(client):
+    # Refused for its length by the schema, not by the form's bound on a field.
+    response = client.post("/v1/videos", files=form(prompt="x", style="s" * MAX_FORM_FIELD_BYTES))
+    error = assert_refused(response, 400, "invalid_value", "style")
+    assert "limits.max_style_chars" in error["message"]
+
+
 # -- content types and origins ------------------------------------------------------------------------
 
 
@@ -267,6 +294,38 @@ def test_bounds_name_the_field_and_the_limit(client, local_service, body, param,
     if limit:
         assert f"limits.{limit}" in error["message"]
     assert len(error["message"]) < 400  # the value is shown shortened, never whole
+    assert stored(local_service) == ([], [])
+
+
+@pytest.mark.parametrize(
+    "narration, param, reason",
+    [
+        ({"voice": "xx-nope"}, "narration.voice", "is not an eSpeak NG voice"),
+        ({"rate": 9}, "narration.rate", "less than or equal to 2"),
+        ({"rate": "fast"}, "narration.rate", "valid number"),
+        ({"language": "zz"}, "narration.language", "no voice for this language"),
+        ({"language": "EN-us-x"}, "narration.language", "should match pattern"),
+        ({"voice": "en", "speed": 2}, "narration.speed", "Extra inputs are not permitted"),
+        # A key named as pydantic names the union's members is still just an extra key.
+        ({"NarrationOptions": {"voice": "en"}}, "narration.NarrationOptions", "Extra inputs"),
+        (5, "narration", "a boolean, an object or null"),
+        ([True], "narration", "a boolean, an object or null"),
+    ],
+)
+@pytest.mark.parametrize("as_form", [False, True], ids=["json", "multipart"])
+def test_a_union_field_names_the_member_the_client_meant(
+    client, local_service, narration, param, reason, as_form
+):
+    # `narration` is true, false or an object: the error is the object's (or, for neither, the field's), not
+    # "narration.bool: Input should be a valid boolean".
+    if as_form:
+        response = client.post("/v1/videos", files=form(prompt="x", narration=json.dumps(narration)))
+    else:
+        response = client.post("/v1/videos", json={"prompt": "x", "narration": narration})
+    error = assert_refused(response, 400, "invalid_value", param)
+    assert reason in error["message"] and error["message"].startswith(f"{param}=")
+    assert "boolean" not in error["message"] or param == "narration"
+    assert "Value error" not in error["message"]
     assert stored(local_service) == ([], [])
 
 

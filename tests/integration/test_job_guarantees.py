@@ -22,11 +22,12 @@ from engines.stages import Animated, StepDone
 from serve_app import ingress
 from serve_app.errors import NotFound
 from serve_app.protocol import CreateVideoRequest
+from serve_app.recipe import VideoRecipe
 from serve_app.runner import ORPHAN_GRACE_S
 from serve_app.serving import VideoService
 from serve_app.stages import local_stages
-from serve_app.store import now
-from tests.fixtures.jobs import Spy, job_row, runners, service_with
+from serve_app.store import JobStore, now
+from tests.fixtures.jobs import Spy, job_row, runners, service_with, stages_with
 
 pytestmark = pytest.mark.integration
 
@@ -168,6 +169,80 @@ def test_a_scene_encoded_after_its_job_was_deleted_leaves_no_files(local_config)
     job_id, outcome = asyncio.run(scenario())
     assert isinstance(outcome, JobGone)
     assert not JobFiles(local_config.storage.root, job_id).folder.exists()
+
+
+class DeletedAt:
+    """The job store, with a DELETE of the job (its row, then its folder, as ``VideoService.delete`` does)
+    landing at one exact point of the runner's work: just before its first call of ``method``, or just
+    after it returns."""
+
+    def __init__(self, store, storage, method: str, after: bool = False) -> None:
+        self.store, self.storage, self.method, self.after = store, storage, method, after
+        self.done = False
+
+    def __getattr__(self, name: str):
+        call = getattr(self.store, name)
+        if name != self.method or self.done:
+            return call
+
+        def racing(job_id, *args, **kwargs):
+            self.done = True
+            if not self.after:
+                self.delete(job_id)
+            result = call(job_id, *args, **kwargs)
+            if self.after:
+                self.delete(job_id)
+            return result
+
+        return racing
+
+    def delete(self, job_id: str) -> None:
+        self.store.delete(job_id)
+        JobFiles(self.storage, job_id).remove()
+
+
+class DeletingWriter:
+    """A writer that deletes its job while it writes the script (then the script is stored for no row)."""
+
+    def __init__(self, config, store, job_id: str) -> None:
+        self.inner, self.job_id = local_stages(config), job_id
+        self.deleting = DeletedAt(store, config.storage.open(), "")
+
+    async def write(self, request):
+        script = await self.inner.write(request)
+        self.deleting.delete(self.job_id)
+        return script
+
+
+@pytest.mark.parametrize(
+    "where",
+    ["after reading the row", "before the first write", "while the script is written"],
+)
+def test_a_delete_racing_the_runners_first_writes_leaves_no_folder_and_no_error(local_config, caplog, where):
+    store = JobStore(local_config.storage.database_url)
+    storage = local_config.storage.open()
+    job_id = "video_" + "d" * 32
+    store.create(job_row(job_id, "queued"))
+    JobFiles(storage, job_id).write_reference(b"\x89PNG not read here")  # what a create writes first
+    writer = DeletingWriter(local_config, store, job_id)
+    raced, stages = {
+        "after reading the row": (DeletedAt(store, storage, "get", after=True), stages_with(local_config)),
+        "before the first write": (DeletedAt(store, storage, "advance"), stages_with(local_config)),
+        "while the script is written": (store, stages_with(local_config, writer=writer)),
+    }[where]
+    recipe = VideoRecipe(local_config, raced, stages)
+    serve_log = logging.getLogger("ray.serve")  # Ray's logger does not propagate to caplog's root handler
+    serve_log.addHandler(caplog.handler)
+    try:
+        with caplog.at_level(logging.INFO, logger="ray.serve"):
+            asyncio.run(recipe(job_id))
+    finally:
+        serve_log.removeHandler(caplog.handler)
+        store.close()
+
+    assert not JobFiles(storage, job_id).folder.exists()  # nothing for the sweep to find 10 minutes later
+    assert [record.getMessage() for record in caplog.records if record.levelno >= logging.WARNING] == []
+    assert any("deleted" in record.getMessage() for record in caplog.records)
 
 
 def test_a_download_racing_a_delete_gets_the_whole_file_or_a_404(local_service):

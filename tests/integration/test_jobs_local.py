@@ -142,6 +142,50 @@ def test_a_full_queue_answers_429_with_retry_after(local_service):
     assert response.json()["error"]["type"] == "rate_limit_error"
 
 
+def test_concurrent_creates_at_the_last_place_of_the_queue_take_it_once_and_leave_no_files(local_config):
+    # Each create decodes and writes its reference image between the early count and the insert: where the
+    # insert did not count again, all forty took the last place.
+    import httpx
+
+    cap, creates = 8, 40
+    local_config.limits.max_queued_jobs = cap
+    service = VideoService(local_config, JobStore(local_config.storage.database_url), Idle())
+    for number in range(cap - 1):
+        service.store.create(job_row(f"video_{number:032x}", "queued"))
+    reference = io.BytesIO()
+    Image.new("RGB", (64, 48), (30, 90, 200)).save(reference, format="PNG")
+    ingress.install(service)
+
+    async def scenario() -> list[httpx.Response]:
+        transport = httpx.ASGITransport(app=ingress.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://storyreel") as client:
+            return await asyncio.gather(
+                *(
+                    client.post(
+                        "/v1/videos",
+                        data={"prompt": f"Race {number}."},
+                        files={"input_reference": ("ref.png", reference.getvalue(), "image/png")},
+                    )
+                    for number in range(creates)
+                )
+            )
+
+    try:
+        responses = asyncio.run(scenario())
+        counts = service.store.counts()
+    finally:
+        service.store.close()
+    made = [response for response in responses if response.status_code == 200]
+    refused = [response for response in responses if response.status_code != 200]
+    assert len(made) == 1 and counts == {"queued": cap}
+    for response in refused:
+        assert response.status_code == 429, response.text
+        assert response.json()["error"]["code"] == "queue_full" and response.headers["retry-after"] == "30"
+    # A refused create removed the folder it had written its reference image into.
+    folders = sorted(path.name for path in (Path(local_config.storage.root) / "jobs").iterdir())
+    assert folders == [made[0].json()["id"]]
+
+
 def test_interpolated_scene_clips_through_the_runner(local_config):
     local_config.video_processing.interpolation_factor = 2
 

@@ -29,7 +29,7 @@ from serve_app import ingress
 from serve_app.config import AppConfig
 from serve_app.downloads import byte_range
 from serve_app.protocol import CreateVideoRequest, ExtendRequest, RemixRequest, SceneSpec
-from tests.fixtures.jobs import runners, service_with
+from tests.fixtures.jobs import job_row, runners, service_with
 
 pytestmark = pytest.mark.integration
 
@@ -167,6 +167,69 @@ def test_a_process_removes_the_scratch_folders_of_processes_that_are_gone(tmp_pa
 )
 def test_the_range_a_header_asks_for(header, size, expected):
     assert byte_range(header, size) == expected
+
+
+@pytest.fixture(params=["local", "s3"])
+def serving(request, local_config):
+    """A service holding one completed video of 1000 known bytes, in a folder or in a bucket."""
+    config = local_config if request.param == "local" else request.getfixturevalue("on_s3")
+    service = service_with(config)
+    files = JobFiles(service.storage, JOB)
+    files.create()
+    files.variant("video").write_bytes(bytes(range(250)) * 4)
+    files.keep(files.variant("video"))
+    service.store.create(job_row(JOB, "completed"))
+    ingress.install(service)
+    return service
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "bytes=5-1",  # last before first
+        "bytes=abc",
+        "bytes=",
+        "bytes=-",
+        "items=0-1",  # a unit this server does not know
+        "bytes=0-1,5-6",  # several ranges
+        "bytes=0-1, 0-1",
+        "bytes 0-1",
+        "bytes=1-2-3",
+        "bytes=0-" + "9" * 40,
+    ],
+)
+def test_a_malformed_range_is_ignored_alike_on_both_kinds_of_storage(serving, header):
+    with TestClient(ingress.app) as client:
+        response = client.get(f"/v1/videos/{JOB}/content", headers={"range": header})
+    assert response.status_code == 200, response.text
+    assert response.content == bytes(range(250)) * 4 and "content-range" not in response.headers
+
+
+@pytest.mark.parametrize("header", ["bytes=1000-", "bytes=5000-6000", "bytes=-0"])
+def test_a_range_past_the_end_is_a_416_in_the_envelope_on_both_kinds_of_storage(serving, header):
+    with TestClient(ingress.app) as client:
+        response = client.get(f"/v1/videos/{JOB}/content", headers={"range": header})
+        # A client whose copy is of another version gets the whole file, whatever range it asked for.
+        stale = client.get(f"/v1/videos/{JOB}/content", headers={"range": header, "if-range": '"old"'})
+    assert response.status_code == 416 and response.headers["content-range"] == "bytes */1000"
+    error = response.json()["error"]
+    assert (error["code"], error["param"]) == ("range_not_satisfiable", "range")
+    assert "1000 bytes" in error["message"]
+    assert stale.status_code == 200 and len(stale.content) == 1000
+
+
+@pytest.mark.parametrize(
+    "header, start, end",
+    [("bytes=10-19", 10, 20), ("Bytes=990-", 990, 1000), ("bytes=-5", 995, 1000), ("bytes=0-99999", 0, 1000)],
+)
+def test_a_range_is_served_alike_on_both_kinds_of_storage(serving, header, start, end):
+    with TestClient(ingress.app) as client:
+        response = client.get(f"/v1/videos/{JOB}/content", headers={"range": header})
+        validator = client.get(f"/v1/videos/{JOB}/content").headers["etag"]
+        current = client.get(f"/v1/videos/{JOB}/content", headers={"range": header, "if-range": validator})
+    assert response.status_code == 206 and response.content == (bytes(range(250)) * 4)[start:end]
+    assert response.headers["content-range"] == f"bytes {start}-{end - 1}/1000"
+    assert current.status_code == 206 and current.content == response.content
 
 
 # -- jobs -----------------------------------------------------------------------------------------------

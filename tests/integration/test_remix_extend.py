@@ -16,7 +16,7 @@ from core.files import JobFiles
 from engines.media import VideoProcessor
 from serve_app import ingress
 from serve_app.config import AppConfig
-from serve_app.errors import BadRequest, Conflict, NotFound
+from serve_app.errors import BadRequest, Conflict, NotFound, Overloaded
 from serve_app.protocol import CreateVideoRequest, ExtendRequest, RemixRequest, SceneSpec, VideoReference
 from serve_app.recipe import VideoRecipe
 from serve_app.runner import JobWorker
@@ -161,6 +161,73 @@ def test_remix_and_extend_refusals_name_the_field(local_config):
     assert refusals["unknown"].status == 404
     assert refusals["too long"].param == "seconds" and "28" in str(refusals["too long"])
     assert refusals["not ready"].status == 409
+
+
+def test_a_remix_or_an_extension_is_refused_at_a_full_queue_before_it_copies_anything(local_config):
+    async def scenario():
+        service = service_with(local_config)
+        done = await service.create(CreateVideoRequest(prompt="Dawn. Dusk.", seconds=2), None, None)
+        await made(service, done.id)
+        service.runners = Idle()
+        await service.create(CreateVideoRequest(prompt="Waiting."), None, None)
+        service.config.limits.max_queued_jobs = 1
+        refusals = []
+        for attempt in (
+            service.remix(done.id, RemixRequest(prompt="Rain.")),
+            service.extend(ExtendRequest(prompt="More.", seconds=2, video=VideoReference(id=done.id))),
+        ):
+            try:
+                await attempt
+            except Overloaded as exc:
+                refusals.append(exc)
+        return service, refusals
+
+    service, refusals = asyncio.run(scenario())
+    assert [(exc.code, exc.headers) for exc in refusals] == [("queue_full", {"Retry-After": "30"})] * 2
+    assert len(service.store.page(None, 10, "desc")[0]) == 2
+    assert len(list((JobFiles(local_config.storage.root, "video_" + "0" * 32).folder.parent).iterdir())) == 1
+
+
+def test_edit_refusals_name_video_id_as_the_body_wrote_it(local_config):
+    service = service_with(local_config)
+    ingress.install(service)
+    unknown = "video_" + "0" * 32
+    with TestClient(ingress.app) as client:
+        video_id = client.post("/v1/videos", json={"prompt": "Dawn.", "seconds": 1}).json()["id"]
+        not_ready = client.post("/v1/videos/edits", json={"prompt": "Night.", "video": {"id": video_id}})
+        deadline = time.monotonic() + 30
+        while client.get(f"/v1/videos/{video_id}").json()["status"] != "completed":
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        extension = client.post(
+            "/v1/videos/extensions", json={"prompt": "More.", "seconds": 1, "video": {"id": video_id}}
+        ).json()["id"]
+        service.store.update(extension, status="completed")
+        answers = {
+            "json": client.post("/v1/videos/edits", json={"prompt": "x", "video": {"id": unknown}}),
+            "form": client.post(
+                "/v1/videos/edits", files={"prompt": (None, "x"), "video[id]": (None, unknown)}
+            ),
+            "bare id": client.post(
+                "/v1/videos/edits", files={"prompt": (None, "x"), "video": (None, "nope")}
+            ),
+            "an extension": client.post("/v1/videos/edits", json={"prompt": "x", "video": {"id": extension}}),
+            "not ready": not_ready,
+            "extend": client.post(
+                "/v1/videos/extensions", json={"prompt": "x", "seconds": 1, "video": {"id": unknown}}
+            ),
+            "remix": client.post(f"/v1/videos/{unknown}/remix", json={"prompt": "x"}),
+        }
+    found = {name: (answer.status_code, answer.json()["error"]["param"]) for name, answer in answers.items()}
+    assert found == {
+        "json": (404, "video.id"),
+        "form": (404, "video.id"),
+        "bare id": (404, "video.id"),
+        "an extension": (400, "video.id"),
+        "not ready": (409, "video.id"),
+        "extend": (404, "video.id"),
+        "remix": (404, "video_id"),  # the id is in the path there
+    }
 
 
 class Idle:

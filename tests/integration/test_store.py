@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from serve_app.store import IdempotencyConflict, JobRow, JobStore, SceneRow, now
+from serve_app.store import IdempotencyConflict, JobRow, JobStore, QueueFull, SceneRow, now
 
 pytestmark = pytest.mark.integration
 
@@ -306,3 +306,55 @@ def test_an_event_stream_wakes_for_another_processes_write_without_polling(
 
     assert (first["status"], first["progress"]) == ("queued", 0)
     assert (second["status"], second["progress"]) == ("in_progress", 40)
+
+
+def test_concurrent_creates_from_several_replicas_stop_exactly_at_the_queue_cap(target):
+    # Several stores, each with its own connection, as separate ingress replicas (processes) have: a lock
+    # inside one store would not serialise them; only the database can.
+    cap, replicas, creates = 64, 8, 40
+    first = JobStore(target)
+    stores = [first] + [JobStore(target) for _ in range(replicas - 1)]
+    try:
+        for number in range(cap - 1):
+            first.create(_job(number))
+        barrier = threading.Barrier(creates)
+        outcomes: list[str] = []
+
+        def create(number: int) -> None:
+            barrier.wait()
+            try:
+                stores[number % replicas].create(_job(1000 + number), max_queued=cap)
+                outcomes.append("created")
+            except QueueFull as full:
+                outcomes.append(f"refused at {full.queued}")
+            except Exception as exc:  # noqa: BLE001 - shown in the assertion below
+                outcomes.append(repr(exc))
+
+        threads = [threading.Thread(target=create, args=(number,)) for number in range(creates)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+        assert sorted(outcomes) == ["created"] + [f"refused at {cap}"] * (creates - 1)
+        assert first.counts() == {"queued": cap}
+    finally:
+        for store in stores:
+            store.close()
+
+
+def test_the_queue_cap_counts_only_queued_jobs_and_a_key_already_used_is_its_replay(store):
+    store.create(_job(1, idempotency_key="retry", request_hash="a"))
+    store.create(_job(2))
+    store.update(_job(2).id, status="in_progress")
+
+    with pytest.raises(QueueFull) as full:
+        store.create(_job(3), max_queued=1)
+    # A retry whose first try made the job that filled the queue gets that job, not a refusal.
+    with pytest.raises(IdempotencyConflict) as conflict:
+        store.create(_job(4, idempotency_key="retry", request_hash="a"), max_queued=1)
+    store.create(_job(5), max_queued=2)
+
+    assert full.value.queued == 1 and conflict.value.existing.id == _job(1).id
+    assert store.get(_job(3).id) is None and store.get(_job(4).id) is None
+    assert store.counts() == {"queued": 2, "in_progress": 1}
