@@ -67,6 +67,8 @@ def mix(
     config: AudioConfig,
     music: tuple[Path, str] | None = None,
     ffmpeg_path: str | None = None,
+    *,
+    timeout_s: float,
 ) -> Path:
     """Write the audio track of a ``duration``-second video as AAC in an M4A at ``output_path``.
 
@@ -75,6 +77,8 @@ def mix(
         duration: the video's length; the track lasts exactly this.
         config: the mix settings.
         music: the music bed's file and its format (one of ``MUSIC_FORMATS``), or None.
+        ffmpeg_path: the ffmpeg binary; default ``ffmpeg.ffmpeg_exe()``'s.
+        timeout_s: how long the mix may run (``VideoProcessingConfig.ffmpeg_timeout_s(duration)``).
     """
     if not duration > 0:
         raise InvalidInput("duration", duration, "must be greater than 0")
@@ -96,7 +100,8 @@ def mix(
         if kind not in MUSIC_FORMATS:
             raise InvalidInput("music", kind, f"must be one of {', '.join(MUSIC_FORMATS)}")
         demuxer = "mov" if kind == "m4a" else kind
-        # Looped, but read for no longer than the video: a file with no samples cannot loop for ever.
+        # Looped, and read for no longer than the video. A file of no samples would loop for ever (its clock
+        # never moves): the time limit stops it.
         loop = ["-stream_loop", "-1", "-t", f"{duration + 1:.3f}"]
         inputs += [*loop, *ffmpeg.INPUT_PROTOCOLS, "-f", demuxer, "-i", str(path)]
         fade_start = max(0.0, duration - config.fade_out_s)
@@ -139,6 +144,7 @@ def mix(
                 "+faststart",
                 str(temp),
             ],
+            timeout_s=timeout_s,
             ffmpeg=ffmpeg_path,
         )
     return Path(output_path)
@@ -149,8 +155,13 @@ def mux(
     audio: str | os.PathLike[str],
     output_path: str | os.PathLike[str],
     ffmpeg_path: str | None = None,
+    *,
+    timeout_s: float,
 ) -> Path:
-    """The picture with the audio track, both copied as they are, into an MP4 at ``output_path``."""
+    """The picture with the audio track, both copied as they are, into an MP4 at ``output_path``.
+
+    ``timeout_s``: how long the mux may run (``VideoProcessingConfig.ffmpeg_timeout_s`` of the video's length).
+    """
     with atomic_output(output_path) as temp:
         # fmt: off
         ffmpeg.run(
@@ -160,6 +171,7 @@ def mux(
                 "-map", "0:v:0", "-map", "1:a:0", "-c", "copy", "-movflags", "+faststart", "-f", "mp4",
                 str(temp),
             ],
+            timeout_s=timeout_s,
             ffmpeg=ffmpeg_path,
         )
         # fmt: on
@@ -192,8 +204,8 @@ def check_music(path: str | os.PathLike[str], kind: str, ffmpeg_path: str | None
         # fmt: off
         ffmpeg.run(
             [*ffmpeg.INPUT_PROTOCOLS, "-f", demuxer, "-i", str(path), "-t", "2", "-vn", "-f", "null", "-"],
-            ffmpeg=ffmpeg_path,
             timeout_s=CHECK_TIMEOUT_S,
+            ffmpeg=ffmpeg_path,
         )
         # fmt: on
     except MediaError as exc:

@@ -134,7 +134,9 @@ def test_burned_cjk_subtitles_draw_each_character_not_a_box(tmp_path):
     for i, text in enumerate(["灯塔发光", "黑暗地图"]):
         style = subtitles.SubtitleStyle(font_scale=0.15)
         script = subtitles.write_ass([Cue(0, 1, text)], 320, 180, style, font, tmp_path / f"{i}.ass")
-        out = subtitles.burn(clip, script, font, tmp_path / f"{i}.mp4", processor.encoder_args())
+        out = subtitles.burn(
+            clip, script, font, tmp_path / f"{i}.mp4", processor.encoder_args(), timeout_s=60
+        )
         drawn.append(_frame_at(out, 0.5)[120:])  # the bottom third, where subtitles sit
     blank = np.zeros_like(drawn[0])
     assert _changed(drawn[0], blank) > 0.02 and _changed(drawn[1], blank) > 0.02  # something is drawn
@@ -187,6 +189,7 @@ def test_the_music_bed_is_ducked_under_speech(tmp_path):
         tmp_path / "mix.m4a",
         config,
         (tmp_path / "bed.wav", "wav"),
+        timeout_s=60,
     )
 
     with av.open(str(track)) as container:
