@@ -20,7 +20,10 @@ from engines.media import ffmpeg
 
 # What a music upload may be, by its first bytes: ffmpeg is told the format and probes nothing else.
 MUSIC_FORMATS = ("wav", "mp3", "ogg", "flac", "m4a")
-CHECK_TIMEOUT_S = 10  # decoding two seconds takes milliseconds: a file that takes longer is refused
+# A music file is checked by decoding its first CHECK_SECONDS (milliseconds of work: a file that takes longer
+# than CHECK_TIMEOUT_S is refused), at CHECK_RATE samples a second, and must hold MIN_MUSIC_S of sound.
+CHECK_SECONDS, CHECK_RATE, CHECK_TIMEOUT_S = 2, 8000, 10
+MIN_MUSIC_S = 0.5
 MUSIC_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")  # a track's name (its file stem), always with fullmatch
 
 
@@ -101,7 +104,7 @@ def mix(
             raise InvalidInput("music", kind, f"must be one of {', '.join(MUSIC_FORMATS)}")
         demuxer = "mov" if kind == "m4a" else kind
         # Looped, and read for no longer than the video. A file of no samples would loop for ever (its clock
-        # never moves): the time limit stops it.
+        # never moves): check_music refuses one at create, and the time limit stops one that got here anyway.
         loop = ["-stream_loop", "-1", "-t", f"{duration + 1:.3f}"]
         inputs += [*loop, *ffmpeg.INPUT_PROTOCOLS, "-f", demuxer, "-i", str(path)]
         fade_start = max(0.0, duration - config.fade_out_s)
@@ -193,20 +196,36 @@ def sniff_music(head: bytes) -> str | None:
     return None
 
 
-def check_music(path: str | os.PathLike[str], kind: str, ffmpeg_path: str | None = None) -> None:
-    """Decode the first seconds of a music file, so one that cannot be read is refused when it arrives.
+def check_music(path: str | os.PathLike[str], kind: str, ffmpeg_path: str | None = None) -> float:
+    """Decode the first seconds of a music file and return the seconds of sound they hold (at most
+    ``CHECK_SECONDS``), so a file that cannot be read, or that holds next to nothing, is refused when it arrives.
+
+    A file of no samples (a bare WAV or FLAC header, a header that promises hours and ends) would be accepted
+    by a plain decode and then loop for ever in ``mix``; a fraction of a second loops into a buzz.
 
     Raises:
-        InvalidInput: naming `music`, with ffmpeg's reason.
+        InvalidInput: naming `music`, with ffmpeg's reason or the seconds of sound found.
     """
     demuxer = "mov" if kind == "m4a" else kind
     try:
+        # Decoded to mono 16-bit PCM at a low rate on stdout: only the count of samples matters.
         # fmt: off
-        ffmpeg.run(
-            [*ffmpeg.INPUT_PROTOCOLS, "-f", demuxer, "-i", str(path), "-t", "2", "-vn", "-f", "null", "-"],
+        pcm = ffmpeg.run(
+            [
+                *ffmpeg.INPUT_PROTOCOLS, "-f", demuxer, "-i", str(path), "-t", str(CHECK_SECONDS), "-vn",
+                "-ac", "1", "-ar", str(CHECK_RATE), "-f", "s16le", "-",
+            ],
             timeout_s=CHECK_TIMEOUT_S,
             ffmpeg=ffmpeg_path,
         )
         # fmt: on
     except MediaError as exc:
         raise InvalidInput("music", kind, f"is not a readable {kind} audio file") from exc
+    seconds = len(pcm) / (2 * CHECK_RATE)
+    if seconds < MIN_MUSIC_S:
+        raise InvalidInput(
+            "music",
+            kind,
+            f"holds {seconds:.2f} s of {kind} audio that can be decoded; a music bed needs at least {MIN_MUSIC_S} s",
+        )
+    return seconds

@@ -20,6 +20,7 @@ from serve_app.protocol import CreateVideoRequest
 from serve_app.recipe import VideoRecipe
 from serve_app.runner import JobWorker
 from tests.fixtures.jobs import runners, service_with, stages_with
+from tests.fixtures.media import wav_bytes
 
 pytestmark = pytest.mark.integration
 
@@ -270,6 +271,25 @@ def test_a_named_music_bed_comes_from_the_configured_folder(narrated, tmp_path):
             await service.create(CreateVideoRequest(prompt="x", music="storm"), None, None)
 
     asyncio.run(unknown())
+
+
+def test_an_empty_track_of_the_music_folder_is_refused_at_create(narrated, tmp_path):
+    """An operator's bare header in the folder is a 400 naming `music`, not a stitch that loops for ever."""
+    folder = tmp_path / "music"
+    folder.mkdir()
+    (folder / "silence.wav").write_bytes(wav_bytes(0))
+    config = narrated.model_copy(deep=True)
+    config.video_processing.audio.music_folder = str(folder)
+
+    async def refused() -> BadRequest:
+        service = service_with(config)
+        with pytest.raises(BadRequest) as caught:
+            await service.create(CreateVideoRequest(prompt="x", music="silence"), None, None)
+        return caught.value
+
+    error = asyncio.run(refused())
+    assert error.param == "music" and "'silence'" in str(error) and "holds 0.00 s of wav audio" in str(error)
+    assert not list(Path(config.storage.root).glob("jobs/*"))
 
 
 def test_narration_longer_than_the_limit_is_spoken_faster_then_refused(narrated):
