@@ -168,7 +168,7 @@ def stream(args: list[str], chunks: Iterable[bytes], *, timeout_s: float, ffmpeg
 
 class _Child:
     """One ffmpeg process: in a session (so a process group) of its own, in the current scope, with a timer
-    that kills its group at ``timeout_s``. Leaving the ``with`` block always leaves no process behind."""
+    that kills its group at ``timeout_s``. Leaving the ``with`` block never leaves it running."""
 
     def __init__(
         self,
