@@ -157,10 +157,11 @@ def measure_mix(workdir: Path, rounds: int) -> dict[str, Any]:
     folder.mkdir(parents=True, exist_ok=True)
     picture, voices, bed, seconds = _inputs(folder)
     config = audio.AudioConfig()
+    timeout_s = VideoProcessingConfig().ffmpeg_timeout_s(seconds)
 
     def ours() -> None:
-        track = audio.mix(voices, seconds, folder / "audio.m4a", config, (bed, "wav"))
-        audio.mux(picture, track, folder / "ours.mp4")
+        track = audio.mix(voices, seconds, folder / "audio.m4a", config, (bed, "wav"), timeout_s=timeout_s)
+        audio.mux(picture, track, folder / "ours.mp4", timeout_s=timeout_s)
 
     command = cli_command(picture, voices, bed, seconds, folder / "cli.mp4")
 

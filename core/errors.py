@@ -70,6 +70,14 @@ class GenerationCancelled(EngineError):
     code, status = "cancelled", 409
 
 
+class ProcessStopped(GenerationCancelled):
+    """A job's media work was stopped by its cancel or DELETE: its ffmpeg was killed, or refused to start.
+
+    A cancel, not a failure: it is not a ``MediaError``, so nothing that handles ffmpeg's failures takes it
+    for one.
+    """
+
+
 class MediaError(EngineError):
     """ffmpeg or an image library failed on input the engine itself produced.
 

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from ray import ObjectRef, serve
 
 from core.storage import Storage
-from engines.media import VideoProcessingConfig
+from engines.media import VideoProcessingConfig, ffmpeg
 from engines.media.clips import ClipEncoder, EncodedScene, EncodeRequest, FinalVideo, StitchRequest
 from engines.stages import Animated
 
@@ -17,6 +15,9 @@ from engines.stages import Animated
 )
 class Encoder:
     """Writes scene clips and assembles the final video, poster, spritesheet and captions.
+
+    A cancelled call (the runner cancels it when its job is cancelled or deleted; Serve raises that in the
+    method as ``asyncio.CancelledError``) kills the call's ffmpeg at once (``ffmpeg.to_thread_in_scope``).
 
     Args:
         config: the `video_processing` section of the app config.
@@ -31,7 +32,7 @@ class Encoder:
         frames = animated.frames
         if isinstance(frames, list) and frames and isinstance(frames[0], ObjectRef):
             frames = await frames[0]
-        return await asyncio.to_thread(self.clips.encode_scene, request, frames)
+        return await ffmpeg.to_thread_in_scope(self.clips.encode_scene, request, frames)
 
     async def stitch(self, request: StitchRequest) -> FinalVideo:
-        return await asyncio.to_thread(self.clips.stitch, request)
+        return await ffmpeg.to_thread_in_scope(self.clips.stitch, request)

@@ -19,6 +19,7 @@ from engines.fallback import (
     paint_keyframes,
     write_script,
 )
+from engines.media import ffmpeg
 from engines.media.clips import ClipEncoder, EncodedScene, EncodeRequest, FinalVideo, StitchRequest
 from engines.micro_batch import MicroBatcher
 from engines.narrator import NarrateRequest, Narration, NarrationConfig, NarratorEngine
@@ -104,11 +105,12 @@ class LocalStages:
         assert result is not None
         yield Animated.of(result, result.frames, ready)
 
+    # A cancel of the job's task kills the ffmpeg of these at once, as the Encoder deployment's does.
     async def encode_scene(self, request: EncodeRequest, animated: Animated) -> EncodedScene:
-        return await asyncio.to_thread(self.clips.encode_scene, request, animated.frames)
+        return await ffmpeg.to_thread_in_scope(self.clips.encode_scene, request, animated.frames)
 
     async def stitch(self, request: StitchRequest) -> FinalVideo:
-        return await asyncio.to_thread(self.clips.stitch, request)
+        return await ffmpeg.to_thread_in_scope(self.clips.stitch, request)
 
     def _paint_batch(self, requests: list[PaintRequest]) -> list[KeyframeResult]:
         return paint_keyframes(self.painter_engine, requests, self.policy)

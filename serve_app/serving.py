@@ -174,12 +174,14 @@ class VideoService:
             )
 
     async def _music(self, request: CreateVideoRequest, upload: bytes | None) -> Path | bytes | None:
-        """The music bed a request asks for: the uploaded bytes, checked, or the named track's file."""
+        """The music bed a request asks for, checked: the uploaded bytes, or the named track's file.
+
+        A track of the music folder is checked as an upload is: an operator's empty or broken file is a 400
+        now, not a job that fails (or, without ffmpeg's time limit, never ends) at its stitch.
+        """
+        ffmpeg_path = self.config.video_processing.ffmpeg_path
         if upload is not None:
-            kind = audio.sniff_music(upload[:16])
-            if kind is None:
-                raise bad_value("music", f"<{len(upload)} bytes>", "is not a WAV, MP3, Ogg, FLAC or M4A file")
-            await asyncio.to_thread(_check_music_bytes, upload, kind)
+            await asyncio.to_thread(_check_music, upload, f"<{len(upload)} bytes>", ffmpeg_path)
             return upload
         if request.music is None:
             return None
@@ -194,6 +196,7 @@ class VideoService:
         if request.music not in tracks:
             names = ", ".join(sorted(tracks)[:20]) or "none"
             raise bad_value("music", request.music, f"no such track; the music folder has: {names}")
+        await asyncio.to_thread(_check_music, tracks[request.music], request.music, ffmpeg_path)
         return tracks[request.music]
 
     async def _store(
@@ -747,15 +750,26 @@ def music_tracks(folder: str) -> dict[str, Path]:
     }
 
 
-def _check_music_bytes(data: bytes, kind: str) -> None:
-    """Refuse an uploaded music bed ffmpeg cannot decode (400 naming `music`), before it is stored."""
+def _check_music(music: bytes | Path, shown: str, ffmpeg_path: str | None) -> None:
+    """Refuse a music bed (an upload's bytes, or a track's file) that is not a WAV, MP3, Ogg, FLAC or M4A file
+    ffmpeg can decode to at least ``audio.MIN_MUSIC_S`` of sound: a 400 naming `music`, showing ``shown``.
+
+    The format comes from the first bytes, as the stitch takes it from the job's copy.
+    """
     with tempfile.TemporaryDirectory() as scratch:
-        path = Path(scratch) / "music.audio"
-        path.write_bytes(data)
+        if isinstance(music, bytes):
+            path = Path(scratch) / "music.audio"
+            path.write_bytes(music)
+        else:
+            path = music
+        with open(path, "rb") as file:
+            kind = audio.sniff_music(file.read(16))
+        if kind is None:
+            raise bad_value("music", shown, "is not a WAV, MP3, Ogg, FLAC or M4A file")
         try:
-            audio.check_music(path, kind)
+            audio.check_music(path, kind, ffmpeg_path)
         except InvalidInput as exc:
-            raise bad_value("music", exc.value, exc.reason) from None
+            raise bad_value("music", shown, exc.reason) from None
 
 
 def _write_music(files: JobFiles, music: bytes | Path) -> None:

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 import ray
 from ray.exceptions import ActorUnavailableError, ObjectLostError, OwnerDiedError, RayActorError
 from ray.serve.exceptions import BackPressureError
+from ray.serve.handle import DeploymentResponse
 
 from core.errors import FramesLost
 from engines.fallback import KeyframeResult, load_under_policy, scene_writer
@@ -102,11 +103,20 @@ class ServeStages:
     async def stitch(self, request: StitchRequest) -> FinalVideo:
         return self._received(await self._call(lambda: self.handles["encoder"].stitch.remote(request)))
 
-    async def _call(self, call: Callable[[], Awaitable[T]]) -> T:
-        """``await call()``, retried with backoff when the replica died or was overloaded."""
+    async def _call(self, call: Callable[[], DeploymentResponse[T]]) -> T:
+        """``await call()``, retried with backoff when the replica died or was overloaded.
+
+        A cancel of the awaiting task (the job was cancelled or deleted) cancels the call in its replica too:
+        Serve does that by itself only for a call made while serving a request, and the runner's jobs are
+        not requests. The Encoder then kills the call's ffmpeg.
+        """
         for attempt in range(1, CALL_ATTEMPTS + 1):
+            response = call()
             try:
-                return await call()
+                return await response
+            except asyncio.CancelledError:
+                response.cancel()
+                raise
             except Exception as exc:
                 await self._back_off(exc, attempt)
         raise AssertionError("unreachable")

@@ -21,7 +21,11 @@ from engines.media import ffmpeg
 
 # What a music upload may be, by its first bytes: ffmpeg is told the format and probes nothing else.
 MUSIC_FORMATS = ("wav", "mp3", "ogg", "flac", "m4a")
-CHECK_TIMEOUT_S = 10  # decoding two seconds takes milliseconds: a file that takes longer is refused
+# A music file is checked by decoding its first CHECK_SECONDS (tens of milliseconds of work: a file that takes
+# longer than CHECK_TIMEOUT_S is refused), at CHECK_RATE samples a second, and must hold MIN_MUSIC_S of
+# samples, some of them audible.
+CHECK_SECONDS, CHECK_RATE, CHECK_TIMEOUT_S = 30, 8000, 10
+MIN_MUSIC_S = 0.5
 # The quietest 400 ms block that counts as sound (-60 dBFS): well above EBU R128's -70 LUFS gate.
 AUDIBLE_RMS = 10 ** (-60 / 20)
 MUSIC_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")  # a track's name (its file stem), always with fullmatch
@@ -81,6 +85,8 @@ def mix(
     config: AudioConfig,
     music: tuple[Path, str] | None = None,
     ffmpeg_path: str | None = None,
+    *,
+    timeout_s: float,
 ) -> Path:
     """Write the audio track of a ``duration``-second video as AAC in an M4A at ``output_path``.
 
@@ -89,6 +95,8 @@ def mix(
         duration: the video's length; the track lasts exactly this.
         config: the mix settings.
         music: the music bed's file and its format (one of ``MUSIC_FORMATS``), or None.
+        ffmpeg_path: the ffmpeg binary; default ``ffmpeg.ffmpeg_exe()``'s.
+        timeout_s: how long the mix may run (``VideoProcessingConfig.ffmpeg_timeout_s(duration)``).
     """
     if not duration > 0:
         raise InvalidInput("duration", duration, "must be greater than 0")
@@ -110,7 +118,8 @@ def mix(
         if kind not in MUSIC_FORMATS:
             raise InvalidInput("music", kind, f"must be one of {', '.join(MUSIC_FORMATS)}")
         demuxer = "mov" if kind == "m4a" else kind
-        # Looped, but read for no longer than the video: a file with no samples cannot loop for ever.
+        # Looped, and read for no longer than the video. A file of no samples would loop for ever (its clock
+        # never moves): check_music refuses one at create, and the time limit stops one that got here anyway.
         loop = ["-stream_loop", "-1", "-t", f"{duration + 1:.3f}"]
         inputs += [*loop, *ffmpeg.INPUT_PROTOCOLS, "-f", demuxer, "-i", str(path)]
         fade_start = max(0.0, duration - config.fade_out_s)
@@ -153,6 +162,7 @@ def mix(
                 "+faststart",
                 str(temp),
             ],
+            timeout_s=timeout_s,
             ffmpeg=ffmpeg_path,
         )
     return Path(output_path)
@@ -163,8 +173,13 @@ def mux(
     audio: str | os.PathLike[str],
     output_path: str | os.PathLike[str],
     ffmpeg_path: str | None = None,
+    *,
+    timeout_s: float,
 ) -> Path:
-    """The picture with the audio track, both copied as they are, into an MP4 at ``output_path``."""
+    """The picture with the audio track, both copied as they are, into an MP4 at ``output_path``.
+
+    ``timeout_s``: how long the mux may run (``VideoProcessingConfig.ffmpeg_timeout_s`` of the video's length).
+    """
     with atomic_output(output_path) as temp:
         # fmt: off
         ffmpeg.run(
@@ -174,6 +189,7 @@ def mux(
                 "-map", "0:v:0", "-map", "1:a:0", "-c", "copy", "-movflags", "+faststart", "-f", "mp4",
                 str(temp),
             ],
+            timeout_s=timeout_s,
             ffmpeg=ffmpeg_path,
         )
         # fmt: on
@@ -195,20 +211,41 @@ def sniff_music(head: bytes) -> str | None:
     return None
 
 
-def check_music(path: str | os.PathLike[str], kind: str, ffmpeg_path: str | None = None) -> None:
-    """Decode the first seconds of a music file, so one that cannot be read is refused when it arrives.
+def check_music(path: str | os.PathLike[str], kind: str, ffmpeg_path: str | None = None) -> float:
+    """Decode the first seconds of a music file and return the seconds of sound they hold (at most
+    ``CHECK_SECONDS``), so a file that cannot be read, or that holds next to nothing, is refused when it arrives.
+
+    A file of no samples (a bare WAV or FLAC header, a header that promises hours and ends) would be accepted
+    by a plain decode and then loop for ever in ``mix``; a fraction of a second loops into a buzz; a bed of
+    silence has no loudness to normalise (a NaN the AAC encoder refuses) when no voice speaks over it.
 
     Raises:
-        InvalidInput: naming `music`, with ffmpeg's reason.
+        InvalidInput: naming `music`, with ffmpeg's reason or the seconds of sound found.
     """
     demuxer = "mov" if kind == "m4a" else kind
     try:
+        # Decoded to mono 16-bit PCM at a low rate on stdout: only the count of samples matters.
         # fmt: off
-        ffmpeg.run(
-            [*ffmpeg.INPUT_PROTOCOLS, "-f", demuxer, "-i", str(path), "-t", "2", "-vn", "-f", "null", "-"],
-            ffmpeg=ffmpeg_path,
+        pcm = ffmpeg.run(
+            [
+                *ffmpeg.INPUT_PROTOCOLS, "-f", demuxer, "-i", str(path), "-t", str(CHECK_SECONDS), "-vn",
+                "-ac", "1", "-ar", str(CHECK_RATE), "-f", "s16le", "-",
+            ],
             timeout_s=CHECK_TIMEOUT_S,
+            ffmpeg=ffmpeg_path,
         )
         # fmt: on
     except MediaError as exc:
         raise InvalidInput("music", kind, f"is not a readable {kind} audio file") from exc
+    seconds = len(pcm) / (2 * CHECK_RATE)
+    if seconds < MIN_MUSIC_S:
+        raise InvalidInput(
+            "music",
+            kind,
+            f"holds {seconds:.2f} s of {kind} audio that can be decoded; a music bed needs at least {MIN_MUSIC_S} s",
+        )
+    if not is_audible(np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768, CHECK_RATE):
+        raise InvalidInput(
+            "music", kind, f"is silent: its first {min(seconds, CHECK_SECONDS):g} s hold no sound"
+        )
+    return seconds

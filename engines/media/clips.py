@@ -170,8 +170,9 @@ class ClipEncoder:
         duration = self.processor.probe(picture).duration
         track = None
         if request.has_audio:
+            config = self.processor.config
             track = self._mix(files, request, spans, duration)
-            audio.mux(picture, track, video, self.processor.config.ffmpeg_path)
+            audio.mux(picture, track, video, config.ffmpeg_path, timeout_s=config.ffmpeg_timeout_s(duration))
         elif picture != video:
             os.replace(picture, video)
         for leftover in (files.picture, files.subtitled):
@@ -213,7 +214,13 @@ class ClipEncoder:
         info = self.processor.probe(picture)
         script = subtitles.write_ass(cues, info.width, info.height, config.subtitles, font, files.subtitles)
         burned = subtitles.burn(
-            picture, script, font, files.subtitled, self.processor.encoder_args(), config.ffmpeg_path
+            picture,
+            script,
+            font,
+            files.subtitled,
+            self.processor.encoder_args(),
+            config.ffmpeg_path,
+            timeout_s=config.ffmpeg_timeout_s(info.duration),
         )
         picture.unlink(missing_ok=True)
         return burned
@@ -229,7 +236,13 @@ class ClipEncoder:
         music = (files.local(files.music), request.music) if request.music is not None else None
         config = self.processor.config
         return audio.mix(
-            voices, duration, files.variant(Variant.AUDIO), config.audio, music, config.ffmpeg_path
+            voices,
+            duration,
+            files.variant(Variant.AUDIO),
+            config.audio,
+            music,
+            config.ffmpeg_path,
+            timeout_s=config.ffmpeg_timeout_s(duration),
         )
 
     def _files(self, job_id: str) -> JobFiles:

@@ -86,12 +86,31 @@ class VideoProcessingConfig(BaseModel):
     ffmpeg_path: str | None = Field(
         None, description="ffmpeg binary; default the one shipped by imageio-ffmpeg, else the system's."
     )
+    ffmpeg_timeout_base_s: float = Field(
+        60,
+        gt=0,
+        le=86400,
+        description="Time limit of every ffmpeg run, before what its media adds (`ffmpeg_timeout_per_media_s`). "
+        "Past its limit an ffmpeg is killed (with anything it started) and the job fails with `media_error`.",
+    )
+    ffmpeg_timeout_per_media_s: float = Field(
+        20,
+        ge=0,
+        le=3600,
+        description="Seconds an ffmpeg run may take per second of media it reads or writes, on top of "
+        "`ffmpeg_timeout_base_s`. The default leaves room for `preset: veryslow` and interpolation on a slow "
+        "CPU; a stitch of a 60 s video may run 21 minutes.",
+    )
     audio: AudioConfig = Field(
         default_factory=AudioConfig, description="The audio track: narration and music bed."
     )
     subtitles: SubtitleStyle = Field(
         default_factory=SubtitleStyle, description="Burned-in subtitles (`burn_subtitles` on a request)."
     )
+
+    def ffmpeg_timeout_s(self, media_s: float) -> float:
+        """How long one ffmpeg run that reads or writes ``media_s`` seconds of media may take."""
+        return self.ffmpeg_timeout_base_s + self.ffmpeg_timeout_per_media_s * max(0.0, media_s)
 
 
 @dataclass(frozen=True)
@@ -143,7 +162,12 @@ class VideoProcessor:
         ]
         # fmt: on
         with atomic_output(output_path) as temp:
-            ffmpeg.stream([*args, str(temp)], _frame_bytes(array), self.config.ffmpeg_path)
+            ffmpeg.stream(
+                [*args, str(temp)],
+                _frame_bytes(array),
+                timeout_s=self.config.ffmpeg_timeout_s(len(array) / fps),
+                ffmpeg=self.config.ffmpeg_path,
+            )
         return Path(output_path)
 
     def interpolate_frames(self, frames: Frames, factor: int | None = None) -> np.ndarray:
@@ -174,6 +198,8 @@ class VideoProcessor:
                 "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1",
             ],
             stdin=padded.tobytes(),
+            # At `-r 1` each input frame is a second of media to ffmpeg, and minterpolate's work grows with them.
+            timeout_s=self.config.ffmpeg_timeout_s(len(padded)),
             ffmpeg=self.config.ffmpeg_path,
         )
         # fmt: on
@@ -256,6 +282,7 @@ class VideoProcessor:
                     *self.encoder_args(),
                     str(temp),
                 ],
+                timeout_s=self.config.ffmpeg_timeout_s(sum(info.duration for info in infos)),
                 ffmpeg=self.config.ffmpeg_path,
             )
         return Path(output_path)

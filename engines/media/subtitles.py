@@ -98,13 +98,19 @@ def burn(
     output_path: str | os.PathLike[str],
     encoder_args: list[str],
     ffmpeg_path: str | None = None,
+    *,
+    timeout_s: float,
 ) -> Path:
-    """Render the ASS ``script`` onto ``video`` (encoding it again with ``encoder_args``)."""
+    """Render the ASS ``script`` onto ``video`` (encoding it again with ``encoder_args``).
+
+    ``timeout_s``: how long it may run (``VideoProcessingConfig.ffmpeg_timeout_s`` of the video's length).
+    """
     fonts = Path(font_path).parent
     graph = f"subtitles=filename={_filter_value(script)}:fontsdir={_filter_value(fonts)}"
     with atomic_output(output_path) as temp:
         ffmpeg.run(
             [*ffmpeg.INPUT_PROTOCOLS, "-f", "mp4", "-i", str(video), "-vf", graph, *encoder_args, str(temp)],
+            timeout_s=timeout_s,
             ffmpeg=ffmpeg_path,
         )
     return Path(output_path)

@@ -8,6 +8,7 @@ import io
 import json
 import threading
 import time
+import wave
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from PIL import Image
 
 from serve_app import ingress, uploads
 from serve_app.bodies import MAX_FORM_FIELD_BYTES, MAX_JSON_DEPTH
+from tests.fixtures.media import flac_header, wav_bytes
 
 pytestmark = pytest.mark.integration
 
@@ -89,6 +91,61 @@ def test_a_hostile_upload_is_a_400_and_leaves_nothing_in_storage(client, local_s
     )
     assert_refused(response, 400, "invalid_image", "input_reference")
     assert stored(local_service) == ([], [])
+
+
+def wav_promising_more_than_it_holds() -> bytes:
+    """A bare WAV header whose sizes claim about 4 GB of samples (a day of them at 16 kHz) and holds none."""
+    header = bytearray(wav_bytes(0))
+    header[4:8] = (0xFFFFFFF8).to_bytes(4, "little")  # the RIFF size
+    header[40:44] = (0xFFFFFFF0).to_bytes(4, "little")  # the data chunk's size
+    return bytes(header)
+
+
+def silent_wav(seconds: float, rate: int = 16000) -> bytes:
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as file:
+        file.setnchannels(1)
+        file.setsampwidth(2)
+        file.setframerate(rate)
+        file.writeframes(bytes(2 * round(seconds * rate)))
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("upload", "found"),
+    [
+        (wav_bytes(0), "holds 0.00 s of wav audio"),  # the issue's 44-byte WAV: a loop for ever at the stitch
+        (flac_header(), "holds 0.00 s of flac audio"),  # was accepted, then failed the job at its stitch
+        (flac_header(total_samples=44100 * 3600), "holds 0.00 s of flac audio"),  # an hour, in the header
+        (wav_promising_more_than_it_holds(), "holds 0.00 s of wav audio"),
+        (wav_bytes(0.2), "holds 0.20 s of wav audio"),  # a fraction of a second loops into a buzz
+        (wav_bytes(3)[: 44 + 3200], "holds 0.10 s of wav audio"),  # truncated: 0.1 s of the 3 s it says
+        (b"ID3\x03" + bytes(6) + b"junk" * 100, "is not a readable mp3 audio file"),
+        (silent_wav(3), "is silent: its first 3 s hold no sound"),  # no loudness to normalise: NaN in the mix
+    ],
+    ids=[
+        "bare-wav",
+        "bare-flac",
+        "flac-claiming-an-hour",
+        "wav-claiming-4gb",
+        "0.2s-wav",
+        "truncated-wav",
+        "junk-mp3",
+        "3s-of-silence",
+    ],
+)
+def test_music_that_holds_no_sound_is_a_400_naming_music(client, local_service, upload, found):
+    response = client.post("/v1/videos", files=[*form(prompt="music"), ("music", ("bed.audio", upload))])
+    error = assert_refused(response, 400, "invalid_value", "music")
+    assert found in error["message"] and "music" in error["message"]
+    assert stored(local_service) == ([], [])
+
+
+def test_a_second_of_music_is_accepted(client, local_service):
+    response = client.post("/v1/videos", files=[*form(prompt="music"), ("music", ("bed.wav", wav_bytes(1)))])
+    assert response.status_code == 200, response.text
+    music = Path(local_service.config.storage.root) / "jobs" / response.json()["id"] / "music.audio"
+    assert music.read_bytes() == wav_bytes(1)
 
 
 def test_formats_outside_the_list_are_refused_as_upload_and_data_url(client, local_service):

@@ -20,6 +20,7 @@ from serve_app.protocol import CreateVideoRequest
 from serve_app.recipe import VideoRecipe
 from serve_app.runner import JobWorker
 from tests.fixtures.jobs import runners, service_with, stages_with
+from tests.fixtures.media import wav_bytes
 
 pytestmark = pytest.mark.integration
 
@@ -137,7 +138,9 @@ def test_burned_cjk_subtitles_draw_each_character_not_a_box(tmp_path):
     for i, text in enumerate(["灯塔发光", "黑暗地图"]):
         style = subtitles.SubtitleStyle(font_scale=0.15)
         script = subtitles.write_ass([Cue(0, 1, text)], 320, 180, style, font, tmp_path / f"{i}.ass")
-        out = subtitles.burn(clip, script, font, tmp_path / f"{i}.mp4", processor.encoder_args())
+        out = subtitles.burn(
+            clip, script, font, tmp_path / f"{i}.mp4", processor.encoder_args(), timeout_s=60
+        )
         drawn.append(_frame_at(out, 0.5)[120:])  # the bottom third, where subtitles sit
     blank = np.zeros_like(drawn[0])
     assert _changed(drawn[0], blank) > 0.02 and _changed(drawn[1], blank) > 0.02  # something is drawn
@@ -218,6 +221,7 @@ def test_the_music_bed_is_ducked_under_speech(tmp_path):
         tmp_path / "mix.m4a",
         config,
         (tmp_path / "bed.wav", "wav"),
+        timeout_s=60,
     )
 
     with av.open(str(track)) as container:
@@ -298,6 +302,25 @@ def test_a_named_music_bed_comes_from_the_configured_folder(narrated, tmp_path):
             await service.create(CreateVideoRequest(prompt="x", music="storm"), None, None)
 
     asyncio.run(unknown())
+
+
+def test_an_empty_track_of_the_music_folder_is_refused_at_create(narrated, tmp_path):
+    """An operator's bare header in the folder is a 400 naming `music`, not a stitch that loops for ever."""
+    folder = tmp_path / "music"
+    folder.mkdir()
+    (folder / "silence.wav").write_bytes(wav_bytes(0))
+    config = narrated.model_copy(deep=True)
+    config.video_processing.audio.music_folder = str(folder)
+
+    async def refused() -> BadRequest:
+        service = service_with(config)
+        with pytest.raises(BadRequest) as caught:
+            await service.create(CreateVideoRequest(prompt="x", music="silence"), None, None)
+        return caught.value
+
+    error = asyncio.run(refused())
+    assert error.param == "music" and "'silence'" in str(error) and "holds 0.00 s of wav audio" in str(error)
+    assert not list(Path(config.storage.root).glob("jobs/*"))
 
 
 def test_narration_longer_than_the_limit_is_spoken_faster_then_refused(narrated):
