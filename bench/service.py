@@ -24,7 +24,10 @@ from PIL import Image
 
 from bench.pipeline import app_config, build_models
 from bench.timing import Sample, cpu_seconds
-from core.status import TERMINAL
+from core.status import TERMINAL, KeyframeSource
+from engines.fallback import KeyframeResult
+from engines.stages import Animated, AnimateRequest
+from engines.video_base import SceneRequest
 from serve_app.config import AppConfig
 
 APP = "bench"
@@ -183,20 +186,29 @@ def svd_throughput(scenes: int, rounds: int, width: int, height: int) -> dict[st
     """
     from ray import serve
 
-    from engines.svd import SceneRequest
-
     handle = serve.get_deployment_handle("SVDGenerator", app_name=APP)
     before = handle.stats.remote().result()["batch_sizes"]
     rng = np.random.default_rng(0)
-    image = Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
-    # Like a story's scenes: one shape, each its own amount of motion.
-    requests = [SceneRequest(image=image, seed=i, motion_bucket_id=60 + 40 * i) for i in range(scenes)]
+    keyframe = KeyframeResult(
+        Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)), KeyframeSource.PAINTER
+    )
+    # Like a story's scenes: one shape, each its own amount of motion; the animator takes the image from
+    # the keyframe, as it does from the painter's response in a job.
+    requests = [
+        AnimateRequest(
+            SceneRequest(image=None, seed=i, motion_bucket_id=60 + 40 * i), f"scene {i}", f"bench:{i}"
+        )
+        for i in range(scenes)
+    ]
     samples: list[Sample] = []
     for _ in range(rounds):
         cpu_started, started = cpu_seconds(), time.perf_counter()
-        responses = [handle.animate.remote(request, f"scene {i}") for i, request in enumerate(requests)]
-        for response in responses:
-            response.result()
+        # `animate` streams its progress: every call is sent before the first stream is read, so the scenes
+        # arrive together and may share a batch.
+        streams = [handle.animate.options(stream=True).remote(request, keyframe) for request in requests]
+        for stream in streams:
+            if not isinstance(list(stream)[-1], Animated):
+                raise RuntimeError("SVDGenerator.animate's stream did not end with the animated scene")
         samples.append(Sample(wall=time.perf_counter() - started, cpu=cpu_seconds() - cpu_started))
     after = handle.stats.remote().result()["batch_sizes"]
     sizes = {int(size): count - before.get(size, 0) for size, count in after.items()}
