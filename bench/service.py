@@ -44,12 +44,25 @@ REPLICAS: dict[str, dict[str, Any]] = {
 POLL_S = 0.02
 # Between serve.shutdown() and ray.shutdown(): for this process's handles to hear that the controller died.
 SERVE_STOPPED_S = 1.0
+# The longest `set_svd_batch` waits for the app's jobs to end.
+IDLE_TIMEOUT_S = 60.0
+
+# The proxy URL of the cluster a `cluster()` block of this process runs, while it runs.
+_running: str | None = None
 
 
 @contextmanager
 def cluster(log_to_driver: bool = False) -> Iterator[str]:
     """Start Ray in this process (one logical GPU) and Serve's HTTP proxy; yield the proxy's base URL; stop
-    both after. ``log_to_driver`` prints the replicas' logs here (the tests want them, the tables do not)."""
+    both after. ``log_to_driver`` prints the replicas' logs here (the tests want them, the tables do not).
+
+    Inside another ``cluster()`` block of this process it yields that cluster's URL and leaves it running:
+    benchmarks run one after the other (their smoke tests) share one Ray start.
+    """
+    global _running
+    if _running is not None:
+        yield _running
+        return
     import ray
     from ray import serve
 
@@ -59,8 +72,10 @@ def cluster(log_to_driver: bool = False) -> Iterator[str]:
     )
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
-        yield f"http://127.0.0.1:{port}"
+        _running = f"http://127.0.0.1:{port}"
+        yield _running
     finally:
+        _running = None
         serve.shutdown()
         # A deployment handle made in this process (serve.run's, or a test's get_deployment_handle) long-polls
         # the controller; it stops once it hears the controller is gone. Touching Ray after ray.shutdown()
@@ -79,34 +94,70 @@ class TinyApp:
     scratch: Path
 
 
+# The app a `tiny_app()` block of this process deployed, while it is deployed.
+_deployed: TinyApp | None = None
+
+
 @contextmanager
 def tiny_app(prefix: str) -> Iterator[TinyApp]:
-    """Build the tiny models in a scratch folder, start the cluster, deploy the app; remove it all after."""
+    """Build the tiny models in a scratch folder, start the cluster, deploy the app; remove it all after.
+
+    Inside another ``tiny_app()`` block of this process it yields that block's app: benchmarks run one after
+    the other (their smoke tests) share one deploy, 20-30 s here.
+    """
+    global _deployed
+    if _deployed is not None:
+        yield _deployed
+        return
     with tempfile.TemporaryDirectory(prefix=prefix) as folder:
         scratch = Path(folder)
         config = app_config(build_models(scratch / "models"), scratch / "storage")
         with cluster() as base_url:
-            yield TinyApp(deploy(config, base_url), config, base_url, scratch)
+            try:
+                _deployed = TinyApp(deploy(config, base_url), config, base_url, scratch)
+                yield _deployed
+            finally:
+                _deployed = None
+                undeploy(APP)
 
 
-def deploy(config: AppConfig, base_url: str, svd_batch: dict[str, Any] | None = None) -> httpx.Client:
-    """Deploy (or update in place) the app under /bench; returns an HTTP client for its API.
-
-    Args:
-        config: the application config.
-        base_url: the Serve proxy's URL.
-        svd_batch: SVDGenerator's `user_config` (`max_batch_size`, `batch_wait_timeout_s`); default its own.
-            Changing only this reconfigures the running replica live, without a restart.
-    """
+def deploy(config: AppConfig, base_url: str) -> httpx.Client:
+    """Deploy the app under /bench; returns an HTTP client for its API."""
     from ray import serve
 
     from serve_app.app import bind_graph
 
-    options = {name: dict(value) for name, value in REPLICAS.items()}
-    if svd_batch is not None:
-        options["SVDGenerator"]["user_config"] = svd_batch
-    serve.run(bind_graph(config, options), name=APP, route_prefix=f"/{APP}")
+    serve.run(bind_graph(config, REPLICAS), name=APP, route_prefix=f"/{APP}")
     return httpx.Client(base_url=f"{base_url}/{APP}", timeout=120)
+
+
+def set_svd_batch(max_batch_size: int, batch_wait_timeout_s: float = 0.2) -> None:
+    """Set the app's SVDGenerator batching live, once no job is running any more.
+
+    The replica's `reconfigure` is called as Serve calls it on a `user_config` change; deploying a new
+    `user_config` with `serve.run` would restart every replica of the app instead (a deploy from Python is
+    always a new version), 20-30 s here. The app has one SVDGenerator and one JobRunner replica.
+    """
+    from ray import serve
+
+    runner = serve.get_deployment_handle("JobRunner", app_name=APP)
+    deadline = time.monotonic() + IDLE_TIMEOUT_S
+    # A load test's cancelled jobs stop within a second or so; their scenes must not join the next batches.
+    while runner.stats.remote().result()["jobs_in_flight"] and time.monotonic() < deadline:
+        time.sleep(0.2)
+    settings = {"max_batch_size": max_batch_size, "batch_wait_timeout_s": batch_wait_timeout_s}
+    serve.get_deployment_handle("SVDGenerator", app_name=APP).reconfigure.remote(settings).result()
+
+
+def undeploy(name: str) -> None:
+    """Delete the application ``name`` and wait until its replicas have stopped.
+
+    On a cluster that outlives the benchmark, replicas left running would go on reading the scratch folder
+    (models, job store) that the benchmark removes next, and keep a CPU share of the next benchmark's.
+    """
+    from ray import serve
+
+    serve.delete(name)
 
 
 def run_job(client: httpx.Client, body: dict[str, Any]) -> dict[str, Any]:
