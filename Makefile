@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CJK_FONT_PACKAGE := fonts-wqy-zenhei
 
-.PHONY: install fonts browser postgres demo test test-unit lint format bench tiny-models device-wheels clean
+.PHONY: install fonts browser postgres demo test test-unit lint format bench bench-smoke tiny-models device-wheels clean
 
 install: $(STAMP)
 
@@ -52,8 +52,9 @@ postgres:
 demo: install
 	$(BIN)/storyreel demo --out out/demo
 
+# Everything but the benchmarks' smoke runs (bench-smoke).
 test: install
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -m "not bench"
 
 test-unit: install
 	$(BIN)/python -m pytest tests/unit
@@ -69,6 +70,11 @@ format: install
 
 bench: install
 	$(BIN)/python -m bench
+
+# Every benchmark's entry point once, on small inputs, checking that it writes its figures (tests/bench):
+# a benchmark that a change broke fails CI, not the next person who measures.
+bench-smoke: install
+	$(BIN)/python -m pytest tests/bench
 
 # Wheels the GPU machine's image lacks, at the versions this venv runs; bench/device_check.sh installs them
 # there (its Python is 3.12 and it has PyTorch, transformers and pytest, but no network).

@@ -7,13 +7,16 @@
                    uploads in flight
 5. batch_speedup   SVDGenerator throughput for four concurrent scenes at max_batch_size 4 / 1
 
-`--only NAME` (repeatable) runs just those parts: encode, overhead, latency, streams, batch.
+`--only NAME` (repeatable) runs just those parts: encode, overhead, latency, streams, batch. `--quick` makes
+fewer rounds and shorter loads; `--smoke` one round of each part on small inputs, which checks that every
+part still runs and writes its figures (they mean nothing): tests/bench runs it.
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +26,30 @@ from bench.timing import interleaved, median, percentile
 
 OUT = Path(__file__).parent / "out"
 PARTS = ("encode", "overhead", "latency", "streams", "batch")
+
+
+@dataclass(frozen=True)
+class Effort:
+    """How much each part measures.
+
+    Args:
+        frame_counts: clip lengths the encoder part encodes.
+        repeats: timed rounds of the encoder and overhead parts.
+        load_s: seconds of load in the latency and streams parts.
+        batch_rounds: timed rounds per batch size in the batch part.
+        batch_sizes: `max_batch_size` of each batch phase, in order.
+    """
+
+    frame_counts: tuple[int, ...]
+    repeats: int
+    load_s: float
+    batch_rounds: int
+    batch_sizes: tuple[int, ...]
+
+
+FULL = Effort(frame_counts=(25, 100), repeats=7, load_s=40, batch_rounds=3, batch_sizes=(4, 1, 4))
+QUICK = Effort(frame_counts=(25, 100), repeats=3, load_s=15, batch_rounds=2, batch_sizes=(4, 1, 4))
+SMOKE = Effort(frame_counts=(8,), repeats=1, load_s=3, batch_rounds=1, batch_sizes=(4, 1))
 
 
 def measure_overhead(client: Any, local: InProcessJob, repeats: int) -> dict[str, Any]:
@@ -75,18 +102,20 @@ def measure_status_under_streams(app: service.TinyApp, seconds: float) -> dict[s
     return streams.summarize(raw)
 
 
-def measure_batching(config: Any, base_url: str, rounds: int) -> dict[str, Any]:
-    """Four concurrent same-shape scenes at max_batch_size 4, then 1, then 4 again (A-B-A).
+def measure_batching(video: Any, rounds: int, sizes: tuple[int, ...] = (4, 1, 4)) -> dict[str, Any]:
+    """Four concurrent same-shape scenes at each `max_batch_size` of ``sizes`` in turn: 4, 1, 4 (A-B-A)
+    cancels a steady drift in machine load. The size is set live on the running replica; the first round
+    after each switch is not timed.
 
-    Each switch changes only SVDGenerator's user_config, which Serve applies to the running replica without
-    a restart (about 15 s per switch here, so there are two). A-B-A cancels a steady drift in machine load.
-    The first round of each phase is not timed.
+    Args:
+        video: the app's `video` config (the scenes' size).
+        rounds: timed rounds per phase.
+        sizes: `max_batch_size` of each phase, in order; 1 and 4 must both be there.
     """
-    video = config.video
     samples: dict[int, list[float]] = {1: [], 4: []}
     batch_sizes: dict[int, dict[int, int]] = {1: {}, 4: {}}
-    for size in (4, 1, 4):
-        service.deploy(config, base_url, {"max_batch_size": size, "batch_wait_timeout_s": 0.2})
+    for size in sizes:
+        service.set_svd_batch(size)
         service.svd_throughput(4, 1, video.width, video.height)
         result = service.svd_throughput(4, rounds, video.width, video.height)
         samples[size] += [s.wall for s in result["samples"]]
@@ -108,8 +137,12 @@ def measure_batching(config: Any, base_url: str, rounds: int) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--quick", action="store_true", help="fewer repeats and a shorter load test (a smoke run)"
+    effort = parser.add_mutually_exclusive_group()
+    effort.add_argument("--quick", action="store_true", help="fewer repeats and a shorter load test")
+    effort.add_argument(
+        "--smoke",
+        action="store_true",
+        help="one round of each part on small inputs: checks that every part runs, its figures mean nothing",
     )
     parser.add_argument("--skip-encode", action="store_true", help="leave out the encoder benchmark")
     parser.add_argument("--skip-service", action="store_true", help="leave out everything that needs Ray")
@@ -126,17 +159,18 @@ def main(argv: list[str] | None = None) -> None:
         parts.discard("encode")
     if args.skip_service:
         parts &= {"encode"}
+    effort = SMOKE if args.smoke else QUICK if args.quick else FULL
     report.quiet_libraries()
     started = time.monotonic()
     figures: dict[str, Any] = {}
     details: dict[str, Any] = {}
 
     if "encode" in parts:
-        print("1/5 encoder ...", flush=True)
-        details["encode"] = encode.run(repeats=3 if args.quick else 7)
+        _progress("1/5 encoder ...")
+        details["encode"] = encode.run(effort.frame_counts, effort.repeats)
         figures["encode_ratio"] = details["encode"]["encode_ratio"]
     if parts - {"encode"}:
-        figures |= _service_benchmarks(args.quick, details, parts)
+        figures |= _service_benchmarks(effort, details, parts)
 
     notes = _notes(details)
     details["total_seconds"] = time.monotonic() - started
@@ -146,28 +180,32 @@ def main(argv: list[str] | None = None) -> None:
     print(f"\n{_codec_facts(details)}\nwritten: {latest} ({details['total_seconds']:.0f} s)")
 
 
-def _service_benchmarks(quick: bool, details: dict[str, Any], parts: set[str]) -> dict[str, float]:
+def _service_benchmarks(effort: Effort, details: dict[str, Any], parts: set[str]) -> dict[str, float]:
     figures: dict[str, float] = {}
     with service.tiny_app("bench-") as app:
         if "overhead" in parts:
             local = InProcessJob(app.config, app.scratch / "in-process")
-            print("2/5 overhead ...", flush=True)
-            details["overhead"] = measure_overhead(app.client, local, repeats=3 if quick else 7)
+            _progress("2/5 overhead ...")
+            details["overhead"] = measure_overhead(app.client, local, effort.repeats)
             figures["overhead_ratio"] = details["overhead"]["overhead_ratio"]
         if "latency" in parts:
-            print("3/5 latency under load ...", flush=True)
-            latency = details["latency"] = measure_latency(app.client, seconds=15 if quick else 40)
+            _progress("3/5 latency under load ...")
+            latency = details["latency"] = measure_latency(app.client, effort.load_s)
             for key in ("status_p50_ms", "status_p99_ms", "create_p50_ms", "create_p99_ms"):
                 figures[key] = latency[key]
         if "streams" in parts:
-            print("4/5 status under event streams and uploads ...", flush=True)
-            details["streams"] = measure_status_under_streams(app, seconds=15 if quick else 40)
+            _progress("4/5 status under event streams and uploads ...")
+            details["streams"] = measure_status_under_streams(app, effort.load_s)
             figures[streams.FIGURE] = details["streams"]["status_p99_ms"]
         if "batch" in parts:
-            print("5/5 batching ...", flush=True)
-            details["batch"] = measure_batching(app.config, app.base_url, rounds=2 if quick else 3)
+            _progress("5/5 batching ...")
+            details["batch"] = measure_batching(app.config.video, effort.batch_rounds, effort.batch_sizes)
             figures["batch_speedup"] = details["batch"]["batch_speedup"]
     return figures
+
+
+def _progress(part: str) -> None:
+    print(f"{time.strftime('%H:%M:%S')} {part}", flush=True)  # the clock: where a slow run spent its time
 
 
 def _notes(details: dict[str, Any]) -> dict[str, str]:

@@ -1,6 +1,7 @@
 """Narration benchmark: its share of a CPU-profile job's wall time, and our mix-and-mux against ffmpeg's CLI.
 
-    python -m bench.narration [--rounds N]
+    python -m bench.narration [--rounds N] [--out PATH]
+    python -m bench.narration --smoke     # one round of each: checks that it runs, measures nothing
 
 1. narration_share  the time the narrator spends over the whole job's wall time, for in-process jobs with
                     the CPU profile's engines (eSpeak NG, title cards, real encoding), narrated in English
@@ -9,6 +10,8 @@
                     its own) over one ffmpeg command line a person would type for the same result: the
                     voices at their places, the bed looped, ducked, faded, loudness-normalised, the picture
                     copied. Interleaved rounds; the median of the per-round ratios with its spread.
+
+The figures go to bench/out/narration.json and to stdout.
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ JOBS = {
         "seed": 3,
     },
 }
+OUT = Path(__file__).parent / "out"
 VOICES = ["The keeper climbs the stairs at dusk.", "A whale glows under the sea.", "Dawn breaks."]
 
 
@@ -190,16 +194,25 @@ def measure_mix(workdir: Path, rounds: int) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=7, help="timed rounds of each measure (default 7)")
+    parser.add_argument("--rounds", type=int, default=7, help="timed rounds of the mix (default 7)")
+    parser.add_argument(
+        "--share-rounds", type=int, default=3, help="timed jobs per language for the share (default 3)"
+    )
+    parser.add_argument("--out", type=Path, default=OUT / "narration.json")
+    parser.add_argument("--smoke", action="store_true", help="one round of each: checks that it runs")
     args = parser.parse_args(argv)
+    if args.smoke:
+        args.rounds = args.share_rounds = 1
     with tempfile.TemporaryDirectory() as scratch:
         load = os.getloadavg()[0]
         result = {
             "load_average_at_start": load,
             "mix": measure_mix(Path(scratch), args.rounds),
-            "share": measure_share(Path(scratch), max(3, args.rounds // 2)),
+            "share": measure_share(Path(scratch), args.share_rounds),
             "load_average_at_end": os.getloadavg()[0],
         }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))
 
 

@@ -24,7 +24,10 @@ from PIL import Image
 
 from bench.pipeline import app_config, build_models
 from bench.timing import Sample, cpu_seconds
-from core.status import TERMINAL
+from core.status import TERMINAL, KeyframeSource
+from engines.fallback import KeyframeResult
+from engines.stages import Animated, AnimateRequest
+from engines.video_base import SceneRequest
 from serve_app.config import AppConfig
 
 APP = "bench"
@@ -41,12 +44,25 @@ REPLICAS: dict[str, dict[str, Any]] = {
 POLL_S = 0.02
 # Between serve.shutdown() and ray.shutdown(): for this process's handles to hear that the controller died.
 SERVE_STOPPED_S = 1.0
+# The longest `set_svd_batch` waits for the app's jobs to end.
+IDLE_TIMEOUT_S = 60.0
+
+# The proxy URL of the cluster a `cluster()` block of this process runs, while it runs.
+_running: str | None = None
 
 
 @contextmanager
 def cluster(log_to_driver: bool = False) -> Iterator[str]:
     """Start Ray in this process (one logical GPU) and Serve's HTTP proxy; yield the proxy's base URL; stop
-    both after. ``log_to_driver`` prints the replicas' logs here (the tests want them, the tables do not)."""
+    both after. ``log_to_driver`` prints the replicas' logs here (the tests want them, the tables do not).
+
+    Inside another ``cluster()`` block of this process it yields that cluster's URL and leaves it running:
+    benchmarks run one after the other (their smoke tests) share one Ray start.
+    """
+    global _running
+    if _running is not None:
+        yield _running
+        return
     import ray
     from ray import serve
 
@@ -56,8 +72,10 @@ def cluster(log_to_driver: bool = False) -> Iterator[str]:
     )
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
-        yield f"http://127.0.0.1:{port}"
+        _running = f"http://127.0.0.1:{port}"
+        yield _running
     finally:
+        _running = None
         serve.shutdown()
         # A deployment handle made in this process (serve.run's, or a test's get_deployment_handle) long-polls
         # the controller; it stops once it hears the controller is gone. Touching Ray after ray.shutdown()
@@ -76,34 +94,70 @@ class TinyApp:
     scratch: Path
 
 
+# The app a `tiny_app()` block of this process deployed, while it is deployed.
+_deployed: TinyApp | None = None
+
+
 @contextmanager
 def tiny_app(prefix: str) -> Iterator[TinyApp]:
-    """Build the tiny models in a scratch folder, start the cluster, deploy the app; remove it all after."""
+    """Build the tiny models in a scratch folder, start the cluster, deploy the app; remove it all after.
+
+    Inside another ``tiny_app()`` block of this process it yields that block's app: benchmarks run one after
+    the other (their smoke tests) share one deploy, 20-30 s here.
+    """
+    global _deployed
+    if _deployed is not None:
+        yield _deployed
+        return
     with tempfile.TemporaryDirectory(prefix=prefix) as folder:
         scratch = Path(folder)
         config = app_config(build_models(scratch / "models"), scratch / "storage")
         with cluster() as base_url:
-            yield TinyApp(deploy(config, base_url), config, base_url, scratch)
+            try:
+                _deployed = TinyApp(deploy(config, base_url), config, base_url, scratch)
+                yield _deployed
+            finally:
+                _deployed = None
+                undeploy(APP)
 
 
-def deploy(config: AppConfig, base_url: str, svd_batch: dict[str, Any] | None = None) -> httpx.Client:
-    """Deploy (or update in place) the app under /bench; returns an HTTP client for its API.
-
-    Args:
-        config: the application config.
-        base_url: the Serve proxy's URL.
-        svd_batch: SVDGenerator's `user_config` (`max_batch_size`, `batch_wait_timeout_s`); default its own.
-            Changing only this reconfigures the running replica live, without a restart.
-    """
+def deploy(config: AppConfig, base_url: str) -> httpx.Client:
+    """Deploy the app under /bench; returns an HTTP client for its API."""
     from ray import serve
 
     from serve_app.app import bind_graph
 
-    options = {name: dict(value) for name, value in REPLICAS.items()}
-    if svd_batch is not None:
-        options["SVDGenerator"]["user_config"] = svd_batch
-    serve.run(bind_graph(config, options), name=APP, route_prefix=f"/{APP}")
+    serve.run(bind_graph(config, REPLICAS), name=APP, route_prefix=f"/{APP}")
     return httpx.Client(base_url=f"{base_url}/{APP}", timeout=120)
+
+
+def set_svd_batch(max_batch_size: int, batch_wait_timeout_s: float = 0.2) -> None:
+    """Set the app's SVDGenerator batching live, once no job is running any more.
+
+    The replica's `reconfigure` is called as Serve calls it on a `user_config` change; deploying a new
+    `user_config` with `serve.run` would restart every replica of the app instead (a deploy from Python is
+    always a new version), 20-30 s here. The app has one SVDGenerator and one JobRunner replica.
+    """
+    from ray import serve
+
+    runner = serve.get_deployment_handle("JobRunner", app_name=APP)
+    deadline = time.monotonic() + IDLE_TIMEOUT_S
+    # A load test's cancelled jobs stop within a second or so; their scenes must not join the next batches.
+    while runner.stats.remote().result()["jobs_in_flight"] and time.monotonic() < deadline:
+        time.sleep(0.2)
+    settings = {"max_batch_size": max_batch_size, "batch_wait_timeout_s": batch_wait_timeout_s}
+    serve.get_deployment_handle("SVDGenerator", app_name=APP).reconfigure.remote(settings).result()
+
+
+def undeploy(name: str) -> None:
+    """Delete the application ``name`` and wait until its replicas have stopped.
+
+    On a cluster that outlives the benchmark, replicas left running would go on reading the scratch folder
+    (models, job store) that the benchmark removes next, and keep a CPU share of the next benchmark's.
+    """
+    from ray import serve
+
+    serve.delete(name)
 
 
 def run_job(client: httpx.Client, body: dict[str, Any]) -> dict[str, Any]:
@@ -183,20 +237,29 @@ def svd_throughput(scenes: int, rounds: int, width: int, height: int) -> dict[st
     """
     from ray import serve
 
-    from engines.svd import SceneRequest
-
     handle = serve.get_deployment_handle("SVDGenerator", app_name=APP)
     before = handle.stats.remote().result()["batch_sizes"]
     rng = np.random.default_rng(0)
-    image = Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
-    # Like a story's scenes: one shape, each its own amount of motion.
-    requests = [SceneRequest(image=image, seed=i, motion_bucket_id=60 + 40 * i) for i in range(scenes)]
+    keyframe = KeyframeResult(
+        Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)), KeyframeSource.PAINTER
+    )
+    # Like a story's scenes: one shape, each its own amount of motion; the animator takes the image from
+    # the keyframe, as it does from the painter's response in a job.
+    requests = [
+        AnimateRequest(
+            SceneRequest(image=None, seed=i, motion_bucket_id=60 + 40 * i), f"scene {i}", f"bench:{i}"
+        )
+        for i in range(scenes)
+    ]
     samples: list[Sample] = []
     for _ in range(rounds):
         cpu_started, started = cpu_seconds(), time.perf_counter()
-        responses = [handle.animate.remote(request, f"scene {i}") for i, request in enumerate(requests)]
-        for response in responses:
-            response.result()
+        # `animate` streams its progress: every call is sent before the first stream is read, so the scenes
+        # arrive together and may share a batch.
+        streams = [handle.animate.options(stream=True).remote(request, keyframe) for request in requests]
+        for stream in streams:
+            if not isinstance(list(stream)[-1], Animated):
+                raise RuntimeError("SVDGenerator.animate's stream did not end with the animated scene")
         samples.append(Sample(wall=time.perf_counter() - started, cpu=cpu_seconds() - cpu_started))
     after = handle.stats.remote().result()["batch_sizes"]
     sizes = {int(size): count - before.get(size, 0) for size, count in after.items()}

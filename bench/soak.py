@@ -2,6 +2,9 @@
 
     python -m bench.soak                       # 400 tiny-model jobs, 4 at a time, a line every 40
     python -m bench.soak --jobs 2000 --every 200
+    python -m bench.soak --smoke               # 2 jobs, a line after each: checks that it runs
+
+Each line also goes to bench/out/soak.json (`--out`).
 
 A replica that keeps something per job (a task, a thread, a file, a cache entry) grows with every job;
 one that does not levels off once its allocator has warmed up. Each line gives, per replica, resident
@@ -12,15 +15,18 @@ so a slowdown as the job store fills up shows too.
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from bench import report, service
 from bench.pipeline import JOB
 
 PROCESS_TITLE = f"ray::ServeReplica:{service.APP}:"
+OUT = Path(__file__).parent / "out"
 
 
 @dataclass(frozen=True)
@@ -57,8 +63,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--jobs", type=int, default=400, help="jobs in all")
     parser.add_argument("--every", type=int, default=40, help="jobs between two lines")
     parser.add_argument("--concurrency", type=int, default=4, help="jobs running at once")
+    parser.add_argument("--out", type=Path, default=OUT / "soak.json")
+    parser.add_argument("--smoke", action="store_true", help="2 jobs, one at a time: checks that it runs")
     args = parser.parse_args(argv)
+    if args.smoke:
+        args.jobs, args.every, args.concurrency = 2, 1, 1
     report.quiet_libraries()
+    lines: list[dict[str, Any]] = []
     with service.tiny_app("soak-") as app, ThreadPoolExecutor(args.concurrency) as pool:
         done = 0
         while done < args.jobs:
@@ -66,12 +77,28 @@ def main(argv: list[str] | None = None) -> None:
             started = time.monotonic()
             list(pool.map(lambda _: service.run_job(app.client, JOB), range(batch)))
             done += batch
-            _print(done, (time.monotonic() - started) / batch, replica_usage())
+            lines.append(
+                {
+                    "jobs": done,
+                    "seconds_per_job": (time.monotonic() - started) / batch,
+                    "replicas": {name: asdict(usage) for name, usage in replica_usage().items()},
+                }
+            )
+            _print(lines[-1])
+            # Every line, so a long soak stopped half-way still leaves what it saw.
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(json.dumps({"concurrency": args.concurrency, "lines": lines}, indent=2))
 
 
-def _print(done: int, seconds_per_job: float, usage: dict[str, Usage]) -> None:
-    cells = "  ".join(f"{name} {u.rss_mb:.0f} MB/{u.threads}t/{u.fds}fd" for name, u in sorted(usage.items()))
-    print(f"{done:6d} jobs  {seconds_per_job:.2f} s/job (wall over the last jobs)  {cells}", flush=True)
+def _print(line: dict[str, Any]) -> None:
+    cells = "  ".join(
+        f"{name} {u['rss_mb']:.0f} MB/{u['threads']}t/{u['fds']}fd"
+        for name, u in sorted(line["replicas"].items())
+    )
+    print(
+        f"{line['jobs']:6d} jobs  {line['seconds_per_job']:.2f} s/job (wall over the last jobs)  {cells}",
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

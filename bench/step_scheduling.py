@@ -1,6 +1,7 @@
 """Step-level scheduling against call-level batching, under scenes that arrive as a Poisson stream.
 
     python -m bench.step_scheduling [--rounds N] [--scenes N] [--steps N] [--out PATH]
+    python -m bench.step_scheduling --smoke   # one round of 4 scenes at the near rate: checks that it runs
 
 Both sides animate the same scenes with the same loaded engine, at the same arrival times:
 
@@ -154,7 +155,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model", choices=("tiny", "xt"), default="tiny")
     parser.add_argument("--rates", nargs="+", choices=tuple(RATES), default=list(RATES))
     parser.add_argument("--out", type=Path, default=OUT / "step_scheduling.json")
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="one round of 4 scenes, 2 steps, near capacity: checks that it runs",
+    )
     args = parser.parse_args(argv)
+    if args.smoke:
+        args.rounds, args.scenes, args.steps, args.rates = 1, 4, 2, ["near"]
 
     with tempfile.TemporaryDirectory() as folder:
         engine, size = engine_for(args.model, Path(folder), args.steps)

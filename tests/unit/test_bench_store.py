@@ -30,4 +30,27 @@ def test_the_summary_gives_medians_and_per_round_ratios_of_postgresql_over_sqlit
     assert result["throughput_ratio"][8] == pytest.approx((0.9 + 1.1) / 2)
     assert result["throughput_ratio_spread"][8] == pytest.approx([0.9, 1.1])
     assert result["medians"]["sqlite"][1]["jobs_per_min"] == pytest.approx(45.0)
-    assert result["status_p99_ms_postgresql_8"] == pytest.approx(20.0)
+    assert result["busiest"] == 8
+    assert result["status_p99_ms_postgresql"] == pytest.approx(20.0)
+
+
+def test_the_goals_are_read_at_the_busiest_level_that_ran():
+    runs = {"sqlite": {1: [_run(60.0, 20.0)]}, "postgresql": {1: [_run(30.0, 12.0)]}}
+
+    result = summarize(runs)
+
+    assert result["busiest"] == 1
+    assert result["status_p99_ms_postgresql"] == pytest.approx(12.0)
+    assert result["throughput_ratio"] == {1: pytest.approx(0.5)}
+
+
+def test_a_round_in_which_sqlite_finished_no_job_has_no_ratio():
+    runs = {
+        "sqlite": {1: [_run(0.0, 20.0), _run(30.0, 20.0)], 8: [_run(0.0, 20.0)]},
+        "postgresql": {1: [_run(6.0, 12.0), _run(33.0, 12.0)], 8: [_run(6.0, 12.0)]},
+    }
+
+    result = summarize(runs)
+
+    assert result["throughput_ratio"] == {1: pytest.approx(1.1), 8: None}
+    assert result["throughput_ratio_spread"][8] is None
