@@ -5,9 +5,15 @@ batch, yet the UNet embeds them per video (one row of "added time ids" each). A 
 different amounts of motion, so with scalars they could never share a pipeline call. This subclass also
 accepts a 1-D tensor with one value per video; a scalar still means "the same for all".
 
-Only `_get_add_time_ids` changes. The pipeline computes `fps - 1` and `image + noise_aug_strength * noise`
-itself, which a tensor does as well as a scalar, provided `noise_aug_strength` is shaped to broadcast over
-the image batch: shape (batch, 1, 1, 1).
+For that, only `_get_add_time_ids` changes: the pipeline computes `fps - 1` and
+`image + noise_aug_strength * noise` itself, which a tensor does as well as a scalar, provided
+`noise_aug_strength` is shaped to broadcast over the image batch: shape (batch, 1, 1, 1).
+
+`decode_latents` also decodes each video on its own. The stock method flattens batch x frames and decodes
+`decode_chunk_size` frames at a time across video boundaries, and the temporal decoder treats each chunk as
+one clip: with 25 frames in chunks of 8, one video's last frame would be decoded with the next video's first
+seven, and every chunk of the videos after it shifted. A test of one video, or of 8 frames in chunks of 8,
+never sees it.
 """
 
 from __future__ import annotations
@@ -19,7 +25,16 @@ from diffusers import StableVideoDiffusionPipeline
 
 
 class PerVideoConditioningSVDPipeline(StableVideoDiffusionPipeline):
-    """The stock pipeline, except that `fps`, `motion_bucket_id` and `noise_aug_strength` may be per video."""
+    """The stock pipeline, except that `fps`, `motion_bucket_id` and `noise_aug_strength` may be per video
+    and each video is decoded apart from the others."""
+
+    def decode_latents(
+        self, latents: torch.Tensor, num_frames: int, decode_chunk_size: int = 14
+    ) -> torch.Tensor:
+        # One video at a time, so no chunk of the temporal decoder ever holds frames of two videos: a video
+        # in a batch is decoded in the same chunks as alone.
+        decode = super().decode_latents  # type: ignore[misc]  # diffusers ships no type information
+        return torch.cat([decode(video, num_frames, decode_chunk_size) for video in latents.split(1)])
 
     def _get_add_time_ids(
         self,

@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 from core.errors import GenerationCancelled, InvalidInput, ModelUnavailable
-from engines.svd import SceneRequest, SVDConfig, SVDEngine
+from engines.svd import SceneFrames, SceneRequest, SVDConfig, SVDEngine
 from engines.tiny_models import TINY_SVD_SETTINGS
 
 pytestmark = pytest.mark.unit
@@ -84,6 +84,49 @@ def test_a_batch_of_three_equals_three_single_runs(engine: SVDEngine) -> None:
         assert np.abs(batched.frames.astype(int) - single.frames.astype(int)).max() <= 2
     # The three results really are different videos, in request order.
     assert np.abs(batch[0].frames.astype(int) - batch[1].frames.astype(int)).mean() > 1
+
+
+def long_scenes(chunk: int, count: int = 2, size: int = 32) -> list[SceneRequest]:
+    """SVD-XT's frame count, 25, decoded in chunks that do not divide it (8 leaves one frame over). Small
+    frames and one step keep the 50-frame decodes cheap; below 32x32 the random decoder magnifies the last
+    bit a batched matmul rounds differently past the batching tolerance."""
+    return [
+        SceneRequest(
+            image=keyframe(70 + i, (size, size)),
+            seed=70 + i,
+            width=size,
+            height=size,
+            num_frames=25,
+            num_inference_steps=1,
+            decode_chunk_size=chunk,
+        )
+        for i in range(count)
+    ]
+
+
+@pytest.mark.parametrize("chunk", [8, 7, 3])
+def test_a_batch_of_25_frame_scenes_equals_its_singles_whatever_the_decode_chunk(
+    engine: SVDEngine, chunk: int
+) -> None:
+    # The VAE's temporal decoder takes each chunk of frames as one clip: a chunk that held frames of two
+    # videos (the stock decode flattens the batch) would blend them: 74 to 182 grey levels off here.
+    requests = long_scenes(chunk)
+
+    batch = engine.generate(requests)
+    singles = [engine.generate([request])[0] for request in requests]
+
+    assert [item.batch_size for item in batch] == [2, 2]
+    assert [item.frames.shape for item in batch] == [(25, 32, 32, 3)] * 2
+    differences = max_differences(batch, singles)
+    assert max(differences) <= 2, f"grey levels off, per video: {differences}"
+
+
+def max_differences(made: list[SceneFrames], expected: list[SceneFrames]) -> list[int]:
+    """The largest difference in grey levels between each pair of videos."""
+    return [
+        int(np.abs(a.frames.astype(int) - b.frames.astype(int)).max())
+        for a, b in zip(made, expected, strict=True)
+    ]
 
 
 def test_scenes_with_different_motion_share_one_call_and_equal_single_runs(engine: SVDEngine) -> None:
@@ -298,6 +341,29 @@ def test_unload_after_a_cancel_still_frees_the_models(tiny_svd_config: SVDConfig
 
     assert isinstance(kept, GenerationCancelled)
     assert unet_ref() is None
+
+
+@pytest.fixture
+def cuda_engine(tiny_svd_path: Path) -> SVDEngine:
+    """The tiny model in float16 on CUDA, as a GPU replica runs it (its VAE upcast to encode keyframes)."""
+    config = SVDConfig(model_path=str(tiny_svd_path), **{**TINY_SVD_SETTINGS, "device": "cuda"})
+    engine = SVDEngine(config.model_copy(update={"dtype": "float16"}))
+    engine.load()
+    return engine
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("chunk", [8, 7, 3])
+def test_on_cuda_a_batch_of_25_frame_scenes_equals_its_singles(cuda_engine: SVDEngine, chunk: int) -> None:
+    requests = long_scenes(chunk, size=64)
+
+    batch = cuda_engine.generate(requests)
+    singles = [cuda_engine.generate([request])[0] for request in requests]
+
+    differences = max_differences(batch, singles)
+    # float16 kernels round differently by batch size: the tolerance of `test_runs_on_cuda_in_float16`.
+    assert max(differences) <= 8, f"grey levels off, per video: {differences}"
 
 
 @pytest.mark.gpu
