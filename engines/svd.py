@@ -185,6 +185,7 @@ class SVDEngine(VideoEngine):
     def __init__(self, config: SVDConfig | None = None) -> None:
         super().__init__(config or SVDConfig())
         self.config: SVDConfig
+        self._vae_dtype: torch.dtype | None = None  # as loaded; a call may upcast it for a while
 
     def load(self) -> None:
         """Load the pipeline (once) and apply the memory options.
@@ -202,6 +203,7 @@ class SVDEngine(VideoEngine):
             pipeline.set_progress_bar_config(disable=True)
             self._runtime = self._apply_memory_options(pipeline, placement.device)
             self._pipeline, self._placement = pipeline, placement
+            self._vae_dtype = pipeline.vae.dtype
             logger.info("SVD loaded from %s: %s", self.config.model_path or self.config.model, self._runtime)
 
     def stepper(self) -> Any:
@@ -212,6 +214,17 @@ class SVDEngine(VideoEngine):
         return SVDStepper(self._pipeline, self._runtime.dtype if self._runtime else "?")
 
     # -- internals -------------------------------------------------------------------------------------
+
+    def _free_after_failure(self) -> None:
+        # The pipeline restores its VAE's dtype after every call (`vae_dtype_kept`); this is the backstop,
+        # since a VAE left in float32 would fail every later decode with a dtype mismatch, not an OOM.
+        pipeline = self._pipeline
+        if pipeline is not None and self._vae_dtype is not None and pipeline.vae.dtype != self._vae_dtype:
+            logger.warning(
+                "SVD's VAE was left in %s after a failure; back to %s", pipeline.vae.dtype, self._vae_dtype
+            )
+            pipeline.vae.to(dtype=self._vae_dtype)
+        super()._free_after_failure()
 
     def _apply_memory_options(self, pipeline: Any, device: torch.device) -> RuntimeInfo:
         cfg, on_cuda = self.config, device.type == "cuda"

@@ -14,10 +14,16 @@ For that, only `_get_add_time_ids` changes: the pipeline computes `fps - 1` and
 one clip: with 25 frames in chunks of 8, one video's last frame would be decoded with the next video's first
 seven, and every chunk of the videos after it shifted. A test of one video, or of 8 frames in chunks of 8,
 never sees it.
+
+And a call puts the VAE back in its own dtype on the way out, failed or not (`vae_dtype_kept`): the stock
+`__call__` upcasts a float16 VAE with `force_upcast` to float32 to encode the keyframe, and casts it back only
+once the encoding succeeded.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -25,8 +31,28 @@ from diffusers import StableVideoDiffusionPipeline
 
 
 class PerVideoConditioningSVDPipeline(StableVideoDiffusionPipeline):
-    """The stock pipeline, except that `fps`, `motion_bucket_id` and `noise_aug_strength` may be per video
-    and each video is decoded apart from the others."""
+    """The stock pipeline, except that `fps`, `motion_bucket_id` and `noise_aug_strength` may be per video,
+    each video is decoded apart from the others, and a failed call leaves the VAE in its own dtype."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        with self.vae_dtype_kept():
+            return super().__call__(*args, **kwargs)  # type: ignore[misc]
+
+    @contextmanager
+    def vae_dtype_kept(self) -> Iterator[None]:
+        """Run the block, then put the VAE back in the dtype it had before, whether the block failed or not.
+
+        An out-of-memory error while the VAE was upcast to float32 would otherwise leave it there for good:
+        every later decode would feed it float16 latents and fail with a dtype mismatch, which is no
+        out-of-memory error, so no retry would catch it and every scene on the replica would fall back.
+        """
+        vae: Any = self.vae  # type: ignore[attr-defined]  # set by DiffusionPipeline.register_modules
+        dtype = vae.dtype
+        try:
+            yield
+        finally:
+            if vae.dtype != dtype:
+                vae.to(dtype=dtype)
 
     def decode_latents(
         self, latents: torch.Tensor, num_frames: int, decode_chunk_size: int = 14

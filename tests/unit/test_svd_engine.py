@@ -14,6 +14,9 @@ import torch
 from PIL import Image
 
 from core.errors import GenerationCancelled, InvalidInput, ModelUnavailable
+from engines import svd
+from engines.loading import Placement
+from engines.step_loop import StepScheduler
 from engines.svd import SceneFrames, SceneRequest, SVDConfig, SVDEngine
 from engines.tiny_models import TINY_SVD_SETTINGS
 
@@ -283,6 +286,79 @@ def test_out_of_memory_after_all_retries_makes_the_model_unavailable(
 
     with pytest.raises(ModelUnavailable, match="out of GPU memory.*after 2 retries"):
         engine.generate([SceneRequest(image=keyframe(8), seed=1), SceneRequest(image=keyframe(9), seed=2)])
+
+
+NEEDS_CUDA = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
+]
+
+
+@pytest.fixture(params=["cpu", pytest.param("cuda", marks=NEEDS_CUDA)])
+def half_engine(
+    request: pytest.FixtureRequest, tiny_svd_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> SVDEngine:
+    """The tiny model in float16, so diffusers upcasts its VAE (`force_upcast`) to encode each keyframe. On
+    the CPU, where loading would choose float32, the kernels are slow but the dtypes are a GPU replica's."""
+    device = request.param
+    if device == "cpu":
+        half = Placement(torch.device("cpu"), torch.float16)
+        monkeypatch.setattr(svd, "resolve_placement", lambda config: half)
+    settings = {**TINY_SVD_SETTINGS, "device": device, "width": 32, "height": 32, "num_frames": 4}
+    engine = SVDEngine(SVDConfig(model_path=str(tiny_svd_path), dtype="float16", **settings))
+    engine.load()
+    assert engine._pipeline.vae.dtype == torch.float16 and engine._pipeline.vae.config.force_upcast
+    return engine
+
+
+def out_of_memory_while_upcast(engine: SVDEngine, monkeypatch: pytest.MonkeyPatch) -> list[torch.dtype]:
+    """Make the engine's next keyframe encoding run out of memory; returns the VAE's dtype at each one."""
+    pipeline = engine._pipeline
+    encode, seen = pipeline._encode_vae_image, []
+
+    def encode_out_of_memory_once(*args, **kwargs):
+        seen.append(pipeline.vae.dtype)
+        if len(seen) == 1:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return encode(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "_encode_vae_image", encode_out_of_memory_once)
+    return seen
+
+
+def test_the_retry_after_an_out_of_memory_error_while_the_vae_is_upcast_succeeds(
+    half_engine: SVDEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Left in float32, the VAE would take float16 latents at the retry's decode and fail with "Input type
+    # (c10::Half) and bias type (float) should be the same": not an OOM, so out of the ladder's reach.
+    seen = out_of_memory_while_upcast(half_engine, monkeypatch)
+
+    [result] = half_engine.generate([SceneRequest(image=keyframe(80, (32, 32)), seed=1)])
+
+    assert seen == [torch.float32, torch.float32]  # both encodings ran inside the upcast
+    assert half_engine._pipeline.vae.dtype == torch.float16
+    assert result.frames.shape == (4, 32, 32, 3)
+
+
+@pytest.mark.parametrize("scheduling", ["call", "step"])
+def test_after_an_out_of_memory_error_while_the_vae_is_upcast_the_next_scene_works(
+    half_engine: SVDEngine, monkeypatch: pytest.MonkeyPatch, scheduling: str
+) -> None:
+    half_engine.config.oom_retries = 0  # the failure reaches the caller, as on the ladder's last rung
+    model = half_engine if scheduling == "call" else StepScheduler(half_engine)
+    seen = out_of_memory_while_upcast(half_engine, monkeypatch)
+    request = SceneRequest(image=keyframe(81, (32, 32)), seed=2)
+
+    try:
+        with pytest.raises(ModelUnavailable, match="out of (GPU )?memory"):
+            model.generate([request])
+        [result] = model.generate([request])
+    finally:
+        if isinstance(model, StepScheduler):
+            model.unload()
+
+    assert seen == [torch.float32, torch.float32]
+    assert result.frames.shape == (4, 32, 32, 3) and result.frames.std() > 1
 
 
 def test_a_missing_folder_gives_a_clear_error(tmp_path: Path) -> None:
