@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 import torch
 from PIL import Image
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from core.errors import InvalidInput, check_seed, is_int
 from engines.loading import ModelSourceConfig, load_pipeline, resolve_placement
@@ -97,7 +97,8 @@ class SVDConfig(ModelSourceConfig, SchedulingConfig):
     cpu_offload: bool = Field(
         default=False,
         description="Model CPU offload: keep each sub-model in host RAM and move it to the GPU only while it "
-        "runs. Cuts peak GPU memory roughly in half; costs host-to-device copies (slower). CUDA only.",
+        "runs. Cuts peak GPU memory roughly in half; costs host-to-device copies (slower). CUDA only; not "
+        "together with torch_compile.",
     )
     unet_forward_chunking: bool = Field(
         default=False,
@@ -111,7 +112,7 @@ class SVDConfig(ModelSourceConfig, SchedulingConfig):
     torch_compile: bool = Field(
         default=False,
         description="torch.compile the UNet: faster steps after a first call that compiles for minutes. "
-        "CUDA only; ignored with a warning on CPU.",
+        "CUDA only; ignored with a warning on CPU. Not together with cpu_offload.",
     )
     oom_retries: int = Field(
         default=2,
@@ -120,6 +121,19 @@ class SVDConfig(ModelSourceConfig, SchedulingConfig):
         description="On CUDA out-of-memory, free memory and retry: 1 = once with the batch split in halves, "
         "2 = then once more one request at a time. 0 fails at once. Retries cost the lost partial work.",
     )
+
+    @model_validator(mode="after")
+    def _offload_or_compile(self) -> SVDConfig:
+        # Offload wraps the UNet's forward in accelerate's hook, which is marked not compilable: the UNet's
+        # whole-graph compile fails on its first call, so a replica would load and then fail every scene.
+        # Compiling without fullgraph would break the graph at the hook, and offload moves the weights every
+        # call under CUDA graphs recorded at fixed addresses (README, Performance, says more).
+        if self.cpu_offload and self.torch_compile:
+            raise ValueError(
+                "video.cpu_offload and video.torch_compile exclude each other: offload's hook on the UNet "
+                "cannot be compiled; choose cpu_offload for memory or torch_compile for speed"
+            )
+        return self
 
 
 # Every per-request parameter that has a config default, in one order.
