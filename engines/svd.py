@@ -240,6 +240,13 @@ class SVDEngine(VideoEngine):
             pipeline.vae.to(dtype=self._vae_dtype)
         super()._free_after_failure()
 
+    def _max_call_batch(self, item: _Resolved) -> int:
+        # Requests share a call only at one guidance, so each brings the same rows: two with guidance (the
+        # unconditional and the conditional half), one without. See `CUDA_ATTENTION_BATCH_LIMIT`.
+        rows = 2 if item.param("max_guidance_scale") > 1 else 1
+        size = (item.param("width"), item.param("height"), item.param("num_frames"))
+        return max(1, self._pipeline.max_unet_rows(*size) // rows)
+
     def _apply_memory_options(self, pipeline: Any, device: torch.device) -> RuntimeInfo:
         cfg, on_cuda = self.config, device.type == "cuda"
         attention = cfg.attention

@@ -99,6 +99,24 @@ class SVDStepper:
     def key(self, state: SceneState) -> tuple[Any, ...]:
         return tuple(state.latents.shape)
 
+    def split(self, states: list[SceneState]) -> list[list[SceneState]]:
+        """Runs of ``states`` whose UNet rows (two for a guided scene, one otherwise) stay within what one
+        call may hold at their shape (`PerVideoConditioningSVDPipeline.max_unet_rows`)."""
+        item = states[0].item
+        most = self.pipeline.max_unet_rows(
+            item.param("width"), item.param("height"), item.param("num_frames")
+        )
+        calls: list[list[SceneState]] = []
+        rows = 0
+        for state in states:
+            need = len(_svd(state).image_latents)
+            if not calls or rows + need > most:
+                calls.append([])
+                rows = 0
+            calls[-1].append(state)
+            rows += need
+        return calls
+
     def advance(self, states: list[SceneState]) -> None:
         scenes = [_svd(state) for state in states]
         inputs, timesteps = [], []

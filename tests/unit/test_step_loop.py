@@ -490,6 +490,9 @@ class CodecProbe:
     def key(self, state: SceneState) -> tuple[Any, ...]:
         return ()
 
+    def split(self, states: list[SceneState]) -> list[list[SceneState]]:
+        return [states]
+
     def advance(self, states: list[SceneState]) -> None:
         if self.decoding.is_set():
             self.stepped_beside_decode.set()

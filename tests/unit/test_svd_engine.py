@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import gc
+import json
 import shutil
 import threading
 import weakref
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -14,13 +16,23 @@ import torch
 from PIL import Image
 
 from core.errors import GenerationCancelled, InvalidInput, ModelUnavailable
-from engines import svd
+from engines import svd, svd_pipeline
 from engines.loading import Placement
 from engines.step_loop import StepScheduler
 from engines.svd import SceneFrames, SceneRequest, SVDConfig, SVDEngine
+from engines.svd_pipeline import CUDA_ATTENTION_BATCH_LIMIT, attention_batch_per_row
+from engines.svd_steps import SVDSceneState, SVDStepper
 from engines.tiny_models import TINY_SVD_SETTINGS
 
 pytestmark = pytest.mark.unit
+
+NEEDS_CUDA = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
+]
+SVD_XT_UNET = json.loads(
+    (Path(__file__).parents[2] / "bench" / "svd_xt_config" / "unet.json").read_text(encoding="utf-8")
+)
 
 
 def keyframe(seed: int, size: tuple[int, int] = (64, 64)) -> Image.Image:
@@ -288,12 +300,6 @@ def test_out_of_memory_after_all_retries_makes_the_model_unavailable(
         engine.generate([SceneRequest(image=keyframe(8), seed=1), SceneRequest(image=keyframe(9), seed=2)])
 
 
-NEEDS_CUDA = [
-    pytest.mark.gpu,
-    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
-]
-
-
 @pytest.fixture(params=["cpu", pytest.param("cuda", marks=NEEDS_CUDA)])
 def half_engine(
     request: pytest.FixtureRequest, tiny_svd_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -359,6 +365,131 @@ def test_after_an_out_of_memory_error_while_the_vae_is_upcast_the_next_scene_wor
 
     assert seen == [torch.float32, torch.float32]
     assert result.frames.shape == (4, 32, 32, 3) and result.frames.std() > 1
+
+
+def test_at_svd_xt_size_four_guided_scenes_would_pass_cudas_attention_batch_limit() -> None:
+    # Temporal attention attends over a latent position's frames: its batch is UNet rows x positions. Four
+    # guided scenes (max_batch_size's default, and the step benchmark's batch) bring 8 rows.
+    per_row = attention_batch_per_row(SVD_XT_UNET, 8, 1024, 576, 25)
+
+    assert per_row == 128 * 72  # every position of a 1024x576 latent, at the UNet's first level
+    assert 8 * per_row == 73_728 > CUDA_ATTENTION_BATCH_LIMIT
+    assert 7 * per_row <= CUDA_ATTENTION_BATCH_LIMIT
+    # Spatial attention's batch is rows x frames (8 x 25 = 200 here), counted as well: it leads only when a
+    # clip has more frames than its latent has positions.
+    assert attention_batch_per_row(SVD_XT_UNET, 8, 64, 64, 100) == 100
+
+
+def xt_sized(count: int, guided: bool) -> list[SceneRequest]:
+    """Requests at SVD-XT's size: the tiny UNet attends at its first level and its VAE scales by 8, as
+    SVD-XT's, so an attention call of theirs would have SVD-XT's batch."""
+    image = keyframe(95, (1024, 576))
+    guidance = 3.0 if guided else 1.0
+    return [
+        SceneRequest(image=image, seed=i, width=1024, height=576, num_frames=25, max_guidance_scale=guidance)
+        for i in range(count)
+    ]
+
+
+def test_call_mode_splits_a_group_whose_attention_batch_would_pass_the_limit(
+    engine: SVDEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[int] = []
+
+    def record(group: list, progress: object, cancel: object) -> list[SceneFrames]:
+        calls.append(len(group))
+        return [SceneFrames(frames=np.zeros((1, 1, 1, 3), np.uint8), seed=0, seconds=0.0)] * len(group)
+
+    monkeypatch.setattr(engine, "_run_with_retries", record)  # the split, not the 1024x576 videos
+
+    engine.generate(xt_sized(4, guided=True) + xt_sized(8, guided=False))
+
+    # At most 7 rows a call (7 x 9,216 = 64,512): guided scenes bring 2 rows each, so 3 and then 1; scenes
+    # without guidance 1 each, so 7 and then 1.
+    assert calls == [3, 1, 7, 1]
+
+
+def test_step_mode_splits_a_step_whose_attention_batch_would_pass_the_limit(engine: SVDEngine) -> None:
+    stepper = SVDStepper(engine._pipeline, "float32")
+    guided, plain = (engine.resolve(0, request) for request in (*xt_sized(1, True), *xt_sized(1, False)))
+
+    def state(item: object, rows: int) -> SVDSceneState:  # only the rows count for the split
+        nothing = torch.zeros(rows, 1)
+        return SVDSceneState(
+            item=item, scheduler=None, latents=torch.zeros(1), image_latents=nothing,
+            image_embeddings=nothing, added_time_ids=nothing, guidance=torch.zeros(1), guided=rows == 2,
+        )  # fmt: skip
+
+    states = [state(guided, 2), state(guided, 2), state(guided, 2), state(plain, 1), state(guided, 2)]
+
+    calls = stepper.split(states)
+
+    assert [[states.index(s) for s in call] for call in calls] == [[0, 1, 2, 3], [4]]  # 7 rows, then 2
+    per_row = attention_batch_per_row(SVD_XT_UNET, 8, 1024, 576, 25)
+    assert all(
+        sum(len(s.image_latents) for s in call) * per_row <= CUDA_ATTENTION_BATCH_LIMIT for call in calls
+    )
+
+
+def attention_batches(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The batch of every attention call from now on (diffusers' attention goes through torch's SDPA)."""
+    batches: list[int] = []
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+
+    def recorded(query: torch.Tensor, *args, **kwargs):
+        batches.append(query.shape[0])
+        return sdpa(query, *args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", recorded)
+    return batches
+
+
+@pytest.mark.parametrize("scheduling", ["call", "step"])
+def test_no_attention_call_passes_the_limit_and_a_split_batch_equals_its_singles(
+    engine: SVDEngine, tiny_svd_config: SVDConfig, monkeypatch: pytest.MonkeyPatch, scheduling: str
+) -> None:
+    # A limit the tiny model reaches: at 32x32 a row brings 16 latent positions, so 64 holds 4 rows.
+    monkeypatch.setattr(svd_pipeline, "CUDA_ATTENTION_BATCH_LIMIT", 64)
+    small = {"width": 32, "height": 32, "num_inference_steps": 1}
+    requests = [
+        SceneRequest(image=keyframe(100 + i, (32, 32)), seed=100 + i, max_guidance_scale=guidance, **small)
+        for i, guidance in enumerate([3.0, 1.0, 3.0, 3.0])  # 7 rows in all: 112 together
+    ]
+    model = engine if scheduling == "call" else StepScheduler(SVDEngine(tiny_svd_config))
+    batches = attention_batches(monkeypatch)
+    try:
+        made = model.generate(requests)
+    finally:
+        if isinstance(model, StepScheduler):
+            model.unload()
+    monkeypatch.undo()  # the singles below run with the real SDPA and limit
+
+    assert max(batches) == 64
+    # call: the three guided scenes as 2 + 1, the plain one alone; step: [guided, plain] and [guided, guided]
+    assert [result.batch_size for result in made] == ([2, 1, 2, 1] if scheduling == "call" else [2, 2, 2, 2])
+    singles = [engine.generate([request])[0] for request in requests]
+    assert max(max_differences(made, singles)) <= 2
+
+
+@pytest.mark.parametrize(
+    "scheduling", [pytest.param("call", marks=NEEDS_CUDA), pytest.param("step", marks=NEEDS_CUDA)]
+)
+def test_on_cuda_four_guided_scenes_at_svd_xt_size_run(
+    cuda_engine: SVDEngine, monkeypatch: pytest.MonkeyPatch, scheduling: str
+) -> None:
+    # Together they would give temporal attention a batch of 73,728: past CUDA's grid, the kernel refuses.
+    requests = [replace(request, num_inference_steps=1) for request in xt_sized(4, guided=True)]
+    model = cuda_engine if scheduling == "call" else StepScheduler(cuda_engine)
+    batches = attention_batches(monkeypatch)
+    try:
+        made = model.generate(requests)
+    finally:
+        if isinstance(model, StepScheduler):
+            model.unload()
+
+    assert max(batches) <= CUDA_ATTENTION_BATCH_LIMIT
+    assert [result.frames.shape for result in made] == [(25, 576, 1024, 3)] * 4
+    assert [result.batch_size for result in made] == [3, 3, 3, 1]  # 6 rows, then 2
 
 
 def test_a_missing_folder_gives_a_clear_error(tmp_path: Path) -> None:
