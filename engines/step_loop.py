@@ -5,8 +5,9 @@ batch runs to its end: a scene that arrives a second after a batch started waits
 whose scenes finish early leaves the model half used. Under `video.scheduling: step` the animator owns the
 denoising loop instead. Each scene keeps its own latents, scheduler and conditioning (`SceneState`); every
 step runs one model call over the active scenes that share a shape (several, where the family says one would
-pass a kernel's limit on its batch), each with its own timestep, then every scene advances its own scheduler. A scene that arrives joins at the next step boundary, and a scene whose
-steps are done leaves, is decoded and is returned at once.
+pass a kernel's limit on its batch), each with its own timestep, then every scene advances its own
+scheduler. A scene that arrives joins at the next step boundary, and a scene whose steps are done leaves, is
+decoded and is returned at once.
 
 The family's `Stepper` (`engines.svd_steps`, `engines.wan_steps`) knows how to start, advance and finish a
 scene; `StepScheduler` here knows nothing of models. It admits scenes in arrival order up to

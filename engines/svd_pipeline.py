@@ -56,7 +56,7 @@ def attention_batch_per_row(
     """
     down, up = unet_config["down_block_types"], unet_config["up_block_types"]
     levels = len(down)
-    # Down block i and up block levels-1-i work at level i (halved i times); the mid block attends at the last.
+    # Down block i and up block levels-1-i work at level i (halved i times), the mid block at the last.
     attending = {i for i, kind in enumerate(down) if "CrossAttn" in kind}
     attending |= {levels - 1 - i for i, kind in enumerate(up) if "CrossAttn" in kind}
     attending.add(levels - 1)
