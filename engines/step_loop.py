@@ -4,9 +4,10 @@
 batch runs to its end: a scene that arrives a second after a batch started waits for all of it, and a batch
 whose scenes finish early leaves the model half used. Under `video.scheduling: step` the animator owns the
 denoising loop instead. Each scene keeps its own latents, scheduler and conditioning (`SceneState`); every
-step runs one model call over the active scenes that share a shape, each with its own timestep, then every
-scene advances its own scheduler. A scene that arrives joins at the next step boundary, and a scene whose
-steps are done leaves, is decoded and is returned at once.
+step runs one model call over the active scenes that share a shape (several, where the family says one would
+pass a kernel's limit on its batch), each with its own timestep, then every scene advances its own
+scheduler. A scene that arrives joins at the next step boundary, and a scene whose steps are done leaves, is
+decoded and is returned at once.
 
 The family's `Stepper` (`engines.svd_steps`, `engines.wan_steps`) knows how to start, advance and finish a
 scene; `StepScheduler` here knows nothing of models. It admits scenes in arrival order up to
@@ -81,6 +82,11 @@ class Stepper(Protocol):
 
     def key(self, state: SceneState) -> tuple[Any, ...]:
         """Equal for scenes that can share this step's model call (shape, and the sub-model at this step)."""
+        ...
+
+    def split(self, states: list[SceneState]) -> list[list[SceneState]]:
+        """``states`` (equal keys) in the model calls one step of them takes, in order: all in one, unless
+        that call would pass a kernel's limit on its batch."""
         ...
 
     def advance(self, states: list[SceneState]) -> None:
@@ -420,7 +426,9 @@ class StepScheduler:
             assert scene.state is not None
             groups.setdefault(stepper.key(scene.state), []).append(scene)
         for group in groups.values():
-            self._advance(stepper, group)
+            scene_of = {id(scene.state): scene for scene in group}
+            for states in stepper.split([scene.state for scene in group if scene.state is not None]):
+                self._advance(stepper, [scene_of[id(state)] for state in states])
         for scene in list(self._active):
             state = scene.state
             assert state is not None

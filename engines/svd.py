@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 import torch
 from PIL import Image
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from core.errors import InvalidInput, check_seed, is_int
 from engines.loading import ModelSourceConfig, load_pipeline, resolve_placement
@@ -97,7 +97,8 @@ class SVDConfig(ModelSourceConfig, SchedulingConfig):
     cpu_offload: bool = Field(
         default=False,
         description="Model CPU offload: keep each sub-model in host RAM and move it to the GPU only while it "
-        "runs. Cuts peak GPU memory roughly in half; costs host-to-device copies (slower). CUDA only.",
+        "runs. Cuts peak GPU memory roughly in half; costs host-to-device copies (slower). CUDA only; not "
+        "together with torch_compile.",
     )
     unet_forward_chunking: bool = Field(
         default=False,
@@ -111,7 +112,7 @@ class SVDConfig(ModelSourceConfig, SchedulingConfig):
     torch_compile: bool = Field(
         default=False,
         description="torch.compile the UNet: faster steps after a first call that compiles for minutes. "
-        "CUDA only; ignored with a warning on CPU.",
+        "CUDA only; ignored with a warning on CPU. Not together with cpu_offload.",
     )
     oom_retries: int = Field(
         default=2,
@@ -120,6 +121,19 @@ class SVDConfig(ModelSourceConfig, SchedulingConfig):
         description="On CUDA out-of-memory, free memory and retry: 1 = once with the batch split in halves, "
         "2 = then once more one request at a time. 0 fails at once. Retries cost the lost partial work.",
     )
+
+    @model_validator(mode="after")
+    def _offload_or_compile(self) -> SVDConfig:
+        # Offload wraps the UNet's forward in accelerate's hook, which is marked not compilable: the UNet's
+        # whole-graph compile fails on its first call, so a replica would load and then fail every scene.
+        # Compiling without fullgraph would break the graph at the hook, and offload moves the weights every
+        # call under CUDA graphs recorded at fixed addresses (README, Performance, says more).
+        if self.cpu_offload and self.torch_compile:
+            raise ValueError(
+                "video.cpu_offload and video.torch_compile exclude each other: offload's hook on the UNet "
+                "cannot be compiled; choose cpu_offload for memory or torch_compile for speed"
+            )
+        return self
 
 
 # Every per-request parameter that has a config default, in one order.
@@ -185,6 +199,7 @@ class SVDEngine(VideoEngine):
     def __init__(self, config: SVDConfig | None = None) -> None:
         super().__init__(config or SVDConfig())
         self.config: SVDConfig
+        self._vae_dtype: torch.dtype | None = None  # as loaded; a call may upcast it for a while
 
     def load(self) -> None:
         """Load the pipeline (once) and apply the memory options.
@@ -202,6 +217,7 @@ class SVDEngine(VideoEngine):
             pipeline.set_progress_bar_config(disable=True)
             self._runtime = self._apply_memory_options(pipeline, placement.device)
             self._pipeline, self._placement = pipeline, placement
+            self._vae_dtype = pipeline.vae.dtype
             logger.info("SVD loaded from %s: %s", self.config.model_path or self.config.model, self._runtime)
 
     def stepper(self) -> Any:
@@ -212,6 +228,24 @@ class SVDEngine(VideoEngine):
         return SVDStepper(self._pipeline, self._runtime.dtype if self._runtime else "?")
 
     # -- internals -------------------------------------------------------------------------------------
+
+    def _free_after_failure(self) -> None:
+        # The pipeline restores its VAE's dtype after every call (`vae_dtype_kept`); this is the backstop,
+        # since a VAE left in float32 would fail every later decode with a dtype mismatch, not an OOM.
+        pipeline = self._pipeline
+        if pipeline is not None and self._vae_dtype is not None and pipeline.vae.dtype != self._vae_dtype:
+            logger.warning(
+                "SVD's VAE was left in %s after a failure; back to %s", pipeline.vae.dtype, self._vae_dtype
+            )
+            pipeline.vae.to(dtype=self._vae_dtype)
+        super()._free_after_failure()
+
+    def _max_call_batch(self, item: _Resolved) -> int:
+        # Requests share a call only at one guidance, so each brings the same rows: two with guidance (the
+        # unconditional and the conditional half), one without. See `CUDA_ATTENTION_BATCH_LIMIT`.
+        rows = 2 if item.param("max_guidance_scale") > 1 else 1
+        size = (item.param("width"), item.param("height"), item.param("num_frames"))
+        return max(1, self._pipeline.max_unet_rows(*size) // rows)
 
     def _apply_memory_options(self, pipeline: Any, device: torch.device) -> RuntimeInfo:
         cfg, on_cuda = self.config, device.type == "cuda"

@@ -56,14 +56,12 @@ class SVDStepper:
         image = pipe.video_processor.preprocess(item.image, height=height, width=width).to(device)
         noise = randn_tensor(image.shape, generator=generator, device=device, dtype=image.dtype)
         image = image + item.param("noise_aug_strength") * noise
-        upcast = pipe.vae.dtype == torch.float16 and pipe.vae.config.force_upcast
-        if upcast:
-            pipe.vae.to(dtype=torch.float32)
-        image_latents = pipe._encode_vae_image(
-            image, device=device, num_videos_per_prompt=1, do_classifier_free_guidance=guided
-        )
-        if upcast:
-            pipe.vae.to(dtype=torch.float16)
+        with pipe.vae_dtype_kept():  # as the pipeline upcasts a float16 VAE, and back even on failure
+            if pipe.vae.dtype == torch.float16 and pipe.vae.config.force_upcast:
+                pipe.vae.to(dtype=torch.float32)
+            image_latents = pipe._encode_vae_image(
+                image, device=device, num_videos_per_prompt=1, do_classifier_free_guidance=guided
+            )
         image_latents = image_latents.to(image_embeddings.dtype).unsqueeze(1).repeat(1, frames, 1, 1, 1)
         # 2. Motion conditioning, this scene's scheduler and its initial latents
         added_time_ids = pipe._get_add_time_ids(
@@ -100,6 +98,24 @@ class SVDStepper:
 
     def key(self, state: SceneState) -> tuple[Any, ...]:
         return tuple(state.latents.shape)
+
+    def split(self, states: list[SceneState]) -> list[list[SceneState]]:
+        """Runs of ``states`` whose UNet rows (two for a guided scene, one otherwise) stay within what one
+        call may hold at their shape (`PerVideoConditioningSVDPipeline.max_unet_rows`)."""
+        item = states[0].item
+        most = self.pipeline.max_unet_rows(
+            item.param("width"), item.param("height"), item.param("num_frames")
+        )
+        calls: list[list[SceneState]] = []
+        rows = 0
+        for state in states:
+            need = len(_svd(state).image_latents)
+            if not calls or rows + need > most:
+                calls.append([])
+                rows = 0
+            calls[-1].append(state)
+            rows += need
+        return calls
 
     def advance(self, states: list[SceneState]) -> None:
         scenes = [_svd(state) for state in states]

@@ -212,7 +212,8 @@ class VideoEngine(abc.ABC):
         """Animate each request's keyframe; blocking, so call it from a worker thread, never an event loop.
 
         Requests that can share a pipeline call (equal size, frames, steps and the engine's other call-wide
-        settings) run as one, each with its own seeded generator (and, for families that take text, its own
+        settings) run as one (as several where one would pass a kernel's limit on the batch, see
+        `_max_call_batch`), each with its own seeded generator (and, for families that take text, its own
         prompt), so a batched result equals the same request run alone. Others run in compatible
         sub-batches, in order of first appearance.
 
@@ -246,7 +247,8 @@ class VideoEngine(abc.ABC):
             return []
 
         # 1. Group requests that can share one pipeline call (once loaded: what can share one may depend on
-        #    the checkpoint), keeping the order they arrived in; 2. run each group, halving it on out-of-memory
+        #    the checkpoint), keeping the order they arrived in, in calls no larger than the model allows;
+        # 2. run each call, halving it on out-of-memory
         results: dict[int, SceneFrames] = {}
         with self._lock:
             self.load()
@@ -254,8 +256,11 @@ class VideoEngine(abc.ABC):
             for place, item in enumerate(resolved):
                 groups.setdefault(self._batch_key(item), []).append(place)
             for places in groups.values():
-                made = self._run_with_retries([resolved[p] for p in places], progress, cancel)
-                results.update(zip(places, made, strict=True))
+                most = self._max_call_batch(resolved[places[0]]) or len(places)
+                for start in range(0, len(places), most):
+                    call = places[start : start + most]
+                    made = self._run_with_retries([resolved[p] for p in call], progress, cancel)
+                    results.update(zip(call, made, strict=True))
 
         # 3. Return in request order
         return [results[i] for i in range(len(resolved))]
@@ -284,6 +289,11 @@ class VideoEngine(abc.ABC):
     def _batch_key(self, item: Any) -> tuple[Any, ...]:
         """Equal for resolved requests that can share one call of the loaded pipeline."""
         return item.batch_key
+
+    def _max_call_batch(self, item: Any) -> int | None:
+        """The most requests like ``item`` one call of the loaded pipeline may hold whatever the memory (a
+        kernel's limit on the batch, say); None for no such limit. Memory is the retry ladder's business."""
+        return None
 
     # -- shared internals ------------------------------------------------------------------------------
 

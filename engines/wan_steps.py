@@ -113,6 +113,11 @@ class WanStepper:
         wan = _wan(state)
         return (tuple(wan.latents.shape), wan.condition is None, self._second_model(wan))
 
+    def split(self, states: list[SceneState]) -> list[list[SceneState]]:
+        """One call: Wan's transformer attends over each row's whole token sequence, so its attention batch
+        is its rows (at most two per scene), far from any kernel's limit."""
+        return [states]
+
     def advance(self, states: list[SceneState]) -> None:
         scenes = [_wan(state) for state in states]
         pipe = self.pipeline

@@ -34,8 +34,9 @@ FAMILIES = ["svd", "wan"]
 WAIT_S = 30  # a bound on each hand-off between threads; none of them should take more than milliseconds
 
 
-def keyframe(seed: int) -> Image.Image:
-    return Image.fromarray(np.random.default_rng(seed).integers(0, 256, (64, 64, 3), dtype=np.uint8))
+def keyframe(seed: int, size: tuple[int, int] = (64, 64)) -> Image.Image:
+    pixels = np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    return Image.fromarray(pixels)
 
 
 def config_of(family: str, path: Path, **overrides: Any) -> Any:
@@ -46,9 +47,11 @@ def config_of(family: str, path: Path, **overrides: Any) -> Any:
     return WanConfig(model_path=str(path), **{**TINY_WAN_SETTINGS, **overrides})
 
 
-def scene(family: str, seed: int, steps: int = 2, text_only: bool = False) -> SceneRequest:
-    """A scene whose every per-scene value differs with ``seed``: keyframe, noise, motion or prompt."""
-    image = None if text_only else keyframe(seed)
+def scene(family: str, seed: int, steps: int = 2, text_only: bool = False, **shape: int) -> SceneRequest:
+    """A scene whose every per-scene value differs with ``seed``: keyframe, noise, motion or prompt;
+    ``shape`` sets its width, height, frames or (SVD) decode chunk, the keyframe following the size."""
+    size = (shape.get("width", 64), shape.get("height", 64))
+    image = None if text_only else keyframe(seed, size)
     if family == "svd":
         return SceneRequest(
             image=image,
@@ -59,8 +62,11 @@ def scene(family: str, seed: int, steps: int = 2, text_only: bool = False) -> Sc
             noise_aug_strength=0.01 * (seed % 4),
             # Some scenes without guidance: one UNet row instead of two, in the same call.
             max_guidance_scale=1.0 if seed % 2 else 3.0,
+            **shape,
         )
-    return SceneRequest(image=image, seed=seed, num_inference_steps=steps, prompt=f"scene number {seed}")
+    return SceneRequest(
+        image=image, seed=seed, num_inference_steps=steps, prompt=f"scene number {seed}", **shape
+    )
 
 
 @pytest.fixture(scope="module", params=FAMILIES)
@@ -155,6 +161,23 @@ def test_scenes_sharing_the_loop_equal_the_same_scenes_made_alone(
         assert result.generator == family
     assert [result.batch_size for result in made] == [3, 3, 3]
     assert loop.stats.calls == Counter({3: 2, 2: 1, 1: 1})
+
+
+def test_25_frame_scenes_leave_the_loop_as_they_would_be_made_alone(
+    family: str, alone: VideoEngine, loop: StepScheduler
+) -> None:
+    # Finished scenes are decoded one by one: at SVD-XT's 25 frames, in SVD's chunks of 7 (which do not
+    # divide 25), nothing of one scene may reach another's decode.
+    shape = {"width": 32, "height": 32, "num_frames": 25}
+    if family == "svd":
+        shape["decode_chunk_size"] = 7
+    requests = [scene(family, seed, steps=1, **shape) for seed in (14, 15)]
+
+    made = loop.generate(requests)
+
+    assert [result.batch_size for result in made] == [2, 2]
+    for request, result in zip(requests, made, strict=True):
+        assert_equal_to_alone(alone, request, result)
 
 
 def test_a_scene_joins_a_running_loop_at_the_next_step(
@@ -466,6 +489,9 @@ class CodecProbe:
 
     def key(self, state: SceneState) -> tuple[Any, ...]:
         return ()
+
+    def split(self, states: list[SceneState]) -> list[list[SceneState]]:
+        return [states]
 
     def advance(self, states: list[SceneState]) -> None:
         if self.decoding.is_set():

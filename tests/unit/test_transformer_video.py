@@ -99,6 +99,34 @@ def test_a_batch_with_its_own_keyframes_and_prompts_equals_its_singles(
         assert np.abs(together.frames.astype(int) - alone.frames.astype(int)).max() <= 1
 
 
+def test_a_batch_of_25_frame_scenes_at_an_uneven_size_equals_its_singles(
+    engine: TransformerVideoEngine,
+) -> None:
+    # SVD's chunked decode mixed two videos at 25 frames; LTX's and Wan's VAEs decode each latent video
+    # whole, one batch row each. This holds them to it at that length, in a shape that is neither square
+    # nor a power of two (96x32: 3x1 latent tokens for LTX, 6x2 patches for Wan).
+    requests = [
+        SceneRequest(
+            image=keyframe(30 + i, (96, 32)),
+            seed=30 + i,
+            prompt=prompt,
+            width=96,
+            height=32,
+            num_frames=25,
+            num_inference_steps=1,
+        )
+        for i, prompt in enumerate(["a red fox", "the sea and the sky"])
+    ]
+
+    batch = engine.generate(requests)
+    singles = [engine.generate([request])[0] for request in requests]
+
+    assert [item.batch_size for item in batch] == [2, 2]
+    for together, alone in zip(batch, singles, strict=True):
+        assert together.frames.shape == (25, 32, 96, 3)
+        assert np.abs(together.frames.astype(int) - alone.frames.astype(int)).max() <= 1
+
+
 def test_progress_is_reported_once_per_step(engine: TransformerVideoEngine) -> None:
     steps: list[tuple[int, int]] = []
     engine.generate(

@@ -74,3 +74,11 @@ def test_a_text_family_job_plans_at_the_family_size_and_frames() -> None:
     assert plan.generation_size[0] % 32 == 0 and plan.generation_size[1] % 32 == 0
     # Scenes of 5 s at 24 fps; a longer one splits into calls within the 121-frame limit.
     assert all(n <= 121 for n in segment_frames(300, 121))
+
+
+def test_svd_refuses_cpu_offload_with_torch_compile_at_config_load() -> None:
+    # Offload's hook on the UNet is not compilable: the replica would load, then fail its first scene.
+    with pytest.raises(ValidationError, match="video.cpu_offload and video.torch_compile exclude each other"):
+        AppConfig.model_validate({"video": {"cpu_offload": True, "torch_compile": True}})
+    for alone in ("cpu_offload", "torch_compile"):
+        assert getattr(AppConfig.model_validate({"video": {alone: True}}).video, alone)
