@@ -221,6 +221,14 @@ def is_out_of_memory(exc: BaseException) -> bool:
     )
 
 
+def is_recompile_limit(exc: BaseException) -> bool:
+    """True when torch.compile gave up on a new shape: a fullgraph compile raises this once a function has
+    been compiled `torch._dynamo.config.recompile_limit` times (batch sizes and sizes that keep changing)."""
+    from torch._dynamo.exc import FailOnRecompileLimitHit
+
+    return isinstance(exc, FailOnRecompileLimitHit)
+
+
 def _dtype_keyword() -> str:
     # diffusers renamed `torch_dtype` to `dtype` (the old name warns); older releases only know the old
     # one and would silently ignore `dtype`, so pick by whether this release has the renaming helper.

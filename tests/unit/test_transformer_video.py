@@ -444,3 +444,34 @@ def test_a_checkpoint_made_for_another_pipeline_is_named_in_a_warning(
 
     [warning] = [r.getMessage() for r in caplog.records if "made for" in r.getMessage()]
     assert "ltx-0.9.5-like was made for LTXConditionPipeline" in warning
+
+
+def test_when_torch_compile_gives_up_on_a_new_batch_size_the_call_runs_uncompiled(
+    tiny_wan_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Batches of every size and scenes of every length meet the compiled model; a fullgraph compile past
+    # its recompile limit raises instead of running. (The eager backend: dynamo's guards, no codegen.)
+    import dataclasses
+
+    import torch._dynamo
+
+    plain = TransformerVideoEngine(config_of("wan", tiny_wan_path))
+    engine = TransformerVideoEngine(config_of("wan", tiny_wan_path))
+    engine.load()
+    engine._pipeline.transformer = torch.compile(
+        engine._pipeline.transformer, backend="eager", fullgraph=True
+    )
+    engine._runtime = dataclasses.replace(engine.runtime, torch_compile=True)
+    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 1)  # this thread's; the calls run on it
+    requests = [SceneRequest(image=keyframe(80 + i), seed=80 + i, prompt="fox") for i in range(2)]
+    try:
+        engine.generate(requests[:1])
+        batch = engine.generate(requests)  # a second batch size: a second compile, past the limit
+    finally:
+        torch._dynamo.reset()
+
+    assert engine.runtime is not None and not engine.runtime.torch_compile
+    assert not isinstance(engine._pipeline.transformer, torch._dynamo.eval_frame.OptimizedModule)
+    for made, request in zip(batch, requests, strict=True):
+        [alone] = plain.generate([request])
+        assert np.abs(made.frames.astype(int) - alone.frames.astype(int)).max() <= 1
