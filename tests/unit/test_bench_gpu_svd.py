@@ -47,3 +47,39 @@ def test_the_cpu_smoke_run_times_both_sides_and_finds_them_identical(tmp_path: P
         assert 0 < result[side]["vae_decode_s"] < result[side]["video_s"]
     # Same weights, same noise, same kernels on CPU: the engine's options must not change a single pixel.
     assert result["difference"]["max_abs_levels"] == 0
+
+
+def test_the_plain_pipeline_is_freed_before_the_engine_is_measured(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A pipeline still alive when the engine runs puts its ~4.5 GB into the engine's peak. The automatic
+    # collector is off here, so only what the bench does itself frees a reference cycle.
+    import gc
+    import weakref
+
+    from diffusers import StableVideoDiffusionPipeline
+
+    pipelines: list[weakref.ref] = []
+    real_load = StableVideoDiffusionPipeline.from_pretrained.__func__  # type: ignore[attr-defined]
+
+    def recording_load(cls: type, *args: object, **kwargs: object) -> object:
+        pipeline = real_load(cls, *args, **kwargs)
+        pipelines.append(weakref.ref(pipeline))
+        return pipeline
+
+    alive_when_engine_starts: list[bool] = []
+
+    def engine_side(*args: object, **kwargs: object) -> dict[str, object]:
+        alive_when_engine_starts.append(pipelines[0]() is not None)
+        raise SystemExit("the engine side is not what this test measures")
+
+    monkeypatch.setattr(StableVideoDiffusionPipeline, "from_pretrained", classmethod(recording_load))
+    monkeypatch.setattr(gpu_svd, "engine_best", engine_side)
+    gc.disable()
+    try:
+        with pytest.raises(SystemExit):
+            gpu_svd.main(["--tiny", "--out", str(tmp_path / "gpu_svd.json")])
+    finally:
+        gc.enable()
+
+    assert alive_when_engine_starts == [False]
