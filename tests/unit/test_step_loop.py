@@ -702,3 +702,68 @@ def alone_wan(tiny_wan_path: Path) -> VideoEngine:
     engine = build_video_engine(config_of("wan", tiny_wan_path))
     assert isinstance(engine, VideoEngine)
     return engine
+
+
+# -- on a GPU ----------------------------------------------------------------------------------------------
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_on_cuda_admission_sees_the_memory_another_process_holds() -> None:
+    # The driver's free memory counts every process on the device; this one allocates nothing here.
+    import subprocess
+    import sys
+
+    from engines.step_loop import CudaMemory
+
+    memory = CudaMemory(torch.device("cuda"))
+    admission = MemoryAdmission(memory, fraction=0.9)
+    shape, gib = (1, 1, 1), 2**30
+    admission.per_scene[shape] = gib
+    assert admission.allows(shape, 1)  # 2 GiB on an idle device
+    hog = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time, torch; free, _ = torch.cuda.mem_get_info(); "
+            "held = torch.empty(int(free - 1.5 * 2**30), dtype=torch.uint8, device='cuda'); "
+            "print('held', flush=True); time.sleep(300)",
+        ],
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert hog.stdout is not None and hog.stdout.readline().strip() == b"held"
+        assert memory.free() < 2 * gib and memory.allocated() < gib
+        assert not admission.allows(shape, 1)
+    finally:
+        hog.kill()
+        hog.wait()
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_on_cuda_the_loop_learns_costs_and_its_scenes_equal_the_same_scenes_alone(
+    tiny_svd_path: Path,
+) -> None:
+    from engines.step_loop import CudaMemory, peak_memory_allocated
+
+    cuda = torch.device("cuda")
+    alone = build_video_engine(config_of("svd", tiny_svd_path, device="cuda"))
+    loop = build_video_engine(config_of("svd", tiny_svd_path, device="cuda", scheduling="step"))
+    assert isinstance(alone, VideoEngine) and isinstance(loop, StepScheduler)
+    requests = [scene("svd", seed, steps=3) for seed in (171, 172, 173, 174)]
+    try:
+        made = loop.generate(requests)
+        admission = loop._admission
+    finally:
+        loop.unload()
+
+    assert admission is not None and isinstance(admission.probe, CudaMemory)
+    assert admission.per_scene and all(cost > 0 for cost in admission.per_scene.values())
+    assert peak_memory_allocated(cuda) >= torch.cuda.max_memory_allocated(cuda) > 0
+    for each, result in zip(requests, made, strict=True):
+        [reference] = alone.generate([each])
+        # float16 on CUDA: kernels chosen per batch size round differently (the engine's own GPU test's bound).
+        assert np.abs(result.frames.astype(int) - reference.frames.astype(int)).max() <= 8

@@ -1,0 +1,54 @@
+"""The wheels a bare Python 3.12 + PyTorch image lacks to run bench/device_check.sh, as `name==version`.
+
+    python -m bench.device_wheels        # one requirement a line; `make device-wheels` downloads them
+
+The image has PyTorch with CUDA (and what PyTorch requires), NumPy and pytest, and no network. The device
+checks import diffusers, accelerate, transformers, pydantic, ftfy and Pillow; this lists those with every
+package they require on Python 3.12 on Linux, at the versions this venv runs, so the device runs what the
+tests here ran. transformers comes along although images often have one: diffusers 0.42 needs
+huggingface-hub >= 1.32, which an image's transformers 4.x refuses at import (it pins hub below 1.0), so
+the pair must travel together.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata as metadata
+
+from packaging.markers import default_environment
+from packaging.requirements import Requirement
+
+# What the device checks import from outside the project (engines/, bench/gpu_*.py, tests/fixtures/models.py).
+IMPORTED = ("diffusers", "accelerate", "transformers", "pydantic", "ftfy", "Pillow")
+# What the image brings; their own requirements come with them there.
+IMAGE = ("torch", "numpy", "pytest")
+DEVICE_PYTHON = {"python_version": "3.12", "python_full_version": "3.12.0", "extra": ""}
+
+
+def requirements() -> list[str]:
+    """Every package the device needs beyond the image, pinned to this venv's version, sorted by name."""
+    environment = {**default_environment(), **DEVICE_PYTHON}
+    pinned: dict[str, str] = {}
+    skip = {_name(n) for n in IMAGE}
+
+    def add(name: str) -> None:
+        key = _name(name)
+        if key in pinned or key in skip:
+            return
+        distribution = metadata.distribution(name)
+        pinned[key] = distribution.version
+        for line in distribution.requires or []:
+            requirement = Requirement(line)
+            if requirement.marker is None or requirement.marker.evaluate(environment):
+                add(requirement.name)
+
+    for name in IMPORTED:
+        add(name)
+    return [f"{name}=={version}" for name, version in sorted(pinned.items())]
+
+
+def _name(name: str) -> str:
+    return name.lower().replace("_", "-").replace(".", "-")
+
+
+if __name__ == "__main__":
+    print("\n".join(requirements()))
