@@ -65,10 +65,11 @@ class ModelSourceConfig(BaseModel):
         "Ignored on CUDA.",
     )
 
-    # What `dtype: auto` is on CUDA. A model whose activations overflow in float16 overrides it (bfloat16).
+    # What `dtype: auto` is on CUDA. A model whose activations overflow in float16 overrides it with
+    # bfloat16, and an explicit float16 then warns.
     cuda_auto_dtype: ClassVar[torch.dtype] = torch.float16
     # Components that load in a dtype of their own whatever `dtype` says (diffusers' per-component
-    # `torch_dtype`): e.g. a VAE that its authors only run in float32.
+    # `torch_dtype`): e.g. a VAE its authors load in float32.
     component_dtypes: ClassVar[Mapping[str, torch.dtype]] = {}
 
 
@@ -133,7 +134,9 @@ def placement_for(config: ModelSourceConfig, device: torch.device, bf16_supporte
         logger.warning("dtype='float16' is not supported well on CPU; using float32 instead")
         dtype = torch.float32
     if dtype == torch.float16 and config.cuda_auto_dtype == torch.bfloat16:
-        logger.warning("dtype='float16' overflows in this model's text encoder: expect NaN; use bfloat16")
+        logger.warning(
+            "dtype='float16' overflows in this model (it runs in bfloat16): expect NaN; use 'auto'"
+        )
     components = {name: d for name, d in config.component_dtypes.items() if d != dtype}
     return Placement(device=device, dtype=dtype, component_dtypes=components)
 

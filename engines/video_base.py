@@ -143,7 +143,8 @@ class SchedulingConfig(BaseModel):
         le=1.0,
         description="Under `scheduling: step` on CUDA, a scene is admitted only while the step peak measured "
         "per scene at its shape, times the scenes of that shape, fits in this share of the replica's part "
-        "of the device's memory (its `num_gpus` of the whole: two replicas at 0.5 get 0.45 of it each).",
+        "of the device's memory (its `num_gpus` of the whole: two replicas at 0.5 get 0.45 of it each), and "
+        "in what the driver reports free (every process on the device counted) less a margin.",
     )
 
 
