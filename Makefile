@@ -76,13 +76,14 @@ bench: install
 bench-smoke: install
 	$(BIN)/python -m pytest tests/bench
 
-# Wheels the GPU machine's image lacks, at the versions this venv runs; bench/device_check.sh installs them
-# there (its Python is 3.12 and it has PyTorch, transformers and pytest, but no network).
-DEVICE_PACKAGES := diffusers ftfy wcwidth pydantic pydantic-core annotated-types typing-inspection typing-extensions importlib-metadata
+# Wheels a bare Python 3.12 + PyTorch image lacks, at the versions this venv runs (bench/device_wheels.py
+# lists them: diffusers, accelerate, transformers and everything they require, less torch, numpy and pytest);
+# bench/device_check.sh installs them on the GPU machine, which has no network.
 device-wheels: install
+	rm -rf .whl
 	$(BIN)/python -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 		--platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl \
-		$$($(BIN)/python -c "import importlib.metadata as m, sys; print(*(f'{p}=={m.version(p)}' for p in sys.argv[1:]))" $(DEVICE_PACKAGES))
+		$$($(BIN)/python -m bench.device_wheels)
 
 tiny-models: install
 	$(BIN)/python -m engines.tiny_models out/tiny-models

@@ -12,11 +12,14 @@ per UNet step, for the VAE decode, and the peak of `torch.cuda.max_memory_alloca
 from __future__ import annotations
 
 import argparse
+import contextlib
+import gc
 import json
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
+import weakref
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -107,23 +110,46 @@ class Probe:
         self.mark_step()
         return kwargs
 
-    def wrap_decode(self, pipeline: Any) -> None:
-        original = pipeline.decode_latents
+    @contextlib.contextmanager
+    def timing(self, owner: Any, name: str) -> Iterator[None]:
+        """Time every call of ``owner.name`` (a method) inside the block; the method is put back after.
 
-        def timed_decode(*args: Any, **kwargs: Any) -> Any:
+        Put back, because the timed wrapper holds the bound method, which holds ``owner``: left on
+        ``owner``, it is a reference cycle that keeps ``owner`` (a whole pipeline, or its VAE) alive until
+        the garbage collector happens to run, and its memory counts in the next side's peak.
+        """
+        original = getattr(owner, name)
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
             _sync()
             started = time.perf_counter()
-            frames = original(*args, **kwargs)
+            out = original(*args, **kwargs)
             _sync()
             self.decode_s += time.perf_counter() - started
-            return frames
+            return out
 
-        pipeline.decode_latents = timed_decode
+        setattr(owner, name, timed)
+        try:
+            yield
+        finally:
+            delattr(owner, name)  # the instance attribute goes; the class's method shows through again
 
     def step_s(self) -> float | None:
         """Median seconds per UNet step (the first step, which includes setup, is left out)."""
         gaps = np.diff(self.step_marks)
         return float(statistics.median(gaps)) if len(gaps) else None
+
+
+def release(refs: list[weakref.ref[Any]], what: str) -> float | None:
+    """Collect what ``refs`` point to and return its memory to the device before the next side is measured;
+    raises if any of it is still alive (its memory would count in that side's peak). Returns the GB this
+    process still has allocated on CUDA (None on the CPU)."""
+    gc.collect()
+    _empty_cache()
+    alive = [type(obj).__name__ for obj in (ref() for ref in refs) if obj is not None]
+    if alive:
+        raise RuntimeError(f"{what} is still referenced after gc.collect(): {', '.join(alive)}")
+    return torch.cuda.memory_allocated() / 2**30 if torch.cuda.is_available() else None
 
 
 def measure(run: Callable[[Probe], np.ndarray], probe: Probe, device: str) -> dict[str, Any]:
@@ -144,8 +170,11 @@ def measure(run: Callable[[Probe], np.ndarray], probe: Probe, device: str) -> di
     }
 
 
-def plain_diffusers(model: Path, device: str, image: Image.Image, shape: dict[str, int]) -> dict[str, Any]:
-    """The reference: `StableVideoDiffusionPipeline.from_pretrained` in fp16 with its defaults."""
+def plain_diffusers(
+    model: Path, device: str, image: Image.Image, shape: dict[str, int]
+) -> tuple[dict[str, Any], list[weakref.ref[Any]]]:
+    """The reference: `StableVideoDiffusionPipeline.from_pretrained` in fp16 with its defaults. Returns its
+    numbers and weak references to the pipeline, which `release` must find dead before the engine runs."""
     from diffusers import StableVideoDiffusionPipeline
 
     dtype = torch.float16 if device == "cuda" else torch.float32  # CPU has no fast fp16 kernels
@@ -168,9 +197,9 @@ def plain_diffusers(model: Path, device: str, image: Image.Image, shape: dict[st
 
     run(Probe(), steps=2)  # warm-up: CUDA context, cuDNN autotuning, allocator
     probe = Probe()
-    probe.wrap_decode(pipeline)
-    # The pipeline is freed when this returns (nothing else holds it), before the engine loads.
-    return measure(run, probe, device) | {"dtype": str(dtype), "options": "diffusers defaults (SDPA)"}
+    with probe.timing(pipeline, "decode_latents"):
+        result = measure(run, probe, device)
+    return result | {"dtype": str(dtype), "options": "diffusers defaults (SDPA)"}, [weakref.ref(pipeline)]
 
 
 def engine_best(
@@ -215,8 +244,8 @@ def engine_best(
         engine = build(False)
         run_with(engine)(Probe(), steps=2)
     probe = Probe()
-    probe.wrap_decode(engine._pipeline)  # the bench reaches in only to time the decode
-    result = measure(run_with(engine), probe, device)
+    with probe.timing(engine._pipeline, "decode_latents"):  # the bench reaches in only to time the decode
+        result = measure(run_with(engine), probe, device)
     runtime = engine.runtime
     engine.unload()
     return result | {"dtype": runtime.dtype if runtime else "?", "options": str(runtime), "note": note}
@@ -267,10 +296,11 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="svd-xt-random-") as scratch:
         model = build_and_save(read_configs(args.tiny), Path(scratch) / "svd", device)
         print(f"built and saved in {time.monotonic() - started:.0f} s; plain diffusers ...", flush=True)
-        plain = plain_diffusers(model, device, image, shape)
+        plain, plain_refs = plain_diffusers(model, device, image, shape)
         # Written now too, so a run stopped while the engine compiles still leaves the reference numbers.
         _save(args.out, result | {"plain_diffusers": _without_frames(plain)})
-        print(f"plain diffusers: {plain['video_s']:.1f} s a video; the engine ...", flush=True)
+        result["allocated_gb_before_engine"] = release(plain_refs, "the plain pipeline")
+        print(f"plain diffusers: {plain['video_s']:.1f} s a video (freed); the engine ...", flush=True)
         ours = engine_best(model, device, image, shape, compile_unet=not args.no_compile)
     difference = compare(ours.pop("frames"), plain.pop("frames"))
     result |= {

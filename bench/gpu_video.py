@@ -19,6 +19,7 @@ import argparse
 import json
 import tempfile
 import time
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from bench.gpu_svd import OUT, SEED, Probe, _empty_cache, _save, _sync, compare, measure
+from bench.gpu_svd import OUT, SEED, Probe, _empty_cache, _save, compare, measure, release
 
 PROMPT = "a red fox runs through fresh snow at dawn, the camera follows"
 # The published resolutions and lengths: LTX-Video's 768x512 and Wan 2.2 TI2V-5B's 720p, 5 s at 24 fps.
@@ -101,23 +102,12 @@ def build_pipeline(family: str, device: str) -> tuple[Any, dict[str, int]]:
     return pipeline, counts
 
 
-def _wrap_vae_decode(probe: Probe, pipeline: Any) -> None:
-    # These pipelines call vae.decode directly (SVD's have decode_latents): time that.
-    original = pipeline.vae.decode
-
-    def timed(*args: Any, **kwargs: Any) -> Any:
-        _sync()
-        started = time.perf_counter()
-        out = original(*args, **kwargs)
-        _sync()
-        probe.decode_s += time.perf_counter() - started
-        return out
-
-    pipeline.vae.decode = timed
-
-
-def plain_diffusers(family: str, model: Path, device: str, image: Image.Image, shape: dict) -> dict[str, Any]:
-    """The reference: the stock image-to-video pipeline, `from_pretrained` in bf16 with its defaults."""
+def plain_diffusers(
+    family: str, model: Path, device: str, image: Image.Image, shape: dict
+) -> tuple[dict[str, Any], list[weakref.ref[Any]]]:
+    """The reference: the stock image-to-video pipeline, `from_pretrained` in bf16 with its defaults.
+    Returns its numbers and weak references to the pipeline and its VAE, which `release` must find dead
+    before the engine runs."""
     from diffusers import LTXImageToVideoPipeline, WanImageToVideoPipeline
 
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
@@ -138,17 +128,19 @@ def plain_diffusers(family: str, model: Path, device: str, image: Image.Image, s
 
     run(Probe(), steps=2)  # warm-up: CUDA context, kernels, allocator
     probe = Probe()
-    _wrap_vae_decode(probe, pipeline)
-    return measure(run, probe, device) | {"dtype": str(dtype), "options": "diffusers defaults (SDPA)"}
+    # These pipelines call vae.decode directly (SVD's have decode_latents): time that.
+    with probe.timing(pipeline.vae, "decode"):
+        result = measure(run, probe, device)
+    refs = [weakref.ref(pipeline), weakref.ref(pipeline.vae)]
+    return result | {"dtype": str(dtype), "options": "diffusers defaults (SDPA)"}, refs
 
 
 def engine(family: str, model: Path, device: str, image: Image.Image, shape: dict, options: dict) -> dict:
     """Our engine (`TransformerVideoEngine.generate`, what the SVDGenerator deployment runs for the family)."""
-    from engines.transformer_video import LTXConfig, TransformerVideoEngine, WanConfig
+    from engines.transformer_video import TransformerVideoEngine
     from engines.video_base import SceneRequest
 
-    config_cls = LTXConfig if family == "ltx" else WanConfig
-    config = config_cls(
+    config = _config_class(family)(
         model_path=str(model), device=device, dtype="bfloat16" if device == "cuda" else "float32",
         width=shape["width"], height=shape["height"], num_frames=shape["frames"],
         num_inference_steps=shape["steps"], guidance_scale=shape["guidance"], fps=24,
@@ -163,11 +155,17 @@ def engine(family: str, model: Path, device: str, image: Image.Image, shape: dic
 
     run(Probe(), steps=2)
     probe = Probe()
-    _wrap_vae_decode(probe, video._pipeline)  # the bench reaches in only to time the decode
-    result = measure(run, probe, device)
+    with probe.timing(video._pipeline.vae, "decode"):  # the bench reaches in only to time the decode
+        result = measure(run, probe, device)
     runtime = video.runtime
     video.unload()
     return result | {"dtype": runtime.dtype if runtime else "?", "options": str(runtime)}
+
+
+def _config_class(family: str) -> Any:
+    from engines.transformer_video import LTXConfig, WanConfig
+
+    return LTXConfig if family == "ltx" else WanConfig
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -190,7 +188,8 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit("no CUDA device: run with --tiny for the CPU smoke run")
     device = "cuda" if cuda else "cpu"
     shape = dict(SHAPES[args.family]) | (TINY_SHAPE if args.tiny else {})
-    shape |= {"max_sequence_length": 16 if args.tiny else 128}
+    # The prompt length each family's pipelines read (LTX 128, Wan 512): the engine configs' defaults.
+    shape |= {"max_sequence_length": 16 if args.tiny else _config_class(args.family)().max_sequence_length}
     shape["negative_prompt"] = "worst quality, inconsistent motion, blurry, jittery, distorted"
     if args.steps:
         shape["steps"] = args.steps
@@ -220,9 +219,10 @@ def main(argv: list[str] | None = None) -> None:
         else:
             model, result["parameters"] = build_and_save(args.family, Path(scratch) / "model", device)
         print(f"built in {time.monotonic() - started:.0f} s; plain diffusers ...", flush=True)
-        plain = plain_diffusers(args.family, model, device, image, shape)
+        plain, plain_refs = plain_diffusers(args.family, model, device, image, shape)
         _save(out, result | {"plain_diffusers": {k: v for k, v in plain.items() if k != "frames"}})
-        print(f"plain diffusers: {plain['video_s']:.1f} s a video; the engine ...", flush=True)
+        result["allocated_gb_before_engine"] = release(plain_refs, "the plain pipeline")
+        print(f"plain diffusers: {plain['video_s']:.1f} s a video (freed); the engine ...", flush=True)
         ours = engine(args.family, model, device, image, shape, options)
     result |= {
         "plain_diffusers": plain,

@@ -22,7 +22,7 @@ from deployments.batching import BatchSettings, apply_batch_settings, run_batch
 from deployments.model_thread import ModelThread
 from engines.fallback import FallbackPolicy, KeyframeResult, SceneResult, animate_scenes, load_under_policy
 from engines.stages import Animated, AnimateRequest, AnimationEvent, KeyframeReady, StepDone, follow_steps
-from engines.step_loop import StepScheduler
+from engines.step_loop import StepScheduler, peak_memory_allocated
 from engines.svd import SVDConfig
 from engines.transformer_video import TransformerVideoConfig
 from engines.video import build_video_engine
@@ -206,10 +206,10 @@ class SVDGenerator:
             raise RuntimeError(f"SVD unusable: {self.unavailable}")
 
     def _record_gpu_memory(self) -> None:
-        import torch
-
-        if torch.cuda.is_available():
-            metrics.get().gpu_memory.set(torch.cuda.max_memory_allocated())
+        # Not torch's peak counter itself: the step loop resets it every step it measures.
+        peak = peak_memory_allocated()
+        if peak:
+            metrics.get().gpu_memory.set(peak)
 
     def __del__(self) -> None:
         self.thread.shutdown()

@@ -11,10 +11,10 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
@@ -65,17 +65,38 @@ class ModelSourceConfig(BaseModel):
         "Ignored on CUDA.",
     )
 
+    # What `dtype: auto` is on CUDA. A model whose activations overflow in float16 overrides it with
+    # bfloat16, and an explicit float16 then warns.
+    cuda_auto_dtype: ClassVar[torch.dtype] = torch.float16
+    # Components that load in a dtype of their own whatever `dtype` says (diffusers' per-component
+    # `torch_dtype`): e.g. a VAE its authors load in float32.
+    component_dtypes: ClassVar[Mapping[str, torch.dtype]] = {}
+
 
 @dataclass(frozen=True)
 class Placement:
-    """The device and dtype a model actually got, after `auto` was resolved."""
+    """The device and dtype a model actually got, after `auto` was resolved.
+
+    Args:
+        device: where it runs.
+        dtype: the dtype of its weights and activations.
+        component_dtypes: pipeline components kept in another dtype (name to dtype).
+    """
 
     device: torch.device
     dtype: torch.dtype
+    component_dtypes: Mapping[str, torch.dtype] = field(default_factory=dict)
+
+    @property
+    def load_dtype(self) -> torch.dtype | dict[str, torch.dtype]:
+        """What `load_pipeline` takes: the dtype, or diffusers' dict of one per component and a default."""
+        if not self.component_dtypes:
+            return self.dtype
+        return {"default": self.dtype, **self.component_dtypes}
 
 
 def resolve_placement(config: ModelSourceConfig) -> Placement:
-    """Turn the config's `device` and `dtype` (possibly `auto`) into concrete torch values.
+    """Turn the config's `device` and `dtype` (possibly `auto`) into concrete torch values on this machine.
 
     Raises:
         ModelUnavailable: `device="cuda"` was asked for but no CUDA device is visible.
@@ -86,14 +107,38 @@ def resolve_placement(config: ModelSourceConfig) -> Placement:
     device = torch.device(
         "cuda" if config.device == "cuda" or (config.device == "auto" and has_cuda) else "cpu"
     )
-    if config.dtype == "auto":
-        dtype = torch.float16 if device.type == "cuda" else torch.float32
-    else:
+    bf16 = device.type != "cuda" or torch.cuda.is_bf16_supported()
+    return placement_for(config, device, bf16_supported=bf16)
+
+
+def placement_for(config: ModelSourceConfig, device: torch.device, bf16_supported: bool = True) -> Placement:
+    """The dtypes ``config`` gets on ``device``, a machine-independent half of `resolve_placement`.
+
+    Args:
+        config: the model's settings; its class says what `auto` means on CUDA (`cuda_auto_dtype`) and
+            which components keep a dtype of their own (`component_dtypes`).
+        device: the resolved device.
+        bf16_supported: whether that device computes in bfloat16 (GPUs before Ampere do not).
+    """
+    if config.dtype != "auto":
         dtype = _DTYPES[config.dtype]
+    elif device.type != "cuda":
+        dtype = torch.float32
+    elif config.cuda_auto_dtype == torch.bfloat16 and not bf16_supported:
+        # float16 would overflow where bfloat16 was asked for: full precision is the safe substitute.
+        logger.warning("this GPU has no bfloat16; dtype 'auto' uses float32 (twice the weight memory)")
+        dtype = torch.float32
+    else:
+        dtype = config.cuda_auto_dtype
     if dtype == torch.float16 and device.type == "cpu":
         logger.warning("dtype='float16' is not supported well on CPU; using float32 instead")
         dtype = torch.float32
-    return Placement(device=device, dtype=dtype)
+    if dtype == torch.float16 and config.cuda_auto_dtype == torch.bfloat16:
+        logger.warning(
+            "dtype='float16' overflows in this model (it runs in bfloat16): expect NaN; use 'auto'"
+        )
+    components = {name: d for name, d in config.component_dtypes.items() if d != dtype}
+    return Placement(device=device, dtype=dtype, component_dtypes=components)
 
 
 @contextlib.contextmanager
@@ -115,14 +160,18 @@ def cpu_threads(count: int | None, device: torch.device | None) -> Iterator[None
 
 
 def load_pipeline(
-    pipeline_cls: Any, config: ModelSourceConfig, dtype: torch.dtype, marker: str = "model_index.json"
+    pipeline_cls: Any,
+    config: ModelSourceConfig,
+    dtype: torch.dtype | Mapping[str, torch.dtype],
+    marker: str = "model_index.json",
 ) -> Any:
     """Load a diffusers pipeline (or a transformers model) from `config.model_path` or the Hub id `config.model`.
 
     Args:
         pipeline_cls: the class whose `from_pretrained` to use (a pipeline, an auto-pipeline, a model).
         config: the source settings (`model`, `model_path`, `auto_download`).
-        dtype: the torch dtype to load the weights in.
+        dtype: the torch dtype to load the weights in, or one per component with a "default"
+            (`Placement.load_dtype`).
         marker: the file a saved folder has (`config.json` for a transformers model).
 
     Raises:
@@ -143,7 +192,8 @@ def load_pipeline(
     kwargs: dict[str, Any] = {_dtype_keyword(): dtype, "local_files_only": local_only}
     # Half-precision variant files are half the download and load straight into fp16; not every
     # repository ships them, so try them first and quietly take the full-precision files otherwise.
-    variants = ["fp16", None] if dtype == torch.float16 else [None]
+    default = dtype.get("default", torch.float32) if isinstance(dtype, Mapping) else dtype
+    variants = ["fp16", None] if default == torch.float16 else [None]
     last_error: Exception | None = None
     for variant in variants:
         try:
@@ -172,6 +222,14 @@ def is_out_of_memory(exc: BaseException) -> bool:
     return isinstance(exc, torch.OutOfMemoryError) or (
         isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
     )
+
+
+def is_recompile_limit(exc: BaseException) -> bool:
+    """True when torch.compile gave up on a new shape: a fullgraph compile raises this once a function has
+    been compiled `torch._dynamo.config.recompile_limit` times (batch sizes and sizes that keep changing)."""
+    from torch._dynamo.exc import FailOnRecompileLimitHit
+
+    return isinstance(exc, FailOnRecompileLimitHit)
 
 
 def _dtype_keyword() -> str:

@@ -11,10 +11,12 @@ decoded and is returned at once.
 
 The family's `Stepper` (`engines.svd_steps`, `engines.wan_steps`) knows how to start, advance and finish a
 scene; `StepScheduler` here knows nothing of models. It admits scenes in arrival order up to
-`video.max_active_scenes` (and on CUDA only while the peak measured per scene at that shape fits in
-`video.step_memory_fraction` of the replica's share of the device), removes a cancelled scene at the next
-step, reports each scene's steps as they happen, and splits a step that ran out of memory (after which it
-keeps one scene fewer in the loop than it held then, for the rest of the replica's life).
+`video.max_active_scenes` (and on CUDA only while the memory that the step peak measured per scene at that
+shape needs is free on the device and within the replica's share of it: see `MemoryAdmission`), removes a
+cancelled scene at the next step, reports each scene's steps as they happen, and splits a step that ran out
+of memory (after which it keeps one scene fewer in the loop than it held then, for the rest of the
+replica's life). When it runs out of scenes it parks a CPU-offloaded model, as a pipeline call does at its
+end; when torch.compile gives up on the shapes it meets, the loop steps on with the uncompiled model.
 
 `StepScheduler.generate` has the engine's signature, so the fallback, the deployment and the in-process
 stages use it like any engine; a call blocks only its own caller, until its own scenes are done.
@@ -26,7 +28,7 @@ import logging
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
@@ -35,7 +37,7 @@ from typing import Any, Protocol
 import torch
 
 from core.errors import GenerationCancelled, ModelUnavailable
-from engines.loading import cpu_threads, is_out_of_memory, release_memory
+from engines.loading import cpu_threads, is_out_of_memory, is_recompile_limit, release_memory
 from engines.video_base import CancelToken, ProgressCallback, SceneFrames, SceneRequest, VideoEngine
 
 logger = logging.getLogger(__name__)
@@ -99,11 +101,23 @@ class Stepper(Protocol):
 
 
 class MemoryProbe(Protocol):
-    """Device memory as `torch.cuda` reports it (a stand-in in tests)."""
+    """Device memory as the driver and torch's caching allocator report it (a stand-in in tests)."""
 
-    def allocated(self) -> int: ...
+    def free(self) -> int:
+        """Bytes the driver can still hand out, after every process on the device took its share."""
+        ...
 
-    def peak(self) -> int: ...
+    def reserved(self) -> int:
+        """Bytes this process's caching allocator holds, in use or cached for reuse."""
+        ...
+
+    def allocated(self) -> int:
+        """Bytes of this process's live tensors."""
+        ...
+
+    def peak(self) -> int:
+        """The most bytes allocated since `reset_peak`."""
+        ...
 
     def reset_peak(self) -> None: ...
 
@@ -116,6 +130,12 @@ class CudaMemory:
     def __init__(self, device: torch.device) -> None:
         self.device = device
 
+    def free(self) -> int:
+        return int(torch.cuda.mem_get_info(self.device)[0])
+
+    def reserved(self) -> int:
+        return int(torch.cuda.memory_reserved(self.device))
+
     def allocated(self) -> int:
         return int(torch.cuda.memory_allocated(self.device))
 
@@ -123,42 +143,96 @@ class CudaMemory:
         return int(torch.cuda.max_memory_allocated(self.device))
 
     def reset_peak(self) -> None:
+        # torch keeps one peak per device for the whole process; keep what this reset erases, so the
+        # replica's peak since it started (the `gpu_memory` metric) survives the loop's per-step resets.
+        index = _index(self.device)
+        _PEAK_BEFORE_RESETS[index] = max(_PEAK_BEFORE_RESETS.get(index, 0), self.peak())
         torch.cuda.reset_peak_memory_stats(self.device)
 
     def total(self) -> int:
         return int(torch.cuda.get_device_properties(self.device).total_memory)
 
 
-class MemoryAdmission:
-    """Admits a scene while the step peak measured per scene at its shape fits the budget.
+_PEAK_BEFORE_RESETS: dict[int, int] = {}
 
-    The peak of a step over n scenes of one shape, less the memory held before it (weights and every scene's
-    latents), divided by n, is that shape's cost per scene; the largest seen is kept. A shape not measured
-    yet is admitted alone, so its first step measures it.
+
+def peak_memory_allocated(device: torch.device | None = None) -> int:
+    """The most memory this process's tensors have held on ``device`` (default the current one) since it
+    started, whatever the step loop reset in torch's peak counter meanwhile; 0 without CUDA."""
+    if not torch.cuda.is_available():
+        return 0
+    index = _index(device)
+    return max(_PEAK_BEFORE_RESETS.get(index, 0), int(torch.cuda.max_memory_allocated(index)))
+
+
+def _index(device: torch.device | None) -> int:
+    if device is not None and device.index is not None:
+        return device.index
+    return torch.cuda.current_device()
+
+
+class MemoryAdmission:
+    """Admits a scene while the next step of its shape fits the memory the device has left.
+
+    Cost: the peak of a step over n scenes of one shape, less the memory allocated before it, divided by n,
+    is that shape's cost per scene; the largest seen is kept. Only steps with no decode running beside them
+    are measured: a decode's VAE work would be counted as the step's, and kept for the replica's life. A
+    shape not measured yet is admitted alone, so its first step measures it. A decode that ran with no step
+    beside it measures what a decode costs.
+
+    Room: a step over k scenes of a shape, one of them new, needs cost x k. That must fit in what the driver
+    has free (after every process on the device: another replica, the painter, the CUDA contexts) plus what
+    this process's allocator holds unused, less a margin for fragmentation and less the largest decode
+    seen (one may start beside the step); and what this process allocates must stay within its share.
 
     Args:
         probe: where memory is read from.
-        fraction: share of the device's memory the loop may fill.
+        fraction: the replica's share of the device's memory (`step_memory_fraction` x its `num_gpus`).
+        margin: the share of the device's memory kept free besides (default 5%: 4 GB of an 80 GB GPU).
     """
 
-    def __init__(self, probe: MemoryProbe, fraction: float) -> None:
+    def __init__(self, probe: MemoryProbe, fraction: float, margin: float = 0.05) -> None:
         self.probe = probe
         self.budget = int(probe.total() * fraction)
+        self.margin = int(probe.total() * margin)
         self.per_scene: dict[tuple[Any, ...], int] = {}
+        self.decode_cost = 0
 
     def allows(self, shape: tuple[Any, ...], active_with_shape: int) -> bool:
         cost = self.per_scene.get(shape)
         if cost is None:
             return active_with_shape == 0
-        return self.probe.allocated() + cost * (active_with_shape + 1) <= self.budget
+        need = cost * (active_with_shape + 1)
+        allocated = self.probe.allocated()
+        cached = max(0, self.probe.reserved() - allocated)
+        room = self.probe.free() + cached - self.margin - self.decode_cost
+        return need <= room and allocated + need <= self.budget
 
-    def measure(self, shape: tuple[Any, ...], scenes: int, run: Any) -> None:
-        """Run ``run()`` (one step over ``scenes`` scenes of ``shape``) and record its cost per scene."""
+    def measure(
+        self, shape: tuple[Any, ...], scenes: int, run: Callable[[], Any], learn: bool = True
+    ) -> None:
+        """Run ``run()`` (one step over ``scenes`` scenes of ``shape``) and, when ``learn`` (no decode ran
+        beside it), record its cost per scene."""
+        if not learn:
+            run()
+            return
+        cost = self._transient(run) // max(scenes, 1)
+        self.per_scene[shape] = max(cost, self.per_scene.get(shape, 0))
+
+    def measure_decode(self, run: Callable[[], Any], alone: Callable[[], bool]) -> Any:
+        """Run ``run()`` (one scene's decode) and return what it returns; record its cost when ``alone()``
+        says afterwards that no step ran beside it."""
+        result: list[Any] = []
+        cost = self._transient(lambda: result.append(run()))
+        if alone():
+            self.decode_cost = max(self.decode_cost, cost)
+        return result[0]
+
+    def _transient(self, run: Callable[[], Any]) -> int:
         self.probe.reset_peak()
         before = self.probe.allocated()
         run()
-        cost = max(0, self.probe.peak() - before) // max(scenes, 1)
-        self.per_scene[shape] = max(cost, self.per_scene.get(shape, 0))
+        return max(0, self.probe.peak() - before)
 
 
 @dataclass(eq=False)
@@ -230,6 +304,10 @@ class StepScheduler:
         self._thread: threading.Thread | None = None
         self._stepper: Stepper | None = None
         self._decoder: ThreadPoolExecutor | None = None
+        # Admission learns only from a step or a decode that ran alone. Each count has one writer: decodes
+        # are submitted and steps run on the loop's thread, decodes are done on the decoder's.
+        self._decodes_submitted = self._decodes_done = 0
+        self._steps_started = self._steps_finished = 0
         # `start` encodes the keyframe and `finish` decodes, both with the VAE, which SVD upcasts in place and
         # Wan's keeps a feature cache in during a call: with a decoder thread the two must take turns.
         self._vae = threading.Lock()
@@ -250,6 +328,11 @@ class StepScheduler:
     def active(self) -> int:
         """Scenes in the loop now."""
         return len(self._active)
+
+    @property
+    def decoding(self) -> int:
+        """Finished scenes whose decode is queued or running."""
+        return self._decodes_submitted - self._decodes_done
 
     def load(self) -> None:
         """Load the engine's model and start the loop's thread (once)."""
@@ -348,6 +431,8 @@ class StepScheduler:
                         self._start(self._stepper, scene)
                     if self._active:
                         self._step_once(self._stepper)
+                    if not self._active and not self.waiting:
+                        self._park()
             except Exception as exc:  # noqa: BLE001 - a loop that dies would strand every waiting caller
                 logger.exception("step loop failed")
                 with self._wake:
@@ -375,6 +460,13 @@ class StepScheduler:
         if self._stepper is not None and device is not None and device.type == "cuda":
             return MemoryAdmission(CudaMemory(device), self.memory_fraction)
         return None
+
+    def _park(self) -> None:
+        # Out of scenes: a pipeline call ends by returning CPU-offloaded models to the CPU; the loop never
+        # makes one, so it does the same here. Not under a decode still running beside the loop (CPU offload
+        # decodes in the loop unless told otherwise): that would move its VAE mid-decode.
+        if self.decoding == 0:
+            self.engine.park()
 
     def _fail_all(self, exc: Exception) -> None:
         for scene in [*self._queue, *self._active]:
@@ -441,23 +533,25 @@ class StepScheduler:
 
     def _advance(self, stepper: Stepper, group: list[_Scene]) -> None:
         """One step for ``group``; on out-of-memory, the halves, then one at a time; a scene that runs out
-        alone fails with `ModelUnavailable` (and the fallback policy takes over for it)."""
+        alone fails with `ModelUnavailable` (and the fallback policy takes over for it). When torch.compile
+        gives up on a new shape (its recompile limit), the same step runs again on the uncompiled model:
+        the model never ran, so no scene moved."""
         states = [scene.state for scene in group if scene.state is not None]
         failure: str | None = None
+        uncompiled = False
         try:
-            if self._admission is not None:
-                shape = self.engine.shape_key(group[0].item)
-                self._admission.measure(shape, len(states), lambda: stepper.advance(states))
-            else:
-                stepper.advance(states)
-            for state in states:
-                state.peers = max(state.peers, len(states))
-            self.stats.calls[len(states)] += 1
+            self._step_measured(stepper, group[0].item, states)
             return
         except Exception as exc:
-            if not is_out_of_memory(exc):
+            if is_recompile_limit(exc) and self.engine.drop_compile():
+                uncompiled = True
+            elif is_out_of_memory(exc):
+                failure = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            else:
                 raise
-            failure = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        if uncompiled:
+            self._advance(stepper, group)
+            return
         release_memory(self._device)
         self._oom_cap = max(1, len(self._active) - 1)
         if len(group) > 1:
@@ -475,6 +569,22 @@ class StepScheduler:
             )
         )
 
+    def _step_measured(self, stepper: Stepper, item: Any, states: list[SceneState]) -> None:
+        # Decodes are submitted from this thread only: with none in flight now, none runs beside this step.
+        alone = self.decoding == 0
+        self._steps_started += 1
+        try:
+            if self._admission is not None:
+                shape = self.engine.shape_key(item)
+                self._admission.measure(shape, len(states), lambda: stepper.advance(states), learn=alone)
+            else:
+                stepper.advance(states)
+        finally:
+            self._steps_finished += 1
+        for state in states:
+            state.peers = max(state.peers, len(states))
+        self.stats.calls[len(states)] += 1
+
     def _finish(self, stepper: Stepper, scene: _Scene) -> None:
         state = scene.state
         assert state is not None
@@ -482,17 +592,29 @@ class StepScheduler:
         def decode() -> None:
             try:
                 with self._vae, torch.inference_mode():
-                    frames = stepper.finish(state)
+                    frames = self._measured_decode(lambda: stepper.finish(state))
                 frames.seconds = time.perf_counter() - scene.admitted_at
                 frames.batch_size = state.peers
                 scene.future.set_result(frames)
             except Exception as exc:  # noqa: BLE001 - handed to the scene's caller
                 scene.future.set_exception(self._as_unavailable(exc))
+            finally:
+                self._decodes_done += 1
 
+        self._decodes_submitted += 1
         if self._decoder is not None:
             self._decoder.submit(decode)
         else:
             decode()
+
+    def _measured_decode(self, finish: Callable[[], SceneFrames]) -> SceneFrames:
+        # Only a decode beside the loop competes with steps for memory; its cost counts when no step ran
+        # during it (none running at its start, none started before its end).
+        if self._admission is None or self._decoder is None:
+            return finish()
+        started, finished = self._steps_started, self._steps_finished
+        quiet = started == finished
+        return self._admission.measure_decode(finish, lambda: quiet and self._steps_started == started)
 
     def _run_call_wise(self, admitted: list[_Scene]) -> None:
         """An engine without a stepper: one `generate` call over what was admitted, as `call` would."""

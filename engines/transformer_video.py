@@ -19,14 +19,14 @@ import math
 import secrets
 import time
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from PIL import Image
 from pydantic import Field, model_validator
 
 from core.errors import InvalidInput, check_seed, is_int
-from engines.loading import ModelSourceConfig, load_pipeline, resolve_placement
+from engines.loading import ModelSourceConfig, Placement, load_pipeline, resolve_placement
 from engines.video_base import (
     CancelToken,
     ProgressCallback,
@@ -43,7 +43,7 @@ logger = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class FamilyRules:
     """What one family's pipeline accepts: frames of `frame_step`k+1, sides in multiples of `size_multiple`,
-    guidance from `min_guidance` to `max_guidance`, and whether it takes text."""
+    guidance from `min_guidance` to `max_guidance`, whether it takes text, and which checkpoints it runs."""
 
     family: str
     label: str
@@ -52,6 +52,7 @@ class FamilyRules:
     min_guidance: float
     max_guidance: float
     takes_text: bool
+    pipelines: tuple[str, ...]  # the pipelines (model_index.json `_class_name`) whose checkpoints it runs
 
     def valid_frames(self, frames: int) -> int:
         """The smallest frame count of this family's shape (step k + 1) that holds ``frames``."""
@@ -73,20 +74,47 @@ class FamilyRules:
 
 FAMILY_RULES: dict[str, FamilyRules] = {
     # SVD's UNet takes any length (it was trained on 14 or 25) at multiples of 8; guidance is its min/max ramp.
-    "svd": FamilyRules("svd", "SVD", 1, 8, 0.0, 20.0, takes_text=False),
+    "svd": FamilyRules(
+        "svd", "SVD", 1, 8, 0.0, 20.0, takes_text=False, pipelines=("StableVideoDiffusionPipeline",)
+    ),
     # pipeline_ltx_image2video: height and width divisible by 32; latent frames (n - 1) // 8 + 1.
-    "ltx": FamilyRules("ltx", "LTX-Video", 8, 32, 1.0, 20.0, takes_text=True),
+    # LTX-Video 0.9.5 and later name LTXConditionPipeline, which this engine does not run.
+    "ltx": FamilyRules(
+        "ltx",
+        "LTX-Video",
+        8,
+        32,
+        1.0,
+        20.0,
+        takes_text=True,
+        pipelines=("LTXPipeline", "LTXImageToVideoPipeline"),
+    ),
     # pipeline_wan_i2v: height and width divisible by 16; num_frames - 1 divisible by 4 (else rounded).
-    "wan": FamilyRules("wan", "Wan", 4, 16, 1.0, 20.0, takes_text=True),
+    "wan": FamilyRules(
+        "wan", "Wan", 4, 16, 1.0, 20.0, takes_text=True, pipelines=("WanPipeline", "WanImageToVideoPipeline")
+    ),
 }
 
 StepCache = Literal["off", "first_block", "taylorseer"]
+# The pipeline's denoisers. Wan 2.2 A14B has two experts, the second (`transformer_2`, as large as the first)
+# for the low-noise steps; every other checkpoint leaves it None. Each transformer option applies to both.
+_EXPERTS = ("transformer", "transformer_2")
 
 
 class TransformerVideoConfig(ModelSourceConfig, SchedulingConfig):
     """Settings shared by LTX-Video and Wan: scene defaults, text, and diffusers' speed and memory options."""
 
     family: Literal["ltx", "wan"]
+    # T5 (LTX-Video) and UMT5 (Wan) overflow in float16: NaN embeddings, and every scene a title card.
+    cuda_auto_dtype: ClassVar[torch.dtype] = torch.bfloat16
+
+    dtype: Literal["auto", "float16", "bfloat16", "float32"] = Field(
+        default="auto",
+        description="Weights and activations dtype. `auto` is bfloat16 on CUDA, as both families were "
+        "trained (their T5/UMT5 text encoders overflow in float16: NaN, and the scene would become a title "
+        "card), float32 on a GPU without bfloat16 and on the CPU. Wan's VAE stays in float32 whatever "
+        "this says, as diffusers' Wan examples load it.",
+    )
     num_inference_steps: int = Field(default=40, ge=1, description="Denoising steps; time grows linearly.")
     height: int = Field(default=480, ge=16, description="Frame height in pixels (the family's multiple).")
     width: int = Field(default=704, ge=16, description="Frame width in pixels (the family's multiple).")
@@ -109,7 +137,10 @@ class TransformerVideoConfig(ModelSourceConfig, SchedulingConfig):
         "which saves the keyframe's time and GPU share but leaves composition to the video model.",
     )
     max_sequence_length: int = Field(
-        default=128, ge=1, description="Prompt tokens the text encoder reads (longer prompts are cut)."
+        default=128,
+        ge=1,
+        description="Prompt tokens the text encoder reads (longer prompts are cut); LTX-Video's pipelines "
+        "read 128.",
     )
     oom_retries: int = Field(
         default=2,
@@ -189,9 +220,10 @@ class LTXConfig(TransformerVideoConfig):
 
     family: Literal["ltx"] = Field(default="ltx", description="The animator family: LTX-Video.")
     model: str = Field(
-        default="Lightricks/LTX-Video-0.9.5",
-        description="Hub id of an LTX-Video checkpoint in diffusers format (2B 0.9.x; 13B and distilled "
-        "variants load the same way).",
+        default="Lightricks/LTX-Video",
+        description="Hub id of an LTX-Video checkpoint in diffusers format that diffusers runs with "
+        "`LTXImageToVideoPipeline`: 0.9.0 (this default) or 0.9.1. Checkpoints from 0.9.5 on are made for "
+        "`LTXConditionPipeline`, which this engine does not run; it warns when a checkpoint says so.",
     )
     decode_timestep: float = Field(
         default=0.05,
@@ -229,6 +261,16 @@ class WanConfig(TransformerVideoConfig):
         description="Text guidance. Above 1.0 each step runs the transformer twice (with and without the "
         "prompt): twice the compute; 1.0 turns guidance off.",
     )
+    max_sequence_length: int = Field(
+        default=512,
+        ge=1,
+        description="Prompt tokens UMT5 reads (longer prompts are cut). Wan was trained on prompts padded to "
+        "512 and its pipelines read 512; fewer changes what the cross-attention sees.",
+    )
+
+    # diffusers' Wan examples load the VAE in float32 beside a bfloat16 transformer; it is a small share of
+    # the weights.
+    component_dtypes: ClassVar[dict[str, torch.dtype]] = {"vae": torch.float32}
 
 
 # Per-request parameters with a config default, in one order; prompts are per video and never in the key.
@@ -295,9 +337,11 @@ class TransformerVideoEngine(VideoEngine):
             if self._pipeline is not None:
                 return
             placement = resolve_placement(self.config)
-            pipeline = load_pipeline(self._pipeline_class(), self.config, placement.dtype)
+            pipeline = load_pipeline(self._pipeline_class(), self.config, placement.load_dtype)
             pipeline.set_progress_bar_config(disable=True)
-            self._runtime = self._apply_options(pipeline, placement.device, placement.dtype)
+            self._warn_if_made_for_another_pipeline(pipeline)
+            self._runtime = self._runtime_on(placement)
+            self._apply_options(pipeline, placement, self._runtime)
             self._batches_keyframes = _batches_keyframes(pipeline, self.config.family)
             self._size_multiple = _size_multiple(pipeline, self.config.family, self.rules.size_multiple)
             self._pipeline, self._placement = pipeline, placement
@@ -341,46 +385,73 @@ class TransformerVideoEngine(VideoEngine):
 
         return PerVideoImageWanPipeline
 
-    def _apply_options(self, pipeline: Any, device: torch.device, dtype: torch.dtype) -> TransformerRuntime:
-        cfg, on_cuda = self.config, device.type == "cuda"
-        transformer = pipeline.transformer
-        if cfg.fp8_weights:
-            transformer.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=dtype)
-        if cfg.step_cache != "off":
-            transformer.enable_cache(_cache_config(cfg))
-        if cfg.vae_tiling:
-            pipeline.vae.enable_tiling()
-        offload = cfg.cpu_offload and on_cuda
-        group = cfg.group_offload and on_cuda
-        for name, asked in (("cpu_offload", cfg.cpu_offload), ("group_offload", cfg.group_offload)):
-            if asked and not on_cuda:
-                logger.warning("%s=True has no effect on CPU; ignored", name)
-        if offload:
-            pipeline.enable_model_cpu_offload(device=device)
-        elif group:
-            transformer.enable_group_offload(
-                onload_device=device, offload_type="block_level", num_blocks_per_group=1, use_stream=True
-            )
-            for name, module in pipeline.components.items():
-                if name != "transformer" and isinstance(module, torch.nn.Module):
-                    module.to(device)
-        else:
-            pipeline.to(device)
-        compiled = cfg.torch_compile and on_cuda
-        if cfg.torch_compile and not on_cuda:
-            logger.warning("torch_compile=True is only used on CUDA; ignored")
-        if compiled:
-            pipeline.transformer = torch.compile(pipeline.transformer, mode="max-autotune-no-cudagraphs")
+    def _runtime_on(self, placement: Placement) -> TransformerRuntime:
+        """The options that take effect at ``placement``: the CUDA-only ones are dropped on the CPU."""
+        cfg, on_cuda = self.config, placement.device.type == "cuda"
+        for name in ("cpu_offload", "group_offload", "torch_compile"):
+            if getattr(cfg, name) and not on_cuda:
+                logger.warning("%s=True is only used on CUDA; ignored", name)
         return TransformerRuntime(
-            device=str(device),
-            dtype=str(dtype).removeprefix("torch."),
-            cpu_offload=offload,
-            group_offload=group,
+            device=str(placement.device),
+            dtype=str(placement.dtype).removeprefix("torch."),
+            cpu_offload=cfg.cpu_offload and on_cuda,
+            group_offload=cfg.group_offload and on_cuda and not cfg.cpu_offload,
             vae_tiling=cfg.vae_tiling,
             fp8_weights=cfg.fp8_weights,
             step_cache=cfg.step_cache,
-            torch_compile=compiled,
+            torch_compile=cfg.torch_compile and on_cuda,
         )
+
+    def _apply_options(self, pipeline: Any, placement: Placement, runtime: TransformerRuntime) -> None:
+        """Apply ``runtime``'s options to ``pipeline`` and place it; each transformer option reaches every
+        expert (`_EXPERTS`)."""
+        device = placement.device
+        experts = [name for name in _EXPERTS if getattr(pipeline, name, None) is not None]
+        for name in experts:
+            expert = getattr(pipeline, name)
+            if runtime.fp8_weights:
+                expert.enable_layerwise_casting(
+                    storage_dtype=torch.float8_e4m3fn, compute_dtype=placement.dtype
+                )
+            if runtime.step_cache != "off":
+                expert.enable_cache(_cache_config(self.config))
+        if runtime.vae_tiling:
+            pipeline.vae.enable_tiling()
+        if runtime.cpu_offload:
+            pipeline.enable_model_cpu_offload(device=device)  # its sequence holds both experts
+        elif runtime.group_offload:
+            for name in experts:
+                getattr(pipeline, name).enable_group_offload(
+                    onload_device=device,
+                    offload_type="block_level",
+                    num_blocks_per_group=1,
+                    use_stream=device.type == "cuda",  # a copy stream beside the compute, where one exists
+                )
+            # Everything else goes to the device whole; an expert moved there would undo its offload.
+            for name, module in pipeline.components.items():
+                if name not in experts and isinstance(module, torch.nn.Module):
+                    module.to(device)
+        else:
+            pipeline.to(device)
+        if runtime.torch_compile:
+            for name in experts:
+                setattr(
+                    pipeline, name, torch.compile(getattr(pipeline, name), mode="max-autotune-no-cudagraphs")
+                )
+
+    def _warn_if_made_for_another_pipeline(self, pipeline: Any) -> None:
+        # A checkpoint names the pipeline it was made for; diffusers pairs LTX-Video 0.9.5 and later with
+        # LTXConditionPipeline (conditioning frames), whose frames LTXImageToVideoPipeline does not reproduce.
+        declared = _declared_pipeline(pipeline)
+        if declared is not None and declared not in self.rules.pipelines:
+            logger.warning(
+                "%s: the checkpoint %s was made for %s, which this engine does not run; it runs %s's "
+                "checkpoints, so expect lower quality than the checkpoint's own pipeline gives",
+                self.label,
+                self.config.model_path or self.config.model,
+                declared,
+                " and ".join(self.rules.pipelines),
+            )
 
     def _resolve(self, index: int, request: SceneRequest) -> _Resolved:
         where = f" (request {index})"
@@ -553,6 +624,16 @@ def _size_multiple(pipeline: Any, family: str, default: int) -> int:
         return int(pipeline.vae_scale_factor_spatial * pipeline.transformer.config.patch_size[1])
     except (AttributeError, TypeError, IndexError):
         return default
+
+
+def _declared_pipeline(pipeline: Any) -> str | None:
+    """The pipeline class the loaded checkpoint's model_index.json names (None when it cannot be read)."""
+    try:
+        index = type(pipeline).load_config(pipeline.name_or_path, local_files_only=True)
+    except Exception:  # noqa: BLE001 - a missing or odd index only costs the warning
+        return None
+    name = index.get("_class_name")
+    return name if isinstance(name, str) else None
 
 
 def _cache_config(config: TransformerVideoConfig) -> Any:

@@ -10,6 +10,7 @@ fallback treat all of them alike.
 from __future__ import annotations
 
 import abc
+import dataclasses
 import logging
 import math
 import threading
@@ -22,7 +23,7 @@ from PIL import Image
 from pydantic import BaseModel, Field
 
 from core.errors import GenerationCancelled, ModelUnavailable
-from engines.loading import Placement, cpu_threads, is_out_of_memory, release_memory
+from engines.loading import Placement, cpu_threads, is_out_of_memory, is_recompile_limit, release_memory
 
 logger = logging.getLogger(__name__)
 
@@ -142,7 +143,8 @@ class SchedulingConfig(BaseModel):
         le=1.0,
         description="Under `scheduling: step` on CUDA, a scene is admitted only while the step peak measured "
         "per scene at its shape, times the scenes of that shape, fits in this share of the replica's part "
-        "of the device's memory (its `num_gpus` of the whole: two replicas at 0.5 get 0.45 of it each).",
+        "of the device's memory (its `num_gpus` of the whole: two replicas at 0.5 get 0.45 of it each), and "
+        "in what the driver reports free (every process on the device counted) less a margin.",
     )
 
 
@@ -265,6 +267,36 @@ class VideoEngine(abc.ABC):
         # 3. Return in request order
         return [results[i] for i in range(len(resolved))]
 
+    def park(self) -> None:
+        """With CPU offload, return every sub-model to the CPU and reset stateful hooks, as a pipeline call
+        does at its end (a step loop makes no such call, so it parks when it runs out of scenes)."""
+        with self._lock:
+            if self._pipeline is not None and getattr(self._runtime, "cpu_offload", False):
+                self._pipeline.maybe_free_model_hooks()
+
+    def drop_compile(self) -> bool:
+        """Put the uncompiled modules back after torch.compile gave up on the shapes it met: past its
+        recompile limit a fullgraph compile fails the call (a non-fullgraph one quietly runs uncompiled).
+        The replica goes on uncompiled, with a warning. Returns whether anything had been compiled."""
+        from torch._dynamo.eval_frame import OptimizedModule
+
+        with self._lock:
+            pipeline = self._pipeline
+            if pipeline is None:
+                return False
+            compiled = [n for n, m in pipeline.components.items() if isinstance(m, OptimizedModule)]
+            for name in compiled:
+                setattr(pipeline, name, getattr(pipeline, name)._orig_mod)
+            if compiled:
+                logger.warning(
+                    "%s: torch.compile hit its recompile limit on the shapes and batch sizes it met; "
+                    "running %s uncompiled from now on",
+                    self.label,
+                    " and ".join(compiled),
+                )
+                self._runtime = dataclasses.replace(self._runtime, torch_compile=False)
+            return bool(compiled)
+
     def stepper(self) -> Any:
         """The loaded pipeline cut into denoising steps (an `engines.step_loop.Stepper`), for
         `scheduling: step`; None where this family or checkpoint has none."""
@@ -312,6 +344,8 @@ class VideoEngine(abc.ABC):
             try:
                 out.extend(self._call_pipeline(chunk, progress, cancel))
             except Exception as exc:
+                if is_recompile_limit(exc) and self.drop_compile():
+                    continue  # the same chunk again, on the uncompiled model
                 if not is_out_of_memory(exc):
                     raise
                 failure = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
@@ -368,8 +402,7 @@ class VideoEngine(abc.ABC):
 
     def _free_after_failure(self) -> None:
         # With CPU offload an interrupted call leaves its last model on the GPU; park it again.
-        if self._runtime is not None and getattr(self._runtime, "cpu_offload", False):
-            self._pipeline.maybe_free_model_hooks()
+        self.park()
         release_memory(self._placement.device if self._placement else None)
 
 

@@ -3,6 +3,8 @@ tests/bench)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -31,3 +33,39 @@ def test_the_kept_configs_build_the_published_svd_xt_sizes():
     counts = {name: sum(p.numel() for p in model.parameters()) for name, model in models.items()}
     assert counts == PUBLISHED
     assert configs["unet"]["num_frames"] == 25  # XT: 25 frames, where SVD has 14
+
+
+def test_the_plain_pipeline_is_freed_before_the_engine_is_measured(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A pipeline still alive when the engine runs puts its ~4.5 GB into the engine's peak. The automatic
+    # collector is off here, so only what the bench does itself frees a reference cycle.
+    import gc
+    import weakref
+
+    from diffusers import StableVideoDiffusionPipeline
+
+    pipelines: list[weakref.ref] = []
+    real_load = StableVideoDiffusionPipeline.from_pretrained.__func__  # type: ignore[attr-defined]
+
+    def recording_load(cls: type, *args: object, **kwargs: object) -> object:
+        pipeline = real_load(cls, *args, **kwargs)
+        pipelines.append(weakref.ref(pipeline))
+        return pipeline
+
+    alive_when_engine_starts: list[bool] = []
+
+    def engine_side(*args: object, **kwargs: object) -> dict[str, object]:
+        alive_when_engine_starts.append(pipelines[0]() is not None)
+        raise SystemExit("the engine side is not what this test measures")
+
+    monkeypatch.setattr(StableVideoDiffusionPipeline, "from_pretrained", classmethod(recording_load))
+    monkeypatch.setattr(gpu_svd, "engine_best", engine_side)
+    gc.disable()
+    try:
+        with pytest.raises(SystemExit):
+            gpu_svd.main(["--tiny", "--out", str(tmp_path / "gpu_svd.json")])
+    finally:
+        gc.enable()
+
+    assert alive_when_engine_starts == [False]

@@ -180,6 +180,17 @@ def test_svd_shutdown_outlasts_a_generation_and_its_queue_holds_admitted_jobs(pa
     assert svd["max_ongoing_requests"] >= svd["user_config"]["max_batch_size"], "batches could never fill"
 
 
+@pytest.mark.parametrize("path", GPU_PROFILES, ids=GPU_IDS)
+def test_the_animator_takes_as_many_scenes_at_once_as_its_step_loop_holds(path: Path) -> None:
+    # Under `scheduling: step` every scene in the loop is one ongoing request at the replica: a lower cap
+    # would keep the loop below its own max_active_scenes, whichever scheduling the file picks (each offers
+    # `step` in a comment).
+    config = load_serve_config(path)
+    svd = _deployments(_serve_doc(path))["SVDGenerator"]
+
+    assert svd["max_ongoing_requests"] >= config.video.max_active_scenes
+
+
 @pytest.mark.parametrize("family", FAMILY_CONFIGS)
 def test_family_profiles_differ_from_the_svd_profile_only_in_the_animator(family: str) -> None:
     path = FAMILY_CONFIGS[family]

@@ -8,6 +8,7 @@ boundary until the other side of the test has done its part.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections import Counter
@@ -344,16 +345,27 @@ def test_unload_fails_waiting_scenes_and_refuses_new_ones(family: str, loop: Ste
 
 
 class FakeMemory:
-    """A device of ``total`` bytes where every step peaks ``per_step`` bytes above what is allocated."""
+    """A device of ``total`` bytes where every step peaks ``per_step`` bytes above what this process has
+    allocated; the driver reports ``free`` bytes free (default all), and the allocator holds ``reserved``."""
 
-    def __init__(self, total: int, per_step: int) -> None:
+    def __init__(
+        self, total: int, per_step: int, free: int | None = None, allocated: int = 0, reserved: int = 0
+    ) -> None:
         self.total_bytes, self.per_step = total, per_step
+        self.free_bytes = total if free is None else free
+        self.allocated_bytes, self.reserved_bytes = allocated, max(reserved, allocated)
+
+    def free(self) -> int:
+        return self.free_bytes
+
+    def reserved(self) -> int:
+        return self.reserved_bytes
 
     def allocated(self) -> int:
-        return 0
+        return self.allocated_bytes
 
     def peak(self) -> int:
-        return self.per_step
+        return self.allocated_bytes + self.per_step
 
     def reset_peak(self) -> None:
         pass
@@ -372,6 +384,22 @@ def test_memory_admission_counts_the_measured_peak_per_scene_of_a_shape() -> Non
     assert admission.per_scene[shape] == 300
     assert [admission.allows(shape, n) for n in (0, 1, 2, 3)] == [True, True, True, False]  # budget 900
     assert admission.allows((128, 128, 8), 0) and not admission.allows((128, 128, 8), 1)
+
+
+def test_admission_refuses_when_the_driver_has_little_free_though_this_process_allocated_little() -> None:
+    # Another replica, the painter or the CUDA contexts hold the rest of the device: this process's own
+    # allocations (10 of its budget of 900) say nothing about that.
+    shape = (64, 64, 8)
+    crowded = MemoryAdmission(FakeMemory(total=1000, per_step=300, free=200, allocated=10), fraction=0.9)
+    crowded.measure(shape, 1, lambda: None)
+
+    assert crowded.per_scene[shape] == 300
+    assert crowded.allows(shape, 0) is False  # 300 needed; 200 free, less the 50 margin
+    # What this process's allocator holds unused counts as room: it needs no driver call to reuse it.
+    cached = MemoryAdmission(FakeMemory(1000, 300, free=100, allocated=10, reserved=610), fraction=0.9)
+    cached.measure(shape, 1, lambda: None)
+    assert cached.allows(shape, 1) is True  # 600 needed; 100 free + 600 cached - 50
+    assert cached.allows(shape, 2) is False  # 900 needed
 
 
 def test_admission_by_memory_keeps_the_active_scenes_within_the_budget(
@@ -528,3 +556,240 @@ def test_with_a_decoder_thread_decodes_overlap_steps_but_never_a_keyframes_encod
     assert len(made) == 2
     assert probe.stepped_beside_decode.is_set()
     assert probe.starts_during_decode == 0
+
+
+class SharedDevice:
+    """Memory as one process sees it while its steps and a decode beside them allocate at once: a step over
+    n scenes peaks 300 x n above what is allocated, a decode 1000, and their peaks add up while they overlap."""
+
+    STEP, DECODE = 300, 1000
+
+    def __init__(self) -> None:
+        self.decoding = False
+        self._peak = 0
+
+    def spend(self, transient: int) -> None:
+        self._peak = max(self._peak, transient + (self.DECODE if self.decoding else 0))
+
+    def free(self) -> int:
+        return 10**6
+
+    def reserved(self) -> int:
+        return 0
+
+    def allocated(self) -> int:
+        return 0
+
+    def peak(self) -> int:
+        return self._peak
+
+    def reset_peak(self) -> None:
+        self._peak = 0
+
+    def total(self) -> int:
+        return 10**6
+
+
+class MemoryStepper(CodecProbe):
+    """A `CodecProbe` whose steps and decodes spend memory on a `SharedDevice`; the first decode holds on
+    until a step has run beside it."""
+
+    def __init__(self, loop: StepScheduler, device: SharedDevice) -> None:
+        super().__init__(loop)
+        self.device = device
+        self.decodes = 0
+
+    def advance(self, states: list[SceneState]) -> None:
+        if self.stepped_beside_decode.is_set():  # later steps come after that decode, so they run alone
+            wait_until(lambda: self.loop.decoding == 0)
+        self.device.spend(SharedDevice.STEP * len(states))
+        super().advance(states)
+
+    def finish(self, state: SceneState) -> SceneFrames:
+        self.decodes += 1
+        self.device.spend(SharedDevice.DECODE)
+        if self.decodes > 1:  # the last scene's decode: nothing steps beside it
+            return SceneFrames(frames=np.zeros((1, 8, 8, 3), np.uint8), seed=state.item.seed, seconds=0.0)
+        self.device.decoding = True
+        self.decoding.set()
+        assert self.stepped_beside_decode.wait(WAIT_S)
+        self.decoding.clear()
+        self.device.decoding = False
+        return SceneFrames(frames=np.zeros((1, 8, 8, 3), np.uint8), seed=state.item.seed, seconds=0.0)
+
+
+def test_the_cost_per_scene_is_learned_only_from_steps_without_a_decode_beside_them(
+    tiny_svd_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = build_video_engine(config_of("svd", tiny_svd_path))
+    assert isinstance(engine, VideoEngine)
+    device = SharedDevice()
+    loop = StepScheduler(engine, memory_fraction=1.0, probe=device, decode_thread=True)
+    stepper = MemoryStepper(loop, device)
+    monkeypatch.setattr(engine, "stepper", lambda: stepper)
+    # Two shapes, so both start at once (a shape not measured yet is admitted alone); the one-step scene
+    # then decodes while the six-step one steps, and those steps peak 300 + 1000.
+    short, long = scene("svd", 141, steps=1), dataclasses.replace(scene("svd", 142, steps=6), num_frames=4)
+    try:
+        made = loop.generate([short, long])
+    finally:
+        loop.unload()
+
+    assert len(made) == 2 and stepper.stepped_beside_decode.is_set()
+    admission = loop._admission
+    assert admission is not None
+    assert admission.per_scene == {(64, 64, 8): SharedDevice.STEP, (64, 64, 4): SharedDevice.STEP}
+    # Only the decode with no step beside it (the last one) says what a decode costs.
+    assert admission.decode_cost == SharedDevice.DECODE
+
+
+def test_the_gpu_memory_metric_keeps_the_peak_the_loop_resets(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The loop resets torch's peak counter at every step it measures; the replica's metric is the peak
+    # since it started.
+    from engines import step_loop
+
+    peaks = iter([9_000, 2_000])
+    counter = {"peak": 0}
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device=None: counter["peak"])
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda device=None: counter.update(peak=0))
+    monkeypatch.setattr(step_loop, "_PEAK_BEFORE_RESETS", {})
+    memory = step_loop.CudaMemory(torch.device("cuda", 0))
+
+    counter["peak"] = next(peaks)  # a step that peaked at 9000
+    memory.reset_peak()
+    counter["peak"] = next(peaks)  # the next one at 2000
+
+    assert memory.peak() == 2_000  # what admission measures: this step alone
+    assert step_loop.peak_memory_allocated(torch.device("cuda", 0)) == 9_000
+
+
+def test_a_cpu_offloaded_model_is_parked_when_the_loop_runs_out_of_scenes(
+    tiny_wan_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A pipeline call ends with maybe_free_model_hooks, which sends CPU-offloaded models back to the CPU;
+    # the loop never makes that call, so without parking the last model used would hold the GPU while idle.
+    loop = build_video_engine(config_of("wan", tiny_wan_path, scheduling="step"))
+    assert isinstance(loop, StepScheduler)
+    loop.engine.load()
+    loop.engine._runtime = dataclasses.replace(loop.engine.runtime, cpu_offload=True)  # as on CUDA
+    pipeline = loop.engine._pipeline
+    parked: list[int] = []
+    real = pipeline.maybe_free_model_hooks
+    monkeypatch.setattr(pipeline, "maybe_free_model_hooks", lambda: parked.append(loop.active) or real())
+    try:
+        loop.generate([scene("wan", 151), scene("wan", 152, steps=3)])
+        wait_until(lambda: len(parked) > 0)
+    finally:
+        loop.unload()
+
+    assert parked[0] == 0  # only once no scene was left in the loop
+
+
+def test_when_torch_compile_gives_up_the_loop_steps_on_uncompiled(
+    tiny_wan_path: Path, alone_wan: VideoEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Scenes join and leave, so a step's row count keeps changing; a fullgraph compile past its
+    # recompile limit raises instead of running. (The eager backend: dynamo's guards and limits, no codegen.)
+    import torch._dynamo
+
+    loop = build_video_engine(config_of("wan", tiny_wan_path, scheduling="step"))
+    assert isinstance(loop, StepScheduler)
+    loop.engine.load()
+    real_stepper = loop.engine.stepper
+
+    def stepper_with_a_low_limit() -> Any:
+        # dynamo's settings belong to the thread that sets them: this runs on the loop's.
+        torch._dynamo.config.recompile_limit = 1
+        return real_stepper()
+
+    monkeypatch.setattr(loop.engine, "stepper", stepper_with_a_low_limit)
+    pipeline = loop.engine._pipeline
+    pipeline.transformer = torch.compile(pipeline.transformer, backend="eager", fullgraph=True)
+    loop.engine._runtime = dataclasses.replace(loop.engine.runtime, torch_compile=True)
+    # Two scenes step together (4 rows), then the longer one alone (2 rows): a second compile.
+    requests = [scene("wan", 161, steps=2), scene("wan", 162, steps=4)]
+    try:
+        made = loop.generate(requests)
+        runtime = loop.engine.runtime
+    finally:
+        torch._dynamo.reset()
+        loop.unload()
+
+    for each, result in zip(requests, made, strict=True):
+        assert_equal_to_alone(alone_wan, each, result)
+    assert loop.stats.calls[2] == 2 and loop.stats.calls[1] == 2
+    assert not isinstance(pipeline.transformer, torch._dynamo.eval_frame.OptimizedModule)
+    assert runtime is not None and not runtime.torch_compile
+
+
+@pytest.fixture(scope="module")
+def alone_wan(tiny_wan_path: Path) -> VideoEngine:
+    engine = build_video_engine(config_of("wan", tiny_wan_path))
+    assert isinstance(engine, VideoEngine)
+    return engine
+
+
+# -- on a GPU ----------------------------------------------------------------------------------------------
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_on_cuda_admission_sees_the_memory_another_process_holds() -> None:
+    # The driver's free memory counts every process on the device; this one allocates nothing here.
+    import subprocess
+    import sys
+
+    from engines.step_loop import CudaMemory
+
+    memory = CudaMemory(torch.device("cuda"))
+    admission = MemoryAdmission(memory, fraction=0.9)
+    shape, gib = (1, 1, 1), 2**30
+    admission.per_scene[shape] = gib
+    assert admission.allows(shape, 1)  # 2 GiB on an idle device
+    hog = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time, torch; free, _ = torch.cuda.mem_get_info(); "
+            "held = torch.empty(int(free - 1.5 * 2**30), dtype=torch.uint8, device='cuda'); "
+            "print('held', flush=True); time.sleep(300)",
+        ],
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert hog.stdout is not None and hog.stdout.readline().strip() == b"held"
+        assert memory.free() < 2 * gib and memory.allocated() < gib
+        assert not admission.allows(shape, 1)
+    finally:
+        hog.kill()
+        hog.wait()
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_on_cuda_the_loop_learns_costs_and_its_scenes_equal_the_same_scenes_alone(
+    tiny_svd_path: Path,
+) -> None:
+    from engines.step_loop import CudaMemory, peak_memory_allocated
+
+    cuda = torch.device("cuda")
+    alone = build_video_engine(config_of("svd", tiny_svd_path, device="cuda"))
+    loop = build_video_engine(config_of("svd", tiny_svd_path, device="cuda", scheduling="step"))
+    assert isinstance(alone, VideoEngine) and isinstance(loop, StepScheduler)
+    requests = [scene("svd", seed, steps=3) for seed in (171, 172, 173, 174)]
+    try:
+        made = loop.generate(requests)
+        admission = loop._admission
+    finally:
+        loop.unload()
+
+    assert admission is not None and isinstance(admission.probe, CudaMemory)
+    assert admission.per_scene and all(cost > 0 for cost in admission.per_scene.values())
+    assert peak_memory_allocated(cuda) >= torch.cuda.max_memory_allocated(cuda) > 0
+    for each, result in zip(requests, made, strict=True):
+        [reference] = alone.generate([each])
+        # float16 on CUDA: kernels chosen per batch size round differently (the engine's own GPU test's bound).
+        assert np.abs(result.frames.astype(int) - reference.frames.astype(int)).max() <= 8

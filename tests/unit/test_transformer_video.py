@@ -376,3 +376,130 @@ def test_a_cancel_with_the_step_cache_on_leaves_no_stale_state(
         )
     [after] = engine.generate([ask])
     np.testing.assert_array_equal(after.frames, before.frames)
+
+
+def _expert_hooks(expert: object) -> set[str]:
+    """Names of the diffusers hooks registered anywhere in ``expert`` (each module has its own registry)."""
+    import torch
+
+    assert isinstance(expert, torch.nn.Module)
+    return {
+        name
+        for module in expert.modules()
+        if hasattr(module, "_diffusers_hook")
+        for name in module._diffusers_hook.hooks
+    }
+
+
+def test_fp8_weights_and_the_step_cache_reach_both_wan_a14b_experts(tiny_wan_a14b_path: Path) -> None:
+    # Wan 2.2 A14B's low-noise expert is as large as the high-noise one: an option on one expert only
+    # leaves half the weights in bf16 and half the steps uncached.
+    import torch
+
+    engine = TransformerVideoEngine(
+        config_of("wan", tiny_wan_a14b_path, fp8_weights=True, step_cache="first_block")
+    )
+    [made] = engine.generate([SceneRequest(image=keyframe(70), seed=3, prompt="fox", num_inference_steps=4)])
+
+    assert made.frames.shape == (9, 64, 64, 3)
+    for name in ("transformer", "transformer_2"):
+        expert = getattr(engine._pipeline, name)
+        # Stored in float8, computed in the runtime dtype by a casting hook on each layer.
+        assert torch.float8_e4m3fn in {p.dtype for p in expert.parameters()}, name
+        assert expert.dtype == torch.float32, name
+        assert {"layerwise_casting", "fbc_leader_block_hook"} <= _expert_hooks(expert), name
+        assert expert.is_cache_enabled, name
+
+
+def test_group_offload_and_compile_reach_both_wan_a14b_experts(
+    tiny_wan_a14b_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Both are CUDA-only, so they are applied here as the engine applies them on CUDA, with the CPU as the
+    # onload device (no copy stream there) and the compile left unrun.
+    import dataclasses
+
+    import torch
+    from diffusers import WanTransformer3DModel
+
+    from engines.loading import load_pipeline, placement_for
+
+    engine = TransformerVideoEngine(config_of("wan", tiny_wan_a14b_path))
+    placement = placement_for(engine.config, torch.device("cpu"))
+    pipeline = load_pipeline(engine._pipeline_class(), engine.config, placement.load_dtype)
+    experts = [pipeline.transformer, pipeline.transformer_2]
+    moved: list[int] = []
+    real_to = WanTransformer3DModel.to
+
+    def recording_to(self: torch.nn.Module, *args: object, **kwargs: object) -> object:
+        moved.append(id(self))
+        return real_to(self, *args, **kwargs)
+
+    monkeypatch.setattr(WanTransformer3DModel, "to", recording_to)
+    runtime = dataclasses.replace(engine._runtime_on(placement), group_offload=True, torch_compile=True)
+    engine._apply_options(pipeline, placement, runtime)
+
+    for name, expert in zip(("transformer", "transformer_2"), experts, strict=True):
+        wrapped = getattr(pipeline, name)
+        assert isinstance(wrapped, torch._dynamo.eval_frame.OptimizedModule), name
+        assert wrapped._orig_mod is expert, name
+        assert "group_offloading" in _expert_hooks(expert), name
+        # Under group offload an expert comes to the device a block at a time, never whole.
+        assert id(expert) not in moved, name
+    assert "group_offloading" not in _expert_hooks(pipeline.vae)
+
+
+def test_wan_reads_prompts_as_long_as_it_was_trained_on_and_ltx_as_its_pipelines_do() -> None:
+    assert WanConfig().max_sequence_length == 512
+    assert LTXConfig().max_sequence_length == 128
+
+
+def test_a_checkpoint_made_for_another_pipeline_is_named_in_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # LTX-Video 0.9.5 and later declare LTXConditionPipeline, which this engine does not run.
+    import json
+    import logging
+
+    from engines.tiny_models import build_tiny_ltx
+
+    path = build_tiny_ltx(tmp_path / "ltx-0.9.5-like")
+    index = json.loads((path / "model_index.json").read_text())
+    (path / "model_index.json").write_text(json.dumps(index | {"_class_name": "LTXConditionPipeline"}))
+
+    with caplog.at_level(logging.WARNING, logger="engines.transformer_video"):
+        TransformerVideoEngine(config_of("ltx", path)).load()
+        TransformerVideoEngine(config_of("ltx", build_tiny_ltx(tmp_path / "ltx-0.9.0-like"))).load()
+
+    [warning] = [r.getMessage() for r in caplog.records if "made for" in r.getMessage()]
+    assert "ltx-0.9.5-like was made for LTXConditionPipeline" in warning
+
+
+def test_when_torch_compile_gives_up_on_a_new_batch_size_the_call_runs_uncompiled(
+    tiny_wan_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Batches of every size and scenes of every length meet the compiled model; a fullgraph compile past
+    # its recompile limit raises instead of running. (The eager backend: dynamo's guards, no codegen.)
+    import dataclasses
+
+    import torch._dynamo
+
+    plain = TransformerVideoEngine(config_of("wan", tiny_wan_path))
+    engine = TransformerVideoEngine(config_of("wan", tiny_wan_path))
+    engine.load()
+    engine._pipeline.transformer = torch.compile(
+        engine._pipeline.transformer, backend="eager", fullgraph=True
+    )
+    engine._runtime = dataclasses.replace(engine.runtime, torch_compile=True)
+    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 1)  # this thread's; the calls run on it
+    requests = [SceneRequest(image=keyframe(80 + i), seed=80 + i, prompt="fox") for i in range(2)]
+    try:
+        engine.generate(requests[:1])
+        batch = engine.generate(requests)  # a second batch size: a second compile, past the limit
+    finally:
+        torch._dynamo.reset()
+
+    assert engine.runtime is not None and not engine.runtime.torch_compile
+    assert not isinstance(engine._pipeline.transformer, torch._dynamo.eval_frame.OptimizedModule)
+    for made, request in zip(batch, requests, strict=True):
+        [alone] = plain.generate([request])
+        assert np.abs(made.frames.astype(int) - alone.frames.astype(int)).max() <= 1
