@@ -545,7 +545,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = command("demo", _demo, "start the CPU profile, make a video, save its files, shut down")
     demo.add_argument("--out", type=Path, default=Path("out/demo"), metavar="DIR", help="default out/demo")
     demo.add_argument("--prompt", default=DEFAULT_PROMPT, help="the story idea")
-    demo.add_argument("--seconds", default="6", help="default 6")
+    demo.add_argument("--seconds", default="10", help="default 10: time to say the default prompt")
     demo.add_argument("--size", default="1280x720", help="default 1280x720")
     demo.add_argument("--profile", choices=list(PROFILES), default="cpu", help=_profile_help())
     demo.add_argument("--startup-timeout", type=float, default=300, help="seconds to wait for the service")

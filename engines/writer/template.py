@@ -22,6 +22,8 @@ _SHOTS = ["establishing wide shot", "medium shot", "close-up shot", "tracking sh
 _SHOT_MOTION = [Motion.GENTLE, Motion.GENTLE, Motion.STILL, Motion.MODERATE, Motion.GENTLE]
 
 _ENDS = ".!?;。！？；…"
+# The least a clause says (words, or CJK characters) to be a scene of its own: about a second of speech.
+MIN_PHRASE_UNITS = 3
 
 # Words that ask for more (or less) movement than the shot's default.
 _DYNAMIC = re.compile(
@@ -30,6 +32,21 @@ _DYNAMIC = re.compile(
     re.IGNORECASE,
 )
 _STILL = re.compile(r"\b(still|calm|quiet|sleep\w*|silent|asleep|rest\w*)\b|[静睡眠寂]", re.IGNORECASE)
+
+
+def _clauses(sentence: str, joiner: str) -> list[str]:
+    """A sentence's clauses, a clause too short to stand as a scene ("Far below,") joined to the next one
+    (the last to the one before)."""
+    clauses: list[str] = []
+    for clause in split_clauses(sentence):
+        if clauses and speech_units(clauses[-1]) < MIN_PHRASE_UNITS:
+            clauses[-1] = joiner.join([clauses[-1], clause])
+        else:
+            clauses.append(clause)
+    if len(clauses) > 1 and speech_units(clauses[-1]) < MIN_PHRASE_UNITS:
+        last = clauses.pop()
+        clauses[-1] = joiner.join([clauses[-1], last])
+    return clauses
 
 
 def group_phrases(phrases: list[str], target: int, joiner: str) -> list[str]:
@@ -105,8 +122,9 @@ def write_template_script(
     target = num_scenes or min(max(len(sentences), bounds.min_scenes), bounds.max_scenes)
     # Whole sentences where there are enough of them; else clauses. A prompt with fewer phrases than scenes
     # asked for makes fewer scenes, each lasting longer: a caption never ends inside a phrase.
-    phrases = sentences if len(sentences) >= target else [c for s in sentences for c in split_clauses(s)]
-    pieces = group_phrases(phrases, target, "" if is_cjk(language) else " ")
+    joiner = "" if is_cjk(language) else " "
+    phrases = sentences if len(sentences) >= target else [c for s in sentences for c in _clauses(s, joiner)]
+    pieces = group_phrases(phrases, target, joiner)
     scenes = []
     for i, piece in enumerate(pieces):
         shot = _SHOTS[i % len(_SHOTS)]

@@ -80,7 +80,7 @@ def test_the_other_commands_parse() -> None:
         parse_args(["serve"]).profile == "cpu" and parse_args(["serve", "--profile", "gpu"]).profile == "gpu"
     )
     demo = parse_args(["demo"])
-    assert (demo.out, demo.profile, demo.seconds, demo.size) == (Path("out/demo"), "cpu", "6", "1280x720")
+    assert (demo.out, demo.profile, demo.seconds, demo.size) == (Path("out/demo"), "cpu", "10", "1280x720")
 
 
 @pytest.mark.parametrize(

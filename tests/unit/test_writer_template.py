@@ -96,6 +96,12 @@ def test_merged_scenes_have_about_as_much_to_say_as_each_other() -> None:
         ("In 1,000 years, the city sleeps", ["In 1,000 years,", "the city sleeps"]),
         ("一只小猫在月光下，慢慢地散步。", ["一只小猫在月光下，", "慢慢地散步。"]),
         ("It costs 3.5 coins", ["It costs 3.5 coins"]),
+        # A clause too short to stand alone stays with the next one.
+        ("Far below, a whale glows under the waves.", ["Far below, a whale glows under the waves."]),
+        (
+            "At dusk, the keeper climbs the stairs, and lights the lamp.",
+            ["At dusk, the keeper climbs the stairs,", "and lights the lamp."],
+        ),
     ],
 )
 def test_scenes_end_at_phrase_boundaries_or_are_fewer(
