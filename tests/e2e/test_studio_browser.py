@@ -154,6 +154,8 @@ def test_a_video_longer_than_asked_shows_its_notice_and_lengths_people_read(app,
         lengths
     )
     assert not tab.errors
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=SCREENSHOTS / "video-notice.png", full_page=True)
 
 
 def test_cancel_and_delete_from_the_page(app, tab):
