@@ -431,6 +431,15 @@ def test_step_mode_splits_a_step_whose_attention_batch_would_pass_the_limit(engi
     )
 
 
+def generate_once(model: SVDEngine | StepScheduler, requests: list[SceneRequest]) -> list[SceneFrames]:
+    """``model.generate(requests)``; a step loop is unloaded after it, whatever happens."""
+    try:
+        return model.generate(requests)
+    finally:
+        if isinstance(model, StepScheduler):
+            model.unload()
+
+
 def attention_batches(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """The batch of every attention call from now on (diffusers' attention goes through torch's SDPA)."""
     batches: list[int] = []
@@ -457,11 +466,7 @@ def test_no_attention_call_passes_the_limit_and_a_split_batch_equals_its_singles
     ]
     model = engine if scheduling == "call" else StepScheduler(SVDEngine(tiny_svd_config))
     batches = attention_batches(monkeypatch)
-    try:
-        made = model.generate(requests)
-    finally:
-        if isinstance(model, StepScheduler):
-            model.unload()
+    made = generate_once(model, requests)
     monkeypatch.undo()  # the singles below run with the real SDPA and limit
 
     assert max(batches) == 64
@@ -483,11 +488,7 @@ def test_on_cuda_four_guided_scenes_at_svd_xt_size_run(
     requests = [replace(request, num_inference_steps=2) for request in xt_sized(4, guided=True)]
     model = cuda_engine if scheduling == "call" else StepScheduler(cuda_engine)
     batches = attention_batches(monkeypatch)
-    try:
-        made = model.generate(requests)
-    finally:
-        if isinstance(model, StepScheduler):
-            model.unload()
+    made = generate_once(model, requests)
 
     assert max(batches) <= CUDA_ATTENTION_BATCH_LIMIT
     assert [result.frames.shape for result in made] == [(25, 576, 1024, 3)] * 4
