@@ -86,7 +86,7 @@ device-wheels: install
 		$$($(BIN)/python -m bench.device_wheels)
 
 tiny-models: install
-	$(BIN)/python -m engines.tiny_models out/tiny-models
+	$(BIN)/python -m tests.support.tiny_models out/tiny-models
 
 clean:
 	rm -rf out bench/out .pytest_cache

@@ -39,7 +39,7 @@ CUDA = torch.cuda.is_available()
 
 
 def check_dtypes(models: Path) -> dict[str, Any]:
-    from engines.tiny_models import TINY_LTX_SETTINGS, TINY_SVD_SETTINGS, TINY_WAN_SETTINGS
+    from tests.support.tiny_models import TINY_LTX_SETTINGS, TINY_SVD_SETTINGS, TINY_WAN_SETTINGS
 
     found: dict[str, Any] = {}
     settings = {"svd": TINY_SVD_SETTINGS, "ltx": TINY_LTX_SETTINGS, "wan": TINY_WAN_SETTINGS}
@@ -58,7 +58,7 @@ def check_dtypes(models: Path) -> dict[str, Any]:
 
 
 def check_experts(models: Path) -> dict[str, Any]:
-    from engines.tiny_models import TINY_WAN_SETTINGS
+    from tests.support.tiny_models import TINY_WAN_SETTINGS
 
     found: dict[str, Any] = {}
     options = {"fp8_weights": True, "group_offload": True}
@@ -89,7 +89,7 @@ def check_experts(models: Path) -> dict[str, Any]:
 
 
 def check_park(models: Path) -> dict[str, Any]:
-    from engines.tiny_models import TINY_WAN_SETTINGS
+    from tests.support.tiny_models import TINY_WAN_SETTINGS
 
     if not CUDA:
         _say("park", "skipped: cpu_offload is CUDA-only")
@@ -114,8 +114,8 @@ def check_park(models: Path) -> dict[str, Any]:
 
 
 def check_memory(models: Path) -> dict[str, Any]:
-    from engines.step_loop import CudaMemory, peak_memory_allocated
-    from engines.tiny_models import TINY_SVD_SETTINGS
+    from engines.video.step_loop import CudaMemory, peak_memory_allocated
+    from tests.support.tiny_models import TINY_SVD_SETTINGS
 
     if not CUDA:
         _say("memory", "skipped: admission by memory is CUDA-only")
@@ -148,7 +148,7 @@ def check_memory(models: Path) -> dict[str, Any]:
 
 
 def check_compile_wan(models: Path) -> dict[str, Any]:
-    from engines.tiny_models import TINY_WAN_SETTINGS
+    from tests.support.tiny_models import TINY_WAN_SETTINGS
 
     if not CUDA:
         _say("compile_wan", "skipped: torch_compile is CUDA-only")
@@ -164,7 +164,7 @@ def check_compile_wan(models: Path) -> dict[str, Any]:
 
 
 def check_compile_svd(models: Path) -> dict[str, Any]:
-    from engines.tiny_models import TINY_SVD_SETTINGS
+    from tests.support.tiny_models import TINY_SVD_SETTINGS
 
     if not CUDA:
         _say("compile_svd", "skipped: torch_compile is CUDA-only")
@@ -232,8 +232,8 @@ def _compile_run(
 
 
 def _engine(kind: str, models: Path, **settings: Any) -> Any:
-    from engines.tiny_models import build_tiny_ltx, build_tiny_svd, build_tiny_wan
-    from engines.video import build_video_engine
+    from engines.video.families import build_video_engine
+    from tests.support.tiny_models import build_tiny_ltx, build_tiny_svd, build_tiny_wan
 
     family = "wan" if kind == "wan-a14b" else kind
     folder = models / kind
@@ -253,8 +253,8 @@ def _engine(kind: str, models: Path, **settings: Any) -> Any:
 
 
 def _config_class(family: str) -> Any:
-    from engines.svd import SVDConfig
-    from engines.transformer_video import LTXConfig, WanConfig
+    from engines.video.svd.engine import SVDConfig
+    from engines.video.text import LTXConfig, WanConfig
 
     return {"svd": SVDConfig, "ltx": LTXConfig, "wan": WanConfig}[family]
 
@@ -262,7 +262,7 @@ def _config_class(family: str) -> Any:
 def _scene(
     family: str, seed: int, steps: int = 2, size: tuple[int, int] = (64, 64), frames: int | None = None
 ) -> Any:
-    from engines.video_base import SceneRequest
+    from engines.video.base import SceneRequest
 
     pixels = np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
     text = {} if family == "svd" else {"prompt": f"scene {seed}"}

@@ -53,7 +53,7 @@ def build_pipeline(family: str, device: str) -> tuple[Any, dict[str, int]]:
     from diffusers import FlowMatchEulerDiscreteScheduler
     from transformers import T5Config
 
-    from engines.tiny_models import _build_t5_tokenizer
+    from tests.support.tiny_models import _build_t5_tokenizer
 
     tokenizer = _build_t5_tokenizer()  # the tokenizer's vocabulary does not change the model's cost
     t5 = {"d_model": 4096, "d_kv": 64, "d_ff": 10240, "num_layers": 24, "num_heads": 64}
@@ -137,8 +137,8 @@ def plain_diffusers(
 
 def engine(family: str, model: Path, device: str, image: Image.Image, shape: dict, options: dict) -> dict:
     """Our engine (`TransformerVideoEngine.generate`, what the SVDGenerator deployment runs for the family)."""
-    from engines.transformer_video import TransformerVideoEngine
-    from engines.video_base import SceneRequest
+    from engines.video.base import SceneRequest
+    from engines.video.text import TransformerVideoEngine
 
     config = _config_class(family)(
         model_path=str(model), device=device, dtype="bfloat16" if device == "cuda" else "float32",
@@ -163,7 +163,7 @@ def engine(family: str, model: Path, device: str, image: Image.Image, shape: dic
 
 
 def _config_class(family: str) -> Any:
-    from engines.transformer_video import LTXConfig, WanConfig
+    from engines.video.text import LTXConfig, WanConfig
 
     return LTXConfig if family == "ltx" else WanConfig
 
@@ -213,7 +213,7 @@ def main(argv: list[str] | None = None) -> None:
     }
     with tempfile.TemporaryDirectory(prefix=f"{args.family}-random-") as scratch:
         if args.tiny:
-            from engines.tiny_models import build_tiny_ltx, build_tiny_wan
+            from tests.support.tiny_models import build_tiny_ltx, build_tiny_wan
 
             model = (build_tiny_ltx if args.family == "ltx" else build_tiny_wan)(Path(scratch) / "model")
         else:

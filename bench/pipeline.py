@@ -1,7 +1,7 @@
 """The benchmark job, and the same job run in this process (no Ray, no HTTP) through the one recipe.
 
-The in-process side stores the job in its own job store and runs `serve_app.recipe.VideoRecipe` over
-`engines.local.LocalStages` (which batches keyframes and scenes that arrive together, as the service's
+The in-process side stores the job in its own job store and runs `serve_app.jobs.recipe.VideoRecipe` over
+`engines.stages.local.LocalStages` (which batches keyframes and scenes that arrive together, as the service's
 deployments do), so both sides run the same steps on the same engines by construction.
 
 Both sides use one `AppConfig` with the tiny random-weight models (the real diffusers classes) on CPU and
@@ -18,14 +18,14 @@ from typing import Any
 
 from core.files import JobFiles
 from core.status import JobStatus, Variant
-from engines.tiny_models import TINY_SVD_SETTINGS, build_tiny_painter, build_tiny_svd
 from serve_app.config import AppConfig
+from serve_app.jobs.recipe import VideoRecipe
+from serve_app.jobs.runner import JobWorker
+from serve_app.jobs.stages import local_stages
 from serve_app.protocol import CreateVideoRequest
-from serve_app.recipe import VideoRecipe
-from serve_app.runner import JobWorker
-from serve_app.serving import VideoService
-from serve_app.stages import local_stages
-from serve_app.store import JobStore
+from serve_app.store.jobs import JobStore
+from serve_app.videos.service import VideoService
+from tests.support.tiny_models import TINY_SVD_SETTINGS, build_tiny_painter, build_tiny_svd
 
 # The benchmark job: four scenes of one second; SVD runs at 64x64 (8 frames, 2 steps), the video is 128x128.
 JOB: dict[str, Any] = {

@@ -26,8 +26,8 @@ from bench.pipeline import app_config, build_models
 from bench.timing import Sample, cpu_seconds
 from core.status import TERMINAL, KeyframeSource
 from engines.fallback import KeyframeResult
-from engines.stages import Animated, AnimateRequest
-from engines.video_base import SceneRequest
+from engines.stages.protocols import Animated, AnimateRequest
+from engines.video.base import SceneRequest
 from serve_app.config import AppConfig
 
 APP = "bench"

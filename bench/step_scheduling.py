@@ -5,10 +5,10 @@
 
 Both sides animate the same scenes with the same loaded engine, at the same arrival times:
 
-- `call`: the animator deployment's `@serve.batch` in process (`engines.micro_batch.MicroBatcher`): scenes that
+- `call`: the animator deployment's `@serve.batch` in process (`engines.stages.micro_batch.MicroBatcher`): scenes that
   arrive within `batch_wait_timeout_s` (0.2 s, the deployment's default) of the first, at most
   `max_batch_size` of them, share one `generate` call on the model's one thread; a batch runs to its end.
-- `step`: `engines.step_loop.StepScheduler` with `max_active_scenes` equal to that batch size (the same
+- `step`: `engines.video.step_loop.StepScheduler` with `max_active_scenes` equal to that batch size (the same
   memory budget): each scene enters the loop on arrival and leaves when its own steps are done.
 
 Three rates, as fractions of the `call` side's capacity measured first (a full batch's scenes over its
@@ -37,11 +37,11 @@ import numpy as np
 from PIL import Image
 
 from bench.timing import median, percentile
-from engines.micro_batch import MicroBatcher
-from engines.step_loop import StepScheduler
-from engines.svd import SVDConfig, SVDEngine
-from engines.tiny_models import TINY_SVD_SETTINGS, build_tiny_svd
-from engines.video_base import SceneRequest
+from engines.stages.micro_batch import MicroBatcher
+from engines.video.base import SceneRequest
+from engines.video.step_loop import StepScheduler
+from engines.video.svd.engine import SVDConfig, SVDEngine
+from tests.support.tiny_models import TINY_SVD_SETTINGS, build_tiny_svd
 
 OUT = Path(__file__).parent / "out"
 RATES = {"light": 0.3, "near": 0.9, "over": 1.5}

@@ -29,9 +29,9 @@ from typing import Any
 
 from bench import report
 from bench.pipeline import JOB, app_config, build_models
-from bench.postgres import new_database, postgres_server
 from bench.service import REPLICAS, cluster, latency_under_load, run_job, undeploy
 from bench.timing import median, percentile
+from tests.support.postgres import new_database, postgres_server
 
 OUT = Path(__file__).parent / "out"
 LEVELS = (1, 4, 8)

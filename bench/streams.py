@@ -133,7 +133,7 @@ def _range(values: Iterable[int]) -> dict[str, int] | None:
 def hold_videos(database_path: str | Path, count: int, model: str, lease_s: float) -> list[str]:
     """Put ``count`` jobs straight into the service's store as in progress under a lease of a runner that
     does not exist, live for ``lease_s``: no runner takes them up before then, so they never end."""
-    from serve_app.store import JobRow, JobStore, SceneRow, now
+    from serve_app.store.jobs import JobRow, JobStore, SceneRow, now
 
     store = JobStore(database_path)
     runner = f"bench-hold-{uuid.uuid4().hex[:8]}"

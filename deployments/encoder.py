@@ -7,7 +7,7 @@ from ray import ObjectRef, serve
 from core.storage import Storage
 from engines.media import VideoProcessingConfig, ffmpeg
 from engines.media.clips import ClipEncoder, EncodedScene, EncodeRequest, FinalVideo, StitchRequest
-from engines.stages import Animated
+from engines.stages.protocols import Animated
 
 
 @serve.deployment(

@@ -21,12 +21,19 @@ from core.status import KeyframeSource
 from deployments.batching import BatchSettings, apply_batch_settings, run_batch
 from deployments.model_thread import ModelThread
 from engines.fallback import FallbackPolicy, KeyframeResult, SceneResult, animate_scenes, load_under_policy
-from engines.stages import Animated, AnimateRequest, AnimationEvent, KeyframeReady, StepDone, follow_steps
-from engines.step_loop import StepScheduler, peak_memory_allocated
-from engines.svd import SVDConfig
-from engines.transformer_video import TransformerVideoConfig
-from engines.video import build_video_engine
-from engines.video_base import SceneRequest
+from engines.stages.protocols import (
+    Animated,
+    AnimateRequest,
+    AnimationEvent,
+    KeyframeReady,
+    StepDone,
+    follow_steps,
+)
+from engines.video.base import SceneRequest
+from engines.video.families import build_video_engine
+from engines.video.step_loop import StepScheduler, peak_memory_allocated
+from engines.video.svd.engine import SVDConfig
+from engines.video.text import TransformerVideoConfig
 
 logger = logging.getLogger("ray.serve")
 

@@ -25,9 +25,9 @@ from core.errors import InvalidInput, ModelUnavailable
 from core.status import Animator, KeyframeSource
 from engines.media.cards import placeholder_image, title_card_frames
 from engines.painter import PainterEngine, PaintRequest
-from engines.svd import SVDConfig
-from engines.transformer_video import FAMILY_RULES, TransformerVideoConfig
-from engines.video_base import CancelToken, ProgressCallback, SceneRequest, VideoModel
+from engines.video.base import CancelToken, ProgressCallback, SceneRequest, VideoModel
+from engines.video.svd.engine import SVDConfig
+from engines.video.text import FAMILY_RULES, TransformerVideoConfig
 from engines.writer import Script, ScriptWriter, WriterConfig, WriteRequest
 
 logger = logging.getLogger(__name__)

@@ -10,9 +10,9 @@ from deployments.narrator import Narrator
 from deployments.painter import KeyframePainter
 from deployments.svd import SVDGenerator
 from deployments.writer import SceneWriter
+from serve_app.api.ingress import VideoAPI
 from serve_app.config import AppConfig
-from serve_app.ingress import VideoAPI
-from serve_app.runner import JobRunner
+from serve_app.jobs.runner import JobRunner
 
 
 # No `from __future__ import annotations` here: Ray Serve reads the real annotation of `args` to validate

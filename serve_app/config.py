@@ -20,12 +20,12 @@ from engines.fallback import FallbackPolicy
 from engines.media import VideoProcessingConfig
 from engines.narrator import NarrationConfig
 from engines.painter import PainterConfig
-from engines.svd import SVDConfig
-from engines.video import VideoConfig, rules_of
+from engines.video.families import VideoConfig, rules_of
+from engines.video.svd.engine import SVDConfig
 from engines.writer import WriterConfig
-from serve_app.databases import is_postgres
 from serve_app.protocol import MAX_SCENES
-from serve_app.webhooks import RETRY_SCHEDULE_S, load_secret
+from serve_app.store.databases import is_postgres
+from serve_app.webhooks.delivery import RETRY_SCHEDULE_S, load_secret
 
 logger = logging.getLogger("ray.serve")
 

@@ -3,7 +3,7 @@
 Static checks (types, ranges that never change) live here. The text and list bounds that come from the
 deployment's config (``limits``: longest prompt, caption, style, most scenes) are checked here too, before
 the fields are parsed, when the limits come in the validation context (``parse_create``); the rest of the
-config's limits (length, size, steps) are checked by ``serve_app.planning``.
+config's limits (length, size, steps) are checked by ``serve_app.jobs.plan``.
 """
 
 from __future__ import annotations

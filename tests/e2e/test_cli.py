@@ -12,7 +12,7 @@ import av
 import pytest
 from PIL import Image
 
-from serve_app.cli import main
+from serve_app.client.cli import main
 from tests.fixtures.serve import Deployed
 
 pytestmark = pytest.mark.e2e
@@ -134,6 +134,6 @@ def test_rm_then_get_is_not_found(app, capsys) -> None:
 
 def test_the_module_runs_as_a_program() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "serve_app.cli", "--help"], capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "serve_app.client.cli", "--help"], capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0 and "usage: storyreel" in result.stdout

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from bench.service import free_port
-from serve_app.demo import kill_session
+from serve_app.client.demo import kill_session
 from tests.fixtures.serve import get_video, tiny_svd_args
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]

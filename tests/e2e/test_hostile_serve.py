@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from serve_app.store import JobStore
+from serve_app.store.jobs import JobStore
 from tests.fixtures.jobs import job_row
 from tests.fixtures.serve import Deployed, cpu_profile, deployed
 

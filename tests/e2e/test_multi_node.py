@@ -27,11 +27,11 @@ import psycopg
 import pytest
 import yaml
 
-from bench.postgres import new_database
-from bench.s3 import new_bucket
 from bench.service import free_port
-from serve_app.demo import kill_session
+from serve_app.client.demo import kill_session
 from tests.fixtures.serve import get_video, tiny_svd_args
+from tests.support.postgres import new_database
+from tests.support.s3 import new_bucket
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

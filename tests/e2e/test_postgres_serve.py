@@ -10,9 +10,9 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
-from bench.postgres import new_database
-from bench.s3 import new_bucket
 from tests.fixtures.serve import REPLICAS, Deployed, cpu_profile, deployed
+from tests.support.postgres import new_database
+from tests.support.s3 import new_bucket
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

@@ -14,9 +14,9 @@ from collections.abc import Iterator
 import av
 import pytest
 
-from engines.tiny_models import TINY_SVD_SETTINGS
 from serve_app.config import AppConfig
 from tests.fixtures.serve import Deployed, deployed
+from tests.support.tiny_models import TINY_SVD_SETTINGS
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

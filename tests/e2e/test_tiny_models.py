@@ -15,9 +15,9 @@ import av
 import pytest
 from PIL import Image
 
-from engines.tiny_models import TINY_SVD_SETTINGS
 from serve_app.config import AppConfig
 from tests.fixtures.serve import Deployed, deployed
+from tests.support.tiny_models import TINY_SVD_SETTINGS
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

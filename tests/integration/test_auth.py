@@ -6,7 +6,7 @@ import openai
 import pytest
 from fastapi.testclient import TestClient
 
-from serve_app import ingress
+from serve_app.api import ingress
 
 pytestmark = pytest.mark.integration
 

@@ -6,8 +6,8 @@ import av
 import pytest
 
 from bench.pipeline import JOB, InProcessJob, app_config
-from engines.step_loop import StepScheduler
-from serve_app.planning import plan_job
+from engines.video.step_loop import StepScheduler
+from serve_app.jobs.plan import plan_job
 from serve_app.protocol import CreateVideoRequest
 
 pytestmark = pytest.mark.integration

@@ -15,8 +15,8 @@ import pytest
 from core.files import JobFiles
 from serve_app.config import AppConfig
 from serve_app.protocol import CreateVideoRequest
-from serve_app.serving import VideoService
-from serve_app.store import JobRow
+from serve_app.store.jobs import JobRow
+from serve_app.videos.service import VideoService
 from tests.fixtures.jobs import runners, service_with
 from tests.fixtures.media import pids_running, seconds_until_gone, wait_for_process, wav_bytes
 

@@ -18,15 +18,15 @@ from fastapi.testclient import TestClient
 from core.errors import JobGone, MediaError, ModelUnavailable
 from core.files import JobFiles
 from deployments.board import CANCEL_KEPT_S, JobBoard
-from engines.stages import Animated, StepDone
-from serve_app import ingress
-from serve_app.errors import NotFound
+from engines.stages.protocols import Animated, StepDone
+from serve_app.api import ingress
+from serve_app.api.errors import NotFound
+from serve_app.jobs.recipe import VideoRecipe
+from serve_app.jobs.runner import ORPHAN_GRACE_S
+from serve_app.jobs.stages import local_stages
 from serve_app.protocol import CreateVideoRequest
-from serve_app.recipe import VideoRecipe
-from serve_app.runner import ORPHAN_GRACE_S
-from serve_app.serving import VideoService
-from serve_app.stages import local_stages
-from serve_app.store import JobStore, now
+from serve_app.store.jobs import JobStore, now
+from serve_app.videos.service import VideoService
 from tests.fixtures.jobs import Spy, job_row, runners, service_with, stages_with
 
 pytestmark = pytest.mark.integration

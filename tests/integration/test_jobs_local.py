@@ -15,12 +15,12 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from engines.media import VideoProcessor
-from serve_app import ingress
+from serve_app.api import ingress
+from serve_app.jobs.recipe import VideoRecipe
+from serve_app.jobs.runner import JobWorker
 from serve_app.protocol import CreateVideoRequest
-from serve_app.recipe import VideoRecipe
-from serve_app.runner import JobWorker
-from serve_app.serving import VideoService
-from serve_app.store import JobStore, now
+from serve_app.store.jobs import JobStore, now
+from serve_app.videos.service import VideoService
 from tests.fixtures.jobs import Spy, job_row, runners, service_with, stages_with
 
 pytestmark = pytest.mark.integration

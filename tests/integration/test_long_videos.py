@@ -11,12 +11,12 @@ import pytest
 from core.files import JobFiles
 from engines.media import VideoProcessor
 from serve_app.config import AppConfig
-from serve_app.planning import plan_job, segment_frames
+from serve_app.jobs.plan import plan_job, segment_frames
+from serve_app.jobs.recipe import VideoRecipe, seed_of
+from serve_app.jobs.runner import JobWorker
+from serve_app.jobs.stages import local_stages
 from serve_app.protocol import CreateVideoRequest
-from serve_app.recipe import VideoRecipe, seed_of
-from serve_app.runner import JobWorker
-from serve_app.serving import VideoService
-from serve_app.stages import local_stages
+from serve_app.videos.service import VideoService
 from tests.fixtures.jobs import runners, service_with, stages_with
 
 pytestmark = pytest.mark.integration

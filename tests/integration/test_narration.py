@@ -14,11 +14,11 @@ import pytest
 from core.files import JobFiles
 from engines.media import VideoProcessor
 from engines.narrator.narrator import write_wav
+from serve_app.api.errors import BadRequest
 from serve_app.config import AppConfig
-from serve_app.errors import BadRequest
+from serve_app.jobs.recipe import VideoRecipe
+from serve_app.jobs.runner import JobWorker
 from serve_app.protocol import CreateVideoRequest
-from serve_app.recipe import VideoRecipe
-from serve_app.runner import JobWorker
 from tests.fixtures.jobs import runners, service_with, stages_with
 from tests.fixtures.media import wav_bytes
 

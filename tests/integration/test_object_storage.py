@@ -25,9 +25,9 @@ from core.files import JobFiles, job_folders
 from core.storage import LocalStorage, ObjectStorage, Storage
 from engines.media import VideoProcessor
 from engines.narrator.narrator import write_wav
-from serve_app import ingress
+from serve_app.api import ingress
+from serve_app.api.downloads import byte_range
 from serve_app.config import AppConfig
-from serve_app.downloads import byte_range
 from serve_app.protocol import CreateVideoRequest, ExtendRequest, RemixRequest, SceneSpec
 from tests.fixtures.jobs import job_row, runners, service_with
 
@@ -339,7 +339,7 @@ def test_a_narrated_long_video_with_music_remixed_and_extended_on_the_store(on_s
 
 
 def test_the_sweep_removes_objects_of_jobs_without_a_row_and_of_expired_jobs(on_s3, monkeypatch):
-    from serve_app import runner
+    from serve_app.jobs import runner
 
     service = service_with(on_s3)
     orphan = JobFiles(service.storage, "video_" + "e" * 32)

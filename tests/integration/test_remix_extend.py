@@ -14,14 +14,14 @@ from fastapi.testclient import TestClient
 
 from core.files import JobFiles
 from engines.media import VideoProcessor
-from serve_app import ingress
+from serve_app.api import ingress
+from serve_app.api.errors import BadRequest, Conflict, NotFound, Overloaded
 from serve_app.config import AppConfig
-from serve_app.errors import BadRequest, Conflict, NotFound, Overloaded
+from serve_app.jobs.recipe import VideoRecipe
+from serve_app.jobs.runner import JobWorker
 from serve_app.protocol import CreateVideoRequest, ExtendRequest, RemixRequest, SceneSpec, VideoReference
-from serve_app.recipe import VideoRecipe
-from serve_app.runner import JobWorker
-from serve_app.serving import VideoService
-from serve_app.store import JobStore
+from serve_app.store.jobs import JobStore
+from serve_app.videos.service import VideoService
 from tests.fixtures.jobs import Spy, runners, service_with, stages_with
 from tests.fixtures.webhooks import Receiver, verify
 

@@ -11,7 +11,7 @@ import re
 import pytest
 from fastapi.testclient import TestClient
 
-from serve_app import ingress
+from serve_app.api import ingress
 
 pytestmark = pytest.mark.integration
 

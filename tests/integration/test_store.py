@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from serve_app.store import IdempotencyConflict, JobRow, JobStore, QueueFull, SceneRow, now
+from serve_app.store.jobs import IdempotencyConflict, JobRow, JobStore, QueueFull, SceneRow, now
 
 pytestmark = pytest.mark.integration
 
@@ -273,7 +273,7 @@ def test_an_event_stream_wakes_for_another_processes_write_without_polling(
     import asyncio
     import json
 
-    from serve_app import serving
+    from serve_app.videos import service as serving
     from tests.fixtures.jobs import job_row, service_with
 
     # Streams poll every minute here: one that sees the write within seconds was woken by the notice.

@@ -12,8 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from serve_app import cli
-from serve_app.cli import Api, ApiError, ServerEvent, main, parse_args, parse_events, read_scenes
+from serve_app.client import cli
+from serve_app.client.cli import Api, ApiError, ServerEvent, main, parse_args, parse_events, read_scenes
 
 pytestmark = pytest.mark.unit
 

@@ -21,9 +21,9 @@ from deployments.narrator import Narrator
 from deployments.painter import KeyframePainter
 from deployments.svd import SVDGenerator
 from deployments.writer import SceneWriter
+from serve_app.api.ingress import VideoAPI
 from serve_app.config import AppConfig, load_serve_config
-from serve_app.ingress import VideoAPI
-from serve_app.runner import JobRunner
+from serve_app.jobs.runner import JobRunner
 
 pytestmark = pytest.mark.unit
 
@@ -238,7 +238,7 @@ def test_every_deployment_but_the_ingress_autoscales() -> None:
         if name == "JobRunner":  # jobs are not requests: its own policy counts jobs in flight and waiting
             policy = autoscaling["policy"]["policy_function"]
             assert (
-                policy == "serve_app.runner:jobs_autoscaling_policy"
+                policy == "serve_app.jobs.runner:jobs_autoscaling_policy"
                 and "target_ongoing_requests" not in autoscaling
             )
         else:

@@ -82,8 +82,8 @@ def test_there_is_no_import_cycle_between_packages_or_modules() -> None:
 def test_the_graph_is_read_for_real() -> None:
     graph = _graph()
     # Known edges, so an empty graph (a broken reader) cannot pass the tests above.
-    assert "core.errors" in graph["engines.svd"]
-    assert "serve_app.recipe" in graph["serve_app.runner"]
+    assert "core.errors" in graph["engines.video.svd.engine"]
+    assert "serve_app.jobs.recipe" in graph["serve_app.jobs.runner"]
     assert "deployments.svd" in graph["serve_app.app"]
     assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
 

@@ -52,8 +52,8 @@ CUDA, CPU = torch.device("cuda"), torch.device("cpu")
 
 def _configs() -> dict[str, Any]:
     from engines.painter import PainterConfig
-    from engines.svd import SVDConfig
-    from engines.transformer_video import LTXConfig, WanConfig
+    from engines.video.svd.engine import SVDConfig
+    from engines.video.text import LTXConfig, WanConfig
 
     return {"svd": SVDConfig(), "ltx": LTXConfig(), "wan": WanConfig(), "painter": PainterConfig()}
 
@@ -94,7 +94,7 @@ def test_without_bfloat16_the_text_families_fall_back_to_float32_not_float16() -
 
 
 def test_an_explicit_dtype_wins_but_wans_vae_stays_float32(caplog: pytest.LogCaptureFixture) -> None:
-    from engines.transformer_video import LTXConfig, WanConfig
+    from engines.video.text import LTXConfig, WanConfig
 
     assert placement_for(WanConfig(dtype="float32"), CUDA).load_dtype == torch.float32
     assert placement_for(WanConfig(dtype="float16"), CUDA).load_dtype == {
@@ -122,8 +122,9 @@ def test_each_engine_loads_its_components_in_the_dtypes_auto_means_on_cuda(
 ) -> None:
     # This machine has no GPU: the engine is handed the placement `auto` resolves to on CUDA, with the CPU
     # as its device, so what is checked is that the engine's load applies every dtype of it.
-    from engines import svd, transformer_video
-    from engines.video import build_video_engine
+    from engines.video import text as transformer_video
+    from engines.video.families import build_video_engine
+    from engines.video.svd import engine as svd
 
     path = request.getfixturevalue(f"tiny_{family}_path")
     config = type(_configs()[family])(model_path=str(path), device="cpu")
@@ -140,10 +141,10 @@ def test_each_engine_loads_its_components_in_the_dtypes_auto_means_on_cuda(
 def test_wan_runs_with_a_bfloat16_transformer_and_a_float32_vae(
     tiny_wan_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from engines import transformer_video
-    from engines.tiny_models import TINY_WAN_SETTINGS
-    from engines.transformer_video import TransformerVideoEngine, WanConfig
-    from engines.video_base import SceneRequest
+    from engines.video import text as transformer_video
+    from engines.video.base import SceneRequest
+    from engines.video.text import TransformerVideoEngine, WanConfig
+    from tests.support.tiny_models import TINY_WAN_SETTINGS
 
     config = WanConfig(model_path=str(tiny_wan_path), **TINY_WAN_SETTINGS)
     placement = dataclasses.replace(placement_for(config, CUDA), device=CPU)

@@ -18,7 +18,7 @@ from engines.narrator import (
 from engines.narrator.espeak import check_voice, voice_names
 from engines.narrator.narrator import check_language
 from engines.narrator.neural import NeuralVoiceConfig
-from serve_app.planning import faster_rates, fit_narration, fit_pauses
+from serve_app.jobs.plan import faster_rates, fit_narration, fit_pauses
 
 pytestmark = pytest.mark.unit
 

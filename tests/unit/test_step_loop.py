@@ -22,12 +22,12 @@ import torch
 from PIL import Image
 
 from core.errors import GenerationCancelled, ModelUnavailable
-from engines.step_loop import MemoryAdmission, SceneState, StepScheduler
-from engines.svd import SVDConfig
-from engines.tiny_models import TINY_LTX_SETTINGS, TINY_SVD_SETTINGS, TINY_WAN_SETTINGS
-from engines.transformer_video import LTXConfig, WanConfig
-from engines.video import build_video_engine
-from engines.video_base import SceneFrames, SceneRequest, VideoEngine
+from engines.video.base import SceneFrames, SceneRequest, VideoEngine
+from engines.video.families import build_video_engine
+from engines.video.step_loop import MemoryAdmission, SceneState, StepScheduler
+from engines.video.svd.engine import SVDConfig
+from engines.video.text import LTXConfig, WanConfig
+from tests.support.tiny_models import TINY_LTX_SETTINGS, TINY_SVD_SETTINGS, TINY_WAN_SETTINGS
 
 pytestmark = pytest.mark.unit
 
@@ -646,7 +646,7 @@ def test_the_cost_per_scene_is_learned_only_from_steps_without_a_decode_beside_t
 def test_the_gpu_memory_metric_keeps_the_peak_the_loop_resets(monkeypatch: pytest.MonkeyPatch) -> None:
     # The loop resets torch's peak counter at every step it measures; the replica's metric is the peak
     # since it started.
-    from engines import step_loop
+    from engines.video import step_loop
 
     peaks = iter([9_000, 2_000])
     counter = {"peak": 0}
@@ -742,7 +742,7 @@ def test_on_cuda_admission_sees_the_memory_another_process_holds() -> None:
     import subprocess
     import sys
 
-    from engines.step_loop import CudaMemory
+    from engines.video.step_loop import CudaMemory
 
     memory = CudaMemory(torch.device("cuda"))
     admission = MemoryAdmission(memory, fraction=0.9)
@@ -773,7 +773,7 @@ def test_on_cuda_admission_sees_the_memory_another_process_holds() -> None:
 def test_on_cuda_the_loop_learns_costs_and_its_scenes_equal_the_same_scenes_alone(
     tiny_svd_path: Path,
 ) -> None:
-    from engines.step_loop import CudaMemory, peak_memory_allocated
+    from engines.video.step_loop import CudaMemory, peak_memory_allocated
 
     cuda = torch.device("cuda")
     alone = build_video_engine(config_of("svd", tiny_svd_path, device="cuda"))

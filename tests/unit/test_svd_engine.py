@@ -16,13 +16,14 @@ import torch
 from PIL import Image
 
 from core.errors import GenerationCancelled, InvalidInput, ModelUnavailable
-from engines import svd, svd_pipeline
 from engines.loading import Placement
-from engines.step_loop import StepScheduler
-from engines.svd import SceneFrames, SceneRequest, SVDConfig, SVDEngine
-from engines.svd_pipeline import CUDA_ATTENTION_BATCH_LIMIT, attention_batch_per_row
-from engines.svd_steps import SVDSceneState, SVDStepper
-from engines.tiny_models import TINY_SVD_SETTINGS
+from engines.video.step_loop import StepScheduler
+from engines.video.svd import engine as svd
+from engines.video.svd import pipeline as svd_pipeline
+from engines.video.svd.engine import SceneFrames, SceneRequest, SVDConfig, SVDEngine
+from engines.video.svd.pipeline import CUDA_ATTENTION_BATCH_LIMIT, attention_batch_per_row
+from engines.video.svd.steps import SVDSceneState, SVDStepper
+from tests.support.tiny_models import TINY_SVD_SETTINGS
 
 pytestmark = pytest.mark.unit
 

@@ -13,10 +13,10 @@ from PIL import Image
 from core.errors import GenerationCancelled, InvalidInput, ModelUnavailable
 from core.status import Animator
 from engines.fallback import animate_scenes
-from engines.tiny_models import TINY_LTX_SETTINGS, TINY_WAN_SETTINGS
-from engines.transformer_video import LTXConfig, TransformerVideoConfig, TransformerVideoEngine, WanConfig
-from engines.video import build_video_engine
-from engines.video_base import SceneRequest
+from engines.video.base import SceneRequest
+from engines.video.families import build_video_engine
+from engines.video.text import LTXConfig, TransformerVideoConfig, TransformerVideoEngine, WanConfig
+from tests.support.tiny_models import TINY_LTX_SETTINGS, TINY_WAN_SETTINGS
 
 pytestmark = pytest.mark.unit
 
@@ -328,11 +328,11 @@ def test_ltx_with_a_timestep_conditioned_decoder_batches_and_equals_the_stock_pi
     tmp_path: Path,
 ) -> None:
     # LTX-Video 0.9.1 and later add per-video noise before decoding; the stock pipeline cannot draw it for a
-    # list of generators, engines.ltx_pipeline does, the same way for one video.
+    # list of generators, engines.video.ltx.pipeline does, the same way for one video.
     import torch
     from diffusers import LTXImageToVideoPipeline
 
-    from engines.tiny_models import build_tiny_ltx
+    from tests.support.tiny_models import build_tiny_ltx
 
     path = build_tiny_ltx(tmp_path / "ltx-0.9.1", timestep_conditioning=True)
     engine = TransformerVideoEngine(config_of("ltx", path))
@@ -460,13 +460,13 @@ def test_a_checkpoint_made_for_another_pipeline_is_named_in_a_warning(
     import json
     import logging
 
-    from engines.tiny_models import build_tiny_ltx
+    from tests.support.tiny_models import build_tiny_ltx
 
     path = build_tiny_ltx(tmp_path / "ltx-0.9.5-like")
     index = json.loads((path / "model_index.json").read_text())
     (path / "model_index.json").write_text(json.dumps(index | {"_class_name": "LTXConditionPipeline"}))
 
-    with caplog.at_level(logging.WARNING, logger="engines.transformer_video"):
+    with caplog.at_level(logging.WARNING, logger="engines.video.text"):
         TransformerVideoEngine(config_of("ltx", path)).load()
         TransformerVideoEngine(config_of("ltx", build_tiny_ltx(tmp_path / "ltx-0.9.0-like"))).load()
 

@@ -6,11 +6,11 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from engines.svd import SVDConfig
-from engines.transformer_video import LTXConfig, WanConfig
+from engines.video.svd.engine import SVDConfig
+from engines.video.text import LTXConfig, WanConfig
+from serve_app.api.errors import BadRequest
 from serve_app.config import AppConfig
-from serve_app.errors import BadRequest
-from serve_app.planning import plan_job, segment_frames
+from serve_app.jobs.plan import plan_job, segment_frames
 from serve_app.protocol import CreateVideoRequest
 
 pytestmark = pytest.mark.unit

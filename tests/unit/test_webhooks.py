@@ -17,7 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from serve_app.webhooks import (
+from serve_app.webhooks.delivery import (
     RETRY_SCHEDULE_S,
     WebhookRefused,
     check_target,

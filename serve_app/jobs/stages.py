@@ -1,0 +1,179 @@
+"""The recipe's stages in the service (Ray Serve handles), and in this process (engines) for tests.
+
+``ServeStages`` retries a call whose replica died or was overloaded, hands the painter's response to the
+animator and the animator's frames to the encoder without receiving either, and counts the bytes it does
+receive (``received_bytes``; the benchmark's ``runner_bytes_per_scene``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import pickle
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import ray
+from ray.exceptions import ActorUnavailableError, ObjectLostError, OwnerDiedError, RayActorError
+from ray.serve.exceptions import BackPressureError
+from ray.serve.handle import DeploymentResponse
+
+from core.errors import FramesLost
+from engines.fallback import KeyframeResult, load_under_policy, scene_writer
+from engines.media.clips import ClipEncoder, EncodedScene, EncodeRequest, FinalVideo, StitchRequest
+from engines.narrator import NarrateRequest, Narration, NarratorEngine
+from engines.painter import PainterEngine, PaintRequest
+from engines.stages.local import LocalStages
+from engines.stages.protocols import Animated, AnimateRequest, AnimationEvent
+from engines.video.families import build_video_engine
+from engines.writer import Script, WriteRequest
+from serve_app.config import AppConfig
+from serve_app.jobs.recipe import unwrap
+
+logger = logging.getLogger("ray.serve")
+
+# A replica that died (crash, ray.kill, node lost) or a full queue costs a retry of that call, not the job.
+RETRYABLE: tuple[type[BaseException], ...] = (RayActorError, ActorUnavailableError, BackPressureError)
+CALL_ATTEMPTS = 4
+
+T = TypeVar("T")
+
+
+@dataclass
+class Painting:
+    """A keyframe to be painted by the painter deployment, on the way to the animator (which receives it)."""
+
+    request: PaintRequest
+
+
+class ServeStages:
+    """The four stages as Ray Serve deployment handles.
+
+    Args:
+        writer, narrator, painter, animator, encoder: handles of SceneWriter, Narrator, KeyframePainter,
+            SVDGenerator, Encoder.
+    """
+
+    def __init__(self, writer: Any, narrator: Any, painter: Any, animator: Any, encoder: Any) -> None:
+        self.handles = {
+            "writer": writer,
+            "narrator": narrator,
+            "painter": painter,
+            "animator": animator,
+            "encoder": encoder,
+        }
+        self.received_bytes = 0
+        self.writer, self.narrator, self.painter, self.animator, self.encoder = self, self, self, self, self
+
+    async def write(self, request: WriteRequest) -> Script:
+        return self._received(await self._call(lambda: self.handles["writer"].write.remote(request)))
+
+    async def narrate(self, request: NarrateRequest) -> Narration:
+        return self._received(await self._call(lambda: self.handles["narrator"].narrate.remote(request)))
+
+    def paint(self, request: PaintRequest) -> Awaitable[KeyframeResult]:
+        # Not called here: the animator's call carries the painter's response, which Serve resolves there.
+        return _Deferred(Painting(request))
+
+    async def animate(
+        self, request: AnimateRequest, keyframe: KeyframeResult | Awaitable[KeyframeResult]
+    ) -> AsyncIterator[AnimationEvent]:
+        for attempt in range(1, CALL_ATTEMPTS + 1):
+            first = keyframe
+            if isinstance(keyframe, _Deferred):  # a fresh painting each attempt: a dead painter's stays dead
+                first = self.handles["painter"].paint.remote(keyframe.painting.request)
+            stream = self.handles["animator"].animate.options(stream=True).remote(request, first)
+            try:
+                async for event in stream:
+                    yield self._received(event)
+                return
+            except Exception as exc:
+                await self._back_off(exc, attempt)
+
+    async def encode_scene(self, request: EncodeRequest, animated: Animated) -> EncodedScene:
+        try:
+            return self._received(
+                await self._call(lambda: self.handles["encoder"].encode_scene.remote(request, animated))
+            )
+        except (ObjectLostError, OwnerDiedError) as exc:
+            raise FramesLost(f"scene {request.index}'s frames were lost with their animator: {exc}") from exc
+
+    async def stitch(self, request: StitchRequest) -> FinalVideo:
+        return self._received(await self._call(lambda: self.handles["encoder"].stitch.remote(request)))
+
+    async def _call(self, call: Callable[[], DeploymentResponse[T]]) -> T:
+        """``await call()``, retried with backoff when the replica died or was overloaded.
+
+        A cancel of the awaiting task (the job was cancelled or deleted) cancels the call in its replica too:
+        Serve does that by itself only for a call made while serving a request, and the runner's jobs are
+        not requests. The Encoder then kills the call's ffmpeg.
+        """
+        for attempt in range(1, CALL_ATTEMPTS + 1):
+            response = call()
+            try:
+                return await response
+            except asyncio.CancelledError:
+                response.cancel()
+                raise
+            except Exception as exc:
+                await self._back_off(exc, attempt)
+        raise AssertionError("unreachable")
+
+    @staticmethod
+    async def _back_off(exc: Exception, attempt: int) -> None:
+        """Return after a pause if ``exc`` is worth another attempt; else raise it."""
+        if not isinstance(unwrap(exc), RETRYABLE) or attempt == CALL_ATTEMPTS:
+            raise exc
+        delay = min(2.0**attempt, 15.0)
+        logger.warning("call failed (%s); retry %d in %.0f s", type(exc).__name__, attempt, delay)
+        await asyncio.sleep(delay)
+
+    def _received(self, result: T) -> T:
+        self.received_bytes += wire_size(result)
+        return result
+
+
+class _Deferred(Awaitable[KeyframeResult]):
+    """What ``ServeStages.paint`` returns: only ``ServeStages.animate`` opens it."""
+
+    def __init__(self, painting: Painting) -> None:
+        self.painting = painting
+
+    def __await__(self) -> Any:
+        raise TypeError("a keyframe painted in the service is received by the animator, not awaited")
+
+
+class _SizePickler(pickle.Pickler):
+    def reducer_override(self, obj: Any) -> Any:
+        # An object reference crosses as its id (and its owner's address, of similar size), not its object.
+        if isinstance(obj, ray.ObjectRef):
+            return bytes, (obj.binary() * 2,)
+        return NotImplemented
+
+
+def wire_size(obj: Any) -> int:
+    """The bytes ``obj`` takes serialised, with each object reference counted as its id, not its object."""
+    buffer = io.BytesIO()
+    _SizePickler(buffer, protocol=5).dump(obj)
+    return buffer.tell()
+
+
+def local_stages(config: AppConfig, cancelled: set[str] | None = None) -> LocalStages:
+    """The stages as engines in this process, loaded under the config's fallback policy.
+
+    Args:
+        config: the application config.
+        cancelled: ids of cancelled jobs (a cancel adds to it); their scenes stop at the next step.
+    """
+    policy = config.fallback
+    painter, _ = load_under_policy(lambda: PainterEngine(config.painter), policy, "Keyframe painter")
+    svd, _ = load_under_policy(lambda: build_video_engine(config.video), policy, config.video.family)
+    storage = config.storage.open()
+    clips = ClipEncoder(config.video_processing, storage)
+    narrator = NarratorEngine(config.narration, storage, policy)
+    narrator.load()
+    return LocalStages(
+        scene_writer(config.writer, policy), painter, svd, clips, policy, config.video, cancelled, narrator
+    )
