@@ -21,6 +21,7 @@ async function startFrom(path, body, form) {
   }
 }
 
+/** Wire the action buttons and forms of a video's page. */
 export function initActions() {
   $("#cancel-button").addEventListener("click", async () => {
     const id = page.id;

@@ -5,6 +5,7 @@ import { TERMINAL, apiUrl, contentPath, hasKey, mediaSrc } from "./api.js";
 import { followVideo } from "./events.js";
 import { $, announce, el, hideError, reportError, showError, statusText, title } from "./ui.js";
 
+// Each file a completed video may have, and its download link's text.
 const VARIANTS = [
   ["video", "Video (MP4)"],
   ["thumbnail", "Thumbnail (JPEG)"],
@@ -54,6 +55,7 @@ function stopPlayer() {
   player.load();
 }
 
+/** Enable the actions `video` takes (none while it is loading or gone: `video` null). */
 export function setActions(video) {
   const finished = !video || TERMINAL.has(video.status);
   $("#cancel-button").disabled = finished;
@@ -65,6 +67,7 @@ export function setActions(video) {
   }
 }
 
+/** Show `video`'s state, if the page still shows that video; a completed one gets its player. */
 export function renderVideo(video) {
   if (video.id !== page.id) return;
   const before = page.video;
@@ -246,6 +249,7 @@ export function leaveVideoPage() {
   }
 }
 
+/** Wire the downloads (which need the key, when there is one). */
 export function initVideoPage() {
   $("#downloads").addEventListener("click", download);
 }
