@@ -1,15 +1,10 @@
-"""The service side of the benchmarks: one local Ray cluster, the app deployed on it, and HTTP clients.
-
-The e2e tests start their session's cluster with the same `cluster` and `REPLICAS`.
-
-Ray starts once per benchmark run (about 20 s here); every service measurement shares that cluster.
-Replicas take fractions of a CPU, as in serve_config.cpu.yaml, so the whole graph fits on two cores.
+"""The service side of the benchmarks: the app on tiny models, deployed on the cluster the e2e tests use too
+(`tests.support.cluster`), and HTTP clients that time it.
 """
 
 from __future__ import annotations
 
 import json
-import socket
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -29,59 +24,12 @@ from engines.fallback import KeyframeResult
 from engines.stages.protocols import Animated, AnimateRequest
 from engines.video.base import SceneRequest
 from serve_app.config import AppConfig
+from tests.support.cluster import REPLICAS, cluster
 
 APP = "bench"
-# Fractions of a CPU per replica (Ray counts 8 logical CPUs on this 2-core machine): the five deployments
-# and a second SVD replica fit beside the calling process.
-REPLICAS: dict[str, dict[str, Any]] = {
-    "VideoAPI": {"ray_actor_options": {"num_cpus": 0.1}},
-    "JobRunner": {"ray_actor_options": {"num_cpus": 0.1}},
-    "SceneWriter": {"ray_actor_options": {"num_cpus": 0.1}},
-    "KeyframePainter": {"ray_actor_options": {"num_cpus": 0.1}},
-    "SVDGenerator": {"ray_actor_options": {"num_cpus": 0.2, "num_gpus": 0}},
-    "Encoder": {"ray_actor_options": {"num_cpus": 0.2}},
-}
 POLL_S = 0.02
-# Between serve.shutdown() and ray.shutdown(): for this process's handles to hear that the controller died.
-SERVE_STOPPED_S = 1.0
 # The longest `set_svd_batch` waits for the app's jobs to end.
 IDLE_TIMEOUT_S = 60.0
-
-# The proxy URL of the cluster a `cluster()` block of this process runs, while it runs.
-_running: str | None = None
-
-
-@contextmanager
-def cluster(log_to_driver: bool = False) -> Iterator[str]:
-    """Start Ray in this process (one logical GPU) and Serve's HTTP proxy; yield the proxy's base URL; stop
-    both after. ``log_to_driver`` prints the replicas' logs here (the tests want them, the tables do not).
-
-    Inside another ``cluster()`` block of this process it yields that cluster's URL and leaves it running:
-    benchmarks run one after the other (their smoke tests) share one Ray start.
-    """
-    global _running
-    if _running is not None:
-        yield _running
-        return
-    import ray
-    from ray import serve
-
-    port = free_port()
-    ray.init(
-        num_cpus=8, num_gpus=1, include_dashboard=False, configure_logging=False, log_to_driver=log_to_driver
-    )
-    try:
-        serve.start(http_options={"host": "127.0.0.1", "port": port})
-        _running = f"http://127.0.0.1:{port}"
-        yield _running
-    finally:
-        _running = None
-        serve.shutdown()
-        # A deployment handle made in this process (serve.run's, or a test's get_deployment_handle) long-polls
-        # the controller; it stops once it hears the controller is gone. Touching Ray after ray.shutdown()
-        # would end this process with status 1 (pytest's summary unprinted, CI failed): give it the moment.
-        time.sleep(SERVE_STOPPED_S)
-        ray.shutdown()
 
 
 @dataclass
@@ -264,10 +212,3 @@ def svd_throughput(scenes: int, rounds: int, width: int, height: int) -> dict[st
     after = handle.stats.remote().result()["batch_sizes"]
     sizes = {int(size): count - before.get(size, 0) for size, count in after.items()}
     return {"samples": samples, "batch_sizes": {size: n for size, n in sizes.items() if n}}
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]

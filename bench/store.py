@@ -29,8 +29,9 @@ from typing import Any
 
 from bench import report
 from bench.pipeline import JOB, app_config, build_models
-from bench.service import REPLICAS, cluster, latency_under_load, run_job, undeploy
+from bench.service import latency_under_load, run_job, undeploy
 from bench.timing import median, percentile
+from tests.support.cluster import REPLICAS, cluster
 from tests.support.postgres import new_database, postgres_server
 
 OUT = Path(__file__).parent / "out"

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import mimetypes
 import os
 import pathlib
 from collections.abc import AsyncIterator
@@ -383,6 +384,9 @@ async def healthz(request: Request) -> Health:
 # -- the studio and the API docs: static pages, open without a key (the studio asks for one itself) --------
 
 STUDIO = pathlib.Path(__file__).parents[1] / "studio"
+# The studio's scripts are ES modules, which a browser runs only when served with a JavaScript type; the
+# static files take theirs from the host's MIME table, which may say otherwise (text/plain on some hosts).
+mimetypes.add_type("text/javascript", ".js")
 app.mount("/studio", StaticFiles(directory=STUDIO), name="studio")
 app.mount("/docs/assets", StaticFiles(directory=str(files("fastapi_swagger.resources"))), name="docs-assets")
 
