@@ -22,8 +22,9 @@ from urllib.parse import quote
 from starlette.datastructures import Headers
 from starlette.responses import Response
 
+from core.errors import RangeNotSatisfiable
 from core.storage import Storage, StoredObject
-from serve_app.api.errors import RangeNotSatisfiable, error_response
+from serve_app.api.errors import error_response
 
 CHUNK_BYTES = 1 << 20
 # At most 18 digits a side: a longer number is no object's size, and int() of thousands of digits raises.
