@@ -53,7 +53,6 @@ from serve_app.api.downloads import (
 )
 from serve_app.api.guard import RequestGuard
 from serve_app.api.headers import SecurityHeaders, page_policy
-from serve_app.api.validation import client_errors
 from serve_app.config import AppConfig
 from serve_app.protocol import (
     CreateVideoRequest,
@@ -71,6 +70,7 @@ from serve_app.protocol import (
 )
 from serve_app.store.jobs import JobStore
 from serve_app.videos.service import Content, ServeSignals, VideoService
+from serve_app.videos.validation import client_errors
 
 logger = logging.getLogger("ray.serve")
 

@@ -32,9 +32,7 @@ from core.errors import Conflict, InvalidInput, NotFound, Overloaded, Unprocessa
 from core.files import CONTENT_TYPES, JobFiles, atomic_output, is_job_id
 from core.status import TERMINAL, JobStatus, Variant
 from engines.media import audio
-from serve_app.api import uploads
 from serve_app.api.downloads import StoredContent
-from serve_app.api.validation import client_errors
 from serve_app.config import AppConfig
 from serve_app.jobs.plan import JobPlan, plan_job
 from serve_app.jobs.stages import RETRYABLE
@@ -55,6 +53,8 @@ from serve_app.protocol import (
     parse_create,
 )
 from serve_app.store.jobs import IdempotencyConflict, JobRow, JobStore, QueueFull, SceneRow, now
+from serve_app.videos import uploads
+from serve_app.videos.validation import client_errors
 from serve_app.webhooks import delivery as webhooks
 
 logger = logging.getLogger("ray.serve")

@@ -16,7 +16,7 @@ import pytest
 from PIL import Image, ImageFile
 
 from core.errors import BadRequest
-from serve_app.api.uploads import ACCEPTED_FORMATS, MAX_PIXELS, decode_data_url, decode_image, encode_png
+from serve_app.videos.uploads import ACCEPTED_FORMATS, MAX_PIXELS, decode_data_url, decode_image, encode_png
 
 pytestmark = pytest.mark.unit
 
