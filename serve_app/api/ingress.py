@@ -43,10 +43,10 @@ from core.errors import (
     UnsupportedMediaType,
 )
 from core.status import JobStatus, Variant
+from core.storage import StoredContent
 from serve_app.api import errors
 from serve_app.api.bodies import read_create_body
 from serve_app.api.downloads import (
-    StoredContent,
     StoredObjectResponse,
     range_not_satisfiable,
     requested_range,

@@ -31,8 +31,8 @@ from core import metrics
 from core.errors import Conflict, InvalidInput, NotFound, Overloaded, Unprocessable, bad_value
 from core.files import CONTENT_TYPES, JobFiles, atomic_output, is_job_id
 from core.status import TERMINAL, JobStatus, Variant
+from core.storage import StoredContent
 from engines.media import audio
-from serve_app.api.downloads import StoredContent
 from serve_app.config import AppConfig
 from serve_app.jobs.plan import JobPlan, plan_job
 from serve_app.jobs.stages import RETRYABLE
