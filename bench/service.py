@@ -9,7 +9,6 @@ Replicas take fractions of a CPU, as in serve_config.cpu.yaml, so the whole grap
 from __future__ import annotations
 
 import json
-import socket
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -29,6 +28,7 @@ from engines.fallback import KeyframeResult
 from engines.stages.protocols import Animated, AnimateRequest
 from engines.video.base import SceneRequest
 from serve_app.config import AppConfig
+from tests.support.ports import free_port
 
 APP = "bench"
 # Fractions of a CPU per replica (Ray counts 8 logical CPUs on this 2-core machine): the five deployments
@@ -264,10 +264,3 @@ def svd_throughput(scenes: int, rounds: int, width: int, height: int) -> dict[st
     after = handle.stats.remote().result()["batch_sizes"]
     sizes = {int(size): count - before.get(size, 0) for size, count in after.items()}
     return {"samples": samples, "batch_sizes": {size: n for size, n in sizes.items() if n}}
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]

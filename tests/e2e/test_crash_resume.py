@@ -15,9 +15,9 @@ import httpx
 import pytest
 import yaml
 
-from bench.service import free_port
 from serve_app.client.demo import kill_session
 from tests.fixtures.serve import get_video, tiny_svd_args
+from tests.support.ports import free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

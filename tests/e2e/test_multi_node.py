@@ -27,9 +27,9 @@ import psycopg
 import pytest
 import yaml
 
-from bench.service import free_port
 from serve_app.client.demo import kill_session
 from tests.fixtures.serve import get_video, tiny_svd_args
+from tests.support.ports import free_port
 from tests.support.postgres import new_database
 from tests.support.s3 import new_bucket
 

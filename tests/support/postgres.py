@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from bench.service import free_port
+from tests.support.ports import free_port
 
 USER = "storyreel"
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.service import free_port
+from tests.support.ports import free_port
 
 # What a client of the server needs in its environment: the endpoint and (any) credentials.
 CREDENTIALS = {
