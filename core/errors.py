@@ -4,11 +4,16 @@ Every error raised on purpose says what it is with three class attributes: ``cod
 machine-readable word a client sees, in a response's or a failed job's ``error.code``), ``status`` (the
 HTTP status it answers with) and ``public`` (whether its text may be shown, or is for the log only).
 ``classify`` is the only place that reads them: the HTTP layer and the job runner both call it.
+
+The errors a request is answered with (``APIError`` and its subclasses: ``BadRequest``, ``NotFound``,
+``Conflict``, ``Overloaded``, ...) are here too, with no web framework imported: the video service and the
+job planner raise them, and only ``serve_app.api.errors`` turns one into an HTTP response.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -118,6 +123,83 @@ class FramesLost(CodedError):
     code = "frames_lost"
 
 
+class APIError(CodedError):
+    """An error a request is answered with, carrying its HTTP status. Raise the subclasses below, not this.
+
+    Args:
+        message: the text the client sees.
+        param: the request field at fault, if one is.
+        code: the machine-readable word; the class's ``type`` when not given.
+        headers: headers the answer carries (``Retry-After``, ``Content-Range``).
+    """
+
+    status = 500
+    # The error envelope's ``type``: a short word for the kind of error, as OpenAI's API names them.
+    type = "internal_error"
+
+    def __init__(
+        self, message: str, param: str | None = None, code: str | None = None, headers: dict | None = None
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.code = code or self.type
+        self.headers = headers or {}
+
+
+class BadRequest(APIError):
+    status, type = 400, "invalid_request_error"
+
+
+class Unauthorized(APIError):
+    status, type = 401, "authentication_error"
+
+
+class Forbidden(APIError):
+    status, type = 403, "permission_error"
+
+
+class NotFound(APIError):
+    status, type = 404, "not_found_error"
+
+
+class Conflict(APIError):
+    status, type = 409, "conflict_error"
+
+
+class RequestTimeout(APIError):
+    status, type = 408, "request_timeout"
+
+
+class PayloadTooLarge(APIError):
+    status, type = 413, "request_too_large"
+
+
+class UnsupportedMediaType(APIError):
+    status, type = 415, "unsupported_media_type"
+
+
+class RangeNotSatisfiable(APIError):
+    status, type = 416, "range_not_satisfiable"
+
+
+class Unprocessable(APIError):
+    status, type = 422, "unprocessable_entity"
+
+
+class Overloaded(APIError):
+    status, type = 429, "rate_limit_error"
+
+
+class Unavailable(APIError):
+    status, type = 503, "service_unavailable"
+
+
+def bad_value(param: str, value: Any, reason: str) -> BadRequest:
+    """A 400 whose message names the field and shows the value."""
+    return BadRequest(str(InvalidInput(param, value, reason)), param=param, code="invalid_value")
+
+
 @dataclass(frozen=True)
 class ErrorKind:
     """What an exception becomes for a client: its code, HTTP status and the text it may see."""
@@ -147,6 +229,20 @@ def classify(exc: BaseException) -> ErrorKind:
         return ErrorKind(code, status, LOG_ONLY_TEXT.get(code, LOG_ONLY_TEXT["internal_error"]), False)
     lines = str(exc).strip().splitlines()
     return ErrorKind(code, status, lines[0] if lines else type(exc).__name__, True)
+
+
+# An absolute POSIX path with at least one folder: not after a letter, digit, dot, colon or slash, so
+# "and/or", "1/2" and URLs stay as they are.
+_SERVER_PATH = re.compile(r"(?<![\w.:/])/(?:[^\s'\"/:,;()\[\]]+/)+[^\s'\"/:,;()\[\]]*")
+
+
+def public_text(text: str) -> str:
+    """``text`` with server paths (storage root, model cache, weights folders) replaced by ``<path>``.
+
+    Messages a client sees (a job's error, a scene's fallback reason) go through this; the log keeps the
+    whole text.
+    """
+    return _SERVER_PATH.sub("<path>", text)
 
 
 def is_int(value: Any) -> bool:

@@ -41,6 +41,20 @@ class StoredObject:
     modified: float
 
 
+@dataclasses.dataclass
+class StoredContent:
+    """A finished video's file in an object store, found (its size and entity tag read) before any header.
+
+    The video service finds it; the content route streams it (``serve_app.api.downloads``).
+    """
+
+    storage: Storage
+    key: str
+    object: StoredObject
+    media_type: str
+    filename: str
+
+
 class Storage(ABC):
     """Artifacts by key, with the local scratch folder a process makes them in."""
 

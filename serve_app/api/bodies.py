@@ -16,7 +16,7 @@ from typing import Any
 from fastapi import Request
 from starlette.datastructures import UploadFile
 
-from serve_app.api.errors import BadRequest, bad_value
+from core.errors import BadRequest, bad_value
 
 MAX_JSON_DEPTH = 32  # the deepest request is body > scenes > [i] > scene: far below this
 MAX_NUMBER_CHARS = 64  # longer number literals are refused before Python converts them

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
 from email.utils import formatdate
 from typing import Any, Literal
 from urllib.parse import quote
@@ -22,8 +21,9 @@ from urllib.parse import quote
 from starlette.datastructures import Headers
 from starlette.responses import Response
 
-from core.storage import Storage, StoredObject
-from serve_app.api.errors import RangeNotSatisfiable, error_response
+from core.errors import RangeNotSatisfiable
+from core.storage import StoredContent
+from serve_app.api.errors import error_response
 
 CHUNK_BYTES = 1 << 20
 # At most 18 digits a side: a longer number is no object's size, and int() of thousands of digits raises.
@@ -31,17 +31,6 @@ CHUNK_BYTES = 1 << 20
 RANGE = re.compile(r"bytes=(\d{0,18})-(\d{0,18})", re.IGNORECASE)
 
 Asked = tuple[int, int] | None | Literal["unsatisfiable"]
-
-
-@dataclass
-class StoredContent:
-    """A finished video's file in an object store, found (its size and entity tag read) before any header."""
-
-    storage: Storage
-    key: str
-    object: StoredObject
-    media_type: str
-    filename: str
 
 
 def byte_range(header: str | None, size: int) -> Asked:

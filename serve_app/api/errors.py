@@ -1,14 +1,15 @@
-"""One error envelope and one table from error kind to HTTP status.
+"""One error envelope, and the one place an exception becomes an HTTP response.
 
 Every error the API returns looks like ``{"error": {"message", "type", "param", "code"}}`` (OpenAI's
-shape). Domain code raises ``APIError`` (or an engine error); ``error_response`` is the only place that
-turns an exception into a response, through ``core.errors.classify``, which the job runner uses too.
+shape). Domain code raises ``core.errors.APIError`` (or an engine error), with no web framework in sight;
+``error_response`` is the only place that turns an exception into a response, through
+``core.errors.classify``, which the job runner uses too. FastAPI's own errors (a body that fails
+validation, a route that does not exist) are mapped here as well.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 from typing import Any
 
 from fastapi import Request
@@ -17,7 +18,22 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from core.errors import CodedError, InvalidInput, classify
+from core.errors import (
+    APIError,
+    BadRequest,
+    Conflict,
+    Forbidden,
+    NotFound,
+    Overloaded,
+    PayloadTooLarge,
+    RequestTimeout,
+    Unauthorized,
+    Unavailable,
+    Unprocessable,
+    UnsupportedMediaType,
+    bad_value,
+    classify,
+)
 from serve_app.api.headers import secure
 
 logger = logging.getLogger("ray.serve")
@@ -36,94 +52,11 @@ class ErrorResponse(BaseModel):
     error: ErrorBody
 
 
-class APIError(CodedError):
-    """An error with its HTTP status. Raise the subclasses below, not this."""
-
-    status = 500
-    type = "internal_error"
-
-    def __init__(
-        self, message: str, param: str | None = None, code: str | None = None, headers: dict | None = None
-    ):
-        super().__init__(message)
-        self.message = message
-        self.param = param
-        self.code = code or self.type
-        self.headers = headers or {}
-
-
-class BadRequest(APIError):
-    status, type = 400, "invalid_request_error"
-
-
-class Unauthorized(APIError):
-    status, type = 401, "authentication_error"
-
-
-class Forbidden(APIError):
-    status, type = 403, "permission_error"
-
-
-class NotFound(APIError):
-    status, type = 404, "not_found_error"
-
-
-class Conflict(APIError):
-    status, type = 409, "conflict_error"
-
-
-class RequestTimeout(APIError):
-    status, type = 408, "request_timeout"
-
-
-class PayloadTooLarge(APIError):
-    status, type = 413, "request_too_large"
-
-
-class UnsupportedMediaType(APIError):
-    status, type = 415, "unsupported_media_type"
-
-
-class RangeNotSatisfiable(APIError):
-    status, type = 416, "range_not_satisfiable"
-
-
-class Unprocessable(APIError):
-    status, type = 422, "unprocessable_entity"
-
-
-class Overloaded(APIError):
-    status, type = 429, "rate_limit_error"
-
-
-class Unavailable(APIError):
-    status, type = 503, "service_unavailable"
-
-
 _BY_STATUS: dict[int, type[APIError]] = {
     kind.status: kind
     for kind in (BadRequest, Unauthorized, Forbidden, NotFound, Conflict, RequestTimeout, PayloadTooLarge)
     + (UnsupportedMediaType, Unprocessable, Overloaded, Unavailable)
 }
-
-
-# An absolute POSIX path with at least one folder: not after a letter, digit, dot, colon or slash, so
-# "and/or", "1/2" and URLs stay as they are.
-_SERVER_PATH = re.compile(r"(?<![\w.:/])/(?:[^\s'\"/:,;()\[\]]+/)+[^\s'\"/:,;()\[\]]*")
-
-
-def public_text(text: str) -> str:
-    """``text`` with server paths (storage root, model cache, weights folders) replaced by ``<path>``.
-
-    Messages a client sees (a job's error, a scene's fallback reason) go through this; the log keeps the
-    whole text.
-    """
-    return _SERVER_PATH.sub("<path>", text)
-
-
-def bad_value(param: str, value: Any, reason: str) -> BadRequest:
-    """A 400 whose message names the field and shows the value."""
-    return BadRequest(str(InvalidInput(param, value, reason)), param=param, code="invalid_value")
 
 
 def error_response(exc: Exception) -> JSONResponse:

@@ -22,14 +22,8 @@ from urllib.parse import urlsplit
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from serve_app.api.errors import (
-    APIError,
-    Forbidden,
-    PayloadTooLarge,
-    RequestTimeout,
-    UnsupportedMediaType,
-    error_response,
-)
+from core.errors import APIError, Forbidden, PayloadTooLarge, RequestTimeout, UnsupportedMediaType
+from serve_app.api.errors import error_response
 from serve_app.config import AppConfig, CorsConfig
 
 BODY_TYPES = ("application/json", "multipart/form-data")

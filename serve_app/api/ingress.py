@@ -27,32 +27,33 @@ from ray import serve
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from core.errors import InvalidInput
-from core.status import JobStatus, Variant
-from serve_app.api import errors
-from serve_app.api.bodies import read_create_body
-from serve_app.api.downloads import (
-    StoredContent,
-    StoredObjectResponse,
-    range_not_satisfiable,
-    requested_range,
-)
-from serve_app.api.errors import (
+from core.errors import (
+    APIError,
     BadRequest,
     Conflict,
     Forbidden,
+    InvalidInput,
     NotFound,
     Overloaded,
     PayloadTooLarge,
     RangeNotSatisfiable,
     RequestTimeout,
     Unauthorized,
+    Unavailable,
     Unprocessable,
     UnsupportedMediaType,
 )
+from core.status import JobStatus, Variant
+from core.storage import StoredContent
+from serve_app.api import errors
+from serve_app.api.bodies import read_create_body
+from serve_app.api.downloads import (
+    StoredObjectResponse,
+    range_not_satisfiable,
+    requested_range,
+)
 from serve_app.api.guard import RequestGuard
 from serve_app.api.headers import SecurityHeaders, page_policy
-from serve_app.api.validation import client_errors
 from serve_app.config import AppConfig
 from serve_app.protocol import (
     CreateVideoRequest,
@@ -70,6 +71,7 @@ from serve_app.protocol import (
 )
 from serve_app.store.jobs import JobStore
 from serve_app.videos.service import Content, ServeSignals, VideoService
+from serve_app.videos.validation import client_errors
 
 logger = logging.getLogger("ray.serve")
 
@@ -154,7 +156,7 @@ app = FastAPI(
 # The API proper; /healthz stays on `app` without a key, as health probes (Kubernetes, Serve) carry none.
 api = APIRouter(dependencies=[Depends(authorize)], responses=errors.responses(Unauthorized))
 # Known kinds are answered where they are raised; `Exception` is the last resort for bugs (a 500, logged).
-for kind in (errors.APIError, InvalidInput, RequestValidationError, StarletteHTTPException, Exception):
+for kind in (APIError, InvalidInput, RequestValidationError, StarletteHTTPException, Exception):
     app.add_exception_handler(kind, errors.handle)
 
 VideoId = Annotated[str, Path(description="A video id from POST /v1/videos.")]
@@ -183,7 +185,7 @@ app.add_middleware(SecurityHeaders)
 
 def _service(request: Request) -> VideoService:
     if not _services:
-        raise errors.Unavailable("the service is starting", code="starting", headers={"Retry-After": "5"})
+        raise Unavailable("the service is starting", code="starting", headers={"Retry-After": "5"})
     return _services[0]
 
 

@@ -10,8 +10,8 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
+from core.errors import bad_value
 from engines.video.families import rules_of
-from serve_app.api.errors import bad_value
 from serve_app.config import AppConfig
 from serve_app.protocol import CreateVideoRequest
 

@@ -22,7 +22,7 @@ from typing import Any
 from PIL import Image
 
 from core import metrics
-from core.errors import FramesLost, NarrationTooLong, classify
+from core.errors import FramesLost, NarrationTooLong, classify, public_text
 from core.files import JobFiles
 from core.status import Animator, JobStatus, KeyframeSource, NoticeCode, SceneStatus, ScriptSource
 from engines.fallback import KeyframeResult
@@ -34,7 +34,6 @@ from engines.painter import PaintRequest, prepare_reference
 from engines.stages.protocols import Animated, AnimateRequest, KeyframeReady, Stages, StepDone
 from engines.video.base import SceneRequest
 from engines.writer import WriteRequest, improve_visual_prompt, motion_bucket_id
-from serve_app.api.errors import public_text
 from serve_app.config import AppConfig
 from serve_app.jobs.plan import (
     Fit,

@@ -28,14 +28,11 @@ from typing import Any, BinaryIO, Protocol
 from pydantic import ValidationError
 
 from core import metrics
-from core.errors import InvalidInput
+from core.errors import Conflict, InvalidInput, NotFound, Overloaded, Unprocessable, bad_value
 from core.files import CONTENT_TYPES, JobFiles, atomic_output, is_job_id
 from core.status import TERMINAL, JobStatus, Variant
+from core.storage import StoredContent
 from engines.media import audio
-from serve_app.api import uploads
-from serve_app.api.downloads import StoredContent
-from serve_app.api.errors import Conflict, NotFound, Overloaded, Unprocessable, bad_value
-from serve_app.api.validation import client_errors
 from serve_app.config import AppConfig
 from serve_app.jobs.plan import JobPlan, plan_job
 from serve_app.jobs.stages import RETRYABLE
@@ -56,6 +53,8 @@ from serve_app.protocol import (
     parse_create,
 )
 from serve_app.store.jobs import IdempotencyConflict, JobRow, JobStore, QueueFull, SceneRow, now
+from serve_app.videos import uploads
+from serve_app.videos.validation import client_errors
 from serve_app.webhooks import delivery as webhooks
 
 logger = logging.getLogger("ray.serve")

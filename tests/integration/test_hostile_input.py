@@ -15,8 +15,9 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from serve_app.api import ingress, uploads
+from serve_app.api import ingress
 from serve_app.api.bodies import MAX_FORM_FIELD_BYTES, MAX_JSON_DEPTH
+from serve_app.videos import uploads
 from tests.fixtures.media import flac_header, wav_bytes
 
 pytestmark = pytest.mark.integration

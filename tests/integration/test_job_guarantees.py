@@ -15,12 +15,11 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from core.errors import JobGone, MediaError, ModelUnavailable
+from core.errors import JobGone, MediaError, ModelUnavailable, NotFound
 from core.files import JobFiles
 from deployments.board import CANCEL_KEPT_S, JobBoard
 from engines.stages.protocols import Animated, StepDone
 from serve_app.api import ingress
-from serve_app.api.errors import NotFound
 from serve_app.jobs.recipe import VideoRecipe
 from serve_app.jobs.runner import ORPHAN_GRACE_S
 from serve_app.jobs.stages import local_stages

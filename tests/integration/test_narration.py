@@ -11,10 +11,10 @@ import av
 import numpy as np
 import pytest
 
+from core.errors import BadRequest
 from core.files import JobFiles
 from engines.media import VideoProcessor
 from engines.narrator.narrator import write_wav
-from serve_app.api.errors import BadRequest
 from serve_app.config import AppConfig
 from serve_app.jobs.recipe import VideoRecipe
 from serve_app.jobs.runner import JobWorker

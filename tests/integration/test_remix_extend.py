@@ -12,10 +12,10 @@ import time
 import pytest
 from fastapi.testclient import TestClient
 
+from core.errors import BadRequest, Conflict, NotFound, Overloaded
 from core.files import JobFiles
 from engines.media import VideoProcessor
 from serve_app.api import ingress
-from serve_app.api.errors import BadRequest, Conflict, NotFound, Overloaded
 from serve_app.config import AppConfig
 from serve_app.jobs.recipe import VideoRecipe
 from serve_app.jobs.runner import JobWorker

@@ -15,8 +15,8 @@ import zlib
 import pytest
 from PIL import Image, ImageFile
 
-from serve_app.api.errors import BadRequest
-from serve_app.api.uploads import ACCEPTED_FORMATS, MAX_PIXELS, decode_data_url, decode_image, encode_png
+from core.errors import BadRequest
+from serve_app.videos.uploads import ACCEPTED_FORMATS, MAX_PIXELS, decode_data_url, decode_image, encode_png
 
 pytestmark = pytest.mark.unit
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from serve_app.api.validation import client_errors
+from serve_app.videos.validation import client_errors
 
 pytestmark = pytest.mark.unit
 

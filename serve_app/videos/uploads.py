@@ -19,8 +19,7 @@ from typing import Any
 
 from PIL import Image, ImageOps
 
-from core.errors import InvalidInput
-from serve_app.api.errors import BadRequest
+from core.errors import BadRequest, InvalidInput
 
 ACCEPTED_FORMATS = ("PNG", "JPEG", "WEBP")
 MAX_PIXELS = 40_000_000  # refused before decoding: a small file can declare a huge image
