@@ -20,11 +20,13 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from core.status import TERMINAL, JobStatus, SceneStatus, WebhookStatus
 from serve_app.store.databases import Database, Session, open_database
 
 logger = logging.getLogger("ray.serve")
 
-SCHEMA = """
+# Every status in the SQL is an enum's own text (core.status), never spelled by hand.
+SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS jobs (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     id TEXT NOT NULL UNIQUE,
@@ -62,7 +64,7 @@ CREATE TABLE IF NOT EXISTS scenes (
     visual_prompt TEXT NOT NULL,
     duration_s REAL NOT NULL,
     motion_bucket_id INTEGER NOT NULL,
-    status TEXT NOT NULL DEFAULT 'pending',
+    status TEXT NOT NULL DEFAULT '{SceneStatus.PENDING}',
     progress INTEGER NOT NULL DEFAULT 0,
     generator TEXT,
     keyframe_generator TEXT,
@@ -83,7 +85,7 @@ CREATE TABLE IF NOT EXISTS webhooks (
     url TEXT NOT NULL,
     event TEXT NOT NULL,
     body TEXT NOT NULL,
-    status TEXT NOT NULL DEFAULT 'pending',
+    status TEXT NOT NULL DEFAULT '{WebhookStatus.PENDING}',
     attempts INTEGER NOT NULL DEFAULT 0,
     next_at REAL NOT NULL,
     last_error TEXT,
@@ -102,7 +104,7 @@ class SceneRow:
     visual_prompt: str
     duration_s: float
     motion_bucket_id: int
-    status: str = "pending"
+    status: SceneStatus = SceneStatus.PENDING
     progress: int = 0
     generator: str | None = None
     keyframe_generator: str | None = None
@@ -120,11 +122,17 @@ class SceneRow:
     def narration(self) -> dict[str, Any] | None:
         return json.loads(self.narration_json) if self.narration_json else None
 
+    @classmethod
+    def from_record(cls, record: Any) -> SceneRow:
+        """A scene from a ``scenes`` row: the status read as the enum."""
+        values = {name: record[name] for name in _SCENE_COLUMNS}
+        return cls(**values | {"status": SceneStatus(record["status"])})
+
 
 @dataclass
 class JobRow:
     id: str
-    status: str
+    status: JobStatus
     model: str
     prompt: str
     size: str
@@ -165,7 +173,15 @@ class JobRow:
         """The scenes of the video a remix or an extension starts from (their clips are ``inherited_NNN``)."""
         if not self.inherited_json:
             return []
-        return [SceneRow(**scene) for scene in json.loads(self.inherited_json)]
+        # Each as `dataclasses.asdict` wrote it when the source ended: columns added since take their default.
+        scenes = json.loads(self.inherited_json)
+        return [SceneRow(**scene | {"status": SceneStatus(scene["status"])}) for scene in scenes]
+
+    @classmethod
+    def from_record(cls, record: Any) -> JobRow:
+        """A job from a ``jobs`` row, without its scenes: the status read as the enum."""
+        values = {name: record[name] for name in _JOB_COLUMNS}
+        return cls(**values | {"status": JobStatus(record["status"])})
 
 
 @dataclass
@@ -177,11 +193,17 @@ class WebhookRow:
     url: str
     event: str
     body: str
-    status: str
+    status: WebhookStatus
     attempts: int
     next_at: float
     last_error: str | None
     created_at: int
+
+    @classmethod
+    def from_record(cls, record: Any) -> WebhookRow:
+        """An event from a ``webhooks`` row: the status read as the enum."""
+        values = {name: record[name] for name in _WEBHOOK_COLUMNS}
+        return cls(**values | {"status": WebhookStatus(record["status"])})
 
 
 _WEBHOOK_COLUMNS = tuple(f.name for f in fields(WebhookRow))
@@ -305,7 +327,7 @@ class JobStore:
         self._tell(job_id)
         return changed
 
-    def finish(self, job_id: str, status: str, retention_s: int, **changes: Any) -> bool:
+    def finish(self, job_id: str, status: JobStatus, retention_s: int, **changes: Any) -> bool:
         """End an unfinished job with ``status`` (completed, failed, cancelled), if it has not ended yet.
 
         The status is checked in the same statement that writes it, so of a cancel and a job's own end
@@ -318,15 +340,16 @@ class JobStore:
         with self._db.write(announce=job_id) as db:
             ended = (
                 db.execute(
-                    f"UPDATE jobs SET {assignments} WHERE id = :key_id AND status IN ('queued', 'in_progress')",
+                    f"UPDATE jobs SET {assignments} WHERE id = :key_id AND {_UNFINISHED}",
                     {**changes, "key_id": job_id},
                 ).rowcount
                 == 1
             )
-            if ended and status != "completed":
+            if ended and status != JobStatus.COMPLETED:
+                # A job's end is its unfinished scenes' end too: failed or cancelled alike.
                 db.execute(
-                    "UPDATE scenes SET status = :status WHERE job_id = :id AND status != 'completed'",
-                    {"status": status, "id": job_id},
+                    "UPDATE scenes SET status = :status WHERE job_id = :id AND status != :completed",
+                    {"status": SceneStatus(status), "id": job_id, "completed": SceneStatus.COMPLETED},
                 )
             if ended:
                 _queue_webhook(db, job_id, status, finished)
@@ -340,23 +363,31 @@ class JobStore:
         conditional UPDATE per event decides which runner sends it."""
         with self._db.write() as db:
             rows = db.execute(
-                "SELECT * FROM webhooks WHERE status = 'pending' AND next_at <= :now ORDER BY next_at LIMIT :n",
-                {"now": time.time(), "n": limit},
+                "SELECT * FROM webhooks WHERE status = :pending AND next_at <= :now ORDER BY next_at LIMIT :n",
+                {"pending": WebhookStatus.PENDING, "now": time.time(), "n": limit},
             ).fetchall()
             taken = []
             for row in rows:
                 claimed = db.execute(
-                    "UPDATE webhooks SET next_at = :until WHERE id = :id AND status = 'pending' AND next_at = :seen",
-                    {"until": time.time() + hold_s, "id": row["id"], "seen": row["next_at"]},
+                    "UPDATE webhooks SET next_at = :until WHERE id = :id AND status = :pending AND next_at = :seen",
+                    {
+                        "until": time.time() + hold_s,
+                        "id": row["id"],
+                        "pending": WebhookStatus.PENDING,
+                        "seen": row["next_at"],
+                    },
                 ).rowcount
                 if claimed:
-                    taken.append(WebhookRow(**{name: row[name] for name in _WEBHOOK_COLUMNS}))
+                    taken.append(WebhookRow.from_record(row))
         return taken
 
     def webhook_attempted(self, event_id: str, error: str | None, retry_in: float | None) -> None:
         """Record an attempt: delivered (``error`` None; the last failure stays visible), due again in
         ``retry_in`` seconds, or failed for good."""
-        status = "delivered" if error is None else "pending" if retry_in is not None else "failed"
+        if error is None:
+            status = WebhookStatus.DELIVERED
+        else:
+            status = WebhookStatus.PENDING if retry_in is not None else WebhookStatus.FAILED
         with self._db.read() as db:  # an event's job never changes
             row = db.execute("SELECT job_id FROM webhooks WHERE id = :id", {"id": event_id}).fetchone()
         if row is None:
@@ -378,13 +409,14 @@ class JobStore:
             rows = db.execute(
                 f"SELECT * FROM webhooks WHERE job_id IN ({names}) ORDER BY created_at", ids
             ).fetchall()
-        return {row["job_id"]: WebhookRow(**{name: row[name] for name in _WEBHOOK_COLUMNS}) for row in rows}
+        return {row["job_id"]: WebhookRow.from_record(row) for row in rows}
 
     def prune_webhooks(self, before: int) -> int:
         """Forget delivered and failed events created before ``before``; returns how many."""
         with self._db.write() as db:
             return db.execute(
-                "DELETE FROM webhooks WHERE status != 'pending' AND created_at < :before", {"before": before}
+                "DELETE FROM webhooks WHERE status != :pending AND created_at < :before",
+                {"pending": WebhookStatus.PENDING, "before": before},
             ).rowcount
 
     # -- leases: one runner per job ------------------------------------------------------------
@@ -397,7 +429,7 @@ class JobStore:
         with self._db.write() as db:
             cursor = db.execute(
                 "UPDATE jobs SET runner_id = :runner, lease_until = :until "
-                "WHERE id = :id AND status IN ('queued', 'in_progress') "
+                f"WHERE id = :id AND {_UNFINISHED} "
                 "AND (runner_id IS NULL OR runner_id = :runner OR lease_until < :now)",
                 {"runner": runner_id, "until": time.time() + lease_s, "id": job_id, "now": time.time()},
             )
@@ -416,8 +448,7 @@ class JobStore:
         """Whether ``job_id`` is unfinished and leased to ``runner_id`` (not cancelled, deleted or taken)."""
         with self._db.read() as db:
             row = db.execute(
-                "SELECT 1 FROM jobs WHERE id = :id AND runner_id = :runner "
-                "AND status IN ('queued', 'in_progress')",
+                f"SELECT 1 FROM jobs WHERE id = :id AND runner_id = :runner AND {_UNFINISHED}",
                 {"id": job_id, "runner": runner_id},
             ).fetchone()
         return row is not None
@@ -433,7 +464,7 @@ class JobStore:
         """Unfinished jobs nobody holds a live lease on: queued, or left by a runner that died."""
         with self._db.read() as db:
             rows = db.execute(
-                "SELECT id FROM jobs WHERE status IN ('queued', 'in_progress') "
+                f"SELECT id FROM jobs WHERE {_UNFINISHED} "
                 "AND (runner_id IS NULL OR lease_until < :now) ORDER BY seq",
                 {"now": time.time()},
             ).fetchall()
@@ -447,7 +478,7 @@ class JobStore:
         """
         with self._db.read() as db:
             rows = db.execute(
-                "SELECT id FROM jobs WHERE status IN ('completed', 'failed', 'cancelled') "
+                f"SELECT id FROM jobs WHERE status IN {_sql_list(TERMINAL)} "
                 "AND COALESCE(expires_at, COALESCE(completed_at, created_at) + :retention) < :before",
                 {"before": before, "retention": retention_s},
             ).fetchall()
@@ -464,11 +495,11 @@ class JobStore:
                 found.update(row["id"] for row in rows)
         return found
 
-    def counts(self) -> dict[str, int]:
+    def counts(self) -> dict[JobStatus, int]:
         """How many jobs have each status (statuses with none are absent)."""
         with self._db.read() as db:
             rows = db.execute("SELECT status, COUNT(*) AS n FROM jobs GROUP BY status").fetchall()
-        return {row["status"]: row["n"] for row in rows}
+        return {JobStatus(row["status"]): row["n"] for row in rows}
 
     def queue_positions(self, job_ids: list[str]) -> dict[str, int]:
         """The 0-based place in the queue of those of ``job_ids`` that are queued: jobs start in creation order."""
@@ -477,9 +508,9 @@ class JobStore:
         names, ids = _id_list(job_ids)
         with self._db.read() as db:
             rows = db.execute(
-                "SELECT j.id AS id, (SELECT COUNT(*) FROM jobs q WHERE q.status = 'queued' AND q.seq < j.seq) AS n "
-                f"FROM jobs j WHERE j.status = 'queued' AND j.id IN ({names})",
-                ids,
+                "SELECT j.id AS id, (SELECT COUNT(*) FROM jobs q WHERE q.status = :queued AND q.seq < j.seq) AS n "
+                f"FROM jobs j WHERE j.status = :queued AND j.id IN ({names})",
+                {**ids, "queued": JobStatus.QUEUED},
             ).fetchall()
         return {row["id"]: row["n"] for row in rows}
 
@@ -488,9 +519,9 @@ class JobStore:
         many runners hold a live lease now."""
         with self._db.read() as db:
             runs = db.execute(
-                "SELECT completed_at - started_at AS s FROM jobs WHERE status = 'completed' "
+                "SELECT completed_at - started_at AS s FROM jobs WHERE status = :completed "
                 "AND started_at IS NOT NULL ORDER BY seq DESC LIMIT :n",
-                {"n": recent},
+                {"completed": JobStatus.COMPLETED, "n": recent},
             ).fetchall()
             runners = db.execute(
                 "SELECT COUNT(DISTINCT runner_id) AS n FROM jobs WHERE runner_id IS NOT NULL AND lease_until >= :now",
@@ -557,7 +588,7 @@ class JobStore:
 
 def _with_scenes(db: Session, rows: list[Any]) -> list[JobRow]:
     """JobRows for job ``rows``, with their scenes read in one query (a list page is one, not 1 + N)."""
-    jobs = {row["id"]: JobRow(**{name: row[name] for name in _JOB_COLUMNS}) for row in rows}
+    jobs = {row["id"]: JobRow.from_record(row) for row in rows}
     if not jobs:
         return []
     ids = {f"id{i}": job_id for i, job_id in enumerate(jobs)}
@@ -566,14 +597,16 @@ def _with_scenes(db: Session, rows: list[Any]) -> list[JobRow]:
         ids,
     ).fetchall()
     for r in scene_rows:
-        jobs[r["job_id"]].scenes.append(SceneRow(**{name: r[name] for name in _SCENE_COLUMNS}))
+        jobs[r["job_id"]].scenes.append(SceneRow.from_record(r))
     return list(jobs.values())
 
 
 def _check_queue(db: Session, max_queued: int, key: str | None) -> None:
     """Inside ``create``'s transaction, under its lock: when ``max_queued`` jobs are queued, raise
     IdempotencyConflict if a job holds ``key`` (a retry gets the job its first try made), else QueueFull."""
-    queued = db.execute("SELECT COUNT(*) AS n FROM jobs WHERE status = 'queued'").fetchone()["n"]
+    queued = db.execute(
+        "SELECT COUNT(*) AS n FROM jobs WHERE status = :queued", {"queued": JobStatus.QUEUED}
+    ).fetchone()["n"]
     if queued < max_queued:
         return
     if key is not None:
@@ -634,7 +667,14 @@ def _assignments(table: str, columns: tuple[str, ...], changes: dict[str, Any]) 
     return ", ".join(f"{name} = :{name}" for name in changes)
 
 
-_UNFINISHED = "status IN ('queued', 'in_progress')"
+def _sql_list(statuses: frozenset[JobStatus]) -> str:
+    """``('completed', 'failed')``: a fixed set of statuses written into a statement. Their text is the
+    enum's own, never a caller's, so it is safe in SQL; a fragment every method shares needs no parameters."""
+    return "(" + ", ".join(f"'{status.value}'" for status in sorted(statuses)) + ")"
+
+
+# A job that may still change: a runner may take it, and its writes land.
+_UNFINISHED = f"status IN {_sql_list(frozenset(JobStatus) - TERMINAL)}"
 
 
 def now() -> int:

@@ -158,7 +158,9 @@ class VideoService:
         reference_png = await _reference_png(request, reference)
         self._check_narration(request)
         bed = await self._music(request, music)
-        job = self._job_row(request, plan, webhook_url, idempotency_key, body_hash)
+        job = self._job_row(
+            request, plan, webhook_url=webhook_url, idempotency_key=idempotency_key, body_hash=body_hash
+        )
         return await self._store(job, reference_png, music=bed)
 
     def _check_queue(self) -> None:
@@ -247,12 +249,17 @@ class VideoService:
         self,
         request: CreateVideoRequest,
         plan: JobPlan,
+        *,
         webhook_url: str | None,
-        idempotency_key: str | None,
-        body_hash: str | None,
+        idempotency_key: str | None = None,
+        body_hash: str | None = None,
         **lineage: Any,
     ) -> JobRow:
-        """The row of a new job: ``request`` as it will run, under the ``plan`` it was checked against."""
+        """The row of a new job: ``request`` as it will run, under the ``plan`` it was checked against.
+
+        ``idempotency_key`` and ``body_hash``: a create's key and the hash of its body (None for a remix or
+        an extension, which take none); ``lineage``: the columns naming the video it starts from.
+        """
         stored = request.model_dump(mode="json", exclude={"input_reference", "webhook_url"})
         stored["seed"] = plan.seed
         return JobRow(
@@ -318,9 +325,7 @@ class VideoService:
         job = self._job_row(
             request,
             plan,
-            webhook_url,
-            None,
-            None,
+            webhook_url=webhook_url,
             remixed_from_video_id=source.id,
             inherited_json=_scenes_json(source),
         )
@@ -357,9 +362,7 @@ class VideoService:
         job = self._job_row(
             request,
             plan,
-            webhook_url,
-            None,
-            None,
+            webhook_url=webhook_url,
             extended_from_video_id=source.id,
             inherited_json=_scenes_json(source),
         )
@@ -545,12 +548,12 @@ class VideoService:
         job = self._job(video_id)
         # One conditional write decides a cancel racing the job's own end: whichever lands first stands.
         if job.status in TERMINAL or not self.store.finish(
-            video_id, "cancelled", self.config.jobs.retention_seconds
+            video_id, JobStatus.CANCELLED, self.config.jobs.retention_seconds
         ):
             status = self._job(video_id).status
             raise Conflict(f"video {video_id} is already {status}", code="already_finished")
         await self._stop(video_id)
-        metrics.get().jobs_finished.inc(tags={"status": "cancelled"})
+        metrics.get().jobs_finished.inc(tags={"status": JobStatus.CANCELLED})
         return self.retrieve(video_id)
 
     async def delete(self, video_id: str) -> VideoDeleted:
@@ -566,7 +569,7 @@ class VideoService:
         # animator's batch at its next denoising step.
         await self.runners.job_stopped(video_id)
 
-    def counts(self) -> dict[str, int]:
+    def counts(self) -> dict[JobStatus, int]:
         """Jobs by status."""
         return self.store.counts()
 
