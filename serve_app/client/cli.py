@@ -30,20 +30,14 @@ from typing import Any
 import httpx
 from tqdm import tqdm
 
+from core.files import VARIANT_FILES
 from core.status import TERMINAL, JobStatus, Variant
-from serve_app.client.demo import DEFAULT_PROMPT, VARIANTS, ServiceFailed, local_service
+from serve_app.client.demo import DEFAULT_PROMPT, ServiceFailed, local_service
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8000"
 BASE_URL_ENV = "STORYREEL_BASE_URL"
 API_KEY_ENV = "STORYREEL_API_KEY"
 PROFILES = {"cpu": "serve_config.cpu.yaml", "gpu": "serve_config.yaml"}
-SUFFIXES = {
-    Variant.VIDEO: ".mp4",
-    Variant.THUMBNAIL: ".jpg",
-    Variant.SPRITESHEET: ".jpg",
-    Variant.CAPTIONS: ".vtt",
-    Variant.AUDIO: ".m4a",
-}
 # Pause before following an event stream again that ended before its video did (the server says 2 s).
 RECONNECT_S = 1.0
 # An event stream sends a keep-alive every 15 s of quiet: a read this long without one is a dead connection.
@@ -392,7 +386,7 @@ def _rm(api: Api, args: argparse.Namespace) -> int:
 
 
 def _download(api: Api, args: argparse.Namespace) -> int:
-    target = args.out or Path(f"{args.id}{SUFFIXES[args.variant]}")
+    target = args.out or Path(f"{args.id}{VARIANT_FILES[Variant(args.variant)].suffix}")
     api.download(args.id, args.variant, target)
     print(f"Wrote {target}", file=sys.stderr)
     return 0
@@ -416,11 +410,10 @@ def _demo(api: Api, args: argparse.Namespace) -> int:
         video = create_video(api, {"prompt": args.prompt, "seconds": args.seconds, "size": args.size})
         video = follow_video(api, video)
         ensure_completed(video)
-        for variant, name in VARIANTS.items():
-            api.download(video["id"], variant, args.out / name)
-    _print(
-        args, video, f"\n{summary(video)}\n\nWrote {', '.join(str(args.out / n) for n in VARIANTS.values())}"
-    )
+        saved = [args.out / file.filename for file in VARIANT_FILES.values()]
+        for variant, path in zip(VARIANT_FILES, saved, strict=True):
+            api.download(video["id"], variant, path)
+    _print(args, video, f"\n{summary(video)}\n\nWrote {', '.join(str(path) for path in saved)}")
     return 0
 
 

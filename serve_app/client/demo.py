@@ -26,14 +26,6 @@ DEFAULT_PROMPT = (
     "A lighthouse keeper climbs the stairs at dusk. Far below, a whale glows under the waves. "
     "灯塔的光和鲸鱼的歌声在海面上相遇。"
 )
-# The demo's files: each content variant and the name it is saved under.
-VARIANTS = {
-    "video": "video.mp4",
-    "thumbnail": "thumbnail.jpg",
-    "spritesheet": "spritesheet.jpg",
-    "captions": "captions.vtt",
-    "audio": "audio.m4a",
-}
 # `serve run` shuts Serve and its local Ray down on SIGINT; past this it is killed.
 STOP_TIMEOUT_S = 60
 

@@ -29,7 +29,7 @@ from pydantic import ValidationError
 
 from core import metrics
 from core.errors import InvalidInput
-from core.files import CONTENT_TYPES, JobFiles, atomic_output, is_job_id
+from core.files import VARIANT_FILES, JobFiles, atomic_output, is_job_id
 from core.status import TERMINAL, JobStatus, Variant
 from engines.media import audio
 from serve_app.api import uploads
@@ -447,13 +447,14 @@ class VideoService:
             )
         files = JobFiles(self.storage, video_id)
         path = files.variant(variant)
+        media_type = VARIANT_FILES[Variant(variant)].media_type
         missing = NotFound(f"video {video_id} has no {variant}", param="variant")
         if not self.storage.remote:
             try:
                 file = path.open("rb")
             except (FileNotFoundError, NotADirectoryError):  # none made, or deleted since the row was read
                 raise missing from None
-            return Content(file, CONTENT_TYPES[variant], f"{video_id}{path.suffix}")
+            return Content(file, media_type, f"{video_id}{path.suffix}")
         stored = self.storage.stat(files.key(path))
         if stored is None:
             raise missing
@@ -461,9 +462,7 @@ class VideoService:
             url = self.storage.presign(files.key(path), self.config.storage.presign_seconds)
             if url is not None:
                 return url
-        return StoredContent(
-            self.storage, files.key(path), stored, CONTENT_TYPES[variant], f"{video_id}{path.suffix}"
-        )
+        return StoredContent(self.storage, files.key(path), stored, media_type, f"{video_id}{path.suffix}")
 
     def models(self) -> ModelList:
         return ModelList(data=[ModelObject(id=self.config.served_model_name, created=self.started_at)])
