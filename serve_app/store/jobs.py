@@ -14,7 +14,6 @@ import json
 import logging
 import re
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Any
 
 from core.status import TERMINAL, JobStatus, SceneStatus, WebhookStatus
 from serve_app.store.databases import Database, Session, open_database
+from serve_app.webhooks import outbox
 
 logger = logging.getLogger("ray.serve")
 
@@ -352,7 +352,8 @@ class JobStore:
                     {"status": SceneStatus(status), "id": job_id, "completed": SceneStatus.COMPLETED},
                 )
             if ended:
-                _queue_webhook(db, job_id, status, finished)
+                # In this transaction: a job never ends without its event, nor gets it twice.
+                outbox.queue_event(db, job_id, status, finished)
         self._tell(job_id)
         return ended
 
@@ -614,34 +615,6 @@ def _check_queue(db: Session, max_queued: int, key: str | None) -> None:
         if row is not None:
             raise IdempotencyConflict(_with_scenes(db, [row])[0])
     raise QueueFull(queued)
-
-
-def _queue_webhook(db: Session, job_id: str, status: str, at: int) -> None:
-    """Queue the event of a job's end for its webhook, if it has one (inside ``finish``'s transaction,
-    so a job never ends without its event, nor gets it twice)."""
-    row = db.execute("SELECT webhook_url FROM jobs WHERE id = :id", {"id": job_id}).fetchone()
-    if row is None or not row["webhook_url"]:
-        return
-    event_id = f"evt_{uuid.uuid4().hex}"
-    body = {
-        "object": "event",
-        "id": event_id,
-        "type": f"video.{status}",
-        "created_at": at,
-        "data": {"id": job_id},
-    }
-    db.execute(
-        _insert("webhooks", ("id", "job_id", "url", "event", "body", "next_at", "created_at")),
-        {
-            "id": event_id,
-            "job_id": job_id,
-            "url": row["webhook_url"],
-            "event": body["type"],
-            "body": json.dumps(body, separators=(",", ":")),
-            "next_at": time.time(),
-            "created_at": at,
-        },
-    )
 
 
 def _schema_columns() -> dict[str, dict[str, str]]:
