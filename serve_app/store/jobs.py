@@ -16,8 +16,9 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
+from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from core.status import TERMINAL, JobStatus, SceneStatus, WebhookStatus
 from serve_app.store.databases import Database, Session, open_database
@@ -122,12 +123,6 @@ class SceneRow:
     def narration(self) -> dict[str, Any] | None:
         return json.loads(self.narration_json) if self.narration_json else None
 
-    @classmethod
-    def from_record(cls, record: Any) -> SceneRow:
-        """A scene from a ``scenes`` row: the status read as the enum."""
-        values = {name: record[name] for name in _SCENE_COLUMNS}
-        return cls(**values | {"status": SceneStatus(record["status"])})
-
 
 @dataclass
 class JobRow:
@@ -177,12 +172,6 @@ class JobRow:
         scenes = json.loads(self.inherited_json)
         return [SceneRow(**scene | {"status": SceneStatus(scene["status"])}) for scene in scenes]
 
-    @classmethod
-    def from_record(cls, record: Any) -> JobRow:
-        """A job from a ``jobs`` row, without its scenes: the status read as the enum."""
-        values = {name: record[name] for name in _JOB_COLUMNS}
-        return cls(**values | {"status": JobStatus(record["status"])})
-
 
 @dataclass
 class WebhookRow:
@@ -199,16 +188,18 @@ class WebhookRow:
     last_error: str | None
     created_at: int
 
-    @classmethod
-    def from_record(cls, record: Any) -> WebhookRow:
-        """An event from a ``webhooks`` row: the status read as the enum."""
-        values = {name: record[name] for name in _WEBHOOK_COLUMNS}
-        return cls(**values | {"status": WebhookStatus(record["status"])})
-
 
 _WEBHOOK_COLUMNS = tuple(f.name for f in fields(WebhookRow))
 _JOB_COLUMNS = tuple(f.name for f in fields(JobRow) if f.name != "scenes")
 _SCENE_COLUMNS = tuple(f.name for f in fields(SceneRow))
+_Row = TypeVar("_Row", JobRow, SceneRow, WebhookRow)
+
+
+def _read(row_type: type[_Row], record: Any, status: type[StrEnum]) -> _Row:
+    """A row of ``row_type`` (without a job's scenes) from a database record, its status text read as the
+    ``status`` enum."""
+    columns = (f.name for f in fields(row_type) if f.name != "scenes")
+    return row_type(**{name: record[name] for name in columns} | {"status": status(record["status"])})
 
 
 class IdempotencyConflict(Exception):
@@ -379,7 +370,7 @@ class JobStore:
                     },
                 ).rowcount
                 if claimed:
-                    taken.append(WebhookRow.from_record(row))
+                    taken.append(_read(WebhookRow, row, WebhookStatus))
         return taken
 
     def webhook_attempted(self, event_id: str, error: str | None, retry_in: float | None) -> None:
@@ -410,7 +401,7 @@ class JobStore:
             rows = db.execute(
                 f"SELECT * FROM webhooks WHERE job_id IN ({names}) ORDER BY created_at", ids
             ).fetchall()
-        return {row["job_id"]: WebhookRow.from_record(row) for row in rows}
+        return {row["job_id"]: _read(WebhookRow, row, WebhookStatus) for row in rows}
 
     def prune_webhooks(self, before: int) -> int:
         """Forget delivered and failed events created before ``before``; returns how many."""
@@ -589,7 +580,7 @@ class JobStore:
 
 def _with_scenes(db: Session, rows: list[Any]) -> list[JobRow]:
     """JobRows for job ``rows``, with their scenes read in one query (a list page is one, not 1 + N)."""
-    jobs = {row["id"]: JobRow.from_record(row) for row in rows}
+    jobs = {row["id"]: _read(JobRow, row, JobStatus) for row in rows}
     if not jobs:
         return []
     ids = {f"id{i}": job_id for i, job_id in enumerate(jobs)}
@@ -598,7 +589,7 @@ def _with_scenes(db: Session, rows: list[Any]) -> list[JobRow]:
         ids,
     ).fetchall()
     for r in scene_rows:
-        jobs[r["job_id"]].scenes.append(SceneRow.from_record(r))
+        jobs[r["job_id"]].scenes.append(_read(SceneRow, r, SceneStatus))
     return list(jobs.values())
 
 
