@@ -14,7 +14,7 @@ import time
 import weakref
 from collections.abc import AsyncIterator
 
-from core.status import TERMINAL
+from core.status import TERMINAL, JobStatus
 from serve_app.api.errors import Overloaded
 from serve_app.config import AppConfig
 from serve_app.store.jobs import JobStore
@@ -42,7 +42,7 @@ class EventHub:
         # A token for each event stream now open (see open_events).
         self._streams: set[object] = set()
         # Each video's latest object as JSON, shared by all its streams: one read per change, not one each.
-        self._snapshots: dict[str, tuple[float, str | None, str]] = {}
+        self._snapshots: dict[str, tuple[float, JobStatus | None, str]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None  # the streams' loop, for writes heard off it
         store.add_listener(self._on_write)
 
@@ -107,7 +107,7 @@ class EventHub:
                 await asyncio.wait_for(changed.wait(), EVENT_POLL_S)
             quiet += time.monotonic() - started
 
-    def _snapshot(self, video_id: str) -> tuple[str | None, str]:
+    def _snapshot(self, video_id: str) -> tuple[JobStatus | None, str]:
         """A video's status and object as JSON, read once per change (or per poll interval) for all streams."""
         cached = self._snapshots.get(video_id)
         if cached is not None and time.monotonic() - cached[0] < EVENT_POLL_S:
