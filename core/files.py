@@ -14,19 +14,41 @@ import re
 import shutil
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from core.errors import InvalidInput
+from core.status import Variant
 from core.storage import Storage, open_storage
 
 JOB_ID = re.compile(r"video_[0-9a-f]{32}")  # always with fullmatch: `$` would let "...\n" through
 
-CONTENT_TYPES = {
-    "video": "video/mp4",
-    "thumbnail": "image/jpeg",
-    "spritesheet": "image/jpeg",
-    "captions": "text/vtt; charset=utf-8",
-    "audio": "audio/mp4",
+
+@dataclass(frozen=True)
+class VariantFile:
+    """How a content variant is kept and served.
+
+    Attributes:
+        filename: its name in the job's folder; a download is named for the video with its suffix.
+        media_type: the ``Content-Type`` it is served with.
+    """
+
+    filename: str
+    media_type: str
+
+    @property
+    def suffix(self) -> str:
+        """``.mp4``: what a download of it ends with."""
+        return Path(self.filename).suffix
+
+
+# The one table of the finished video's files: the job's folder, the content route, the CLI and the demo read it.
+VARIANT_FILES: dict[Variant, VariantFile] = {
+    Variant.VIDEO: VariantFile("video.mp4", "video/mp4"),
+    Variant.THUMBNAIL: VariantFile("thumbnail.jpg", "image/jpeg"),
+    Variant.SPRITESHEET: VariantFile("spritesheet.jpg", "image/jpeg"),
+    Variant.CAPTIONS: VariantFile("captions.vtt", "text/vtt; charset=utf-8"),
+    Variant.AUDIO: VariantFile("audio.m4a", "audio/mp4"),
 }
 
 
@@ -93,14 +115,7 @@ class JobFiles:
 
     def variant(self, name: str) -> Path:
         """The final artifact for a content variant: video, thumbnail, spritesheet, captions or audio."""
-        files = {
-            "video": "video.mp4",
-            "thumbnail": "thumbnail.jpg",
-            "spritesheet": "spritesheet.jpg",
-            "captions": "captions.vtt",
-            "audio": "audio.m4a",
-        }
-        return self.folder / files[name]
+        return self.folder / VARIANT_FILES[Variant(name)].filename
 
     def write_reference(self, png: bytes) -> None:
         """Store the caller's reference image (PNG bytes), creating the job's folder."""

@@ -31,6 +31,14 @@ class SceneStatus(StrEnum):
     CANCELLED = "cancelled"
 
 
+class WebhookStatus(StrEnum):
+    """Where one webhook event of the outbox stands."""
+
+    PENDING = "pending"  # due for an attempt (again, after a failed one) until its retries run out
+    DELIVERED = "delivered"  # a receiver answered 2xx
+    FAILED = "failed"  # every attempt failed: it is not sent again
+
+
 class Variant(StrEnum):
     """The downloadable files of a finished video (``GET /v1/videos/{id}/content?variant=``)."""
 

@@ -25,7 +25,7 @@ from engines.video.svd.engine import SVDConfig
 from engines.writer import WriterConfig
 from serve_app.protocol import MAX_SCENES
 from serve_app.store.databases import is_postgres
-from serve_app.webhooks.delivery import RETRY_SCHEDULE_S, load_secret
+from serve_app.webhooks.settings import WebhooksConfig
 
 logger = logging.getLogger("ray.serve")
 
@@ -253,44 +253,6 @@ class CorsConfig(BaseModel):
         "`https://studio.example.com`; `*` for any. Empty: no cross-origin access.",
     )
     max_age_s: int = Field(600, ge=0, description="How long a browser may cache a preflight answer.")
-
-
-class WebhooksConfig(BaseModel):
-    """Webhooks: a POST to the caller's URL when a video ends, signed per Standard Webhooks."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    url: str | None = Field(
-        None,
-        max_length=2048,
-        description="Webhook for every video whose request names none; none by default.",
-    )
-    secret_env: str = Field(
-        "STORYREEL_WEBHOOK_SECRET",
-        min_length=1,
-        description="Environment variable (of the ingress and the JobRunner) holding the signing secret, "
-        "`whsec_` and base64. Without it, a request with `webhook_url` is refused and `url` is not used.",
-    )
-    allowed_hosts: list[str] = Field(
-        default_factory=list,
-        description="Hosts webhooks may reach although they are or resolve to loopback, private or link-local "
-        "addresses (a receiver inside your own network). Every other such target is refused.",
-    )
-    timeout_s: float = Field(5, gt=0, le=60, description="How long one delivery attempt may take.")
-    retry_seconds: list[float] = Field(
-        default_factory=lambda: list(RETRY_SCHEDULE_S),
-        min_length=0,
-        description="Waits before each retry of a delivery that failed (no 2xx answer); when they run out the "
-        "webhook is `failed`. The default retries after 5 s, then backs off over about 27 hours.",
-    )
-
-    def signing_key(self) -> bytes | None:
-        """The key from the secret in ``secret_env``; None when it is unset (or unusable: logged)."""
-        try:
-            return load_secret(os.environ.get(self.secret_env))
-        except ValueError as exc:
-            logger.error("%s is not usable, so no webhook is sent: %s", self.secret_env, exc)
-            return None
 
 
 class AppConfig(BaseModel):

@@ -70,7 +70,8 @@ from serve_app.protocol import (
     parse_create,
 )
 from serve_app.store.jobs import JobStore
-from serve_app.videos.service import Content, ServeSignals, VideoService
+from serve_app.videos.content import Content
+from serve_app.videos.service import ServeSignals, VideoService
 from serve_app.videos.validation import client_errors
 
 logger = logging.getLogger("ray.serve")

@@ -2,8 +2,9 @@
 
 `local_service` starts `serve run -a local CONFIG` (a new local Ray instance, never a cluster an earlier
 run left recorded), waits until the API answers, and on the way out stops `serve run` and every Ray
-process it started, also on Ctrl-C or an error. What the demo makes and prints lives in `serve_app.client.cli`
-(`storyreel demo`), which goes through the same create, wait and download functions as `storyreel create`.
+process it started, also on Ctrl-C or an error. `make_demo` makes the demo's video in one: it goes through the
+API client's create, follow and download (`serve_app.client.api`), as `storyreel create` does; `storyreel demo`
+(`serve_app.client.cli`) calls it and prints what it made.
 
     python -m serve_app.client.demo [--out DIR] ...    # the same as `storyreel demo [--out DIR] ...`
 """
@@ -22,18 +23,13 @@ from typing import Any
 
 import httpx
 
+from core.files import VARIANT_FILES
+from serve_app.client.api import Api, create_video, ensure_completed, follow_video
+
 DEFAULT_PROMPT = (
     "A lighthouse keeper climbs the stairs at dusk. Far below, a whale glows under the waves. "
     "灯塔的光和鲸鱼的歌声在海面上相遇。"
 )
-# The demo's files: each content variant and the name it is saved under.
-VARIANTS = {
-    "video": "video.mp4",
-    "thumbnail": "thumbnail.jpg",
-    "spritesheet": "spritesheet.jpg",
-    "captions": "captions.vtt",
-    "audio": "audio.m4a",
-}
 # `serve run` shuts Serve and its local Ray down on SIGINT; past this it is killed.
 STOP_TIMEOUT_S = 60
 
@@ -70,6 +66,35 @@ def local_service(
         yield server
     finally:
         stop(server)
+
+
+def make_demo(
+    api: Api, config: Path, out: Path, body: dict[str, Any], startup_timeout_s: float | None = 300
+) -> tuple[dict[str, Any], list[Path]]:
+    """Start the service from ``config``, make one video, save every file of it, shut the service down.
+
+    Args:
+        api: the client of the service ``config`` serves (its ``base_url`` is polled until it answers).
+        config: the Serve config file, e.g. ``serve_config.cpu.yaml``.
+        out: the folder the video's files are saved in, each under its variant's file name;
+            `serve run`'s log goes beside it (``<out>-serve.log``).
+        body: the create request's fields (``prompt``, ``seconds``, ``size``).
+        startup_timeout_s: seconds to wait for the API; None waits as long as `serve run` runs.
+
+    Returns:
+        The completed video's object and the files written.
+
+    Raises:
+        ServiceFailed: the service did not come up. ApiError: a request failed, or the video did not complete.
+    """
+    log = out.with_name(f"{out.name}-serve.log")
+    with local_service(config, api.base_url, log, startup_timeout_s):
+        video = follow_video(api, create_video(api, body))
+        ensure_completed(video)
+        saved = [out / file.filename for file in VARIANT_FILES.values()]
+        for variant, path in zip(VARIANT_FILES, saved, strict=True):
+            api.download(video["id"], variant, path)
+    return video, saved
 
 
 def start_server(config: Path, log: Path | None = None) -> subprocess.Popen[bytes]:

@@ -24,8 +24,8 @@ from core.status import JobStatus
 from serve_app.config import AppConfig
 from serve_app.jobs.recipe import VideoRecipe
 from serve_app.jobs.stages import ServeStages
-from serve_app.store.jobs import JobStore, WebhookRow, now
-from serve_app.webhooks import delivery as webhooks
+from serve_app.store.jobs import JobStore, now
+from serve_app.webhooks.dispatch import WebhookDispatcher
 
 logger = logging.getLogger("ray.serve")
 
@@ -34,8 +34,6 @@ ORPHAN_GRACE_S = 600
 # How often a runner asks the store whether each of its jobs is still its own and unfinished (a cancel or a
 # DELETE from the ingress stops the job's work within this).
 CHECK_S = 1.0
-# Webhook deliveries one runner attempts at once.
-WEBHOOKS_IN_FLIGHT = 8
 
 
 class JobWorker:
@@ -58,7 +56,7 @@ class JobWorker:
         self._loop_task: asyncio.Task | None = None
         self._swept_at = -math.inf
         self._orphans_checked_at = -math.inf
-        self._deliveries: set[asyncio.Task] = set()
+        self.webhooks = WebhookDispatcher(store, config.webhooks)  # sends the outbox's due events
 
     # -- taking jobs ----------------------------------------------------------------------------
 
@@ -78,8 +76,9 @@ class JobWorker:
     def poll(self) -> list[str]:
         """Start as many claimable jobs as there are free slots; the claim in ``run`` decides each race.
 
-        Every ``jobs.sweep_seconds`` also delete expired videos and folders without a job. Returns the ids
-        of the jobs started.
+        Also start the webhook deliveries due (``serve_app.webhooks.dispatch``), and every
+        ``jobs.sweep_seconds`` delete expired videos and folders without a job. Returns the ids of the jobs
+        started.
         """
         free = self.config.jobs.max_concurrent_jobs - self.in_flight
         waiting = [job_id for job_id in self.store.claimable() if job_id not in self.tasks]
@@ -88,56 +87,11 @@ class JobWorker:
             task = asyncio.get_running_loop().create_task(self.run(job_id), name=job_id)
             self.tasks[job_id] = task
             task.add_done_callback(functools.partial(self._forget, job_id))
-        self.send_webhooks()
+        self.webhooks.send_due()
         if time.monotonic() - self._swept_at >= self.config.jobs.sweep_seconds:
             self._swept_at = time.monotonic()
             self.sweep()
         return started
-
-    # -- webhooks -------------------------------------------------------------------------------
-
-    def send_webhooks(self) -> None:
-        """Start one delivery attempt for each webhook event due, at most ``WEBHOOKS_IN_FLIGHT`` at a time.
-
-        Each event is held for this runner while it is tried (``store.due_webhooks``), and its next attempt
-        is set by the outcome: at least once per event, with the same ``webhook-id`` each time.
-        """
-        free = WEBHOOKS_IN_FLIGHT - len(self._deliveries)
-        if free <= 0:
-            return
-        hold_s = 2 * self.config.webhooks.timeout_s + 10  # longer than an attempt, DNS included
-        for event in self.store.due_webhooks(hold_s, limit=free):
-            task = asyncio.get_running_loop().create_task(self._deliver(event), name=event.id)
-            self._deliveries.add(task)
-            task.add_done_callback(self._deliveries.discard)
-
-    async def _deliver(self, event: WebhookRow) -> None:
-        hooks = self.config.webhooks
-        key = hooks.signing_key()
-        if key is None:
-            error: str | None = f"not sent: the server has no signing secret ({hooks.secret_env})"
-        else:
-            result = await webhooks.deliver(
-                event.url,
-                event.id,
-                event.body.encode(),
-                key,
-                allowed_hosts=hooks.allowed_hosts,
-                timeout_s=hooks.timeout_s,
-            )
-            error = None if result.ok else result.error or "failed"
-        retry_in = (
-            None if error is None else webhooks.next_attempt_delay(event.attempts + 1, hooks.retry_seconds)
-        )
-        self.store.webhook_attempted(event.id, error, retry_in)
-        if error is not None:
-            logger.info(
-                "webhook %s of job %s: attempt %d failed: %s",
-                event.id,
-                event.job_id,
-                event.attempts + 1,
-                error,
-            )
 
     def _forget(self, job_id: str, task: asyncio.Task) -> None:
         if self.tasks.get(job_id) is task:

@@ -14,17 +14,20 @@ import json
 import logging
 import re
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
+from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+from core.status import TERMINAL, JobStatus, SceneStatus, WebhookStatus
+from serve_app.store import outbox
 from serve_app.store.databases import Database, Session, open_database
 
 logger = logging.getLogger("ray.serve")
 
-SCHEMA = """
+# Every status in the SQL is an enum's own text (core.status), never spelled by hand.
+SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS jobs (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     id TEXT NOT NULL UNIQUE,
@@ -62,7 +65,7 @@ CREATE TABLE IF NOT EXISTS scenes (
     visual_prompt TEXT NOT NULL,
     duration_s REAL NOT NULL,
     motion_bucket_id INTEGER NOT NULL,
-    status TEXT NOT NULL DEFAULT 'pending',
+    status TEXT NOT NULL DEFAULT '{SceneStatus.PENDING}',
     progress INTEGER NOT NULL DEFAULT 0,
     generator TEXT,
     keyframe_generator TEXT,
@@ -83,7 +86,7 @@ CREATE TABLE IF NOT EXISTS webhooks (
     url TEXT NOT NULL,
     event TEXT NOT NULL,
     body TEXT NOT NULL,
-    status TEXT NOT NULL DEFAULT 'pending',
+    status TEXT NOT NULL DEFAULT '{WebhookStatus.PENDING}',
     attempts INTEGER NOT NULL DEFAULT 0,
     next_at REAL NOT NULL,
     last_error TEXT,
@@ -102,7 +105,7 @@ class SceneRow:
     visual_prompt: str
     duration_s: float
     motion_bucket_id: int
-    status: str = "pending"
+    status: SceneStatus = SceneStatus.PENDING
     progress: int = 0
     generator: str | None = None
     keyframe_generator: str | None = None
@@ -124,7 +127,7 @@ class SceneRow:
 @dataclass
 class JobRow:
     id: str
-    status: str
+    status: JobStatus
     model: str
     prompt: str
     size: str
@@ -165,7 +168,9 @@ class JobRow:
         """The scenes of the video a remix or an extension starts from (their clips are ``inherited_NNN``)."""
         if not self.inherited_json:
             return []
-        return [SceneRow(**scene) for scene in json.loads(self.inherited_json)]
+        # Each as `dataclasses.asdict` wrote it when the source ended: columns added since take their default.
+        scenes = json.loads(self.inherited_json)
+        return [SceneRow(**scene | {"status": SceneStatus(scene["status"])}) for scene in scenes]
 
 
 @dataclass
@@ -177,7 +182,7 @@ class WebhookRow:
     url: str
     event: str
     body: str
-    status: str
+    status: WebhookStatus
     attempts: int
     next_at: float
     last_error: str | None
@@ -187,6 +192,14 @@ class WebhookRow:
 _WEBHOOK_COLUMNS = tuple(f.name for f in fields(WebhookRow))
 _JOB_COLUMNS = tuple(f.name for f in fields(JobRow) if f.name != "scenes")
 _SCENE_COLUMNS = tuple(f.name for f in fields(SceneRow))
+_Row = TypeVar("_Row", JobRow, SceneRow, WebhookRow)
+
+
+def _read(row_type: type[_Row], record: Any, status: type[StrEnum]) -> _Row:
+    """A row of ``row_type`` (without a job's scenes) from a database record, its status text read as the
+    ``status`` enum."""
+    columns = (f.name for f in fields(row_type) if f.name != "scenes")
+    return row_type(**{name: record[name] for name in columns} | {"status": status(record["status"])})
 
 
 class IdempotencyConflict(Exception):
@@ -305,7 +318,7 @@ class JobStore:
         self._tell(job_id)
         return changed
 
-    def finish(self, job_id: str, status: str, retention_s: int, **changes: Any) -> bool:
+    def finish(self, job_id: str, status: JobStatus, retention_s: int, **changes: Any) -> bool:
         """End an unfinished job with ``status`` (completed, failed, cancelled), if it has not ended yet.
 
         The status is checked in the same statement that writes it, so of a cancel and a job's own end
@@ -318,18 +331,20 @@ class JobStore:
         with self._db.write(announce=job_id) as db:
             ended = (
                 db.execute(
-                    f"UPDATE jobs SET {assignments} WHERE id = :key_id AND status IN ('queued', 'in_progress')",
+                    f"UPDATE jobs SET {assignments} WHERE id = :key_id AND {_UNFINISHED}",
                     {**changes, "key_id": job_id},
                 ).rowcount
                 == 1
             )
-            if ended and status != "completed":
+            if ended and status != JobStatus.COMPLETED:
+                # A job's end is its unfinished scenes' end too: failed or cancelled alike.
                 db.execute(
-                    "UPDATE scenes SET status = :status WHERE job_id = :id AND status != 'completed'",
-                    {"status": status, "id": job_id},
+                    "UPDATE scenes SET status = :status WHERE job_id = :id AND status != :completed",
+                    {"status": SceneStatus(status), "id": job_id, "completed": SceneStatus.COMPLETED},
                 )
             if ended:
-                _queue_webhook(db, job_id, status, finished)
+                # In this transaction: a job never ends without its event, nor gets it twice.
+                outbox.queue_event(db, job_id, status, finished)
         self._tell(job_id)
         return ended
 
@@ -340,23 +355,31 @@ class JobStore:
         conditional UPDATE per event decides which runner sends it."""
         with self._db.write() as db:
             rows = db.execute(
-                "SELECT * FROM webhooks WHERE status = 'pending' AND next_at <= :now ORDER BY next_at LIMIT :n",
-                {"now": time.time(), "n": limit},
+                "SELECT * FROM webhooks WHERE status = :pending AND next_at <= :now ORDER BY next_at LIMIT :n",
+                {"pending": WebhookStatus.PENDING, "now": time.time(), "n": limit},
             ).fetchall()
             taken = []
             for row in rows:
                 claimed = db.execute(
-                    "UPDATE webhooks SET next_at = :until WHERE id = :id AND status = 'pending' AND next_at = :seen",
-                    {"until": time.time() + hold_s, "id": row["id"], "seen": row["next_at"]},
+                    "UPDATE webhooks SET next_at = :until WHERE id = :id AND status = :pending AND next_at = :seen",
+                    {
+                        "until": time.time() + hold_s,
+                        "id": row["id"],
+                        "pending": WebhookStatus.PENDING,
+                        "seen": row["next_at"],
+                    },
                 ).rowcount
                 if claimed:
-                    taken.append(WebhookRow(**{name: row[name] for name in _WEBHOOK_COLUMNS}))
+                    taken.append(_read(WebhookRow, row, WebhookStatus))
         return taken
 
     def webhook_attempted(self, event_id: str, error: str | None, retry_in: float | None) -> None:
         """Record an attempt: delivered (``error`` None; the last failure stays visible), due again in
         ``retry_in`` seconds, or failed for good."""
-        status = "delivered" if error is None else "pending" if retry_in is not None else "failed"
+        if error is None:
+            status = WebhookStatus.DELIVERED
+        else:
+            status = WebhookStatus.PENDING if retry_in is not None else WebhookStatus.FAILED
         with self._db.read() as db:  # an event's job never changes
             row = db.execute("SELECT job_id FROM webhooks WHERE id = :id", {"id": event_id}).fetchone()
         if row is None:
@@ -378,13 +401,14 @@ class JobStore:
             rows = db.execute(
                 f"SELECT * FROM webhooks WHERE job_id IN ({names}) ORDER BY created_at", ids
             ).fetchall()
-        return {row["job_id"]: WebhookRow(**{name: row[name] for name in _WEBHOOK_COLUMNS}) for row in rows}
+        return {row["job_id"]: _read(WebhookRow, row, WebhookStatus) for row in rows}
 
     def prune_webhooks(self, before: int) -> int:
         """Forget delivered and failed events created before ``before``; returns how many."""
         with self._db.write() as db:
             return db.execute(
-                "DELETE FROM webhooks WHERE status != 'pending' AND created_at < :before", {"before": before}
+                "DELETE FROM webhooks WHERE status != :pending AND created_at < :before",
+                {"pending": WebhookStatus.PENDING, "before": before},
             ).rowcount
 
     # -- leases: one runner per job ------------------------------------------------------------
@@ -397,7 +421,7 @@ class JobStore:
         with self._db.write() as db:
             cursor = db.execute(
                 "UPDATE jobs SET runner_id = :runner, lease_until = :until "
-                "WHERE id = :id AND status IN ('queued', 'in_progress') "
+                f"WHERE id = :id AND {_UNFINISHED} "
                 "AND (runner_id IS NULL OR runner_id = :runner OR lease_until < :now)",
                 {"runner": runner_id, "until": time.time() + lease_s, "id": job_id, "now": time.time()},
             )
@@ -416,8 +440,7 @@ class JobStore:
         """Whether ``job_id`` is unfinished and leased to ``runner_id`` (not cancelled, deleted or taken)."""
         with self._db.read() as db:
             row = db.execute(
-                "SELECT 1 FROM jobs WHERE id = :id AND runner_id = :runner "
-                "AND status IN ('queued', 'in_progress')",
+                f"SELECT 1 FROM jobs WHERE id = :id AND runner_id = :runner AND {_UNFINISHED}",
                 {"id": job_id, "runner": runner_id},
             ).fetchone()
         return row is not None
@@ -433,7 +456,7 @@ class JobStore:
         """Unfinished jobs nobody holds a live lease on: queued, or left by a runner that died."""
         with self._db.read() as db:
             rows = db.execute(
-                "SELECT id FROM jobs WHERE status IN ('queued', 'in_progress') "
+                f"SELECT id FROM jobs WHERE {_UNFINISHED} "
                 "AND (runner_id IS NULL OR lease_until < :now) ORDER BY seq",
                 {"now": time.time()},
             ).fetchall()
@@ -447,7 +470,7 @@ class JobStore:
         """
         with self._db.read() as db:
             rows = db.execute(
-                "SELECT id FROM jobs WHERE status IN ('completed', 'failed', 'cancelled') "
+                f"SELECT id FROM jobs WHERE status IN {_sql_list(TERMINAL)} "
                 "AND COALESCE(expires_at, COALESCE(completed_at, created_at) + :retention) < :before",
                 {"before": before, "retention": retention_s},
             ).fetchall()
@@ -464,11 +487,11 @@ class JobStore:
                 found.update(row["id"] for row in rows)
         return found
 
-    def counts(self) -> dict[str, int]:
+    def counts(self) -> dict[JobStatus, int]:
         """How many jobs have each status (statuses with none are absent)."""
         with self._db.read() as db:
             rows = db.execute("SELECT status, COUNT(*) AS n FROM jobs GROUP BY status").fetchall()
-        return {row["status"]: row["n"] for row in rows}
+        return {JobStatus(row["status"]): row["n"] for row in rows}
 
     def queue_positions(self, job_ids: list[str]) -> dict[str, int]:
         """The 0-based place in the queue of those of ``job_ids`` that are queued: jobs start in creation order."""
@@ -477,9 +500,9 @@ class JobStore:
         names, ids = _id_list(job_ids)
         with self._db.read() as db:
             rows = db.execute(
-                "SELECT j.id AS id, (SELECT COUNT(*) FROM jobs q WHERE q.status = 'queued' AND q.seq < j.seq) AS n "
-                f"FROM jobs j WHERE j.status = 'queued' AND j.id IN ({names})",
-                ids,
+                "SELECT j.id AS id, (SELECT COUNT(*) FROM jobs q WHERE q.status = :queued AND q.seq < j.seq) AS n "
+                f"FROM jobs j WHERE j.status = :queued AND j.id IN ({names})",
+                {**ids, "queued": JobStatus.QUEUED},
             ).fetchall()
         return {row["id"]: row["n"] for row in rows}
 
@@ -488,9 +511,9 @@ class JobStore:
         many runners hold a live lease now."""
         with self._db.read() as db:
             runs = db.execute(
-                "SELECT completed_at - started_at AS s FROM jobs WHERE status = 'completed' "
+                "SELECT completed_at - started_at AS s FROM jobs WHERE status = :completed "
                 "AND started_at IS NOT NULL ORDER BY seq DESC LIMIT :n",
-                {"n": recent},
+                {"completed": JobStatus.COMPLETED, "n": recent},
             ).fetchall()
             runners = db.execute(
                 "SELECT COUNT(DISTINCT runner_id) AS n FROM jobs WHERE runner_id IS NOT NULL AND lease_until >= :now",
@@ -557,7 +580,7 @@ class JobStore:
 
 def _with_scenes(db: Session, rows: list[Any]) -> list[JobRow]:
     """JobRows for job ``rows``, with their scenes read in one query (a list page is one, not 1 + N)."""
-    jobs = {row["id"]: JobRow(**{name: row[name] for name in _JOB_COLUMNS}) for row in rows}
+    jobs = {row["id"]: _read(JobRow, row, JobStatus) for row in rows}
     if not jobs:
         return []
     ids = {f"id{i}": job_id for i, job_id in enumerate(jobs)}
@@ -566,14 +589,16 @@ def _with_scenes(db: Session, rows: list[Any]) -> list[JobRow]:
         ids,
     ).fetchall()
     for r in scene_rows:
-        jobs[r["job_id"]].scenes.append(SceneRow(**{name: r[name] for name in _SCENE_COLUMNS}))
+        jobs[r["job_id"]].scenes.append(_read(SceneRow, r, SceneStatus))
     return list(jobs.values())
 
 
 def _check_queue(db: Session, max_queued: int, key: str | None) -> None:
     """Inside ``create``'s transaction, under its lock: when ``max_queued`` jobs are queued, raise
     IdempotencyConflict if a job holds ``key`` (a retry gets the job its first try made), else QueueFull."""
-    queued = db.execute("SELECT COUNT(*) AS n FROM jobs WHERE status = 'queued'").fetchone()["n"]
+    queued = db.execute(
+        "SELECT COUNT(*) AS n FROM jobs WHERE status = :queued", {"queued": JobStatus.QUEUED}
+    ).fetchone()["n"]
     if queued < max_queued:
         return
     if key is not None:
@@ -581,34 +606,6 @@ def _check_queue(db: Session, max_queued: int, key: str | None) -> None:
         if row is not None:
             raise IdempotencyConflict(_with_scenes(db, [row])[0])
     raise QueueFull(queued)
-
-
-def _queue_webhook(db: Session, job_id: str, status: str, at: int) -> None:
-    """Queue the event of a job's end for its webhook, if it has one (inside ``finish``'s transaction,
-    so a job never ends without its event, nor gets it twice)."""
-    row = db.execute("SELECT webhook_url FROM jobs WHERE id = :id", {"id": job_id}).fetchone()
-    if row is None or not row["webhook_url"]:
-        return
-    event_id = f"evt_{uuid.uuid4().hex}"
-    body = {
-        "object": "event",
-        "id": event_id,
-        "type": f"video.{status}",
-        "created_at": at,
-        "data": {"id": job_id},
-    }
-    db.execute(
-        _insert("webhooks", ("id", "job_id", "url", "event", "body", "next_at", "created_at")),
-        {
-            "id": event_id,
-            "job_id": job_id,
-            "url": row["webhook_url"],
-            "event": body["type"],
-            "body": json.dumps(body, separators=(",", ":")),
-            "next_at": time.time(),
-            "created_at": at,
-        },
-    )
 
 
 def _schema_columns() -> dict[str, dict[str, str]]:
@@ -634,7 +631,14 @@ def _assignments(table: str, columns: tuple[str, ...], changes: dict[str, Any]) 
     return ", ".join(f"{name} = :{name}" for name in changes)
 
 
-_UNFINISHED = "status IN ('queued', 'in_progress')"
+def _sql_list(statuses: frozenset[JobStatus]) -> str:
+    """``('completed', 'failed')``: a fixed set of statuses written into a statement. Their text is the
+    enum's own, never a caller's, so it is safe in SQL; a fragment every method shares needs no parameters."""
+    return "(" + ", ".join(f"'{status.value}'" for status in sorted(statuses)) + ")"
+
+
+# A job that may still change: a runner may take it, and its writes land.
+_UNFINISHED = f"status IN {_sql_list(frozenset(JobStatus) - TERMINAL)}"
 
 
 def now() -> int:

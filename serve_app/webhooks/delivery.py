@@ -11,10 +11,10 @@ Each delivery is a POST of a JSON body with three headers (https://www.standardw
 The secret (``STORYREEL_WEBHOOK_SECRET``) is written as ``whsec_`` followed by the base64 of the key bytes, as
 the spec's libraries expect; ``load_secret`` turns it into the key.
 
-This module holds no state. The caller keeps the outbox (the ``webhooks`` table): it calls ``deliver`` once
-per attempt and, when that fails, asks ``next_attempt_delay`` when to try again, or whether to give up. A
-delivery is therefore at least once: a receiver that answered 2xx too slowly, or whose answer was lost, sees
-the same ``webhook-id`` again.
+This module holds no state. The outbox (``outbox``, the ``webhooks`` table) keeps the events, and the
+dispatcher (``dispatch``) calls ``deliver`` once per attempt and, when that fails, asks ``next_attempt_delay``
+when to try again, or whether to give up. A delivery is therefore at least once: a receiver that answered
+2xx too slowly, or whose answer was lost, sees the same ``webhook-id`` again.
 
 Where we send: a webhook URL is chosen by a client, so without a check it would let anyone make this server
 call its own network (SSRF). ``check_target`` refuses any host that is, or resolves to, an address that is

@@ -438,15 +438,15 @@ def test_a_stream_gives_its_slot_back_when_closed_or_dropped_unstarted(local_ser
         assert (await anext(first)).startswith("retry: ")
         local_service.open_events(job_id)  # never iterated, then dropped (a client gone before it began)
         gc.collect()
-        assert len(local_service._streams) == 1
+        assert len(local_service.hub._streams) == 1
         second = local_service.open_events(job_id)
         with pytest.raises(Exception) as refused:
             local_service.open_events(job_id)
         await first.aclose()  # what Serve's cancel of a departed client's request comes to
-        held = len(local_service._streams)
+        held = len(local_service.hub._streams)
         del second
         gc.collect()
-        return refused.value, held, len(local_service._streams)
+        return refused.value, held, len(local_service.hub._streams)
 
     refused, held, after = asyncio.run(scenario())
     assert getattr(refused, "code", None) == "too_many_streams"

@@ -321,11 +321,11 @@ def test_a_cancelled_video_sends_video_cancelled(local_config, secret):
         video = await service.create(CreateVideoRequest(prompt="Dawn.", webhook_url=receiver.url), None, None)
         await service.cancel(video.id)
         worker = JobWorker(local_config, store, VideoRecipe(local_config, store, stages_with(local_config)))
-        worker.send_webhooks()
+        worker.webhooks.send_due()
         deadline = time.monotonic() + 10
         while not receiver.received and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
-        await asyncio.gather(*worker._deliveries)
+        await asyncio.gather(*worker.webhooks.deliveries)
         return service.retrieve(video.id).webhook
 
     try:

@@ -273,11 +273,11 @@ def test_an_event_stream_wakes_for_another_processes_write_without_polling(
     import asyncio
     import json
 
-    from serve_app.videos import service as serving
+    from serve_app.videos import events as event_hub
     from tests.fixtures.jobs import job_row, service_with
 
     # Streams poll every minute here: one that sees the write within seconds was woken by the notice.
-    monkeypatch.setattr(serving, "EVENT_POLL_S", 60.0)
+    monkeypatch.setattr(event_hub, "EVENT_POLL_S", 60.0)
     local_config.storage.database = postgres_url
     service = service_with(local_config)
     runner_side = JobStore(postgres_url)  # the JobRunner's store, in another process in the service

@@ -12,8 +12,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from serve_app.client import api as api_client
 from serve_app.client import cli
-from serve_app.client.cli import Api, ApiError, ServerEvent, main, parse_args, parse_events, read_scenes
+from serve_app.client.api import Api, ApiError, ServerEvent, parse_events
+from serve_app.client.cli import main, parse_args, read_scenes
 
 pytestmark = pytest.mark.unit
 
@@ -181,7 +183,7 @@ def test_the_apis_message_and_code_become_the_error_and_the_key_is_sent() -> Non
         return httpx.Response(400, json={"error": error})
 
     with pytest.raises(ApiError) as raised:
-        cli.create_video(_api(handler, api_key="key-1"), {"prompt": "", "seconds": None})
+        api_client.create_video(_api(handler, api_key="key-1"), {"prompt": "", "seconds": None})
     assert str(raised.value) == "prompt='': at least 1 character (invalid_value)"
     assert seen[0].headers["authorization"] == "Bearer key-1"
     assert json.loads(seen[0].content) == {"prompt": ""}  # None fields are left out
@@ -203,7 +205,7 @@ def test_a_reference_image_makes_a_multipart_create(tmp_path: Path) -> None:
         return httpx.Response(200, json=_video("queued", 0))
 
     body = {"prompt": "A fox.", "seconds": "4", "scenes": [{"caption": "A fox."}], "style": None}
-    cli.create_video(_api(handler), body, reference=image)
+    api_client.create_video(_api(handler), body, reference=image)
     content = seen[0].read()
     assert seen[0].headers["content-type"].startswith("multipart/form-data")
     assert b'name="input_reference"; filename="first.png"' in content and b"\x89PNG fake" in content
@@ -250,7 +252,7 @@ def test_a_music_file_is_uploaded_beside_the_fields(tmp_path: Path) -> None:
 
 
 def test_following_a_video_reconnects_when_the_stream_ends_early(monkeypatch, capsys) -> None:
-    monkeypatch.setattr(cli, "RECONNECT_S", 0)
+    monkeypatch.setattr(api_client, "RECONNECT_S", 0)
     streams = [
         _sse(_video("in_progress", 30)),
         _sse(),
@@ -261,7 +263,7 @@ def test_following_a_video_reconnects_when_the_stream_ends_early(monkeypatch, ca
         assert request.url.path.endswith("/events")
         return httpx.Response(200, text=streams.pop(0), headers={"content-type": "text/event-stream"})
 
-    video = cli.follow_video(_api(handler), _video("queued", 0, scenes=0))
+    video = api_client.follow_video(_api(handler), _video("queued", 0, scenes=0))
     assert video["status"] == "completed" and streams == []
     bars = capsys.readouterr().err
     assert "scene 0" in bars and "scene 1" in bars and "completed" in bars
@@ -271,16 +273,16 @@ def test_an_error_event_stops_following() -> None:
     stream = 'event: error\ndata: {"error": {"code": "video_not_found", "message": "it was deleted"}}\n\n'
     api = _api(lambda request: httpx.Response(200, text=stream))
     with pytest.raises(ApiError, match=r"it was deleted \(video_not_found\)"):
-        cli.follow_video(api, _video("in_progress", 10), progress=False)
+        api_client.follow_video(api, _video("in_progress", 10), progress=False)
 
 
 def test_a_video_that_failed_is_an_error_with_its_message() -> None:
     failed = _video("failed", 40) | {"error": {"code": "media_error", "message": "ffmpeg gave up"}}
     with pytest.raises(ApiError, match=r"failed: ffmpeg gave up \(media_error\)"):
-        cli.ensure_completed(failed)
+        api_client.ensure_completed(failed)
     with pytest.raises(ApiError, match="cancelled$"):
-        cli.ensure_completed(_video("cancelled", 40))
-    cli.ensure_completed(_video("completed", 100))
+        api_client.ensure_completed(_video("cancelled", 40))
+    api_client.ensure_completed(_video("completed", 100))
 
 
 def test_an_unreachable_service_is_named(capsys) -> None:

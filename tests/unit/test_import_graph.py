@@ -13,9 +13,10 @@ below its own, never one above, nor another room on its own level:
 - ``api``: routes, bodies, downloads, HTTP errors, the request guard.
 - ``videos``: the video service, which the routes call.
 - ``jobs``: planning and running a job.
-- ``config``: the app's settings, read by every room above.
-- ``store`` and ``webhooks``: the job store, and webhook delivery. The config reads the database kind from
-  one and the retry schedule and secret format from the other; neither imports the other.
+- ``config``: the app's settings, read by every room above; it is made of the settings classes of the rooms
+  and engines below it.
+- ``webhooks``: the dispatcher that sends the outbox's events, their delivery, and the webhook settings.
+- ``store``: the job store, with the webhook outbox (a table written in the store's own transactions).
 - ``protocol``: the wire models, read by every room above (the config reads its scene limit).
 
 Only ``serve_app.api`` and the app builder import the web framework (fastapi, starlette): the video
@@ -47,7 +48,8 @@ SERVE_APP_ROOMS = [
     ("serve_app.videos",),
     ("serve_app.jobs",),
     ("serve_app.config",),
-    ("serve_app.store", "serve_app.webhooks"),
+    ("serve_app.webhooks",),
+    ("serve_app.store",),
     ("serve_app.protocol",),
 ]
 WEB_FRAMEWORKS = {"fastapi", "starlette"}
