@@ -136,7 +136,7 @@ def plain_diffusers(
 
 
 def engine(family: str, model: Path, device: str, image: Image.Image, shape: dict, options: dict) -> dict:
-    """Our engine (`TransformerVideoEngine.generate`, what the SVDGenerator deployment runs for the family)."""
+    """Our engine (`TransformerVideoEngine.generate`, what the VideoAnimator deployment runs for the family)."""
     from engines.video.base import SceneRequest
     from engines.video.text import TransformerVideoEngine
 

@@ -1,5 +1,5 @@
-"""SVDGenerator: the video model (SVD by default, or LTX-Video or Wan) on a GPU fraction, batching scenes
-that arrive together. The name stays from when SVD was the only family: configs and dashboards use it."""
+"""VideoAnimator: the video model (SVD by default, or LTX-Video or Wan) on a GPU fraction, batching scenes
+that arrive together. Until the families came it was SVDGenerator; configs name the deployment VideoAnimator."""
 
 from __future__ import annotations
 
@@ -94,8 +94,8 @@ class BatchSignals:
     graceful_shutdown_wait_loop_s=5,
     user_config=BatchSettings().model_dump(),
 )
-class SVDGenerator:
-    """Animates keyframes with SVD, or with title-card clips where the fallback policy says so.
+class VideoAnimator:
+    """Animates keyframes with the configured video family (SVD, LTX-Video or Wan), or with title-card clips where the fallback policy says so.
 
     Args:
         config: the `video` section of the app config (the seed's VIDEO_CONFIG).
@@ -110,7 +110,7 @@ class SVDGenerator:
         self.board = board
         self.batch_sizes: Counter[int] = Counter()
         self.cancelled_batches = 0
-        self.thread = ModelThread("svd")
+        self.thread = ModelThread("animator")
         # Under `scheduling: step` the loop's memory budget is this replica's share of the GPU.
         gpu_share = float(ray.get_runtime_context().get_assigned_resources().get("GPU", 1.0))
         self.engine, self.unavailable = load_under_policy(
@@ -210,7 +210,7 @@ class SVDGenerator:
 
     def check_health(self) -> None:
         if self.fallback == "never" and self.engine is None:
-            raise RuntimeError(f"SVD unusable: {self.unavailable}")
+            raise RuntimeError(f"video model unusable: {self.unavailable}")
 
     def _record_gpu_memory(self) -> None:
         # Not torch's peak counter itself: the step loop resets it every step it measures.

@@ -9,7 +9,7 @@ patches 16 pixels, so 4k+1 frames in multiples of 16.
 A request may ask for any number of frames: the engine runs the family's next valid count and returns the
 first ones asked for, so the recipe's scene lengths (seconds x fps) need not know the family.
 
-The engine is plain Python (no Ray); `SVDGenerator` in `deployments/` wraps it as it wraps `SVDEngine`.
+The engine is plain Python (no Ray); `VideoAnimator` in `deployments/` wraps it as it wraps `SVDEngine`.
 """
 
 from __future__ import annotations

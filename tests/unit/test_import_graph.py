@@ -84,7 +84,7 @@ def test_the_graph_is_read_for_real() -> None:
     # Known edges, so an empty graph (a broken reader) cannot pass the tests above.
     assert "core.errors" in graph["engines.video.svd.engine"]
     assert "serve_app.jobs.recipe" in graph["serve_app.jobs.runner"]
-    assert "deployments.svd" in graph["serve_app.app"]
+    assert "deployments.animator" in graph["serve_app.app"]
     assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
 
 

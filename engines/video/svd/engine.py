@@ -4,7 +4,7 @@ SVD is image-to-video. It takes no text prompt and no single `guidance_scale`: g
 `min_guidance_scale` on the first frame to `max_guidance_scale` on the last, and motion is steered by
 `fps`, `motion_bucket_id` and `noise_aug_strength`. Text reaches the video through the keyframe.
 
-The engine is plain Python (no Ray): `SVDGenerator` in `deployments/` wraps it, batches requests with
+The engine is plain Python (no Ray): `VideoAnimator` in `deployments/` wraps it, batches requests with
 `@serve.batch` and calls `generate` from a worker thread.
 """
 
