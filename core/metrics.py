@@ -43,7 +43,8 @@ class Metrics:
             tag_keys=("state",),
         )
         self.gpu_memory = metrics.Gauge(
-            "storyreel_gpu_memory_bytes", description="Peak GPU memory allocated by the VideoAnimator replica."
+            "storyreel_gpu_memory_bytes",
+            description="Peak GPU memory allocated by the VideoAnimator replica.",
         )
 
 

@@ -4,11 +4,11 @@ from typing import Any
 
 from ray.serve import Application, Deployment
 
+from deployments.animator import VideoAnimator
 from deployments.board import JobBoard
 from deployments.encoder import Encoder
 from deployments.narrator import Narrator
 from deployments.painter import KeyframePainter
-from deployments.animator import VideoAnimator
 from deployments.writer import SceneWriter
 from serve_app.api.ingress import VideoAPI
 from serve_app.config import AppConfig

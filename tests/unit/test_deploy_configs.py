@@ -15,11 +15,11 @@ import pytest
 import yaml
 from ray.serve.schema import ServeDeploySchema
 
+from deployments.animator import VideoAnimator
 from deployments.batching import BatchSettings
 from deployments.encoder import Encoder
 from deployments.narrator import Narrator
 from deployments.painter import KeyframePainter
-from deployments.animator import VideoAnimator
 from deployments.writer import SceneWriter
 from serve_app.api.ingress import VideoAPI
 from serve_app.config import AppConfig, load_serve_config
