@@ -90,8 +90,11 @@ class SceneFrames:
 class Resolved(Protocol):
     """A request with every default filled in and checked (each engine has its own)."""
 
-    index: int
-    seed: int
+    @property
+    def index(self) -> int: ...
+
+    @property
+    def seed(self) -> int: ...
 
     def param(self, name: str) -> Any: ...
 

@@ -143,7 +143,8 @@ def test_wan_runs_with_a_bfloat16_transformer_and_a_float32_vae(
 ) -> None:
     from engines.video import text as transformer_video
     from engines.video.base import SceneRequest
-    from engines.video.text import TransformerVideoEngine, WanConfig
+    from engines.video.text import WanConfig
+    from engines.video.wan.engine import WanEngine
     from tests.support.tiny_models import TINY_WAN_SETTINGS
 
     config = WanConfig(model_path=str(tiny_wan_path), **TINY_WAN_SETTINGS)
@@ -151,6 +152,6 @@ def test_wan_runs_with_a_bfloat16_transformer_and_a_float32_vae(
     monkeypatch.setattr(transformer_video, "resolve_placement", lambda _config: placement)
     image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8))
 
-    [made] = TransformerVideoEngine(config).generate([SceneRequest(image=image, seed=1, prompt="a fox")])
+    [made] = WanEngine(config).generate([SceneRequest(image=image, seed=1, prompt="a fox")])
 
     assert made.frames.shape == (9, 64, 64, 3) and made.frames.std() > 0

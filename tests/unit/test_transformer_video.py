@@ -14,7 +14,7 @@ from core.errors import GenerationCancelled, InvalidInput, ModelUnavailable
 from core.status import Animator
 from engines.fallback import animate_scenes
 from engines.video.base import SceneRequest
-from engines.video.families import build_video_engine
+from engines.video.families import build_video_engine, video_engine
 from engines.video.text import LTXConfig, TransformerVideoConfig, TransformerVideoEngine, WanConfig
 from tests.support.tiny_models import TINY_LTX_SETTINGS, TINY_WAN_SETTINGS
 
@@ -240,7 +240,7 @@ def test_the_config_refuses_a_size_off_the_family_multiple() -> None:
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_missing_weights_fall_back_with_the_reason(family: str, tmp_path: Path) -> None:
-    engine = TransformerVideoEngine(config_of(family, tmp_path / "nowhere"))
+    engine = video_engine(config_of(family, tmp_path / "nowhere"))
     [result] = animate_scenes(
         engine, [SceneRequest(image=keyframe(7), seed=2, prompt="fox")], ["A fox"], "auto", engine.config
     )
@@ -255,7 +255,7 @@ def test_the_fallback_labels_model_frames_with_the_family(
     family: str, request: pytest.FixtureRequest
 ) -> None:
     path = request.getfixturevalue(f"tiny_{family}_path")
-    engine = TransformerVideoEngine(config_of(family, path))
+    engine = video_engine(config_of(family, path))
     [result] = animate_scenes(
         engine, [SceneRequest(image=keyframe(8), seed=2, prompt="fox")], ["A fox"], "auto"
     )
@@ -272,7 +272,7 @@ def test_the_engine_makes_the_frames_plain_diffusers_makes(
     from diffusers import LTXImageToVideoPipeline, WanImageToVideoPipeline
 
     path = request.getfixturevalue(f"tiny_{family}_path")
-    engine = TransformerVideoEngine(config_of(family, path))
+    engine = video_engine(config_of(family, path))
     [ours] = engine.generate([SceneRequest(image=keyframe(12), seed=9, prompt="a red fox")])
 
     pipeline_cls = LTXImageToVideoPipeline if family == "ltx" else WanImageToVideoPipeline
@@ -303,12 +303,12 @@ def test_plain_options_give_the_plain_pipeline_frames_and_each_option_runs(
     family: str, request: pytest.FixtureRequest
 ) -> None:
     path = request.getfixturevalue(f"tiny_{family}_path")
-    plain = TransformerVideoEngine(config_of(family, path))
+    plain = video_engine(config_of(family, path))
     ask = SceneRequest(image=keyframe(9), seed=4, prompt="red fox", num_inference_steps=4)
     [reference] = plain.generate([ask])
 
     # Off by default: vae_tiling only splits large frames, so at 64x64 it must equal the plain frames too.
-    tiled = TransformerVideoEngine(config_of(family, path, vae_tiling=True))
+    tiled = video_engine(config_of(family, path, vae_tiling=True))
     np.testing.assert_array_equal(tiled.generate([ask])[0].frames, reference.frames)
     assert tiled.runtime is not None and tiled.runtime.vae_tiling
     for option in (
@@ -318,7 +318,7 @@ def test_plain_options_give_the_plain_pipeline_frames_and_each_option_runs(
         {"torch_compile": True, "cpu_offload": True},  # CUDA-only: ignored with a warning here
         {"group_offload": True},
     ):
-        engine = TransformerVideoEngine(config_of(family, path, **option))
+        engine = video_engine(config_of(family, path, **option))
         [made] = engine.generate([ask])
         assert made.frames.shape == reference.frames.shape, option
         engine.unload()
@@ -335,7 +335,7 @@ def test_ltx_with_a_timestep_conditioned_decoder_batches_and_equals_the_stock_pi
     from tests.support.tiny_models import build_tiny_ltx
 
     path = build_tiny_ltx(tmp_path / "ltx-0.9.1", timestep_conditioning=True)
-    engine = TransformerVideoEngine(config_of("ltx", path))
+    engine = video_engine(config_of("ltx", path))
     requests = [SceneRequest(image=keyframe(50 + i), seed=50 + i, prompt="red fox") for i in range(2)]
 
     batch = engine.generate(requests)
@@ -363,7 +363,7 @@ def test_a_cancel_with_the_step_cache_on_leaves_no_stale_state(
     # A cancelled call never reaches the pipeline's end, where diffusers resets its cache hooks; the caches
     # must still start afresh with the next call.
     path = request.getfixturevalue(f"tiny_{family}_path")
-    engine = TransformerVideoEngine(config_of(family, path, step_cache="first_block"))
+    engine = video_engine(config_of(family, path, step_cache="first_block"))
     ask = SceneRequest(image=keyframe(60), seed=6, prompt="fox", num_inference_steps=4)
     [before] = engine.generate([ask])
     cancel = threading.Event()
@@ -396,9 +396,7 @@ def test_fp8_weights_and_the_step_cache_reach_both_wan_a14b_experts(tiny_wan_a14
     # leaves half the weights in bf16 and half the steps uncached.
     import torch
 
-    engine = TransformerVideoEngine(
-        config_of("wan", tiny_wan_a14b_path, fp8_weights=True, step_cache="first_block")
-    )
+    engine = video_engine(config_of("wan", tiny_wan_a14b_path, fp8_weights=True, step_cache="first_block"))
     [made] = engine.generate([SceneRequest(image=keyframe(70), seed=3, prompt="fox", num_inference_steps=4)])
 
     assert made.frames.shape == (9, 64, 64, 3)
@@ -423,7 +421,7 @@ def test_group_offload_and_compile_reach_both_wan_a14b_experts(
 
     from engines.loading import load_pipeline, placement_for
 
-    engine = TransformerVideoEngine(config_of("wan", tiny_wan_a14b_path))
+    engine = video_engine(config_of("wan", tiny_wan_a14b_path))
     placement = placement_for(engine.config, torch.device("cpu"))
     pipeline = load_pipeline(engine._pipeline_class(), engine.config, placement.load_dtype)
     experts = [pipeline.transformer, pipeline.transformer_2]
@@ -467,8 +465,8 @@ def test_a_checkpoint_made_for_another_pipeline_is_named_in_a_warning(
     (path / "model_index.json").write_text(json.dumps(index | {"_class_name": "LTXConditionPipeline"}))
 
     with caplog.at_level(logging.WARNING, logger="engines.video.text"):
-        TransformerVideoEngine(config_of("ltx", path)).load()
-        TransformerVideoEngine(config_of("ltx", build_tiny_ltx(tmp_path / "ltx-0.9.0-like"))).load()
+        video_engine(config_of("ltx", path)).load()
+        video_engine(config_of("ltx", build_tiny_ltx(tmp_path / "ltx-0.9.0-like"))).load()
 
     [warning] = [r.getMessage() for r in caplog.records if "made for" in r.getMessage()]
     assert "ltx-0.9.5-like was made for LTXConditionPipeline" in warning
@@ -483,8 +481,8 @@ def test_when_torch_compile_gives_up_on_a_new_batch_size_the_call_runs_uncompile
 
     import torch._dynamo
 
-    plain = TransformerVideoEngine(config_of("wan", tiny_wan_path))
-    engine = TransformerVideoEngine(config_of("wan", tiny_wan_path))
+    plain = video_engine(config_of("wan", tiny_wan_path))
+    engine = video_engine(config_of("wan", tiny_wan_path))
     engine.load()
     engine._pipeline.transformer = torch.compile(
         engine._pipeline.transformer, backend="eager", fullgraph=True
