@@ -27,7 +27,7 @@ from PIL import Image
 from pydantic import Field, model_validator
 
 from core.errors import InvalidInput, check_seed, is_int
-from engines.loading import ModelSourceConfig, Placement, load_pipeline, resolve_placement
+from engines.loading import ModelSourceConfig, Placement
 from engines.video.base import (
     CancelToken,
     ProgressCallback,
@@ -331,31 +331,6 @@ class TransformerVideoEngine(VideoEngine):
         self._size_multiple = self.rules.size_multiple  # the loaded checkpoint's, once loaded
         self._text_pipeline: Any = None  # text-to-video on the same modules, made on first use
 
-    def load(self) -> None:
-        """Load the pipeline (once) and apply the speed and memory options.
-
-        Raises:
-            ModelUnavailable: weights missing, not cached with downloads off, unreadable, or no usable device.
-        """
-        with self._lock:
-            if self._pipeline is not None:
-                return
-            placement = resolve_placement(self.config)
-            pipeline = load_pipeline(self._pipeline_class(), self.config, placement.load_dtype)
-            pipeline.set_progress_bar_config(disable=True)
-            self._warn_if_made_for_another_pipeline(pipeline)
-            self._runtime = self._runtime_on(placement)
-            self._apply_options(pipeline, placement, self._runtime)
-            self._batches_keyframes = self._can_batch_keyframes(pipeline)
-            self._size_multiple = self._checkpoint_size_multiple(pipeline)
-            self._pipeline, self._placement = pipeline, placement
-            logger.info(
-                "%s loaded from %s: %s",
-                self.label,
-                self.config.model_path or self.config.model,
-                self._runtime,
-            )
-
     def unload(self) -> None:
         """Drop the models, the text-to-video pipeline over them included, and return their memory."""
         with self._lock:
@@ -363,10 +338,6 @@ class TransformerVideoEngine(VideoEngine):
             super().unload()
 
     # -- what each family provides --------------------------------------------------------------------
-
-    @abc.abstractmethod
-    def _pipeline_class(self) -> Any:
-        """The image-to-video pipeline class the family's checkpoints load into."""
 
     @abc.abstractmethod
     def _text_pipeline_over(self, pipeline: Any) -> Any:
@@ -386,6 +357,14 @@ class TransformerVideoEngine(VideoEngine):
         return {}
 
     # -- internals -------------------------------------------------------------------------------------
+
+    def _prepare(self, pipeline: Any, placement: Placement) -> TransformerRuntime:
+        self._warn_if_made_for_another_pipeline(pipeline)
+        runtime = self._runtime_on(placement)
+        self._apply_options(pipeline, placement, runtime)
+        self._batches_keyframes = self._can_batch_keyframes(pipeline)
+        self._size_multiple = self._checkpoint_size_multiple(pipeline)
+        return runtime
 
     def _checkpoint_size_multiple(self, pipeline: Any) -> int:
         try:

@@ -16,9 +16,9 @@ import torch
 from PIL import Image
 
 from core.errors import GenerationCancelled, InvalidInput, ModelUnavailable
+from engines import loading
 from engines.loading import Placement
 from engines.video.step_loop import StepScheduler
-from engines.video.svd import engine as svd
 from engines.video.svd import pipeline as svd_pipeline
 from engines.video.svd.engine import SceneFrames, SceneRequest, SVDConfig, SVDEngine
 from engines.video.svd.pipeline import CUDA_ATTENTION_BATCH_LIMIT, attention_batch_per_row
@@ -310,7 +310,7 @@ def half_engine(
     device = request.param
     if device == "cpu":
         half = Placement(torch.device("cpu"), torch.float16)
-        monkeypatch.setattr(svd, "resolve_placement", lambda config: half)
+        monkeypatch.setattr(loading, "resolve_placement", lambda config: half)
     settings = {**TINY_SVD_SETTINGS, "device": device, "width": 32, "height": 32, "num_frames": 4}
     engine = SVDEngine(SVDConfig(model_path=str(tiny_svd_path), dtype="float16", **settings))
     engine.load()
