@@ -64,7 +64,8 @@ class BoardCancel:
     user_config=BatchSettings().model_dump(),
 )
 class VideoAnimator:
-    """Animates keyframes with the configured video family (SVD, LTX-Video or Wan), or with title-card clips where the fallback policy says so.
+    """Animates keyframes with the configured video family (SVD, LTX-Video or Wan), or with title-card clips
+    where the fallback policy says so.
 
     Args:
         config: the `video` section of the app config (the seed's VIDEO_CONFIG).
