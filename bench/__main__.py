@@ -5,7 +5,7 @@
 3. status_*, create_*  GET/POST /v1/videos latency while eight jobs generate
 4. status_p99_under_streams_ms  GET /v1/videos/{id} latency with the cap of event streams open and large
                    uploads in flight
-5. batch_speedup   SVDGenerator throughput for four concurrent scenes at max_batch_size 4 / 1
+5. batch_speedup   VideoAnimator throughput for four concurrent scenes at max_batch_size 4 / 1
 
 `--only NAME` (repeatable) runs just those parts: encode, overhead, latency, streams, batch. `--quick` makes
 fewer rounds and shorter loads; `--smoke` one round of each part on small inputs, which checks that every
@@ -115,7 +115,7 @@ def measure_batching(video: Any, rounds: int, sizes: tuple[int, ...] = (4, 1, 4)
     samples: dict[int, list[float]] = {1: [], 4: []}
     batch_sizes: dict[int, dict[int, int]] = {1: {}, 4: {}}
     for size in sizes:
-        service.set_svd_batch(size)
+        service.set_animator_batch(size)
         service.svd_throughput(4, 1, video.width, video.height)
         result = service.svd_throughput(4, rounds, video.width, video.height)
         samples[size] += [s.wall for s in result["samples"]]

@@ -205,7 +205,7 @@ def plain_diffusers(
 def engine_best(
     model: Path, device: str, image: Image.Image, shape: dict[str, int], compile_unet: bool
 ) -> dict[str, Any]:
-    """Our engine (`SVDEngine.generate`, the code the SVDGenerator deployment runs) with its fastest options."""
+    """Our engine (`SVDEngine.generate`, the code the VideoAnimator deployment runs) with its fastest options."""
     from engines.video.svd.engine import SceneRequest, SVDConfig, SVDEngine
 
     def build(with_compile: bool) -> SVDEngine:

@@ -136,9 +136,10 @@ def plain_diffusers(
 
 
 def engine(family: str, model: Path, device: str, image: Image.Image, shape: dict, options: dict) -> dict:
-    """Our engine (`TransformerVideoEngine.generate`, what the SVDGenerator deployment runs for the family)."""
+    """Our engine (`LTXEngine` or `WanEngine`'s `generate`, what the VideoAnimator deployment runs for the
+    family)."""
     from engines.video.base import SceneRequest
-    from engines.video.text import TransformerVideoEngine
+    from engines.video.families import video_engine
 
     config = _config_class(family)(
         model_path=str(model), device=device, dtype="bfloat16" if device == "cuda" else "float32",
@@ -146,7 +147,7 @@ def engine(family: str, model: Path, device: str, image: Image.Image, shape: dic
         num_inference_steps=shape["steps"], guidance_scale=shape["guidance"], fps=24,
         max_sequence_length=shape["max_sequence_length"], **options,
     )  # fmt: skip
-    video = TransformerVideoEngine(config)
+    video = video_engine(config)
     video.load()
 
     def run(probe: Probe, steps: int = shape["steps"]) -> np.ndarray:

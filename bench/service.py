@@ -28,7 +28,7 @@ from tests.support.cluster import REPLICAS, cluster
 
 APP = "bench"
 POLL_S = 0.02
-# The longest `set_svd_batch` waits for the app's jobs to end.
+# The longest `set_animator_batch` waits for the app's jobs to end.
 IDLE_TIMEOUT_S = 60.0
 
 
@@ -79,12 +79,12 @@ def deploy(config: AppConfig, base_url: str) -> httpx.Client:
     return httpx.Client(base_url=f"{base_url}/{APP}", timeout=120)
 
 
-def set_svd_batch(max_batch_size: int, batch_wait_timeout_s: float = 0.2) -> None:
-    """Set the app's SVDGenerator batching live, once no job is running any more.
+def set_animator_batch(max_batch_size: int, batch_wait_timeout_s: float = 0.2) -> None:
+    """Set the app's VideoAnimator batching live, once no job is running any more.
 
     The replica's `reconfigure` is called as Serve calls it on a `user_config` change; deploying a new
     `user_config` with `serve.run` would restart every replica of the app instead (a deploy from Python is
-    always a new version), 20-30 s here. The app has one SVDGenerator and one JobRunner replica.
+    always a new version), 20-30 s here. The app has one VideoAnimator and one JobRunner replica.
     """
     from ray import serve
 
@@ -94,7 +94,7 @@ def set_svd_batch(max_batch_size: int, batch_wait_timeout_s: float = 0.2) -> Non
     while runner.stats.remote().result()["jobs_in_flight"] and time.monotonic() < deadline:
         time.sleep(0.2)
     settings = {"max_batch_size": max_batch_size, "batch_wait_timeout_s": batch_wait_timeout_s}
-    serve.get_deployment_handle("SVDGenerator", app_name=APP).reconfigure.remote(settings).result()
+    serve.get_deployment_handle("VideoAnimator", app_name=APP).reconfigure.remote(settings).result()
 
 
 def undeploy(name: str) -> None:
@@ -178,14 +178,14 @@ def latency_under_load(
 
 
 def svd_throughput(scenes: int, rounds: int, width: int, height: int) -> dict[str, Any]:
-    """Send ``scenes`` same-shape scenes (each its own motion) at once to SVDGenerator, ``rounds`` times.
+    """Send ``scenes`` same-shape scenes (each its own motion) at once to VideoAnimator, ``rounds`` times.
 
     Scenes take the deployment's configured frames and steps; ``width`` x ``height`` must be its size.
     Returns the per-round samples and the batch sizes the replica reports for these rounds.
     """
     from ray import serve
 
-    handle = serve.get_deployment_handle("SVDGenerator", app_name=APP)
+    handle = serve.get_deployment_handle("VideoAnimator", app_name=APP)
     before = handle.stats.remote().result()["batch_sizes"]
     rng = np.random.default_rng(0)
     keyframe = KeyframeResult(
@@ -207,7 +207,7 @@ def svd_throughput(scenes: int, rounds: int, width: int, height: int) -> dict[st
         streams = [handle.animate.options(stream=True).remote(request, keyframe) for request in requests]
         for stream in streams:
             if not isinstance(list(stream)[-1], Animated):
-                raise RuntimeError("SVDGenerator.animate's stream did not end with the animated scene")
+                raise RuntimeError("VideoAnimator.animate's stream did not end with the animated scene")
         samples.append(Sample(wall=time.perf_counter() - started, cpu=cpu_seconds() - cpu_started))
     after = handle.stats.remote().result()["batch_sizes"]
     sizes = {int(size): count - before.get(size, 0) for size, count in after.items()}

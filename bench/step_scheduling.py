@@ -46,7 +46,7 @@ from tests.support.tiny_models import TINY_SVD_SETTINGS, build_tiny_svd
 OUT = Path(__file__).parent / "out"
 RATES = {"light": 0.3, "near": 0.9, "over": 1.5}
 BATCH = 4  # max_batch_size of `call` and max_active_scenes of `step`
-WAIT_S = 0.2  # SVDGenerator's batch_wait_timeout_s
+WAIT_S = 0.2  # VideoAnimator's batch_wait_timeout_s
 
 
 def scene_requests(count: int, seed: int, size: tuple[int, int], steps: int) -> list[SceneRequest]:

@@ -24,7 +24,7 @@ from pathlib import Path
 from bench import report, service
 from bench.pipeline import JOB
 
-# INFO 2026-11-29 14:39:55,713 bench_SVDGenerator 08mow4b7 0933c728-... -- CALL animate OK 304.4ms
+# INFO 2026-11-29 14:39:55,713 bench_VideoAnimator 08mow4b7 0933c728-... -- CALL animate OK 304.4ms
 ACCESS_LINE = re.compile(
     r"^\w+ (?P<time>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) (?P<deployment>\S+) \S+ (?P<request>\S+) -- "
     r"CALL (?P<method>\w+) (?P<outcome>\w+) (?P<ms>[\d.]+)ms$"

@@ -26,8 +26,8 @@ class Metrics:
             "storyreel_scenes", description="Scenes finished, by what made them.", tag_keys=("generator",)
         )
         self.batch_size = metrics.Histogram(
-            "storyreel_svd_batch_size",
-            description="Scenes per SVD batch (one pipeline call unless sizes or frame counts differ).",
+            "storyreel_animator_batch_size",
+            description="Scenes per VideoAnimator batch (one pipeline call unless sizes or frame counts differ).",
             boundaries=[1, 2, 3, 4, 6, 8],
         )
         self.painter_batch_size = metrics.Histogram(
@@ -38,12 +38,13 @@ class Metrics:
         self.queue_depth = metrics.Gauge("storyreel_queue_depth", description="Jobs waiting to start.")
         self.step_scenes = metrics.Gauge(
             "storyreel_step_scenes",
-            description="Under scheduling: step, scenes in an SVDGenerator replica's loop (state=active) and "
+            description="Under scheduling: step, scenes in a VideoAnimator replica's loop (state=active) and "
             "queued for it (state=waiting), as of the last scene that entered or left.",
             tag_keys=("state",),
         )
         self.gpu_memory = metrics.Gauge(
-            "storyreel_gpu_memory_bytes", description="Peak GPU memory allocated by the SVD replica."
+            "storyreel_gpu_memory_bytes",
+            description="Peak GPU memory allocated by the VideoAnimator replica.",
         )
 
 

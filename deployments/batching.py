@@ -1,4 +1,4 @@
-"""What the batching deployments (SVDGenerator, KeyframePainter) share: live settings, and failing alone."""
+"""What the batching deployments (VideoAnimator, KeyframePainter) share: live settings, and failing alone."""
 
 from __future__ import annotations
 

@@ -210,6 +210,22 @@ def load_pipeline(
     ) from last_error
 
 
+def load_placed(pipeline_cls: Any, config: ModelSourceConfig) -> tuple[Any, Placement]:
+    """Load a diffusers pipeline in the dtypes ``config`` resolves to on this machine, with its progress bars
+    off (engines log their own progress); the caller applies its options and moves it to the device.
+
+    Returns:
+        The pipeline, still on the CPU, and the `Placement` it is meant for.
+
+    Raises:
+        ModelUnavailable: as `resolve_placement` and `load_pipeline`.
+    """
+    placement = resolve_placement(config)
+    pipeline = load_pipeline(pipeline_cls, config, placement.load_dtype)
+    pipeline.set_progress_bar_config(disable=True)
+    return pipeline, placement
+
+
 def release_memory(device: torch.device | None) -> None:
     """Collect garbage and, on CUDA, hand cached blocks back to the driver so other replicas can use them."""
     gc.collect()

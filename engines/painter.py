@@ -22,9 +22,8 @@ from engines.loading import (
     ModelSourceConfig,
     Placement,
     cpu_threads,
-    load_pipeline,
+    load_placed,
     release_memory,
-    resolve_placement,
 )
 
 logger = logging.getLogger(__name__)
@@ -128,9 +127,7 @@ class PainterEngine:
         with self._lock:
             if self._pipeline is not None:
                 return
-            placement = resolve_placement(self.config)
-            pipeline = load_pipeline(AutoPipelineForText2Image, self.config, placement.dtype)
-            pipeline.set_progress_bar_config(disable=True)
+            pipeline, placement = load_placed(AutoPipelineForText2Image, self.config)
             self._pipeline, self._placement = pipeline.to(placement.device), placement
 
     def unload(self) -> None:

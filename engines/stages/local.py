@@ -7,43 +7,20 @@ service, so the in-process side of a benchmark does the same work the service do
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable
 
-from core.status import KeyframeSource
-from engines.fallback import (
-    FallbackPolicy,
-    KeyframeResult,
-    SceneResult,
-    animate_scenes,
-    paint_keyframes,
-    write_script,
-)
+from engines.fallback import FallbackPolicy, KeyframeResult, SceneResult, paint_keyframes, write_script
 from engines.media import ffmpeg
 from engines.media.clips import ClipEncoder, EncodedScene, EncodeRequest, FinalVideo, StitchRequest
 from engines.narrator import NarrateRequest, Narration, NarrationConfig, NarratorEngine
 from engines.painter import PainterEngine, PaintRequest
+from engines.stages.animate import SceneItem, animate_from_keyframe, run_scenes
 from engines.stages.micro_batch import MicroBatcher
-from engines.stages.protocols import (
-    Animated,
-    AnimateRequest,
-    AnimationEvent,
-    KeyframeReady,
-    StepDone,
-    follow_steps,
-)
-from engines.video.base import SceneRequest, VideoModel
+from engines.stages.protocols import Animated, AnimateRequest, AnimationEvent
+from engines.video.base import VideoModel
 from engines.video.svd.engine import SVDConfig
 from engines.video.text import TransformerVideoConfig
 from engines.writer import Script, ScriptWriter, WriteRequest
-
-
-@dataclasses.dataclass
-class _Scene:
-    request: SceneRequest
-    text: str
-    job_id: str
-    progress: Callable[[int, int], None]
 
 
 class LocalStages:
@@ -96,21 +73,11 @@ class LocalStages:
         self, request: AnimateRequest, keyframe: KeyframeResult | Awaitable[KeyframeResult]
     ) -> AsyncIterator[AnimationEvent]:
         made = keyframe if isinstance(keyframe, KeyframeResult) else await keyframe
-        ready = KeyframeReady(KeyframeSource(made.generator), made.fallback_reason)
-        yield ready
-        scene = dataclasses.replace(request.scene, image=made.image)
         # Under `scheduling: step` every scene enters the shared step loop on its own; the loop batches.
         submit = self._scenes.submit if self.video.scheduling == "call" else self._animate_in_loop
-        result: SceneResult | None = None
-        async for event in follow_steps(
-            lambda progress: submit(_Scene(scene, request.text, request.job_id, progress))
-        ):
-            if isinstance(event, StepDone):
-                yield event
-            else:
-                result = event
-        assert result is not None
-        yield Animated.of(result, result.frames, ready)
+        # In process the frames are handed over as they are.
+        async for event in animate_from_keyframe(request, made, submit, lambda frames: frames):
+            yield event
 
     # A cancel of the job's task kills the ffmpeg of these at once, as the Encoder deployment's does.
     async def encode_scene(self, request: EncodeRequest, animated: Animated) -> EncodedScene:
@@ -122,27 +89,19 @@ class LocalStages:
     def _paint_batch(self, requests: list[PaintRequest]) -> list[KeyframeResult]:
         return paint_keyframes(self.painter_engine, requests, self.policy)
 
-    async def _animate_in_loop(self, scene: _Scene) -> SceneResult:
+    async def _animate_in_loop(self, scene: SceneItem) -> SceneResult:
         return (await asyncio.to_thread(self._animate_batch, [scene]))[0]
 
-    def _animate_batch(self, scenes: list[_Scene]) -> list[SceneResult]:
-        job_ids = {scene.job_id for scene in scenes}
+    def _animate_batch(self, scenes: list[SceneItem]) -> list[SceneResult]:
+        return run_scenes(self.svd, scenes, self.policy, self.video, _JobsCancelled(self.cancelled, scenes))
 
-        def progress(step: int, total: int) -> None:
-            for scene in scenes:
-                scene.progress(step, total)
 
-        class Cancelled:
-            @staticmethod
-            def is_set() -> bool:
-                return job_ids <= self.cancelled
+class _JobsCancelled:
+    """Set once every job of a call's scenes is in ``cancelled`` (a mixed call finishes for the others)."""
 
-        return animate_scenes(
-            self.svd,
-            [scene.request for scene in scenes],
-            [scene.text for scene in scenes],
-            self.policy,
-            self.video,
-            progress=progress,
-            cancel=Cancelled(),
-        )
+    def __init__(self, cancelled: set[str], scenes: list[SceneItem]) -> None:
+        self.cancelled = cancelled
+        self.job_ids = {scene.job_id for scene in scenes}
+
+    def is_set(self) -> bool:
+        return self.job_ids <= self.cancelled

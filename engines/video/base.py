@@ -1,10 +1,11 @@
 """What every video model engine shares: the request and result types, batching, retries and cancel.
 
-An engine (`engines.video.svd.engine.SVDEngine`, `engines.video.text.TransformerVideoEngine`) says how to load its
-pipeline, how to fill in and check one request, and how to make one pipeline call for requests that can share
-it. This base groups the requests, runs the out-of-memory retry ladder, reports a step at a time and stops at
-a step boundary on cancel, the same way for every family, so jobs, batching, progress, cancel and the
-fallback treat all of them alike.
+An engine (`engines.video.svd.engine.SVDEngine`, `engines.video.ltx.engine.LTXEngine`,
+`engines.video.wan.engine.WanEngine`) says which pipeline it loads and what to do with it after (`load` is one
+template), how to fill in and check one request, and how to make one pipeline call for requests that can
+share it. This base groups the requests, runs the out-of-memory retry ladder, reports a step at a time and
+stops at a step boundary on cancel, the same way for every family, so jobs, batching, progress, cancel and
+the fallback treat all of them alike.
 """
 
 from __future__ import annotations
@@ -23,7 +24,14 @@ from PIL import Image
 from pydantic import BaseModel, Field
 
 from core.errors import GenerationCancelled, ModelUnavailable
-from engines.loading import Placement, cpu_threads, is_out_of_memory, is_recompile_limit, release_memory
+from engines.loading import (
+    Placement,
+    cpu_threads,
+    is_out_of_memory,
+    is_recompile_limit,
+    load_placed,
+    release_memory,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -90,8 +98,11 @@ class SceneFrames:
 class Resolved(Protocol):
     """A request with every default filled in and checked (each engine has its own)."""
 
-    index: int
-    seed: int
+    @property
+    def index(self) -> int: ...
+
+    @property
+    def seed(self) -> int: ...
 
     def param(self, name: str) -> Any: ...
 
@@ -149,7 +160,8 @@ class SchedulingConfig(BaseModel):
 
 
 class VideoEngine(abc.ABC):
-    """The shared half of a video model engine; subclasses implement `load`, `_resolve` and `_call_pipeline`.
+    """The shared half of a video model engine; each family implements `_pipeline_class` and `_prepare`
+    (what `load` loads and does after), `_resolve` and `_call_pipeline`.
 
     Args:
         config: the engine's settings; it must have `oom_retries`, `torch_compile` and `cpu_threads`.
@@ -185,9 +197,24 @@ class VideoEngine(abc.ABC):
         """Held around every use of the pipeline; a step loop holds it for each step."""
         return self._lock
 
-    @abc.abstractmethod
     def load(self) -> None:
-        """Load the pipeline (once); raises `ModelUnavailable` when it cannot."""
+        """Load the family's pipeline (once), apply its speed and memory options and place it on the device.
+
+        Raises:
+            ModelUnavailable: weights missing, not cached with downloads off, unreadable, or no usable device.
+        """
+        with self._lock:
+            if self._pipeline is not None:
+                return
+            pipeline, placement = load_placed(self._pipeline_class(), self.config)
+            self._runtime = self._prepare(pipeline, placement)
+            self._pipeline, self._placement = pipeline, placement
+            logger.info(
+                "%s loaded from %s: %s",
+                self.label,
+                self.config.model_path or self.config.model,
+                self._runtime,
+            )
 
     def unload(self) -> None:
         """Drop every reference to the models and return their memory (the CUDA cache is emptied)."""
@@ -307,6 +334,15 @@ class VideoEngine(abc.ABC):
         return (item.param("width"), item.param("height"), item.param("num_frames"))
 
     # -- what each engine provides ---------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def _pipeline_class(self) -> Any:
+        """The pipeline class the family's checkpoints load into."""
+
+    @abc.abstractmethod
+    def _prepare(self, pipeline: Any, placement: Placement) -> Any:
+        """Apply the family's options to the just loaded ``pipeline`` and move it to ``placement``'s device
+        (or offload it there); return what it runs with, the engine's `runtime`."""
 
     @abc.abstractmethod
     def _resolve(self, index: int, request: SceneRequest) -> Any:

@@ -14,16 +14,11 @@ from typing import Annotated, Any
 from pydantic import Discriminator, Tag
 
 from engines.video.base import VideoEngine
+from engines.video.ltx.engine import LTXEngine
 from engines.video.step_loop import StepScheduler
 from engines.video.svd.engine import SVDConfig, SVDEngine
-from engines.video.text import (
-    FAMILY_RULES,
-    FamilyRules,
-    LTXConfig,
-    TransformerVideoConfig,
-    TransformerVideoEngine,
-    WanConfig,
-)
+from engines.video.text import FAMILY_RULES, FamilyRules, LTXConfig, TransformerVideoConfig, WanConfig
+from engines.video.wan.engine import WanEngine
 
 
 def _family_of(value: Any) -> str:
@@ -44,6 +39,26 @@ def rules_of(config: SVDConfig | TransformerVideoConfig) -> FamilyRules:
     return FAMILY_RULES[config.family]
 
 
+# Each family's config type and its engine.
+_ENGINES: tuple[tuple[type[Any], type[VideoEngine]], ...] = (
+    (SVDConfig, SVDEngine),
+    (LTXConfig, LTXEngine),
+    (WanConfig, WanEngine),
+)
+
+
+def video_engine(config: SVDConfig | TransformerVideoConfig) -> VideoEngine:
+    """The bare engine of the configured family (not yet loaded), picked by the config's type.
+
+    Raises:
+        TypeError: ``config`` is no family's config.
+    """
+    for config_type, engine_type in _ENGINES:
+        if isinstance(config, config_type):
+            return engine_type(config)
+    raise TypeError(f"no video engine takes a {type(config).__name__}")
+
+
 def build_video_engine(
     config: SVDConfig | TransformerVideoConfig, gpu_share: float = 1.0
 ) -> VideoEngine | StepScheduler:
@@ -55,13 +70,11 @@ def build_video_engine(
         gpu_share: the share of the GPU this replica was given (its `num_gpus`, at most 1): under `step`
             the loop admits scenes within `step_memory_fraction` of that share of the device's memory.
     """
-    engine: VideoEngine = (
-        TransformerVideoEngine(config) if isinstance(config, TransformerVideoConfig) else SVDEngine(config)
-    )
+    engine = video_engine(config)
     if config.scheduling == "step":
         share = min(max(gpu_share, 0.0), 1.0) or 1.0  # no GPU assigned: the fraction of a whole device
         return StepScheduler(engine, config.max_active_scenes, config.step_memory_fraction * share)
     return engine
 
 
-__all__ = ["VideoConfig", "build_video_engine", "rules_of"]
+__all__ = ["VideoConfig", "build_video_engine", "rules_of", "video_engine"]

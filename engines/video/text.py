@@ -9,11 +9,12 @@ patches 16 pixels, so 4k+1 frames in multiples of 16.
 A request may ask for any number of frames: the engine runs the family's next valid count and returns the
 first ones asked for, so the recipe's scene lengths (seconds x fps) need not know the family.
 
-The engine is plain Python (no Ray); `SVDGenerator` in `deployments/` wraps it as it wraps `SVDEngine`.
+The engine is plain Python (no Ray); `VideoAnimator` in `deployments/` wraps it as it wraps `SVDEngine`.
 """
 
 from __future__ import annotations
 
+import abc
 import logging
 import math
 import secrets
@@ -26,10 +27,11 @@ from PIL import Image
 from pydantic import Field, model_validator
 
 from core.errors import InvalidInput, check_seed, is_int
-from engines.loading import ModelSourceConfig, Placement, load_pipeline, resolve_placement
+from engines.loading import ModelSourceConfig, Placement
 from engines.video.base import (
     CancelToken,
     ProgressCallback,
+    Resolved,
     SceneFrames,
     SceneRequest,
     SchedulingConfig,
@@ -311,7 +313,9 @@ class TransformerRuntime:
 
 
 class TransformerVideoEngine(VideoEngine):
-    """Animates keyframes with LTX-Video or Wan; one pipeline call per compatible batch.
+    """What the LTX-Video and Wan engines share: requests with text, the speed and memory options, one
+    pipeline call per compatible batch. Each family's engine (`engines.video.ltx.engine.LTXEngine`,
+    `engines.video.wan.engine.WanEngine`) says which pipelines it runs and how its checkpoints batch.
 
     Args:
         config: an `LTXConfig` or `WanConfig` (model source, scene defaults, speed and memory options).
@@ -327,63 +331,46 @@ class TransformerVideoEngine(VideoEngine):
         self._size_multiple = self.rules.size_multiple  # the loaded checkpoint's, once loaded
         self._text_pipeline: Any = None  # text-to-video on the same modules, made on first use
 
-    def load(self) -> None:
-        """Load the pipeline (once) and apply the speed and memory options.
-
-        Raises:
-            ModelUnavailable: weights missing, not cached with downloads off, unreadable, or no usable device.
-        """
-        with self._lock:
-            if self._pipeline is not None:
-                return
-            placement = resolve_placement(self.config)
-            pipeline = load_pipeline(self._pipeline_class(), self.config, placement.load_dtype)
-            pipeline.set_progress_bar_config(disable=True)
-            self._warn_if_made_for_another_pipeline(pipeline)
-            self._runtime = self._runtime_on(placement)
-            self._apply_options(pipeline, placement, self._runtime)
-            self._batches_keyframes = _batches_keyframes(pipeline, self.config.family)
-            self._size_multiple = _size_multiple(pipeline, self.config.family, self.rules.size_multiple)
-            self._pipeline, self._placement = pipeline, placement
-            logger.info(
-                "%s loaded from %s: %s",
-                self.label,
-                self.config.model_path or self.config.model,
-                self._runtime,
-            )
-
     def unload(self) -> None:
         """Drop the models, the text-to-video pipeline over them included, and return their memory."""
         with self._lock:
             self._text_pipeline = None
             super().unload()
 
-    def stepper(self) -> Any:
-        """Wan's loop cut into steps (`engines.video.wan.steps.WanStepper`) for `scheduling: step`; None for
-        LTX-Video, whose scenes then run call by call, and for Wan 2.1 checkpoints with a CLIP image
-        encoder, whose batches this engine does not stack either."""
-        self.load()
-        if self.config.family != "wan" or not self._batches_keyframes:
-            return None
-        from engines.video.wan.steps import WanStepper
+    # -- what each family provides --------------------------------------------------------------------
 
-        return WanStepper(
-            self._pipeline,
-            self._text_to_video,
-            self.config.max_sequence_length,
-            self._runtime.dtype if self._runtime else "?",
-        )
+    @abc.abstractmethod
+    def _text_pipeline_over(self, pipeline: Any) -> Any:
+        """The family's text-to-video pipeline built over the loaded ``pipeline``'s modules."""
+
+    @abc.abstractmethod
+    def _can_batch_keyframes(self, pipeline: Any) -> bool:
+        """Whether one call of the loaded ``pipeline`` can animate several keyframes, each with its own
+        generator; where it cannot, each request runs in a call of its own (still correct)."""
+
+    @abc.abstractmethod
+    def _latent_pixels(self, pipeline: Any) -> int:
+        """Pixels per latent token of the loaded checkpoint: VAE downscale times transformer patch."""
+
+    def _call_kwargs(self, first: Resolved) -> dict[str, Any]:
+        """Pipeline arguments only this family takes, for a call whose requests are like ``first``."""
+        return {}
 
     # -- internals -------------------------------------------------------------------------------------
 
-    def _pipeline_class(self) -> Any:
-        if self.config.family == "ltx":
-            from engines.video.ltx.pipeline import PerVideoNoiseLTXImageToVideoPipeline
+    def _prepare(self, pipeline: Any, placement: Placement) -> TransformerRuntime:
+        self._warn_if_made_for_another_pipeline(pipeline)
+        runtime = self._runtime_on(placement)
+        self._apply_options(pipeline, placement, runtime)
+        self._batches_keyframes = self._can_batch_keyframes(pipeline)
+        self._size_multiple = self._checkpoint_size_multiple(pipeline)
+        return runtime
 
-            return PerVideoNoiseLTXImageToVideoPipeline
-        from engines.video.wan.pipeline import PerVideoImageWanPipeline
-
-        return PerVideoImageWanPipeline
+    def _checkpoint_size_multiple(self, pipeline: Any) -> int:
+        try:
+            return self._latent_pixels(pipeline)
+        except (AttributeError, TypeError, IndexError):
+            return self.rules.size_multiple  # a pipeline without the attributes: the family's rule
 
     def _runtime_on(self, placement: Placement) -> TransformerRuntime:
         """The options that take effect at ``placement``: the CUDA-only ones are dropped on the CPU."""
@@ -526,21 +513,7 @@ class TransformerVideoEngine(VideoEngine):
     def _text_to_video(self) -> Any:
         """The family's text-to-video pipeline over the loaded modules (no second copy of any weights)."""
         if self._text_pipeline is None:
-            components = self._pipeline.components
-            text: Any
-            if self.config.family == "ltx":
-                from engines.video.ltx.pipeline import PerVideoNoiseLTXPipeline
-
-                text = PerVideoNoiseLTXPipeline(**components)
-            else:
-                from diffusers import WanPipeline
-
-                keep = ("tokenizer", "text_encoder", "vae", "scheduler", "transformer", "transformer_2")
-                text = WanPipeline(
-                    **{name: components.get(name) for name in keep},
-                    boundary_ratio=self._pipeline.config.get("boundary_ratio"),
-                    expand_timesteps=self._pipeline.config.get("expand_timesteps", False),
-                )
+            text = self._text_pipeline_over(self._pipeline)
             text.set_progress_bar_config(disable=True)
             self._text_pipeline = text
         return self._text_pipeline
@@ -559,11 +532,7 @@ class TransformerVideoEngine(VideoEngine):
         # list (see `_batches_keyframes`) runs one request per call with a plain generator.
         device = self._pipeline._execution_device
         generators = [torch.Generator(device=device).manual_seed(item.seed) for item in chunk]
-        kwargs: dict[str, Any] = {}
-        if isinstance(self.config, LTXConfig):
-            kwargs["frame_rate"] = first.param("fps")
-            kwargs["decode_timestep"] = self.config.decode_timestep
-            kwargs["decode_noise_scale"] = self.config.decode_noise_scale
+        kwargs = self._call_kwargs(first)
         pipeline = self._pipeline
         if first.image is None:
             pipeline = self._text_to_video()
@@ -602,28 +571,6 @@ class TransformerVideoEngine(VideoEngine):
             )
             for item, video in zip(chunk, videos, strict=True)
         ]
-
-
-def _batches_keyframes(pipeline: Any, family: str) -> bool:
-    """Whether one call can animate several keyframes, each with its own generator.
-
-    LTX can (`engines.video.ltx.pipeline` draws the decode noise per video), and so can Wan 2.2 and Wan 2.1
-    text-to-video checkpoints (`engines.video.wan.pipeline`); Wan 2.1 image-to-video checkpoints with a CLIP image
-    encoder repeat the image embeddings per prompt, so they run one request per call (still correct).
-    """
-    if family == "ltx":
-        return True
-    return getattr(pipeline, "image_encoder", None) is None
-
-
-def _size_multiple(pipeline: Any, family: str, default: int) -> int:
-    """Pixels per latent token of the loaded checkpoint: VAE downscale times transformer patch."""
-    try:
-        if family == "ltx":
-            return int(pipeline.vae_spatial_compression_ratio * pipeline.transformer_spatial_patch_size)
-        return int(pipeline.vae_scale_factor_spatial * pipeline.transformer.config.patch_size[1])
-    except (AttributeError, TypeError, IndexError):
-        return default
 
 
 def _declared_pipeline(pipeline: Any) -> str | None:

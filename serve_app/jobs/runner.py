@@ -218,7 +218,7 @@ class JobRunner:
     Args:
         config: the application config.
         writer, narrator, painter, animator, encoder: handles of SceneWriter, Narrator, KeyframePainter,
-            SVDGenerator, Encoder.
+            VideoAnimator, Encoder.
     """
 
     def __init__(

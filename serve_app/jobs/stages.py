@@ -53,7 +53,7 @@ class ServeStages:
 
     Args:
         writer, narrator, painter, animator, encoder: handles of SceneWriter, Narrator, KeyframePainter,
-            SVDGenerator, Encoder.
+            VideoAnimator, Encoder.
     """
 
     def __init__(self, writer: Any, narrator: Any, painter: Any, animator: Any, encoder: Any) -> None:

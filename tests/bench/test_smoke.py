@@ -155,6 +155,6 @@ def test_timeline(tiny_app: service.TinyApp, tmp_path: Path) -> None:
     assert_figures(result, "job_s")
     # The job's calls, read from the replicas' access logs.
     calls = {(span["deployment"], span["method"]) for span in result["spans"]}
-    assert {("SVDGenerator", "animate"), ("Encoder", "encode_scene"), ("Encoder", "stitch")} <= calls
+    assert {("VideoAnimator", "animate"), ("Encoder", "encode_scene"), ("Encoder", "stitch")} <= calls
     for span in result["spans"]:
         assert_figures(span, "start", "end")

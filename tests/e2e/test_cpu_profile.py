@@ -116,7 +116,7 @@ def test_scene_jobs_overlap_and_batch_in_the_svd_deployment(app):
     response = app.client.post("/v1/videos", json={"prompt": PROMPT, "num_scenes": 4, "seconds": 6})
     finished = app.wait(response.json()["id"])
     assert finished["status"] == "completed"
-    # The four scenes reached SVDGenerator together: at least two shared one call.
+    # The four scenes reached VideoAnimator together: at least two shared one call.
     assert max(scene["batch_size"] for scene in finished["scenes"]) > 1
 
 

@@ -45,7 +45,7 @@ def write_config(folder: Path, port: int, svd_path: Path) -> Path:
                         "SceneWriter",
                         "KeyframePainter",
                         "Encoder",
-                        "SVDGenerator",
+                        "VideoAnimator",
                     )
                 ],
             }

@@ -40,7 +40,7 @@ TOKEN = Path.home() / ".ray" / "auth_token"
 # The deployment each node kind hosts (by a custom resource only that kind of node has).
 PLACEMENT = {
     "head_node": ("VideoAPI", "JobBoard"),
-    "gpu_node": ("SVDGenerator", "KeyframePainter", "JobRunner"),
+    "gpu_node": ("VideoAnimator", "KeyframePainter", "JobRunner"),
     "cpu_node": ("Encoder", "Narrator", "SceneWriter"),
 }
 
@@ -192,7 +192,7 @@ def serve_config(folder: Path, port: int, svd_path: Path, apps: list[App]) -> Pa
     for kind, names in PLACEMENT.items():
         for name in names:
             options: dict[str, Any] = {"num_cpus": 0.1, "resources": {kind: 0.01}}
-            if name == "SVDGenerator":
+            if name == "VideoAnimator":
                 options["num_gpus"] = 1  # a logical GPU: only the GPU node has them
             deployments.append({"name": name, "ray_actor_options": options})
     config = {

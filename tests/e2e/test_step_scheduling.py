@@ -37,7 +37,7 @@ def app(serve_cluster, tmp_path_factory, tiny_svd_path, tiny_painter_path) -> It
         }
     )
     # One SVD replica, so every scene goes through the same loop.
-    options = {"SVDGenerator": {"num_replicas": 1, "ray_actor_options": {"num_cpus": 0.2, "num_gpus": 0.5}}}
+    options = {"VideoAnimator": {"num_replicas": 1, "ray_actor_options": {"num_cpus": 0.2, "num_gpus": 0.5}}}
     with deployed(serve_cluster, config, APP, options) as app:
         yield app
 
@@ -45,7 +45,7 @@ def app(serve_cluster, tmp_path_factory, tiny_svd_path, tiny_painter_path) -> It
 def _loop_stats() -> dict:
     from ray import serve
 
-    stats = serve.get_deployment_handle("SVDGenerator", app_name=APP).stats.remote().result()
+    stats = serve.get_deployment_handle("VideoAnimator", app_name=APP).stats.remote().result()
     assert stats["step_loop"] is not None, "the replica does not run the step loop"
     return stats["step_loop"]
 

@@ -42,7 +42,7 @@ def app(request, serve_cluster, tmp_path_factory, tiny_painter_path) -> Iterator
         }
     )
     options = {
-        "SVDGenerator": {
+        "VideoAnimator": {
             "num_replicas": 1,
             "ray_actor_options": {"num_cpus": 0.2, "num_gpus": 0.5},
             "user_config": {"max_batch_size": 4, "batch_wait_timeout_s": 1.0},

@@ -59,7 +59,7 @@ def app(
     )
     options = {
         # Two SVD replicas at half a GPU each: both must fit on the one logical GPU.
-        "SVDGenerator": {
+        "VideoAnimator": {
             "num_replicas": 2,
             "ray_actor_options": {"num_cpus": 0.2, "num_gpus": 0.5},
             "user_config": {"max_batch_size": 4, "batch_wait_timeout_s": 2.0},
@@ -73,7 +73,7 @@ def test_two_svd_replicas_share_one_logical_gpu(app):
     import ray
     from ray import serve
 
-    status = serve.status().applications["tiny"].deployments["SVDGenerator"]
+    status = serve.status().applications["tiny"].deployments["VideoAnimator"]
     assert status.replica_states.get("RUNNING") == 2
     assert ray.cluster_resources()["GPU"] == 1
     assert ray.available_resources().get("GPU", 0) == 0  # 2 x 0.5 taken
@@ -150,7 +150,7 @@ def _painter_stats() -> dict:
     return serve.get_deployment_handle("KeyframePainter", app_name="tiny").stats.remote().result()
 
 
-def _replicas(deployment: str = "SVDGenerator") -> list:
+def _replicas(deployment: str = "VideoAnimator") -> list:
     import ray
 
     names = [
@@ -193,7 +193,7 @@ def test_step_progress_is_reported_and_cancel_stops_the_gpu_work(app):
     assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
     assert {s["status"] for s in cancelled.json()["scenes"]} <= {"cancelled", "completed"}
     # The SVD replica stopped the batch at a step boundary (it reports the cancelled batch).
-    handle = serve.get_deployment_handle("SVDGenerator", app_name="tiny")
+    handle = serve.get_deployment_handle("VideoAnimator", app_name="tiny")
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if handle.stats.remote().result()["cancelled_batches"] > 0:

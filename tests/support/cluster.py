@@ -20,7 +20,7 @@ REPLICAS: dict[str, dict[str, Any]] = {
     "JobRunner": {"ray_actor_options": {"num_cpus": 0.1}},
     "SceneWriter": {"ray_actor_options": {"num_cpus": 0.1}},
     "KeyframePainter": {"ray_actor_options": {"num_cpus": 0.1}},
-    "SVDGenerator": {"ray_actor_options": {"num_cpus": 0.2, "num_gpus": 0}},
+    "VideoAnimator": {"ray_actor_options": {"num_cpus": 0.2, "num_gpus": 0}},
     "Encoder": {"ray_actor_options": {"num_cpus": 0.2}},
 }
 # Between serve.shutdown() and ray.shutdown(): for this process's handles to hear that the controller died.

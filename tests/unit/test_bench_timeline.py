@@ -19,13 +19,13 @@ def _at(seconds: float) -> float:
 
 
 def test_spans_are_the_apps_calls_that_started_within_the_job_by_start_time(tmp_path: Path) -> None:
-    (tmp_path / "replica_bench_SVDGenerator_08mow4b7.log").write_text(
-        f"INFO 2026-11-29 14:39:55,713 bench_SVDGenerator 08mow4b7 {REQUEST} -- CALL animate OK 304.4ms\n"
-        f"INFO 2026-11-29 14:39:55,901 bench_SVDGenerator 08mow4b7 {REQUEST} -- some other line\n"
+    (tmp_path / "replica_bench_VideoAnimator_08mow4b7.log").write_text(
+        f"INFO 2026-11-29 14:39:55,713 bench_VideoAnimator 08mow4b7 {REQUEST} -- CALL animate OK 304.4ms\n"
+        f"INFO 2026-11-29 14:39:55,901 bench_VideoAnimator 08mow4b7 {REQUEST} -- some other line\n"
         # Started before the POST: the previous job's.
-        f"INFO 2026-11-29 14:39:55,350 bench_SVDGenerator 08mow4b7 {REQUEST} -- CALL animate OK 100.0ms\n"
+        f"INFO 2026-11-29 14:39:55,350 bench_VideoAnimator 08mow4b7 {REQUEST} -- CALL animate OK 100.0ms\n"
         # Started after the job ended.
-        f"INFO 2026-11-29 14:39:57,100 bench_SVDGenerator 08mow4b7 {REQUEST} -- CALL animate OK 10.0ms\n"
+        f"INFO 2026-11-29 14:39:57,100 bench_VideoAnimator 08mow4b7 {REQUEST} -- CALL animate OK 10.0ms\n"
     )
     (tmp_path / "replica_bench_KeyframePainter_oyy7ooh4.log").write_text(
         f"INFO 2026-11-29 14:39:55,400 bench_KeyframePainter oyy7ooh4 {REQUEST} -- CALL paint ERROR 38.1ms\n"
@@ -41,7 +41,7 @@ def test_spans_are_the_apps_calls_that_started_within_the_job_by_start_time(tmp_
 
     assert [(s.deployment, s.method, s.outcome) for s in spans] == [
         ("KeyframePainter", "paint", "ERROR"),
-        ("SVDGenerator", "animate", "OK"),
+        ("VideoAnimator", "animate", "OK"),
     ]
     assert spans[0].end == pytest.approx(0.100, abs=1e-6)
     assert spans[0].start == pytest.approx(0.100 - 0.0381, abs=1e-6)

@@ -15,11 +15,11 @@ import pytest
 import yaml
 from ray.serve.schema import ServeDeploySchema
 
+from deployments.animator import VideoAnimator
 from deployments.batching import BatchSettings
 from deployments.encoder import Encoder
 from deployments.narrator import Narrator
 from deployments.painter import KeyframePainter
-from deployments.svd import SVDGenerator
 from deployments.writer import SceneWriter
 from serve_app.api.ingress import VideoAPI
 from serve_app.config import AppConfig, load_serve_config
@@ -41,9 +41,9 @@ RAYSERVICE = ROOT / "cluster" / "rayservice.yaml"
 RAY_CLUSTER = ROOT / "cluster" / "ray-cluster.yaml"
 
 APP_DEPLOYMENTS = {
-    d.name for d in (VideoAPI, JobRunner, SceneWriter, Narrator, KeyframePainter, SVDGenerator, Encoder)
+    d.name for d in (VideoAPI, JobRunner, SceneWriter, Narrator, KeyframePainter, VideoAnimator, Encoder)
 }
-GPU_DEPLOYMENTS = {"KeyframePainter", "SVDGenerator"}
+GPU_DEPLOYMENTS = {"KeyframePainter", "VideoAnimator"}
 # The cluster's serve config may differ from serve_config.yaml only here.
 CLUSTER_ONLY_ARGS = {"storage"}
 CLUSTER_ONLY_DEPLOYMENTS = {"VideoAPI"}
@@ -150,7 +150,7 @@ def test_every_configured_deployment_exists_in_the_app(path: Path) -> None:
 def test_gpu_profile_runs_svd_xt_on_a_gpu_fraction() -> None:
     config = load_serve_config(GPU_CONFIG)
     deployments = _deployments(_serve_doc(GPU_CONFIG))
-    svd = deployments["SVDGenerator"]
+    svd = deployments["VideoAnimator"]
 
     assert config.video.model == "stabilityai/stable-video-diffusion-img2vid-xt"
     assert config.video.dtype in ("float16", "bfloat16")
@@ -171,7 +171,7 @@ def test_gpu_profile_runs_svd_xt_on_a_gpu_fraction() -> None:
 @pytest.mark.parametrize("path", GPU_PROFILES, ids=GPU_IDS)
 def test_svd_shutdown_outlasts_a_generation_and_its_queue_holds_admitted_jobs(path: Path) -> None:
     config = load_serve_config(path)
-    svd = _deployments(_serve_doc(path))["SVDGenerator"]
+    svd = _deployments(_serve_doc(path))["VideoAnimator"]
 
     # A 25-step SVD-XT batch runs for minutes: a grace period under ten would cut generations on scale-down.
     assert svd["graceful_shutdown_timeout_s"] >= 600
@@ -186,7 +186,7 @@ def test_the_animator_takes_as_many_scenes_at_once_as_its_step_loop_holds(path: 
     # would keep the loop below its own max_active_scenes, whichever scheduling the file picks (each offers
     # `step` in a comment).
     config = load_serve_config(path)
-    svd = _deployments(_serve_doc(path))["SVDGenerator"]
+    svd = _deployments(_serve_doc(path))["VideoAnimator"]
 
     assert svd["max_ongoing_requests"] >= config.video.max_active_scenes
 
@@ -195,7 +195,7 @@ def test_the_animator_takes_as_many_scenes_at_once_as_its_step_loop_holds(path: 
 def test_family_profiles_differ_from_the_svd_profile_only_in_the_animator(family: str) -> None:
     path = FAMILY_CONFIGS[family]
     config, svd_config = load_serve_config(path), load_serve_config(GPU_CONFIG)
-    svd = _deployments(_serve_doc(path))["SVDGenerator"]
+    svd = _deployments(_serve_doc(path))["VideoAnimator"]
 
     assert config.video.family == family
     assert config.video.dtype == "bfloat16"  # both families' text encoders overflow in float16
@@ -205,8 +205,8 @@ def test_family_profiles_differ_from_the_svd_profile_only_in_the_animator(family
     assert 0 < svd["ray_actor_options"]["num_gpus"] <= 1
     same = {"painter", "writer", "storage", "jobs", "auth", "cors", "webhooks", "fallback"}
     assert config.model_dump(include=same) == svd_config.model_dump(include=same)
-    others = {name: d for name, d in _deployments(_serve_doc(path)).items() if name != "SVDGenerator"}
-    assert others == {n: d for n, d in _deployments(_serve_doc(GPU_CONFIG)).items() if n != "SVDGenerator"}
+    others = {name: d for name, d in _deployments(_serve_doc(path)).items() if name != "VideoAnimator"}
+    assert others == {n: d for n, d in _deployments(_serve_doc(GPU_CONFIG)).items() if n != "VideoAnimator"}
 
 
 def test_cpu_profile_uses_no_gpu_and_always_falls_back() -> None:

@@ -173,7 +173,7 @@ def test_the_graph_is_read_for_real() -> None:
     # Known edges, so an empty graph (a broken reader) cannot pass the tests above.
     assert "core.errors" in graph["engines.video.svd.engine"]
     assert "serve_app.jobs.recipe" in graph["serve_app.jobs.runner"]
-    assert "deployments.svd" in graph["serve_app.app"]
+    assert "deployments.animator" in graph["serve_app.app"]
     assert "serve_app.videos.service" in graph["serve_app.api.ingress"]
     assert "serve_app.store.jobs" in graph["serve_app.videos.service"]
     assert "tests.support.tiny_models" in graph["bench.pipeline"]

@@ -122,16 +122,14 @@ def test_each_engine_loads_its_components_in_the_dtypes_auto_means_on_cuda(
 ) -> None:
     # This machine has no GPU: the engine is handed the placement `auto` resolves to on CUDA, with the CPU
     # as its device, so what is checked is that the engine's load applies every dtype of it.
-    from engines.video import text as transformer_video
+    from engines import loading
     from engines.video.families import build_video_engine
-    from engines.video.svd import engine as svd
 
     path = request.getfixturevalue(f"tiny_{family}_path")
     config = type(_configs()[family])(model_path=str(path), device="cpu")
     on_cuda = placement_for(config, CUDA)
     on_this_machine = dataclasses.replace(on_cuda, device=CPU)
-    for module in (svd, transformer_video):
-        monkeypatch.setattr(module, "resolve_placement", lambda _config: on_this_machine)
+    monkeypatch.setattr(loading, "resolve_placement", lambda _config: on_this_machine)
     engine = build_video_engine(config)
     engine.load()
 
@@ -141,16 +139,17 @@ def test_each_engine_loads_its_components_in_the_dtypes_auto_means_on_cuda(
 def test_wan_runs_with_a_bfloat16_transformer_and_a_float32_vae(
     tiny_wan_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from engines.video import text as transformer_video
+    from engines import loading
     from engines.video.base import SceneRequest
-    from engines.video.text import TransformerVideoEngine, WanConfig
+    from engines.video.text import WanConfig
+    from engines.video.wan.engine import WanEngine
     from tests.support.tiny_models import TINY_WAN_SETTINGS
 
     config = WanConfig(model_path=str(tiny_wan_path), **TINY_WAN_SETTINGS)
     placement = dataclasses.replace(placement_for(config, CUDA), device=CPU)
-    monkeypatch.setattr(transformer_video, "resolve_placement", lambda _config: placement)
+    monkeypatch.setattr(loading, "resolve_placement", lambda _config: placement)
     image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8))
 
-    [made] = TransformerVideoEngine(config).generate([SceneRequest(image=image, seed=1, prompt="a fox")])
+    [made] = WanEngine(config).generate([SceneRequest(image=image, seed=1, prompt="a fox")])
 
     assert made.frames.shape == (9, 64, 64, 3) and made.frames.std() > 0

@@ -4,7 +4,7 @@ SVD is image-to-video. It takes no text prompt and no single `guidance_scale`: g
 `min_guidance_scale` on the first frame to `max_guidance_scale` on the last, and motion is steered by
 `fps`, `motion_bucket_id` and `noise_aug_strength`. Text reaches the video through the keyframe.
 
-The engine is plain Python (no Ray): `SVDGenerator` in `deployments/` wraps it, batches requests with
+The engine is plain Python (no Ray): `VideoAnimator` in `deployments/` wraps it, batches requests with
 `@serve.batch` and calls `generate` from a worker thread.
 """
 
@@ -23,7 +23,7 @@ from PIL import Image
 from pydantic import Field, model_validator
 
 from core.errors import InvalidInput, check_seed, is_int
-from engines.loading import ModelSourceConfig, load_pipeline, resolve_placement
+from engines.loading import ModelSourceConfig, Placement
 from engines.video.base import (
     CancelToken,
     ProgressCallback,
@@ -201,25 +201,6 @@ class SVDEngine(VideoEngine):
         self.config: SVDConfig
         self._vae_dtype: torch.dtype | None = None  # as loaded; a call may upcast it for a while
 
-    def load(self) -> None:
-        """Load the pipeline (once) and apply the memory options.
-
-        Raises:
-            ModelUnavailable: weights missing, not cached with downloads off, unreadable, or no usable device.
-        """
-        from engines.video.svd.pipeline import PerVideoConditioningSVDPipeline
-
-        with self._lock:
-            if self._pipeline is not None:
-                return
-            placement = resolve_placement(self.config)
-            pipeline = load_pipeline(PerVideoConditioningSVDPipeline, self.config, placement.dtype)
-            pipeline.set_progress_bar_config(disable=True)
-            self._runtime = self._apply_memory_options(pipeline, placement.device)
-            self._pipeline, self._placement = pipeline, placement
-            self._vae_dtype = pipeline.vae.dtype
-            logger.info("SVD loaded from %s: %s", self.config.model_path or self.config.model, self._runtime)
-
     def stepper(self) -> Any:
         """The pipeline's loop cut into steps (`engines.video.svd.steps.SVDStepper`), for `scheduling: step`."""
         from engines.video.svd.steps import SVDStepper
@@ -228,6 +209,16 @@ class SVDEngine(VideoEngine):
         return SVDStepper(self._pipeline, self._runtime.dtype if self._runtime else "?")
 
     # -- internals -------------------------------------------------------------------------------------
+
+    def _pipeline_class(self) -> Any:
+        from engines.video.svd.pipeline import PerVideoConditioningSVDPipeline
+
+        return PerVideoConditioningSVDPipeline
+
+    def _prepare(self, pipeline: Any, placement: Placement) -> RuntimeInfo:
+        runtime = self._apply_memory_options(pipeline, placement.device)
+        self._vae_dtype = pipeline.vae.dtype
+        return runtime
 
     def _free_after_failure(self) -> None:
         # The pipeline restores its VAE's dtype after every call (`vae_dtype_kept`); this is the backstop,

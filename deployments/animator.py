@@ -1,15 +1,13 @@
-"""SVDGenerator: the video model (SVD by default, or LTX-Video or Wan) on a GPU fraction, batching scenes
-that arrive together. The name stays from when SVD was the only family: configs and dashboards use it."""
+"""VideoAnimator: the video model (SVD by default, or LTX-Video or Wan) on a GPU fraction, batching scenes
+that arrive together. Until the families came it was SVDGenerator; configs name the deployment VideoAnimator."""
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
 from typing import Any
 
 import ray
@@ -17,19 +15,11 @@ from ray import serve
 
 from core import metrics
 from core.errors import GenerationCancelled
-from core.status import KeyframeSource
 from deployments.batching import BatchSettings, apply_batch_settings, run_batch
 from deployments.model_thread import ModelThread
-from engines.fallback import FallbackPolicy, KeyframeResult, SceneResult, animate_scenes, load_under_policy
-from engines.stages.protocols import (
-    Animated,
-    AnimateRequest,
-    AnimationEvent,
-    KeyframeReady,
-    StepDone,
-    follow_steps,
-)
-from engines.video.base import SceneRequest
+from engines.fallback import FallbackPolicy, KeyframeResult, SceneResult, load_under_policy
+from engines.stages.animate import SceneItem, animate_from_keyframe, run_scenes
+from engines.stages.protocols import AnimateRequest, AnimationEvent
 from engines.video.families import build_video_engine
 from engines.video.step_loop import StepScheduler, peak_memory_allocated
 from engines.video.svd.engine import SVDConfig
@@ -38,23 +28,8 @@ from engines.video.text import TransformerVideoConfig
 logger = logging.getLogger("ray.serve")
 
 
-@dataclass
-class AnimateItem:
-    """One scene in a batch: the SVD request with its keyframe, its title-card text, its 'job_id:index' key
-    and where its step progress goes."""
-
-    request: SceneRequest
-    text: str
-    key: str
-    progress: Callable[[int, int], None]
-
-    @property
-    def job_id(self) -> str:
-        return self.key.rsplit(":", 1)[0]
-
-
-class BatchSignals:
-    """Step progress out to each scene's stream, and cancel in from the JobBoard, for one pipeline call.
+class BoardCancel:
+    """Cancel in from the JobBoard for one pipeline call.
 
     A batch may hold scenes of several jobs; it stops only when every one of those jobs is cancelled (a
     cancelled job's scenes in a mixed batch finish with it and are discarded by their runner).
@@ -62,18 +37,12 @@ class BatchSignals:
 
     CHECK_EVERY_S = 0.5  # denoising steps take seconds on a GPU; the board is asked at most this often
 
-    def __init__(self, board: Any, items: list[AnimateItem]) -> None:
+    def __init__(self, board: Any, items: list[SceneItem]) -> None:
         self.board = board
-        self.items = items
         self.job_ids = sorted({item.job_id for item in items})
         # The first question waits CHECK_EVERY_S too: a batch that was just started is rarely cancelled already.
         self._checked_at = time.monotonic()
         self._cancelled = False
-
-    def progress(self, step: int, total: int) -> None:
-        # Called on the pipeline's thread; each item's callback hands it to its own event loop.
-        for item in self.items:
-            item.progress(step, total)
 
     def is_set(self) -> bool:
         if self.board is None or self._cancelled:
@@ -94,8 +63,9 @@ class BatchSignals:
     graceful_shutdown_wait_loop_s=5,
     user_config=BatchSettings().model_dump(),
 )
-class SVDGenerator:
-    """Animates keyframes with SVD, or with title-card clips where the fallback policy says so.
+class VideoAnimator:
+    """Animates keyframes with the configured video family (SVD, LTX-Video or Wan), or with title-card clips
+    where the fallback policy says so.
 
     Args:
         config: the `video` section of the app config (the seed's VIDEO_CONFIG).
@@ -110,7 +80,7 @@ class SVDGenerator:
         self.board = board
         self.batch_sizes: Counter[int] = Counter()
         self.cancelled_batches = 0
-        self.thread = ModelThread("svd")
+        self.thread = ModelThread("animator")
         # Under `scheduling: step` the loop's memory budget is this replica's share of the GPU.
         gpu_share = float(ray.get_runtime_context().get_assigned_resources().get("GPU", 1.0))
         self.engine, self.unavailable = load_under_policy(
@@ -131,27 +101,15 @@ class SVDGenerator:
             request: the scene (see `AnimateRequest`).
             keyframe: its first frame; in the service, the painter's response, which Serve resolves here.
         """
-        ready = KeyframeReady(KeyframeSource(keyframe.generator), keyframe.fallback_reason)
-        yield ready
-        scene = dataclasses.replace(request.scene, image=keyframe.image)
         # Under `scheduling: step` every scene enters the engine's shared step loop on its own, which batches
         # at each denoising step; under `call`, scenes that arrive together share one pipeline call.
-        animate = self._animate_batch if self.config.scheduling == "call" else self._animate_in_loop
-        outcome: SceneResult | Exception | None = None
-        async for event in follow_steps(
-            lambda progress: animate(AnimateItem(scene, request.text, request.key, progress))
-        ):
-            if isinstance(event, StepDone):
-                yield event
-            else:
-                outcome = event
-        if isinstance(outcome, Exception):
-            raise outcome
-        assert outcome is not None
-        yield Animated.of(outcome, [ray.put(outcome.frames)], ready)
+        submit = self._animate_batch if self.config.scheduling == "call" else self._animate_in_loop
+        # The frames stay in the object store: the encoder takes them from there, not through the runner.
+        async for event in animate_from_keyframe(request, keyframe, submit, lambda frames: [ray.put(frames)]):
+            yield event
 
     @serve.batch(max_batch_size=4, batch_wait_timeout_s=0.2)
-    async def _animate_batch(self, items: list[AnimateItem]) -> list[SceneResult | Exception]:
+    async def _animate_batch(self, items: list[SceneItem]) -> list[SceneResult | Exception]:
         self.batch_sizes[len(items)] += 1
         metrics.get().batch_size.observe(len(items))
         try:
@@ -165,7 +123,7 @@ class SVDGenerator:
         self._record_gpu_memory()
         return outcomes
 
-    async def _animate_in_loop(self, item: AnimateItem) -> SceneResult:
+    async def _animate_in_loop(self, item: SceneItem) -> SceneResult:
         # A thread per waiting scene, not the model thread: the loop runs the model on its own thread, and
         # each caller only waits there for its scene (and asks the board about its cancel).
         self._record_loop(arriving=1)
@@ -184,17 +142,8 @@ class SVDGenerator:
             scenes.set(self.engine.active, tags={"state": "active"})
             scenes.set(self.engine.waiting + arriving, tags={"state": "waiting"})
 
-    def _run(self, items: list[AnimateItem]) -> list[SceneResult]:
-        signals = BatchSignals(self.board, items)
-        return animate_scenes(
-            self.engine,
-            [item.request for item in items],
-            [item.text for item in items],
-            self.fallback,
-            self.config,
-            progress=signals.progress,
-            cancel=signals,
-        )
+    def _run(self, items: list[SceneItem]) -> list[SceneResult]:
+        return run_scenes(self.engine, items, self.fallback, self.config, BoardCancel(self.board, items))
 
     def stats(self) -> dict[str, object]:
         """What this replica has seen: batch sizes (size -> count; under `scheduling: step`, the most scenes
@@ -210,7 +159,7 @@ class SVDGenerator:
 
     def check_health(self) -> None:
         if self.fallback == "never" and self.engine is None:
-            raise RuntimeError(f"SVD unusable: {self.unavailable}")
+            raise RuntimeError(f"video model unusable: {self.unavailable}")
 
     def _record_gpu_memory(self) -> None:
         # Not torch's peak counter itself: the step loop resets it every step it measures.
