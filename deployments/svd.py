@@ -30,10 +30,9 @@ from engines.stages.protocols import (
     follow_steps,
 )
 from engines.video.base import SceneRequest
+from engines.video.config import SVDConfig, TransformerVideoConfig
 from engines.video.families import build_video_engine
 from engines.video.step_loop import StepScheduler, peak_memory_allocated
-from engines.video.svd.engine import SVDConfig
-from engines.video.text import TransformerVideoConfig
 
 logger = logging.getLogger("ray.serve")
 

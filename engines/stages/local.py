@@ -33,8 +33,7 @@ from engines.stages.protocols import (
     follow_steps,
 )
 from engines.video.base import SceneRequest, VideoModel
-from engines.video.svd.engine import SVDConfig
-from engines.video.text import TransformerVideoConfig
+from engines.video.config import SVDConfig, TransformerVideoConfig
 from engines.writer import Script, ScriptWriter, WriteRequest
 
 

@@ -1,47 +1,18 @@
-"""The animator's model families behind one config field and one engine interface.
+"""The animator's model families behind one engine interface: the engine of the configured `video.family`.
 
-`video.family` picks the family: `svd` (Stable Video Diffusion, the default: no text, motion controls),
-`ltx` (LTX-Video) or `wan` (Wan 2.1/2.2), which also take the scene's visual prompt. A config without
-`family` is SVD, so every existing config reads as before. Every engine has the same `load`, `generate`
-(batching, progress, cancel, out-of-memory retries) and `unload`, so the fallback, the deployment and the
-in-process stages take any of them.
+Every engine has the same `load`, `generate` (batching, progress, cancel, out-of-memory retries) and
+`unload`, so the fallback, the deployment and the in-process stages take any of them. The families'
+settings live in `engines.video.config`, which imports no model code, so replicas that only read a config
+(the ingress, the runner) load none.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any
-
-from pydantic import Discriminator, Tag
-
 from engines.video.base import VideoEngine
+from engines.video.config import SVDConfig, TransformerVideoConfig
 from engines.video.step_loop import StepScheduler
-from engines.video.svd.engine import SVDConfig, SVDEngine
-from engines.video.text import (
-    FAMILY_RULES,
-    FamilyRules,
-    LTXConfig,
-    TransformerVideoConfig,
-    TransformerVideoEngine,
-    WanConfig,
-)
-
-
-def _family_of(value: Any) -> str:
-    if isinstance(value, dict):
-        return str(value.get("family", "svd"))
-    return str(getattr(value, "family", "svd"))
-
-
-VideoConfig = Annotated[
-    Annotated[SVDConfig, Tag("svd")] | Annotated[LTXConfig, Tag("ltx")] | Annotated[WanConfig, Tag("wan")],
-    Discriminator(_family_of),
-]
-"""`SVDConfig`, `LTXConfig` or `WanConfig`, by `family` (default `svd`)."""
-
-
-def rules_of(config: SVDConfig | TransformerVideoConfig) -> FamilyRules:
-    """The shape and guidance rules of the configured family."""
-    return FAMILY_RULES[config.family]
+from engines.video.svd.engine import SVDEngine
+from engines.video.text import TransformerVideoEngine
 
 
 def build_video_engine(
@@ -64,4 +35,4 @@ def build_video_engine(
     return engine
 
 
-__all__ = ["VideoConfig", "build_video_engine", "rules_of"]
+__all__ = ["build_video_engine"]

@@ -10,7 +10,7 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
-from engines.video.families import rules_of
+from engines.video.config import rules_of
 from serve_app.api.errors import bad_value
 from serve_app.config import AppConfig
 from serve_app.protocol import CreateVideoRequest

@@ -6,8 +6,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from engines.video.svd.engine import SVDConfig
-from engines.video.text import LTXConfig, WanConfig
+from engines.video.config import LTXConfig, SVDConfig, WanConfig
 from serve_app.api.errors import BadRequest
 from serve_app.config import AppConfig
 from serve_app.jobs.plan import plan_job, segment_frames
