@@ -11,11 +11,10 @@ import math
 from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar, Literal
 
-import torch
 from pydantic import BaseModel, Discriminator, Field, Tag, model_validator
 
 from core.errors import InvalidInput
-from engines.loading import ModelSourceConfig
+from engines.loading import DTypeName, ModelSourceConfig
 
 
 class SchedulingConfig(BaseModel):
@@ -211,7 +210,7 @@ class TransformerVideoConfig(ModelSourceConfig, SchedulingConfig):
 
     family: Literal["ltx", "wan"]
     # T5 (LTX-Video) and UMT5 (Wan) overflow in float16: NaN embeddings, and every scene a title card.
-    cuda_auto_dtype: ClassVar[torch.dtype] = torch.bfloat16
+    cuda_auto_dtype: ClassVar[DTypeName] = "bfloat16"
 
     dtype: Literal["auto", "float16", "bfloat16", "float32"] = Field(
         default="auto",
@@ -375,7 +374,7 @@ class WanConfig(TransformerVideoConfig):
 
     # diffusers' Wan examples load the VAE in float32 beside a bfloat16 transformer; it is a small share of
     # the weights.
-    component_dtypes: ClassVar[dict[str, torch.dtype]] = {"vae": torch.float32}
+    component_dtypes: ClassVar[dict[str, DTypeName]] = {"vae": "float32"}
 
 
 def _family_of(value: Any) -> str:

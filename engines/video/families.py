@@ -8,11 +8,13 @@ settings live in `engines.video.config`, which imports no model code, so replica
 
 from __future__ import annotations
 
-from engines.video.base import VideoEngine
+from typing import TYPE_CHECKING
+
 from engines.video.config import SVDConfig, TransformerVideoConfig
-from engines.video.step_loop import StepScheduler
-from engines.video.svd.engine import SVDEngine
-from engines.video.text import TransformerVideoEngine
+
+if TYPE_CHECKING:
+    from engines.video.base import VideoEngine
+    from engines.video.step_loop import StepScheduler
 
 
 def build_video_engine(
@@ -26,6 +28,12 @@ def build_video_engine(
         gpu_share: the share of the GPU this replica was given (its `num_gpus`, at most 1): under `step`
             the loop admits scenes within `step_memory_fraction` of that share of the device's memory.
     """
+    # Imported when an engine is built, not with this module: the engines bring torch and diffusers, and
+    # the job runner and the animator under `fallback: always` import this module without building one.
+    from engines.video.step_loop import StepScheduler
+    from engines.video.svd.engine import SVDEngine
+    from engines.video.text import TransformerVideoEngine
+
     engine: VideoEngine = (
         TransformerVideoEngine(config) if isinstance(config, TransformerVideoConfig) else SVDEngine(config)
     )
