@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+# A dtype by its name in torch; configs hold names, and `placement_for` makes the torch dtype.
 DTypeName = Literal["float16", "bfloat16", "float32"]
 
 
