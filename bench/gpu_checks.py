@@ -253,8 +253,7 @@ def _engine(kind: str, models: Path, **settings: Any) -> Any:
 
 
 def _config_class(family: str) -> Any:
-    from engines.video.svd.engine import SVDConfig
-    from engines.video.text import LTXConfig, WanConfig
+    from engines.video.config import LTXConfig, SVDConfig, WanConfig
 
     return {"svd": SVDConfig, "ltx": LTXConfig, "wan": WanConfig}[family]
 

@@ -206,7 +206,8 @@ def engine_best(
     model: Path, device: str, image: Image.Image, shape: dict[str, int], compile_unet: bool
 ) -> dict[str, Any]:
     """Our engine (`SVDEngine.generate`, the code the VideoAnimator deployment runs) with its fastest options."""
-    from engines.video.svd.engine import SceneRequest, SVDConfig, SVDEngine
+    from engines.video.config import SVDConfig
+    from engines.video.svd.engine import SceneRequest, SVDEngine
 
     def build(with_compile: bool) -> SVDEngine:
         config = SVDConfig(

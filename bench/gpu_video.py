@@ -164,7 +164,7 @@ def engine(family: str, model: Path, device: str, image: Image.Image, shape: dic
 
 
 def _config_class(family: str) -> Any:
-    from engines.video.text import LTXConfig, WanConfig
+    from engines.video.config import LTXConfig, WanConfig
 
     return LTXConfig if family == "ltx" else WanConfig
 

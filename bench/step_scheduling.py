@@ -39,8 +39,9 @@ from PIL import Image
 from bench.timing import median, percentile
 from engines.stages.micro_batch import MicroBatcher
 from engines.video.base import SceneRequest
+from engines.video.config import SVDConfig
 from engines.video.step_loop import StepScheduler
-from engines.video.svd.engine import SVDConfig, SVDEngine
+from engines.video.svd.engine import SVDEngine
 from tests.support.tiny_models import TINY_SVD_SETTINGS, build_tiny_svd
 
 OUT = Path(__file__).parent / "out"

@@ -8,7 +8,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import ray
 from ray import serve
@@ -20,10 +20,12 @@ from deployments.model_thread import ModelThread
 from engines.fallback import FallbackPolicy, KeyframeResult, SceneResult, load_under_policy
 from engines.stages.animate import SceneItem, animate_from_keyframe, run_scenes
 from engines.stages.protocols import AnimateRequest, AnimationEvent
+from engines.video.config import SVDConfig, TransformerVideoConfig
 from engines.video.families import build_video_engine
-from engines.video.step_loop import StepScheduler, peak_memory_allocated
-from engines.video.svd.engine import SVDConfig
-from engines.video.text import TransformerVideoConfig
+
+if TYPE_CHECKING:
+    # Only for annotations: the step loop imports torch, which a replica under `fallback: always` never needs.
+    from engines.video.step_loop import StepScheduler
 
 logger = logging.getLogger("ray.serve")
 
@@ -136,11 +138,19 @@ class VideoAnimator:
         self._record_gpu_memory()
         return outcome
 
+    @property
+    def loop(self) -> StepScheduler | None:
+        """The shared step loop the engine runs in under `scheduling: step` (`build_video_engine` puts it
+        there); None under `call` or without a model."""
+        if self.engine is None or self.config.scheduling != "step":
+            return None
+        return cast("StepScheduler", self.engine)
+
     def _record_loop(self, arriving: int = 0) -> None:
-        if isinstance(self.engine, StepScheduler):
+        if (loop := self.loop) is not None:
             scenes = metrics.get().step_scenes
-            scenes.set(self.engine.active, tags={"state": "active"})
-            scenes.set(self.engine.waiting + arriving, tags={"state": "waiting"})
+            scenes.set(loop.active, tags={"state": "active"})
+            scenes.set(loop.waiting + arriving, tags={"state": "waiting"})
 
     def _run(self, items: list[SceneItem]) -> list[SceneResult]:
         return run_scenes(self.engine, items, self.fallback, self.config, BoardCancel(self.board, items))
@@ -148,7 +158,7 @@ class VideoAnimator:
     def stats(self) -> dict[str, object]:
         """What this replica has seen: batch sizes (size -> count; under `scheduling: step`, the most scenes
         a scene's steps shared), whether the model is loaded, and the step loop's counts."""
-        loop = self.engine.stats if isinstance(self.engine, StepScheduler) else None
+        loop = self.loop.stats if self.loop is not None else None
         return {
             "batch_sizes": dict(self.batch_sizes),
             "cancelled_batches": self.cancelled_batches,
@@ -162,6 +172,10 @@ class VideoAnimator:
             raise RuntimeError(f"video model unusable: {self.unavailable}")
 
     def _record_gpu_memory(self) -> None:
+        if self.engine is None:
+            return  # no model, no GPU memory of its own to report (and torch may not be loaded)
+        from engines.video.step_loop import peak_memory_allocated
+
         # Not torch's peak counter itself: the step loop resets it every step it measures.
         peak = peak_memory_allocated()
         if peak:

@@ -26,8 +26,7 @@ from core.status import Animator, KeyframeSource
 from engines.media.cards import placeholder_image, title_card_frames
 from engines.painter import PainterEngine, PaintRequest
 from engines.video.base import CancelToken, ProgressCallback, SceneRequest, VideoModel
-from engines.video.svd.engine import SVDConfig
-from engines.video.text import FAMILY_RULES, TransformerVideoConfig
+from engines.video.config import FAMILY_RULES, SVDConfig, TransformerVideoConfig
 from engines.writer import Script, ScriptWriter, WriterConfig, WriteRequest
 
 logger = logging.getLogger(__name__)

@@ -4,6 +4,10 @@ Both the SVD engine and the keyframe painter go through :func:`load_pipeline`, s
 that is not in the local cache while downloads are off, or an unreadable weights file always surface as one
 :class:`~core.errors.ModelUnavailable` with a message that says what to fix. The fallback policy catches
 exactly that error.
+
+torch is imported inside the functions that use it, never at the top: `ModelSourceConfig` is part of the
+application config, which replicas that hold no model read too (the ingress, the job runner, the encoder),
+and importing torch maps a few hundred MB of libraries into each of them.
 """
 
 from __future__ import annotations
@@ -14,16 +18,19 @@ import logging
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from core.errors import ModelUnavailable
 
+if TYPE_CHECKING:
+    import torch
+
 logger = logging.getLogger(__name__)
 
-_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
+# A dtype by its name in torch; configs hold names, and `placement_for` makes the torch dtype.
+DTypeName = Literal["float16", "bfloat16", "float32"]
 
 
 class ModelSourceConfig(BaseModel):
@@ -67,10 +74,10 @@ class ModelSourceConfig(BaseModel):
 
     # What `dtype: auto` is on CUDA. A model whose activations overflow in float16 overrides it with
     # bfloat16, and an explicit float16 then warns.
-    cuda_auto_dtype: ClassVar[torch.dtype] = torch.float16
+    cuda_auto_dtype: ClassVar[DTypeName] = "float16"
     # Components that load in a dtype of their own whatever `dtype` says (diffusers' per-component
     # `torch_dtype`): e.g. a VAE its authors load in float32.
-    component_dtypes: ClassVar[Mapping[str, torch.dtype]] = {}
+    component_dtypes: ClassVar[Mapping[str, DTypeName]] = {}
 
 
 @dataclass(frozen=True)
@@ -101,6 +108,8 @@ def resolve_placement(config: ModelSourceConfig) -> Placement:
     Raises:
         ModelUnavailable: `device="cuda"` was asked for but no CUDA device is visible.
     """
+    import torch
+
     has_cuda = torch.cuda.is_available()
     if config.device == "cuda" and not has_cuda:
         raise ModelUnavailable("device='cuda' was configured but no CUDA device is visible to this process")
@@ -120,25 +129,26 @@ def placement_for(config: ModelSourceConfig, device: torch.device, bf16_supporte
         device: the resolved device.
         bf16_supported: whether that device computes in bfloat16 (GPUs before Ampere do not).
     """
+    dtype: str
     if config.dtype != "auto":
-        dtype = _DTYPES[config.dtype]
+        dtype = config.dtype
     elif device.type != "cuda":
-        dtype = torch.float32
-    elif config.cuda_auto_dtype == torch.bfloat16 and not bf16_supported:
+        dtype = "float32"
+    elif config.cuda_auto_dtype == "bfloat16" and not bf16_supported:
         # float16 would overflow where bfloat16 was asked for: full precision is the safe substitute.
         logger.warning("this GPU has no bfloat16; dtype 'auto' uses float32 (twice the weight memory)")
-        dtype = torch.float32
+        dtype = "float32"
     else:
         dtype = config.cuda_auto_dtype
-    if dtype == torch.float16 and device.type == "cpu":
+    if dtype == "float16" and device.type == "cpu":
         logger.warning("dtype='float16' is not supported well on CPU; using float32 instead")
-        dtype = torch.float32
-    if dtype == torch.float16 and config.cuda_auto_dtype == torch.bfloat16:
+        dtype = "float32"
+    if dtype == "float16" and config.cuda_auto_dtype == "bfloat16":
         logger.warning(
             "dtype='float16' overflows in this model (it runs in bfloat16): expect NaN; use 'auto'"
         )
-    components = {name: d for name, d in config.component_dtypes.items() if d != dtype}
-    return Placement(device=device, dtype=dtype, component_dtypes=components)
+    components = {name: _torch_dtype(d) for name, d in config.component_dtypes.items() if d != dtype}
+    return Placement(device=device, dtype=_torch_dtype(dtype), component_dtypes=components)
 
 
 @contextlib.contextmanager
@@ -151,6 +161,8 @@ def cpu_threads(count: int | None, device: torch.device | None) -> Iterator[None
     if device is None or device.type != "cpu" or not count:
         yield
         return
+    import torch
+
     previous = torch.get_num_threads()
     torch.set_num_threads(count)
     try:
@@ -178,6 +190,8 @@ def load_pipeline(
         ModelUnavailable: the folder is missing, the model is not cached and downloads are off, the
             download failed, or a weights or config file is unreadable. The message says which and where.
     """
+    import torch
+
     if config.model_path is not None:
         folder = Path(config.model_path).expanduser()
         if not (folder / marker).is_file():
@@ -229,12 +243,17 @@ def load_placed(pipeline_cls: Any, config: ModelSourceConfig) -> tuple[Any, Plac
 def release_memory(device: torch.device | None) -> None:
     """Collect garbage and, on CUDA, hand cached blocks back to the driver so other replicas can use them."""
     gc.collect()
-    if device is not None and device.type == "cuda" and torch.cuda.is_available():
-        torch.cuda.empty_cache()
+    if device is not None and device.type == "cuda":
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
     """True for a CUDA out-of-memory error, including the older plain RuntimeError spelling."""
+    import torch
+
     return isinstance(exc, torch.OutOfMemoryError) or (
         isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
     )
@@ -246,6 +265,14 @@ def is_recompile_limit(exc: BaseException) -> bool:
     from torch._dynamo.exc import FailOnRecompileLimitHit
 
     return isinstance(exc, FailOnRecompileLimitHit)
+
+
+def _torch_dtype(name: str) -> torch.dtype:
+    import torch
+
+    dtype = getattr(torch, name)
+    assert isinstance(dtype, torch.dtype), name
+    return dtype
 
 
 def _dtype_keyword() -> str:

@@ -13,7 +13,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import torch
 from PIL import Image, ImageOps
 from pydantic import Field
 
@@ -180,6 +179,8 @@ class PainterEngine:
         return [prepare_reference(images[i], r.width, r.height) for i, r in enumerate(requests)]
 
     def _call_pipeline(self, chunk: list[PaintRequest], width: int, height: int) -> list[Image.Image]:
+        import torch  # here, not at the top: the configs above are read where no model runs
+
         cfg = self.config
         device = self._pipeline._execution_device
         generators = [torch.Generator(device=device).manual_seed(request.seed) for request in chunk]

@@ -20,8 +20,7 @@ from engines.fallback import FallbackPolicy
 from engines.media import VideoProcessingConfig
 from engines.narrator import NarrationConfig
 from engines.painter import PainterConfig
-from engines.video.families import VideoConfig, rules_of
-from engines.video.svd.engine import SVDConfig
+from engines.video.config import SVDConfig, VideoConfig, rules_of
 from engines.writer import WriterConfig
 from serve_app.protocol import MAX_SCENES
 from serve_app.store.databases import is_postgres

@@ -7,14 +7,16 @@ speaks its `languages`, and scenes in other languages are spoken by eSpeak NG, w
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 from pydantic import Field
 
 from core.errors import ModelUnavailable
 from engines.loading import ModelSourceConfig, cpu_threads, load_pipeline, release_memory, resolve_placement
+
+if TYPE_CHECKING:
+    import torch
 
 
 class NeuralVoiceConfig(ModelSourceConfig):
@@ -75,6 +77,8 @@ class VitsVoice:
 
     def speak(self, text: str, rate: float, seed: int) -> np.ndarray:
         """``text`` spoken at ``rate`` times the model's pace, as mono float32 samples in [-1, 1]."""
+        import torch  # here, not at the top: narrators that speak with eSpeak NG never load it
+
         with self._lock:
             if self._model is None:
                 raise ModelUnavailable("the neural voice is not loaded")

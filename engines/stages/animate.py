@@ -27,8 +27,7 @@ from engines.stages.protocols import (
     follow_steps,
 )
 from engines.video.base import CancelToken, SceneRequest, VideoModel
-from engines.video.svd.engine import SVDConfig
-from engines.video.text import TransformerVideoConfig
+from engines.video.config import SVDConfig, TransformerVideoConfig
 
 
 @dataclass

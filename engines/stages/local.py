@@ -18,8 +18,7 @@ from engines.stages.animate import SceneItem, animate_from_keyframe, run_scenes
 from engines.stages.micro_batch import MicroBatcher
 from engines.stages.protocols import Animated, AnimateRequest, AnimationEvent
 from engines.video.base import VideoModel
-from engines.video.svd.engine import SVDConfig
-from engines.video.text import TransformerVideoConfig
+from engines.video.config import SVDConfig, TransformerVideoConfig
 from engines.writer import Script, ScriptWriter, WriteRequest
 
 

@@ -17,11 +17,10 @@ import math
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 from PIL import Image
-from pydantic import BaseModel, Field
 
 from core.errors import GenerationCancelled, ModelUnavailable
 from engines.loading import (
@@ -127,36 +126,6 @@ class VideoModel(Protocol):
         progress: ProgressCallback | None = None,
         cancel: CancelToken | None = None,
     ) -> list[SceneFrames]: ...
-
-
-class SchedulingConfig(BaseModel):
-    """How the animator shares the model between scenes; every family's config has these fields."""
-
-    scheduling: Literal["call", "step"] = Field(
-        default="call",
-        description="`call`: scenes that arrive within the batch wait share one pipeline call, which runs "
-        "to its end (`@serve.batch`). `step`: the animator owns the denoising loop; a scene joins the "
-        "running scenes at the next step and leaves, decoded, as soon as its own steps are done, so a scene "
-        "never waits for a whole batch that started before it (see `engines/video/step_loop.py`). SVD and Wan 2.2 "
-        "have a step loop; LTX-Video and Wan 2.1 image-to-video have none yet and run call by call over "
-        "the queued scenes under `step`.",
-    )
-    max_active_scenes: int = Field(
-        default=8,
-        ge=1,
-        le=64,
-        description="Under `scheduling: step`, most scenes in the loop at once per replica; later ones wait "
-        "in arrival order. Each holds its latents and conditioning; every step's activations grow with them.",
-    )
-    step_memory_fraction: float = Field(
-        default=0.9,
-        gt=0.0,
-        le=1.0,
-        description="Under `scheduling: step` on CUDA, a scene is admitted only while the step peak measured "
-        "per scene at its shape, times the scenes of that shape, fits in this share of the replica's part "
-        "of the device's memory (its `num_gpus` of the whole: two replicas at 0.5 get 0.45 of it each), and "
-        "in what the driver reports free (every process on the device counted) less a margin.",
-    )
 
 
 class VideoEngine(abc.ABC):
@@ -470,7 +439,6 @@ __all__ = [
     "ProgressCallback",
     "SceneFrames",
     "SceneRequest",
-    "SchedulingConfig",
     "VideoEngine",
     "VideoModel",
     "to_uint8",

@@ -1,50 +1,20 @@
-"""The animator's model families behind one config field and one engine interface.
+"""The animator's model families behind one engine interface: the engine of the configured `video.family`.
 
-`video.family` picks the family: `svd` (Stable Video Diffusion, the default: no text, motion controls),
-`ltx` (LTX-Video) or `wan` (Wan 2.1/2.2), which also take the scene's visual prompt. A config without
-`family` is SVD, so every existing config reads as before. Every engine has the same `load`, `generate`
-(batching, progress, cancel, out-of-memory retries) and `unload`, so the fallback, the deployment and the
-in-process stages take any of them.
+Every engine has the same `load`, `generate` (batching, progress, cancel, out-of-memory retries) and
+`unload`, so the fallback, the deployment and the in-process stages take any of them. The families'
+settings live in `engines.video.config`, which imports no model code, so replicas that only read a config
+(the ingress, the runner) load none.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Any
 
-from pydantic import Discriminator, Tag
+from engines.video.config import LTXConfig, SVDConfig, TransformerVideoConfig, WanConfig
 
-from engines.video.base import VideoEngine
-from engines.video.ltx.engine import LTXEngine
-from engines.video.step_loop import StepScheduler
-from engines.video.svd.engine import SVDConfig, SVDEngine
-from engines.video.text import FAMILY_RULES, FamilyRules, LTXConfig, TransformerVideoConfig, WanConfig
-from engines.video.wan.engine import WanEngine
-
-
-def _family_of(value: Any) -> str:
-    if isinstance(value, dict):
-        return str(value.get("family", "svd"))
-    return str(getattr(value, "family", "svd"))
-
-
-VideoConfig = Annotated[
-    Annotated[SVDConfig, Tag("svd")] | Annotated[LTXConfig, Tag("ltx")] | Annotated[WanConfig, Tag("wan")],
-    Discriminator(_family_of),
-]
-"""`SVDConfig`, `LTXConfig` or `WanConfig`, by `family` (default `svd`)."""
-
-
-def rules_of(config: SVDConfig | TransformerVideoConfig) -> FamilyRules:
-    """The shape and guidance rules of the configured family."""
-    return FAMILY_RULES[config.family]
-
-
-# Each family's config type and its engine.
-_ENGINES: tuple[tuple[type[Any], type[VideoEngine]], ...] = (
-    (SVDConfig, SVDEngine),
-    (LTXConfig, LTXEngine),
-    (WanConfig, WanEngine),
-)
+if TYPE_CHECKING:
+    from engines.video.base import VideoEngine
+    from engines.video.step_loop import StepScheduler
 
 
 def video_engine(config: SVDConfig | TransformerVideoConfig) -> VideoEngine:
@@ -53,7 +23,18 @@ def video_engine(config: SVDConfig | TransformerVideoConfig) -> VideoEngine:
     Raises:
         TypeError: ``config`` is no family's config.
     """
-    for config_type, engine_type in _ENGINES:
+    # Imported when an engine is built, not with this module: the engines bring torch and diffusers, and
+    # the job runner and the animator under `fallback: always` import this module without building one.
+    from engines.video.ltx.engine import LTXEngine
+    from engines.video.svd.engine import SVDEngine
+    from engines.video.wan.engine import WanEngine
+
+    engines: tuple[tuple[type[Any], type[VideoEngine]], ...] = (
+        (SVDConfig, SVDEngine),
+        (LTXConfig, LTXEngine),
+        (WanConfig, WanEngine),
+    )
+    for config_type, engine_type in engines:
         if isinstance(config, config_type):
             return engine_type(config)
     raise TypeError(f"no video engine takes a {type(config).__name__}")
@@ -70,6 +51,8 @@ def build_video_engine(
         gpu_share: the share of the GPU this replica was given (its `num_gpus`, at most 1): under `step`
             the loop admits scenes within `step_memory_fraction` of that share of the device's memory.
     """
+    from engines.video.step_loop import StepScheduler
+
     engine = video_engine(config)
     if config.scheduling == "step":
         share = min(max(gpu_share, 0.0), 1.0) or 1.0  # no GPU assigned: the fraction of a whole device
@@ -77,4 +60,4 @@ def build_video_engine(
     return engine
 
 
-__all__ = ["VideoConfig", "build_video_engine", "rules_of", "video_engine"]
+__all__ = ["build_video_engine", "video_engine"]

@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass
 
 from core.errors import bad_value
-from engines.video.families import rules_of
+from engines.video.config import rules_of
 from serve_app.config import AppConfig
 from serve_app.protocol import CreateVideoRequest
 

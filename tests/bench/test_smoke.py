@@ -21,7 +21,18 @@ from typing import Any
 import pytest
 
 from bench import __main__ as bench_main
-from bench import gpu_svd, gpu_video, narration, report, service, soak, step_scheduling, store, timeline
+from bench import (
+    gpu_svd,
+    gpu_video,
+    narration,
+    replica_memory,
+    report,
+    service,
+    soak,
+    step_scheduling,
+    store,
+    timeline,
+)
 from tests.fixtures.serve import DEPLOYMENTS
 
 pytestmark = pytest.mark.bench
@@ -66,6 +77,17 @@ def test_step_scheduling(tmp_path: Path) -> None:
     assert near["rate_per_s"] == pytest.approx(step_scheduling.RATES["near"] * result["call_capacity_per_s"])
     for side in ("call", "step"):
         assert_figures(near["medians"][side], "mean_s", "p90_s", "throughput_per_s")
+
+
+def test_replica_memory(capsys: pytest.CaptureFixture[str]) -> None:
+    replica_memory.main([])
+
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()[1:]]
+    assert [row[0] for row in rows] == list(replica_memory.REPLICAS)
+    for name, rss_mb, torch in rows:
+        assert 0 < float(rss_mb) < 100_000, name
+        # Under the CPU profile no replica holds a model, so none may load the model stack.
+        assert torch == "no", name
 
 
 def _gpu_sides(result: dict[str, Any]) -> None:

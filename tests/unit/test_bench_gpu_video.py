@@ -64,7 +64,7 @@ def test_the_plain_pipeline_and_its_vae_are_freed_before_the_engine_is_measured(
 
 
 def test_each_family_is_benchmarked_at_the_prompt_length_its_engine_reads() -> None:
-    from engines.video.text import LTXConfig, WanConfig
+    from engines.video.config import LTXConfig, WanConfig
 
     assert gpu_video._config_class("wan")().max_sequence_length == WanConfig().max_sequence_length == 512
     assert gpu_video._config_class("ltx")().max_sequence_length == LTXConfig().max_sequence_length == 128

@@ -19,7 +19,8 @@ from engines.fallback import (
 )
 from engines.media.cards import placeholder_image, title_card_frames
 from engines.painter import PainterConfig, PainterEngine, PaintRequest
-from engines.video.svd.engine import SceneRequest, SVDConfig, SVDEngine
+from engines.video.config import SVDConfig
+from engines.video.svd.engine import SceneRequest, SVDEngine
 
 pytestmark = pytest.mark.unit
 

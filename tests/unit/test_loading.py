@@ -52,8 +52,7 @@ CUDA, CPU = torch.device("cuda"), torch.device("cpu")
 
 def _configs() -> dict[str, Any]:
     from engines.painter import PainterConfig
-    from engines.video.svd.engine import SVDConfig
-    from engines.video.text import LTXConfig, WanConfig
+    from engines.video.config import LTXConfig, SVDConfig, WanConfig
 
     return {"svd": SVDConfig(), "ltx": LTXConfig(), "wan": WanConfig(), "painter": PainterConfig()}
 
@@ -94,7 +93,7 @@ def test_without_bfloat16_the_text_families_fall_back_to_float32_not_float16() -
 
 
 def test_an_explicit_dtype_wins_but_wans_vae_stays_float32(caplog: pytest.LogCaptureFixture) -> None:
-    from engines.video.text import LTXConfig, WanConfig
+    from engines.video.config import LTXConfig, WanConfig
 
     assert placement_for(WanConfig(dtype="float32"), CUDA).load_dtype == torch.float32
     assert placement_for(WanConfig(dtype="float16"), CUDA).load_dtype == {
@@ -141,7 +140,7 @@ def test_wan_runs_with_a_bfloat16_transformer_and_a_float32_vae(
 ) -> None:
     from engines import loading
     from engines.video.base import SceneRequest
-    from engines.video.text import WanConfig
+    from engines.video.config import WanConfig
     from engines.video.wan.engine import WanEngine
     from tests.support.tiny_models import TINY_WAN_SETTINGS
 

@@ -23,10 +23,9 @@ from PIL import Image
 
 from core.errors import GenerationCancelled, ModelUnavailable
 from engines.video.base import SceneFrames, SceneRequest, VideoEngine
+from engines.video.config import LTXConfig, SVDConfig, WanConfig
 from engines.video.families import build_video_engine
 from engines.video.step_loop import MemoryAdmission, SceneState, StepScheduler
-from engines.video.svd.engine import SVDConfig
-from engines.video.text import LTXConfig, WanConfig
 from tests.support.tiny_models import TINY_LTX_SETTINGS, TINY_SVD_SETTINGS, TINY_WAN_SETTINGS
 
 pytestmark = pytest.mark.unit

@@ -18,9 +18,10 @@ from PIL import Image
 from core.errors import GenerationCancelled, InvalidInput, ModelUnavailable
 from engines import loading
 from engines.loading import Placement
+from engines.video.config import SVDConfig
 from engines.video.step_loop import StepScheduler
 from engines.video.svd import pipeline as svd_pipeline
-from engines.video.svd.engine import SceneFrames, SceneRequest, SVDConfig, SVDEngine
+from engines.video.svd.engine import SceneFrames, SceneRequest, SVDEngine
 from engines.video.svd.pipeline import CUDA_ATTENTION_BATCH_LIMIT, attention_batch_per_row
 from engines.video.svd.steps import SVDSceneState, SVDStepper
 from tests.support.tiny_models import TINY_SVD_SETTINGS

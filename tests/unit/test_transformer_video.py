@@ -14,8 +14,9 @@ from core.errors import GenerationCancelled, InvalidInput, ModelUnavailable
 from core.status import Animator
 from engines.fallback import animate_scenes
 from engines.video.base import SceneRequest
+from engines.video.config import LTXConfig, TransformerVideoConfig, WanConfig
 from engines.video.families import build_video_engine, video_engine
-from engines.video.text import LTXConfig, TransformerVideoConfig, TransformerVideoEngine, WanConfig
+from engines.video.text import TransformerVideoEngine
 from tests.support.tiny_models import TINY_LTX_SETTINGS, TINY_WAN_SETTINGS
 
 pytestmark = pytest.mark.unit

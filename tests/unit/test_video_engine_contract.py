@@ -17,9 +17,8 @@ from PIL import Image
 
 from core.errors import GenerationCancelled, InvalidInput
 from engines.video.base import SceneRequest, VideoEngine
+from engines.video.config import LTXConfig, SVDConfig, WanConfig
 from engines.video.families import video_engine
-from engines.video.svd.engine import SVDConfig
-from engines.video.text import LTXConfig, WanConfig
 from tests.support.tiny_models import TINY_LTX_SETTINGS, TINY_SVD_SETTINGS, TINY_WAN_SETTINGS
 
 pytestmark = pytest.mark.unit

@@ -7,8 +7,7 @@ import pytest
 from pydantic import ValidationError
 
 from core.errors import BadRequest
-from engines.video.svd.engine import SVDConfig
-from engines.video.text import LTXConfig, WanConfig
+from engines.video.config import LTXConfig, SVDConfig, WanConfig
 from serve_app.config import AppConfig
 from serve_app.jobs.plan import plan_job, segment_frames
 from serve_app.protocol import CreateVideoRequest

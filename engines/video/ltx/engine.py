@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from engines.video.base import Resolved
-from engines.video.text import LTXConfig, TransformerVideoEngine
+from engines.video.config import LTXConfig
+from engines.video.text import TransformerVideoEngine
 
 
 class LTXEngine(TransformerVideoEngine):

@@ -16,124 +16,24 @@ import secrets
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from PIL import Image
-from pydantic import Field, model_validator
 
 from core.errors import InvalidInput, check_seed, is_int
-from engines.loading import ModelSourceConfig, Placement
+from engines.loading import Placement
 from engines.video.base import (
     CancelToken,
     ProgressCallback,
     SceneFrames,
     SceneRequest,
-    SchedulingConfig,
     VideoEngine,
     to_uint8,
 )
+from engines.video.config import SVDConfig
 
 logger = logging.getLogger(__name__)
-
-
-class SVDConfig(ModelSourceConfig, SchedulingConfig):
-    """Settings of the SVD engine: which model, where it runs, defaults of each scene and memory options."""
-
-    family: Literal["svd"] = Field(
-        default="svd",
-        description="The animator family: `svd` (this, the default), `ltx` (LTX-Video) or `wan` (Wan 2.2). "
-        "The fields below from `fps` to `decode_chunk_size`, `unet_forward_chunking` and `attention` are "
-        "SVD's own; LTX and Wan take `guidance_scale`, `negative_prompt` and their speed options instead.",
-    )
-
-    model: str = Field(
-        default="stabilityai/stable-video-diffusion-img2vid-xt",
-        description="Hub id of the SVD checkpoint (SVD-XT makes 25 frames, SVD 14).",
-    )
-    num_inference_steps: int = Field(
-        default=25,
-        ge=1,
-        description="Denoising steps; time grows linearly with them, quality saturates near 25.",
-    )
-    height: int = Field(
-        default=576, ge=16, multiple_of=8, description="Frame height in pixels (multiple of 8)."
-    )
-    width: int = Field(
-        default=1024, ge=16, multiple_of=8, description="Frame width in pixels (multiple of 8)."
-    )
-    num_frames: int = Field(
-        default=25,
-        ge=1,
-        description="Frames per clip. Memory and time grow linearly; SVD-XT was trained on 25, SVD on 14.",
-    )
-    fps: int = Field(
-        default=7, ge=1, description="Frame rate the model is conditioned on (it sees fps-1, as in training)."
-    )
-    motion_bucket_id: int = Field(
-        default=127, ge=0, le=255, description="Amount of motion, 0-255: higher moves more and drifts more."
-    )
-    noise_aug_strength: float = Field(
-        default=0.02,
-        ge=0.0,
-        le=1.0,
-        description="Noise added to the keyframe: more gives more motion but a looser likeness to the keyframe.",
-    )
-    min_guidance_scale: float = Field(
-        default=1.0, ge=0.0, description="Image guidance on the first frame (1.0 means none)."
-    )
-    max_guidance_scale: float = Field(
-        default=3.0,
-        ge=0.0,
-        description="Image guidance on the last frame. Above 1.0 each step runs the UNet on a doubled batch "
-        "(twice the activation memory); 1.0 disables guidance and halves the work.",
-    )
-    decode_chunk_size: int | None = Field(
-        default=8,
-        ge=1,
-        description="Frames the VAE decodes at once. Smaller saves decoder memory (about 2 GB per 8 frames "
-        "at 1024x576) at the cost of a little flicker between chunks; unset decodes all frames together.",
-    )
-    cpu_offload: bool = Field(
-        default=False,
-        description="Model CPU offload: keep each sub-model in host RAM and move it to the GPU only while it "
-        "runs. Cuts peak GPU memory roughly in half; costs host-to-device copies (slower). CUDA only; not "
-        "together with torch_compile.",
-    )
-    unet_forward_chunking: bool = Field(
-        default=False,
-        description="Run the UNet feed-forward layers one chunk at a time: lower peak memory, somewhat slower.",
-    )
-    attention: Literal["sdpa", "xformers"] = Field(
-        default="sdpa",
-        description="Attention kernels: PyTorch scaled-dot-product attention (default, no extra package) or "
-        "xformers (needs the `gpu` extra and CUDA; falls back to SDPA with a warning when unavailable).",
-    )
-    torch_compile: bool = Field(
-        default=False,
-        description="torch.compile the UNet: faster steps after a first call that compiles for minutes. "
-        "CUDA only; ignored with a warning on CPU. Not together with cpu_offload.",
-    )
-    oom_retries: int = Field(
-        default=2,
-        ge=0,
-        le=2,
-        description="On CUDA out-of-memory, free memory and retry: 1 = once with the batch split in halves, "
-        "2 = then once more one request at a time. 0 fails at once. Retries cost the lost partial work.",
-    )
-
-    @model_validator(mode="after")
-    def _offload_or_compile(self) -> SVDConfig:
-        # Offload wraps the UNet's forward in accelerate's hook, which is marked not compilable: the UNet's
-        # whole-graph compile fails on its first call, so a replica would load and then fail every scene.
-        # Compiling without fullgraph would break the graph at the hook, and offload moves the weights every
-        # call under CUDA graphs recorded at fixed addresses (README, Performance, says more).
-        if self.cpu_offload and self.torch_compile:
-            raise ValueError(
-                "video.cpu_offload and video.torch_compile exclude each other: offload's hook on the UNet "
-                "cannot be compiled; choose cpu_offload for memory or torch_compile for speed"
-            )
-        return self
 
 
 # Every per-request parameter that has a config default, in one order.
@@ -386,7 +286,6 @@ __all__ = [
     "CancelToken",
     "ProgressCallback",
     "RuntimeInfo",
-    "SVDConfig",
     "SVDEngine",
     "SceneFrames",
     "SceneRequest",

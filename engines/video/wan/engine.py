@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from engines.video.text import TransformerVideoEngine, WanConfig
+from engines.video.config import WanConfig
+from engines.video.text import TransformerVideoEngine
 
 # The modules `WanPipeline` (text to video) takes from the image-to-video pipeline it is built over.
 _TEXT_COMPONENTS = ("tokenizer", "text_encoder", "vae", "scheduler", "transformer", "transformer_2")
