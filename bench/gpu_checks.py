@@ -114,7 +114,7 @@ def check_park(models: Path) -> dict[str, Any]:
 
 
 def check_memory(models: Path) -> dict[str, Any]:
-    from engines.video.step_loop import CudaMemory, peak_memory_allocated
+    from engines.video.memory import CudaMemory, peak_memory_allocated
     from tests.support.tiny_models import TINY_SVD_SETTINGS
 
     if not CUDA:

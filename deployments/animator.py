@@ -174,7 +174,7 @@ class VideoAnimator:
     def _record_gpu_memory(self) -> None:
         if self.engine is None:
             return  # no model, no GPU memory of its own to report (and torch may not be loaded)
-        from engines.video.step_loop import peak_memory_allocated
+        from engines.video.memory import peak_memory_allocated
 
         # Not torch's peak counter itself: the step loop resets it every step it measures.
         peak = peak_memory_allocated()

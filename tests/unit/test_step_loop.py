@@ -25,7 +25,8 @@ from core.errors import GenerationCancelled, ModelUnavailable
 from engines.video.base import SceneFrames, SceneRequest, VideoEngine
 from engines.video.config import LTXConfig, SVDConfig, WanConfig
 from engines.video.families import build_video_engine
-from engines.video.step_loop import MemoryAdmission, SceneState, StepScheduler
+from engines.video.memory import MemoryAdmission
+from engines.video.step_loop import SceneState, StepScheduler
 from tests.support.tiny_models import TINY_LTX_SETTINGS, TINY_SVD_SETTINGS, TINY_WAN_SETTINGS
 
 pytestmark = pytest.mark.unit
@@ -645,22 +646,22 @@ def test_the_cost_per_scene_is_learned_only_from_steps_without_a_decode_beside_t
 def test_the_gpu_memory_metric_keeps_the_peak_the_loop_resets(monkeypatch: pytest.MonkeyPatch) -> None:
     # The loop resets torch's peak counter at every step it measures; the replica's metric is the peak
     # since it started.
-    from engines.video import step_loop
+    from engines.video import memory as device_memory
 
     peaks = iter([9_000, 2_000])
     counter = {"peak": 0}
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device=None: counter["peak"])
     monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda device=None: counter.update(peak=0))
-    monkeypatch.setattr(step_loop, "_PEAK_BEFORE_RESETS", {})
-    memory = step_loop.CudaMemory(torch.device("cuda", 0))
+    monkeypatch.setattr(device_memory, "_PEAK_BEFORE_RESETS", {})
+    memory = device_memory.CudaMemory(torch.device("cuda", 0))
 
     counter["peak"] = next(peaks)  # a step that peaked at 9000
     memory.reset_peak()
     counter["peak"] = next(peaks)  # the next one at 2000
 
     assert memory.peak() == 2_000  # what admission measures: this step alone
-    assert step_loop.peak_memory_allocated(torch.device("cuda", 0)) == 9_000
+    assert device_memory.peak_memory_allocated(torch.device("cuda", 0)) == 9_000
 
 
 def test_a_cpu_offloaded_model_is_parked_when_the_loop_runs_out_of_scenes(
@@ -741,7 +742,7 @@ def test_on_cuda_admission_sees_the_memory_another_process_holds() -> None:
     import subprocess
     import sys
 
-    from engines.video.step_loop import CudaMemory
+    from engines.video.memory import CudaMemory
 
     memory = CudaMemory(torch.device("cuda"))
     admission = MemoryAdmission(memory, fraction=0.9)
@@ -772,7 +773,7 @@ def test_on_cuda_admission_sees_the_memory_another_process_holds() -> None:
 def test_on_cuda_the_loop_learns_costs_and_its_scenes_equal_the_same_scenes_alone(
     tiny_svd_path: Path,
 ) -> None:
-    from engines.video.step_loop import CudaMemory, peak_memory_allocated
+    from engines.video.memory import CudaMemory, peak_memory_allocated
 
     cuda = torch.device("cuda")
     alone = build_video_engine(config_of("svd", tiny_svd_path, device="cuda"))
