@@ -29,6 +29,7 @@ from engines.stages.protocols import (
     AnimateRequest,
     AnimationEvent,
     KeyframeReady,
+    KeyframeSpec,
     StepDone,
     follow_steps,
 )
@@ -89,8 +90,11 @@ class LocalStages:
     async def narrate(self, request: NarrateRequest) -> Narration:
         return await asyncio.to_thread(self.narrator_engine.narrate, request)
 
-    def paint(self, request: PaintRequest) -> Awaitable[KeyframeResult]:
-        return asyncio.ensure_future(self._paintings.submit(request))
+    def paint(self, keyframe: KeyframeSpec) -> KeyframeResult | Awaitable[KeyframeResult]:
+        """The frame at hand, or a painting started now (keyframes asked together share a pipeline call)."""
+        if keyframe.painting is None:
+            return keyframe.at_hand()
+        return asyncio.ensure_future(self._paintings.submit(keyframe.painting))
 
     async def animate(
         self, request: AnimateRequest, keyframe: KeyframeResult | Awaitable[KeyframeResult]
