@@ -223,9 +223,9 @@ class JobStore:
         self._db.close()
 
     def add_listener(self, listener: Callable[[str], None]) -> None:
-        """Call ``listener(job_id)`` after every write: this process's, on the writing thread, and on
-        PostgreSQL every other process's too, from a listening thread (on SQLite those are only caught by
-        polling). Lets an event stream wake at once instead of at its next poll."""
+        """Call ``listener(job_id)`` after every write: this process's, on the writing thread, and every
+        other process's too, from a listening thread (a NOTIFY on PostgreSQL, an announcement row on
+        SQLite). Lets an event stream wake at once instead of at its next poll."""
         if not self.listeners:
             self._db.subscribe(self._tell)
         self.listeners.append(listener)
