@@ -18,7 +18,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Generic
 
 from PIL import Image
 
@@ -30,7 +30,15 @@ from engines.media import VideoProcessor
 from engines.media.audio import sniff_music
 from engines.media.clips import EncodedScene, EncodeRequest, FinalVideo, SpokenScene, StitchRequest, png_bytes
 from engines.painter import PaintRequest, prepare_reference
-from engines.stages.protocols import Animated, AnimateRequest, KeyframeReady, KeyframeSpec, Stages, StepDone
+from engines.stages.protocols import (
+    Animated,
+    AnimateRequest,
+    K,
+    KeyframeReady,
+    KeyframeSpec,
+    Stages,
+    StepDone,
+)
 from engines.video.base import SceneRequest
 from engines.writer import WriteRequest, improve_visual_prompt, motion_bucket_id
 from serve_app.api.errors import public_text
@@ -100,7 +108,7 @@ class JobRun:
 
 
 @dataclass
-class Segment:
+class Segment(Generic[K]):
     """One model call of a scene (all of a short scene): what to animate from which keyframe, and its encoding.
 
     Args:
@@ -112,7 +120,7 @@ class Segment:
 
     scene: SceneRow
     animate: AnimateRequest
-    keyframe: Any
+    keyframe: K
     encode: EncodeRequest
 
     @property
@@ -120,16 +128,17 @@ class Segment:
         return self.encode.segment == self.encode.segments - 1
 
 
-class VideoRecipe:
+class VideoRecipe(Generic[K]):
     """Makes the video of a stored job.
 
     Args:
         config: the application config.
         store: the job store.
-        stages: the writer, narrator, painter, animator and encoder.
+        stages: the writer, narrator, painter, animator and encoder (``K``: what their painter hands their
+            animator for a keyframe).
     """
 
-    def __init__(self, config: AppConfig, store: JobStore, stages: Stages[Any]) -> None:
+    def __init__(self, config: AppConfig, store: JobStore, stages: Stages[K]) -> None:
         self.config = config
         self.store = store
         self.stages = stages
@@ -184,7 +193,7 @@ class VideoRecipe:
         job = self.store.get(job_id)
         if job is None or job.status in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED):
             return None
-        run = JobRun(job, JobFiles(self.storage, job_id), JobProgress(self.store, job_id))
+        run = JobRun(job, JobFiles(self.storage, job_id), JobProgress(self.store, job_id), scenes=job.scenes)
         await asyncio.to_thread(run.files.create)  # the encoder writes only into a job's own folder
         # The first write, after the folder, says whether the job is still there: a DELETE since the read
         # above would otherwise leave a folder that no row owns.
@@ -207,7 +216,6 @@ class VideoRecipe:
         run.plan = plan_job(run.request, self.config, seed=job.request["seed"], extra_joins=int(extends))
         speaks = self.config.narration.backend != "none"  # a request stored under another config may ask
         run.narration = run.request.narration_options(default=True) if speaks else None
-        run.scenes = job.scenes
 
     async def write(self, run: JobRun) -> None:
         """The job's own scenes: the caller's, or the writer's from the prompt."""
@@ -423,7 +431,7 @@ class VideoRecipe:
             PaintRequest(scene.visual_prompt, width, height, seed_of(run.plan, scene.idx))
         )
 
-    async def _segment(self, run: JobRun, segment: Segment, started: float) -> EncodedScene:
+    async def _segment(self, run: JobRun, segment: Segment[K], started: float) -> EncodedScene:
         """Animate and encode one segment of a scene: its checkpoint. Frames lost on the way (their animator
         died) are made again."""
         scene, encode = segment.scene, segment.encode
@@ -460,7 +468,7 @@ class VideoRecipe:
             return encoded
         raise AssertionError("unreachable")
 
-    async def _animate(self, run: JobRun, segment: Segment, started: float) -> Animated:
+    async def _animate(self, run: JobRun, segment: Segment[K], started: float) -> Animated:
         """Animate a segment from its keyframe, copying step progress into the scene as it comes."""
         idx, part, parts = segment.scene.idx, segment.encode.segment, segment.encode.segments
         animated: Animated | None = None
