@@ -16,7 +16,12 @@ from engines.narrator import NarrateRequest, Narration, NarrationConfig, Narrato
 from engines.painter import PainterEngine, PaintRequest
 from engines.stages.animate import SceneItem, animate_from_keyframe, run_scenes
 from engines.stages.micro_batch import MicroBatcher
-from engines.stages.protocols import Animated, AnimateRequest, AnimationEvent
+from engines.stages.protocols import (
+    Animated,
+    AnimateRequest,
+    AnimationEvent,
+    KeyframeSpec,
+)
 from engines.video.base import VideoModel
 from engines.video.config import SVDConfig, TransformerVideoConfig
 from engines.writer import Script, ScriptWriter, WriteRequest
@@ -65,8 +70,11 @@ class LocalStages:
     async def narrate(self, request: NarrateRequest) -> Narration:
         return await asyncio.to_thread(self.narrator_engine.narrate, request)
 
-    def paint(self, request: PaintRequest) -> Awaitable[KeyframeResult]:
-        return asyncio.ensure_future(self._paintings.submit(request))
+    def paint(self, keyframe: KeyframeSpec) -> KeyframeResult | Awaitable[KeyframeResult]:
+        """The frame at hand, or a painting started now (keyframes asked together share a pipeline call)."""
+        if keyframe.painting is None:
+            return keyframe.at_hand()
+        return asyncio.ensure_future(self._paintings.submit(keyframe.painting))
 
     async def animate(
         self, request: AnimateRequest, keyframe: KeyframeResult | Awaitable[KeyframeResult]

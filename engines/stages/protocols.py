@@ -6,7 +6,9 @@ encoder through the protocols below. Two adapters implement them: Ray Serve hand
 tests and benchmarks.
 
 Frames never pass through the recipe: the animator's last event carries them as an opaque ``frames`` value
-(the array itself in process, a Ray object reference in the service) that only the encoder opens.
+(the array itself in process, a Ray object reference in the service) that only the encoder opens. A painted
+keyframe does not either: the recipe says where each first frame comes from (`KeyframeSpec`), the painter
+turns that into what its own adapter's animator takes (`Painter` and `Animator` share that type, ``K``).
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
+from PIL import Image
+
 from core.status import Animator as AnimatorName
 from core.status import KeyframeSource
 from engines.fallback import KeyframeResult, SceneResult
@@ -24,6 +28,43 @@ from engines.narrator import NarrateRequest, Narration
 from engines.painter import PaintRequest
 from engines.video.base import SceneRequest
 from engines.writer import Script, WriteRequest
+
+
+@dataclass(frozen=True)
+class KeyframeSpec:
+    """Where a scene's (or a segment's) first frame comes from.
+
+    Args:
+        source: what makes it: the painter (from ``painting``), the caller's reference, the previous scene's
+            or segment's last frame (``image``), or nothing (`KeyframeSource.TEXT`: the video model starts
+            from the prompt).
+        image: the frame at hand, already at the generation size; None unless the source is a reference or
+            continuity.
+        painting: what to paint; set only when the source is the painter.
+    """
+
+    source: KeyframeSource
+    image: Image.Image | None = None
+    painting: PaintRequest | None = None
+
+    @classmethod
+    def painted(cls, request: PaintRequest) -> KeyframeSpec:
+        return cls(KeyframeSource.PAINTER, painting=request)
+
+    @classmethod
+    def given(cls, image: Image.Image, source: KeyframeSource) -> KeyframeSpec:
+        """A frame at hand: the caller's reference, or the last frame of what came before."""
+        return cls(source, image=image)
+
+    @classmethod
+    def text_only(cls) -> KeyframeSpec:
+        return cls(KeyframeSource.TEXT)
+
+    def at_hand(self) -> KeyframeResult:
+        """The keyframe itself, where nothing has to paint it."""
+        if self.painting is not None:
+            raise ValueError("a keyframe to paint is not at hand: the painter makes it")
+        return KeyframeResult(self.image, self.source)
 
 
 @dataclass
@@ -105,18 +146,24 @@ class Narrator(Protocol):
         ...
 
 
-class Painter(Protocol):
-    def paint(self, request: PaintRequest) -> Awaitable[KeyframeResult]:
-        """Start painting; the animator awaits the result (in the service, without the recipe seeing it)."""
+# What a painter hands its animator for one keyframe: each adapter's own (a painting under way in process, a
+# request the animator's call carries to the painter deployment in the service). The recipe only passes it on.
+K = TypeVar("K")
+K_co = TypeVar("K_co", covariant=True)
+K_contra = TypeVar("K_contra", contravariant=True)
+
+
+class Painter(Protocol[K_co]):
+    def paint(self, keyframe: KeyframeSpec) -> K_co:
+        """Start making the first frame ``keyframe`` describes, for this adapter's animator to receive (a
+        frame at hand passes as it is; a painting may start here or when the animator is called)."""
         ...
 
 
-class Animator(Protocol):
-    def animate(
-        self, request: AnimateRequest, keyframe: KeyframeResult | Awaitable[KeyframeResult]
-    ) -> AsyncIterator[AnimationEvent]:
-        """Animate from ``keyframe`` (an image at hand, or a painting under way): `KeyframeReady`, then a
-        `StepDone` per denoising step, then `Animated`."""
+class Animator(Protocol[K_contra]):
+    def animate(self, request: AnimateRequest, keyframe: K_contra) -> AsyncIterator[AnimationEvent]:
+        """Animate from ``keyframe`` (what this adapter's painter gave): `KeyframeReady`, then a `StepDone`
+        per denoising step, then `Animated`."""
         ...
 
 
@@ -126,8 +173,8 @@ class Encoder(Protocol):
     async def stitch(self, request: StitchRequest) -> FinalVideo: ...
 
 
-class Stages(Protocol):
-    """The five stages a recipe runs on."""
+class Stages(Protocol[K]):
+    """The five stages a recipe runs on; ``K`` is what their painter hands their animator."""
 
     @property
     def writer(self) -> Writer: ...
@@ -136,10 +183,10 @@ class Stages(Protocol):
     def narrator(self) -> Narrator: ...
 
     @property
-    def painter(self) -> Painter: ...
+    def painter(self) -> Painter[K]: ...
 
     @property
-    def animator(self) -> Animator: ...
+    def animator(self) -> Animator[K]: ...
 
     @property
     def encoder(self) -> Encoder: ...

@@ -72,6 +72,15 @@ class JobPlan:
         return frames
 
 
+# Segment k of a scene uses seed + k * this: far from the seeds of the scenes after it.
+SEGMENT_SEED_STRIDE = 1_000_003
+
+
+def seed_of(plan: JobPlan, index: int, segment: int = 0) -> int:
+    """The seed of a scene's segment: scene i starts at ``seed + i``; its later segments have seeds of their own."""
+    return (plan.seed + index + segment * SEGMENT_SEED_STRIDE) % 2**32
+
+
 def segment_frames(frames: int, max_frames: int) -> list[int]:
     """How a scene of ``frames`` frames splits into model calls of at most ``max_frames`` frames each.
 

@@ -11,7 +11,7 @@ import asyncio
 import io
 import logging
 import pickle
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -26,7 +26,7 @@ from engines.media.clips import ClipEncoder, EncodedScene, EncodeRequest, FinalV
 from engines.narrator import NarrateRequest, Narration, NarratorEngine
 from engines.painter import PainterEngine, PaintRequest
 from engines.stages.local import LocalStages
-from engines.stages.protocols import Animated, AnimateRequest, AnimationEvent
+from engines.stages.protocols import Animated, AnimateRequest, AnimationEvent, KeyframeSpec
 from engines.video.families import build_video_engine
 from engines.writer import Script, WriteRequest
 from serve_app.config import AppConfig
@@ -41,9 +41,10 @@ CALL_ATTEMPTS = 4
 T = TypeVar("T")
 
 
-@dataclass
+@dataclass(frozen=True)
 class Painting:
-    """A keyframe to be painted by the painter deployment, on the way to the animator (which receives it)."""
+    """A keyframe for the painter deployment to paint: the animator's call carries the painter's response,
+    which Serve resolves in the animator, so the picture never comes here."""
 
     request: PaintRequest
 
@@ -73,17 +74,20 @@ class ServeStages:
     async def narrate(self, request: NarrateRequest) -> Narration:
         return self._received(await self._call(lambda: self.handles["narrator"].narrate.remote(request)))
 
-    def paint(self, request: PaintRequest) -> Awaitable[KeyframeResult]:
-        # Not called here: the animator's call carries the painter's response, which Serve resolves there.
-        return _Deferred(Painting(request))
+    def paint(self, keyframe: KeyframeSpec) -> KeyframeResult | Painting:
+        """The frame at hand, or a `Painting` that ``animate`` asks the painter for (not here: each attempt of
+        the animator's call takes a fresh painting, as a dead painter's response stays dead)."""
+        if keyframe.painting is None:
+            return keyframe.at_hand()
+        return Painting(keyframe.painting)
 
     async def animate(
-        self, request: AnimateRequest, keyframe: KeyframeResult | Awaitable[KeyframeResult]
+        self, request: AnimateRequest, keyframe: KeyframeResult | Painting
     ) -> AsyncIterator[AnimationEvent]:
         for attempt in range(1, CALL_ATTEMPTS + 1):
-            first = keyframe
-            if isinstance(keyframe, _Deferred):  # a fresh painting each attempt: a dead painter's stays dead
-                first = self.handles["painter"].paint.remote(keyframe.painting.request)
+            first: Any = keyframe
+            if isinstance(keyframe, Painting):
+                first = self.handles["painter"].paint.remote(keyframe.request)
             stream = self.handles["animator"].animate.options(stream=True).remote(request, first)
             try:
                 async for event in stream:
@@ -133,16 +137,6 @@ class ServeStages:
     def _received(self, result: T) -> T:
         self.received_bytes += wire_size(result)
         return result
-
-
-class _Deferred(Awaitable[KeyframeResult]):
-    """What ``ServeStages.paint`` returns: only ``ServeStages.animate`` opens it."""
-
-    def __init__(self, painting: Painting) -> None:
-        self.painting = painting
-
-    def __await__(self) -> Any:
-        raise TypeError("a keyframe painted in the service is received by the animator, not awaited")
 
 
 class _SizePickler(pickle.Pickler):

@@ -10,9 +10,10 @@ process's doing the same: ``write(lock=...)`` runs such writes one at a time acr
 SQLite every write already does (it takes the database's one write lock at its start), on PostgreSQL the
 named lock is an advisory lock held until the transaction ends.
 
-On PostgreSQL a write is also announced to every process (a NOTIFY on one channel inside the write's own
-transaction, LISTEN in a thread), so an event stream on any ingress replica wakes at once for a runner's
-write; on SQLite streams poll.
+A write is also announced to every process, so an event stream on any ingress replica wakes at once for a
+runner's write: on PostgreSQL by a NOTIFY on one channel inside the write's own transaction (LISTEN in a
+thread); on SQLite by a row in a small table of announcements, written in the same transaction, which a
+thread of each listening process reads when ``PRAGMA data_version`` says another connection committed.
 
 What PostgreSQL changes: the parameter style (psycopg's ``%(name)s``), the column types (``BIGINT`` for
 SQLite's ``INTEGER``, ``DOUBLE PRECISION`` for ``REAL``, an identity column for ``AUTOINCREMENT``), and the
@@ -26,6 +27,8 @@ import logging
 import re
 import sqlite3
 import threading
+import uuid
+import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from functools import lru_cache
@@ -37,6 +40,12 @@ CHANNEL = "storyreel_jobs"  # NOTIFY channel: the payload is the id of a job tha
 # PostgreSQL advisory lock keys of `write(lock=...)`: one per kind of write that must not interleave.
 ADVISORY_LOCKS = {"schema": 7474, "create": 7475}
 LISTEN_WAKE_S = 1.0  # how often the listening thread looks up from its wait (to notice `close`)
+# How often a SQLite listener asks whether another connection committed (a read of shared memory, no I/O):
+# an event stream hears a runner's write within this, where it polled every `EVENT_POLL_S` before.
+SQLITE_LISTEN_S = 0.02
+# Announcements a SQLite database keeps: a listener that falls this far behind misses some (the streams'
+# poll still catches them).
+SQLITE_ANNOUNCEMENTS_KEPT = 1024
 
 logger = logging.getLogger("ray.serve")
 
@@ -101,7 +110,15 @@ class SQLiteDatabase:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA foreign_keys=ON")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS announcements "
+            "(seq INTEGER PRIMARY KEY AUTOINCREMENT, origin TEXT NOT NULL, job_id TEXT NOT NULL)"
+        )
+        self._db.commit()
+        self._path = path
+        self._origin = uuid.uuid4().hex  # marks writes through this object: its store tells those itself
         self._lock = threading.Lock()
+        self._closed = threading.Event()
         self.trace: Callable[[str], None] | None = None
         self._db.set_trace_callback(lambda sql: self.trace(sql) if self.trace else None)
 
@@ -115,11 +132,20 @@ class SQLiteDatabase:
         """One transaction, holding the database's write lock from its first statement (BEGIN IMMEDIATE),
         so every write runs alone, in every process, and ``lock`` needs nothing more. What a write reads is
         what it writes over: another process's commit cannot land between a count and the insert it decides.
-        (Python's default would begin at the first INSERT or UPDATE, after the reads.) Nothing is announced:
-        other processes see SQLite's changes by polling (the event streams' timeout)."""
+        (Python's default would begin at the first INSERT or UPDATE, after the reads.) With ``announce`` (a
+        job id) the write leaves an announcement for other processes' listeners (`subscribe`), committed
+        with it or not at all."""
         with self._lock, self._db:
             self._db.execute("BEGIN IMMEDIATE")  # waits up to the connection's timeout for another writer
             yield self._db
+            if announce is not None:
+                seq = self._db.execute(
+                    "INSERT INTO announcements (origin, job_id) VALUES (?, ?)", (self._origin, announce)
+                ).lastrowid
+                if seq is not None and seq % 256 == 0:
+                    self._db.execute(
+                        "DELETE FROM announcements WHERE seq <= ?", (seq - SQLITE_ANNOUNCEMENTS_KEPT,)
+                    )
 
     def create_tables(self, schema: str) -> None:
         with self._lock, self._db:
@@ -140,9 +166,24 @@ class SQLiteDatabase:
             return {column[0] for column in self._db.execute(f"SELECT * FROM {table} LIMIT 0").description}
 
     def subscribe(self, callback: Callable[[str], None]) -> None:
-        """Nothing to hear (see `write`)."""
+        """Call ``callback(job_id)`` from a thread of its own for every write another connection announced
+        (another process's, in the service; writes through this object its store tells itself), within
+        ``SQLITE_LISTEN_S``. A throwaway in-memory database has no other connection."""
+        if self._path == ":memory:":
+            return
+        with self._lock:
+            row = self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM announcements").fetchone()
+        # The thread holds its store weakly: a store dropped without `close` (a test's) stops it too.
+        hear = weakref.WeakMethod(callback) if hasattr(callback, "__self__") else lambda: callback
+        threading.Thread(
+            target=_listen_sqlite,
+            args=(self._path, self._origin, self._closed, hear, row[0]),
+            name="store-listen",
+            daemon=True,
+        ).start()
 
     def close(self) -> None:
+        self._closed.set()
         self._db.close()
 
 
@@ -287,6 +328,43 @@ def postgres_schema(schema: str) -> str:
             "INTEGER PRIMARY KEY AUTOINCREMENT", "BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY"
         )
     )
+
+
+def _listen_sqlite(
+    path: str,
+    origin: str,
+    closed: threading.Event,
+    hear: Callable[[], Callable[[str], None] | None],
+    heard: int,
+) -> None:
+    """`SQLiteDatabase.subscribe`'s thread: after each commit of another connection, call the listener
+    once per job announced since the last look (none for ``origin``'s own writes)."""
+    connection = sqlite3.connect(path, check_same_thread=False, timeout=30)
+    try:
+        version = None
+        while not closed.wait(SQLITE_LISTEN_S) and hear() is not None:  # else the store is gone
+            try:
+                now = connection.execute("PRAGMA data_version").fetchone()[0]
+                if now == version:
+                    continue
+                version = now
+                rows = connection.execute(
+                    "SELECT seq, origin, job_id FROM announcements WHERE seq > ? ORDER BY seq", (heard,)
+                ).fetchall()
+            except sqlite3.Error as exc:  # a busy or locked moment: the next look catches up
+                logger.debug("job store: listening failed for now: %s", exc)
+                continue
+            if rows:
+                heard = rows[-1][0]
+            callback = hear()
+            if callback is None:
+                return
+            # Once per job however often it changed since the last look: each call wakes its streams.
+            for job_id in dict.fromkeys(job_id for _, writer, job_id in rows if writer != origin):
+                callback(job_id)
+            del callback
+    finally:
+        connection.close()
 
 
 def postgres_types(definition: str) -> str:

@@ -236,9 +236,9 @@ class JobStore:
         self._db.close()
 
     def add_listener(self, listener: Callable[[str], None]) -> None:
-        """Call ``listener(job_id)`` after every write: this process's, on the writing thread, and on
-        PostgreSQL every other process's too, from a listening thread (on SQLite those are only caught by
-        polling). Lets an event stream wake at once instead of at its next poll."""
+        """Call ``listener(job_id)`` after every write: this process's, on the writing thread, and every
+        other process's too, from a listening thread (a NOTIFY on PostgreSQL, an announcement row on
+        SQLite). Lets an event stream wake at once instead of at its next poll."""
         if not self.listeners:
             self._db.subscribe(self._tell)
         self.listeners.append(listener)
@@ -550,6 +550,26 @@ class JobStore:
             f"job_id = :key_id AND idx = :key_idx AND EXISTS (SELECT 1 FROM jobs WHERE id = :key_id AND {_UNFINISHED})",
             {"key_id": job_id, "key_idx": idx},
         )
+        self._tell(job_id)
+
+    def record_progress(self, job_id: str, scenes: dict[int, dict[str, Any]], **job_changes: Any) -> None:
+        """Set columns of several scenes (``scenes``: changes by scene index) and of their job (the job's
+        progress, say) in one transaction: one round trip for what a scene's step changes. Only an unfinished
+        job's rows change, as in `update_scene` and `advance`."""
+        with self._db.write(announce=job_id) as db:
+            for idx, changes in scenes.items():
+                db.execute(
+                    f"UPDATE scenes SET {_assignments('scenes', _SCENE_COLUMNS, changes)} "
+                    f"WHERE job_id = :key_id AND idx = :key_idx AND EXISTS "
+                    f"(SELECT 1 FROM jobs WHERE id = :key_id AND {_UNFINISHED})",
+                    {**changes, "key_id": job_id, "key_idx": idx},
+                )
+            if job_changes:
+                db.execute(
+                    f"UPDATE jobs SET {_assignments('jobs', _JOB_COLUMNS, job_changes)} "
+                    f"WHERE id = :key_id AND {_UNFINISHED}",
+                    {**job_changes, "key_id": job_id},
+                )
         self._tell(job_id)
 
     # -- internals ------------------------------------------------------------------------------

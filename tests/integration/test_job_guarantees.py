@@ -20,13 +20,14 @@ from core.files import JobFiles
 from deployments.board import CANCEL_KEPT_S, JobBoard
 from engines.stages.protocols import Animated, StepDone
 from serve_app.api import ingress
+from serve_app.jobs.progress import WRITE_INTERVAL_S
 from serve_app.jobs.recipe import VideoRecipe
 from serve_app.jobs.runner import ORPHAN_GRACE_S
 from serve_app.jobs.stages import local_stages
 from serve_app.protocol import CreateVideoRequest
 from serve_app.store.jobs import JobStore, now
 from serve_app.videos.service import VideoService
-from tests.fixtures.jobs import Spy, job_row, runners, service_with, stages_with
+from tests.fixtures.jobs import InProcessRunners, Spy, job_row, runners, service_with, stages_with
 
 pytestmark = pytest.mark.integration
 
@@ -370,7 +371,9 @@ def test_step_progress_reaches_the_scene_from_the_animators_own_events(local_con
             async for event in self.inner.animate(request, keyframe):
                 if isinstance(event, Animated):
                     yield StepDone(1, 2)
-                    # The recipe has written the step before it asks for the next event.
+                    # The recipe has taken the step before it asks for the next event, and writes it
+                    # within one write interval (steps are coalesced).
+                    await asyncio.sleep(WRITE_INTERVAL_S + 0.05)
                     seen.append(service[0].store.get(request.job_id).scenes[0].progress)
                 yield event
 
@@ -383,6 +386,56 @@ def test_step_progress_reaches_the_scene_from_the_animators_own_events(local_con
     job = asyncio.run(scenario())
     # Half the steps: halfway through the animating stage (25 to 85), as the animator said, not a board.
     assert seen == [55] and job.status == "completed"
+
+
+class CountingStore(JobStore):
+    """A job store that counts the calls made to it (each a round trip to the database)."""
+
+    calls = 0
+
+    def __getattribute__(self, name: str):
+        attribute = super().__getattribute__(name)
+        if name.startswith("_") or not callable(attribute):
+            return attribute
+
+        def counted(*args, **kwargs):
+            type(self).calls += 1
+            return attribute(*args, **kwargs)
+
+        return counted
+
+
+def test_a_denoising_step_costs_at_most_one_store_round_trip(local_config):
+    calls_per_step: list[int] = []
+
+    class ManySteps:
+        """The in-process animator, with twenty steps reported before its frames (title cards have none)."""
+
+        def __init__(self) -> None:
+            self.inner = local_stages(local_config)
+
+        async def animate(self, request, keyframe):
+            async for event in self.inner.animate(request, keyframe):
+                if isinstance(event, Animated):
+                    for step in range(1, 21):
+                        before = CountingStore.calls
+                        yield StepDone(step, 20)  # the recipe has taken it when it asks for the next event
+                        calls_per_step.append(CountingStore.calls - before)
+                yield event
+
+    async def scenario():
+        store = CountingStore(local_config.storage.database_url)
+        workers = InProcessRunners(local_config, store, stages_with(local_config, animator=ManySteps()))
+        service = VideoService(local_config, store, workers)
+        job_id = await create(service, num_scenes=1, seconds=1)
+        await runners(service).finished(job_id)
+        return service.store.get(job_id)
+
+    job = asyncio.run(scenario())
+    assert job.status == "completed" and job.progress == 100
+    # At most one write per step, and the twenty steps, reported at once, share the writes of one interval.
+    assert len(calls_per_step) == 20 and max(calls_per_step) <= 1
+    assert sum(calls_per_step) <= 2
 
 
 # -- the JobBoard -------------------------------------------------------------------------------------------

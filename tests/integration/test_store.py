@@ -267,9 +267,43 @@ def test_on_postgresql_a_write_that_does_not_commit_is_not_announced(postgres_ur
         reader.close()
 
 
+def test_on_sqlite_a_write_of_one_process_reaches_the_listeners_of_another(tmp_path):
+    import queue
+
+    # Two stores on one file, each with its own connection, as the ingress and the runner have.
+    path = tmp_path / "jobs.sqlite3"
+    writer, reader = JobStore(path), JobStore(path)
+    heard: queue.Queue[str] = queue.Queue()
+    reader.add_listener(heard.put)
+    try:
+        first = writer.create(_job(1, idempotency_key="same"))
+        with pytest.raises(IdempotencyConflict):  # rolled back: its announcement went with it
+            writer.create(_job(2, idempotency_key="same"))
+        assert heard.get(timeout=10) == first.id
+        writer.update(first.id, progress=10)
+        assert heard.get(timeout=10) == first.id
+        reader.update(first.id, progress=20)  # the reader's own write: its store tells it once, at once
+        assert heard.get(timeout=1) == first.id
+        with pytest.raises(queue.Empty):
+            heard.get(timeout=1)
+    finally:
+        writer.close()
+        reader.close()
+
+
+def test_an_event_stream_on_sqlite_wakes_for_another_processes_write_without_polling(
+    local_config, monkeypatch
+):
+    _stream_wakes_for_a_write_of_another_store(local_config, local_config.storage.database_path, monkeypatch)
+
+
 def test_an_event_stream_wakes_for_another_processes_write_without_polling(
     local_config, postgres_url, monkeypatch
 ):
+    _stream_wakes_for_a_write_of_another_store(local_config, postgres_url, monkeypatch)
+
+
+def _stream_wakes_for_a_write_of_another_store(local_config, database, monkeypatch):
     import asyncio
     import json
 
@@ -278,9 +312,9 @@ def test_an_event_stream_wakes_for_another_processes_write_without_polling(
 
     # Streams poll every minute here: one that sees the write within seconds was woken by the notice.
     monkeypatch.setattr(event_hub, "EVENT_POLL_S", 60.0)
-    local_config.storage.database = postgres_url
+    local_config.storage.database = str(database)
     service = service_with(local_config)
-    runner_side = JobStore(postgres_url)  # the JobRunner's store, in another process in the service
+    runner_side = JobStore(database)  # the JobRunner's store, in another process in the service
     video_id = "video_" + "a" * 32
     runner_side.create(job_row(video_id, "queued"))
 
