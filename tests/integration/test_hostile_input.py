@@ -274,6 +274,29 @@ def test_a_form_field_at_its_size_limit_passes_the_form(client):
     assert "limits.max_style_chars" in error["message"]
 
 
+# The README's numbers written out: the tests above follow the constants, these hold the constants to the README.
+README_FORM_FIELDS, README_FORM_FIELD_BYTES = 32, 2**20
+
+
+def test_a_form_of_more_than_32_fields_is_refused_naming_the_limit(client, local_service):
+    extra = {f"extra_{i}": "v" for i in range(README_FORM_FIELDS)}
+    response = client.post("/v1/videos", files=form(prompt="x", **extra))
+    assert response.status_code == 400, response.text
+    assert f"{README_FORM_FIELDS}" in response.json()["error"]["message"]
+    assert stored(local_service) == ([], [])
+    # 32 fields pass the form: the schema refuses the first field it does not know, by name.
+    extra.pop(f"extra_{README_FORM_FIELDS - 1}")
+    response = client.post("/v1/videos", files=form(prompt="x", **extra))
+    assert_refused(response, 400, "invalid_value", "extra_0")
+
+
+def test_a_form_field_of_one_mib_and_a_byte_is_refused_naming_it(client, local_service):
+    response = client.post("/v1/videos", files=form(prompt="x", style="s" * (README_FORM_FIELD_BYTES + 1)))
+    error = assert_refused(response, 400, "invalid_value", "style")
+    assert f"at most {README_FORM_FIELD_BYTES} bytes" in error["message"]
+    assert stored(local_service) == ([], [])
+
+
 # -- content types and origins ------------------------------------------------------------------------
 
 

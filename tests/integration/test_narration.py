@@ -4,6 +4,8 @@ scene, an audio track as long as the picture, captions timed to the voice, burne
 from __future__ import annotations
 
 import asyncio
+import re
+import subprocess
 import time
 from pathlib import Path
 
@@ -14,6 +16,7 @@ import pytest
 from core.errors import BadRequest
 from core.files import JobFiles
 from engines.media import VideoProcessor
+from engines.media.ffmpeg import ffmpeg_exe
 from engines.narrator.narrator import write_wav
 from serve_app.config import AppConfig
 from serve_app.jobs.recipe import VideoRecipe
@@ -232,6 +235,34 @@ def test_the_music_bed_is_ducked_under_speech(tmp_path):
     assert _tone(samples, rate, 1.6, 2.3, 300) > 5 * _tone(samples, rate, 3.0, 3.7, 300)  # the voice is there
 
 
+@pytest.mark.parametrize(
+    "level, with_bed", [(0.01, False), (0.9, True)], ids=["quiet-voice", "loud-voice-and-bed"]
+)
+def test_the_mix_is_normalised_to_minus_16_lufs(tmp_path, level, with_bed):
+    """The README's -16 LUFS (EBU R128), measured on the track by ffmpeg's own meter, whatever the voice's level."""
+    from engines.media import audio
+
+    rate, seconds = 48000, 6.0
+    t = np.arange(int(rate * seconds)) / rate
+    # A 300 Hz voice in syllables (4 a second), a pause every two seconds: speech to a loudness meter.
+    speech = level * np.sin(2 * np.pi * 300 * t) * (0.5 + 0.5 * np.sin(2 * np.pi * 4 * t)) * ((t % 2) < 1.5)
+    write_wav(tmp_path / "voice.wav", speech, rate)
+    write_wav(tmp_path / "bed.wav", 0.3 * np.sin(2 * np.pi * 3000 * t), rate)
+    bed = (tmp_path / "bed.wav", "wav") if with_bed else None
+
+    track = audio.mix(
+        [audio.Voice(tmp_path / "voice.wav", 0.5)],
+        seconds,
+        tmp_path / "mix.m4a",
+        audio.AudioConfig(),
+        bed,
+        timeout_s=60,
+    )
+
+    # EBU R128 allows a programme 1 LU either side of its target; loudnorm on 6 s lands within 0.5 LU.
+    assert integrated_loudness(track) == pytest.approx(-16, abs=1.0)
+
+
 def test_a_resumed_job_does_not_speak_its_scenes_again(narrated):
     spoken: list[int] = []
 
@@ -363,6 +394,20 @@ def _frame_at(path, seconds: float) -> np.ndarray:
 def _changed(a: np.ndarray, b: np.ndarray) -> float:
     """The share of pixels that differ clearly (beyond compression noise) between two images."""
     return float((np.abs(a.astype(int) - b.astype(int)).max(axis=-1) > 40).mean())
+
+
+def integrated_loudness(path: Path) -> float:
+    """The integrated loudness of a media file in LUFS, from ffmpeg's EBU R128 meter (its summary, on stderr)."""
+    meter = subprocess.run(
+        [ffmpeg_exe(), "-hide_banner", "-nostats", "-i", str(path), "-af", "ebur128", "-f", "null", "-"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    summary = meter.stderr.rsplit("Integrated loudness:", 1)[-1]
+    found = re.search(r"I:\s+(-?[0-9.]+) LUFS", summary)
+    assert found is not None, meter.stderr[-2000:]
+    return float(found.group(1))
 
 
 def _tone(samples: np.ndarray, rate: int, start: float, end: float, frequency: float) -> float:

@@ -1,18 +1,22 @@
 """Every ffmpeg run is bounded and stoppable: a time limit kills its whole process group, a stopped scope kills
-its runs at once and refuses new ones, and a cancelled task stops the ffmpeg of the thread it awaited."""
+its runs at once and refuses new ones, and a cancelled task stops the ffmpeg of the thread it awaited. Its inputs
+are local files only: a URL given as a path opens no connection."""
 
 from __future__ import annotations
 
 import asyncio
+import socketserver
 import threading
 import time
 import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from core.errors import MediaError, ProcessStopped
-from engines.media import VideoProcessingConfig, ffmpeg
+from core.errors import InvalidInput, MediaError, ProcessStopped
+from engines.media import VideoProcessingConfig, audio, ffmpeg
 from tests.fixtures.media import pids_running, seconds_until_gone, wait_for_process
 
 pytestmark = pytest.mark.unit
@@ -126,3 +130,45 @@ def test_the_time_limit_grows_with_the_media():
     assert config.ffmpeg_timeout_s(10) == 70
     with pytest.raises(ValueError, match="ffmpeg_timeout_base_s"):
         VideoProcessingConfig(ffmpeg_timeout_base_s=0)
+
+
+@dataclass
+class Listener:
+    """A TCP server on 127.0.0.1 that records who connects and hangs up on them at once, so an ffmpeg that
+    does reach it fails fast instead of waiting for an answer."""
+
+    url: str
+    connections: list[tuple[str, int]]
+
+
+@pytest.fixture
+def listener() -> Iterator[Listener]:
+    connections: list[tuple[str, int]] = []
+
+    class Hangup(socketserver.BaseRequestHandler):
+        def handle(self) -> None:
+            connections.append(self.client_address)
+
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Hangup)
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    try:
+        yield Listener(f"http://127.0.0.1:{server.server_address[1]}/music.wav", connections)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_ffmpeg_refuses_an_input_that_names_a_url(listener):
+    with pytest.raises(MediaError, match="not on whitelist"):
+        ffmpeg.run(
+            [*ffmpeg.INPUT_PROTOCOLS, "-f", "wav", "-i", listener.url, "-f", "null", "-"], timeout_s=20
+        )
+    assert listener.connections == []
+
+
+def test_a_caller_given_a_url_for_a_path_opens_no_connection(listener):
+    # check_music takes any path string and reads a file a client uploaded: the whitelist on its ffmpeg is
+    # what keeps a URL there from being fetched.
+    with pytest.raises(InvalidInput, match="music"):
+        audio.check_music(listener.url, "wav")
+    assert listener.connections == []

@@ -8,6 +8,7 @@ import base64
 import hashlib
 import hmac
 import os
+import select
 import socket
 import threading
 import time
@@ -313,3 +314,26 @@ def test_deliver_reports_a_refused_connection_in_one_short_line() -> None:
     assert (result.ok, result.status_code) == (False, None)
     assert result.error is not None and result.error.startswith("connection failed")
     assert "\n" not in result.error and len(result.error) < 250
+
+
+def test_deliver_ignores_proxy_settings_from_the_environment(
+    receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A proxy would connect to whatever host it is asked for, past the check on the target's addresses.
+    with socket.socket() as proxy:
+        proxy.bind(("127.0.0.1", 0))
+        proxy.listen()
+        proxy_url = f"http://127.0.0.1:{proxy.getsockname()[1]}"
+        for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+            monkeypatch.setenv(name, proxy_url)
+        for name in ("NO_PROXY", "no_proxy"):
+            monkeypatch.delenv(name, raising=False)
+        result = asyncio.run(
+            deliver(receiver.url("/ok"), "msg_1", b"{}", KEY, allowed_hosts=LOCAL, timeout_s=2.0)
+        )
+        # The kernel queues a connection on a listening socket before connect() returns, so one made
+        # during the delivery is waiting here now.
+        proxy_connected, _, _ = select.select([proxy], [], [], 0)
+    assert proxy_connected == [], "the delivery went through the proxy"
+    assert (result.ok, result.status_code) == (True, 200)
+    assert [request.path for request in receiver.requests] == ["/ok"]
