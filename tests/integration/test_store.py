@@ -133,22 +133,23 @@ def test_of_runners_racing_for_a_lease_exactly_one_wins_and_an_expired_lease_is_
     runners, rounds = 6, 8
     racers = [JobStore(target) for _ in range(runners)]
     barrier = threading.Barrier(runners)
+
+    def race(racer: JobStore, runner: str, job_id: str, won: list[str], errors: list[BaseException]) -> None:
+        barrier.wait()
+        try:
+            if racer.claim(job_id, runner, lease_s=30):
+                won.append(runner)
+        except BaseException as exc:  # noqa: BLE001 - shown in the assertion below
+            errors.append(exc)
+
     try:
         for number in range(rounds):
             job = store.create(_job(number))
             won: list[str] = []
             errors: list[BaseException] = []
-
-            def race(racer: JobStore, runner: str, job_id: str = job.id) -> None:
-                barrier.wait()
-                try:
-                    if racer.claim(job_id, runner, lease_s=30):
-                        won.append(runner)
-                except BaseException as exc:  # noqa: BLE001 - shown in the assertion below
-                    errors.append(exc)
-
             threads = [
-                threading.Thread(target=race, args=(racer, f"runner-{i}")) for i, racer in enumerate(racers)
+                threading.Thread(target=race, args=(racer, f"runner-{i}", job.id, won, errors))
+                for i, racer in enumerate(racers)
             ]
             for thread in threads:
                 thread.start()
