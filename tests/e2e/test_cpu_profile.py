@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import base64
+import http.client
 import io
 import json
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import av
+import httpx
 import pytest
 import webvtt
 from openai import OpenAI
@@ -27,6 +28,18 @@ PROMPT = "A lighthouse keeper climbs the stairs at dusk. A whale glows under the
 def app(serve_cluster, tmp_path_factory) -> Iterator[Deployed]:
     with deployed(serve_cluster, cpu_profile(tmp_path_factory.mktemp("cpu-storage")), "cpu") as app:
         yield app
+
+
+def raw_get(app: Deployed, path: str) -> tuple[int, dict]:
+    """GET ``path`` under the app's route exactly as written (no `..` resolved); its status and JSON body."""
+    url = httpx.URL(app.url)
+    connection = http.client.HTTPConnection(url.host, url.port, timeout=60)
+    try:
+        connection.request("GET", url.path.rstrip("/") + path)
+        response = connection.getresponse()
+        return response.status, json.loads(response.read())
+    finally:
+        connection.close()
 
 
 @pytest.fixture(scope="module")
@@ -164,7 +177,12 @@ def test_body_over_the_limit_is_a_413(app):
 def test_unknown_video_is_a_404_and_unfinished_content_a_409(app):
     missing = app.client.get("/v1/videos/video_" + "0" * 32)
     assert missing.status_code == 404 and missing.json()["error"]["type"] == "not_found_error"
-    assert app.client.get("/v1/videos/../../etc/passwd/content").status_code == 404
+    # Sent as written (httpx would resolve the `..` first): the route takes `..` as the id, and the
+    # service's own id check refuses it before any path is made of it.
+    status, body = raw_get(app, "/v1/videos/../content")
+    assert status == 404 and body["error"]["code"] == "video_not_found", body
+    status, body = raw_get(app, "/v1/videos/../../etc/passwd/content")
+    assert status == 404 and body["error"]["type"] == "not_found_error", body
 
     created = app.client.post("/v1/videos", json={"prompt": "a long one", "seconds": 12}).json()
     early = app.client.get(f"/v1/videos/{created['id']}/content")
@@ -177,13 +195,17 @@ def test_models_and_health(app):
     assert app.client.get("/healthz").json()["status"] == "ok"
 
 
-def test_storage_holds_only_files_the_service_named(app, tmp_path):
+def test_storage_holds_only_files_the_service_named(app):
     # Content is served from the job's own folder: a variant outside the enum is refused before any path.
-    response = app.client.get(
-        f"/v1/videos/video_{'a' * 32}/content", params={"variant": "../../jobs.sqlite3"}
-    )
+    assert app.storage is not None
+    unknown = f"video_{'a' * 32}"
+    before = sorted(entry.name for entry in app.storage.iterdir())
+    response = app.client.get(f"/v1/videos/{unknown}/content", params={"variant": "../../jobs.sqlite3"})
     assert response.status_code == 400 and response.json()["error"]["param"] == "variant"
-    assert Path(tmp_path).exists()
+    assert b"SQLite format 3" not in response.content
+    # The refused request made nothing and took nothing away: no folder for the id, the store in place.
+    assert sorted(entry.name for entry in app.storage.iterdir()) == before
+    assert not (app.storage / "jobs" / unknown).exists() and (app.storage / "jobs.sqlite3").is_file()
 
 
 def test_events_stream_progress_until_the_video_finishes(app):

@@ -48,6 +48,7 @@ def test_missing_weights_fall_back_and_a_failing_stage_fails_the_job(app):
     assert "/bin/false" not in video["error"]["message"]  # no server paths, no command lines
     assert video["completed_at"] is not None
     # SVD and the painter were unavailable: the scenes record the fallback and why, never "svd".
+    assert len(video["scenes"]) == 2
     for scene in video["scenes"]:
         assert scene["generator"] == "fallback" and scene["keyframe_generator"] == "placeholder"
         assert str(scene["fallback_reason"]).strip() and "no-weights" not in scene["fallback_reason"]

@@ -15,11 +15,17 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.fixtures.browser import playwright_sync_api
 from tests.fixtures.serve import REPLICAS, Deployed, cpu_profile, deployed
 
 pytestmark = pytest.mark.e2e
 
-expect = pytest.importorskip("playwright.sync_api").expect
+
+def expect(actual: Any, message: str | None = None) -> Any:
+    """Playwright's `expect`. Imported when used: without Playwright the `browser` fixture has already failed
+    the test, saying how to install it."""
+    return playwright_sync_api().expect(actual, message)
+
 
 JOB_MS = 120_000  # a job, from create to completed, on a busy CI machine
 SCREENSHOTS = Path(__file__).parents[2] / "out" / "screenshots"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import io
 import struct
+import threading
 import time
 import zlib
 from pathlib import Path
@@ -57,16 +58,28 @@ class Idle:
 
 
 def test_two_runners_racing_for_one_job_one_wins(local_config, tmp_path):
-    async def scenario():
-        # Two runners, as in two JobRunner replicas: separate stores on one database file.
-        workers = [worker_of(local_config, JobStore(local_config.storage.database_url)) for _ in range(2)]
-        service = VideoService(local_config, workers[0][0].store, Idle())
-        job_id = await create(service, num_scenes=3, seconds=3)
-        won = await asyncio.gather(*(worker.run(job_id) for worker, _ in workers))
-        return job_id, won, workers, service.store
+    # Two runners, as in two JobRunner replicas: separate stores on one database, each runner on an event
+    # loop of its own in a thread of its own, released together, so their claims meet in the database.
+    workers = [worker_of(local_config, JobStore(local_config.storage.database_url)) for _ in range(2)]
+    store = workers[0][0].store
+    job_id = asyncio.run(create(VideoService(local_config, store, Idle()), num_scenes=3, seconds=3))
+    barrier = threading.Barrier(len(workers))
+    won: dict[int, bool | BaseException] = {}
 
-    job_id, won, workers, store = asyncio.run(scenario())
-    assert sorted(won) == [False, True]
+    def race(index: int) -> None:
+        barrier.wait()
+        try:
+            won[index] = asyncio.run(workers[index][0].run(job_id))
+        except BaseException as exc:  # noqa: BLE001 - shown in the assertion below
+            won[index] = exc
+
+    threads = [threading.Thread(target=race, args=(index,)) for index in range(len(workers))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert sorted(won.values(), key=repr) == [False, True], won
     assert sum(animator.calls["animate"] for _, animator in workers) == 3  # each scene made once
     assert store.get(job_id).status == "completed"
 

@@ -79,19 +79,28 @@ def test_a_remix_with_scenes_makes_again_only_what_changed(local_config, continu
 
 def test_a_remix_keeps_the_settings_and_a_deleted_source_takes_nothing_away(local_config):
     async def scenario():
-        service = service_with(local_config)
-        body = CreateVideoRequest(prompt="Dawn. Dusk.", seconds=2, size="96x64", seed=11, fps=5)
+        service, animator = spied(local_config)
+        body = CreateVideoRequest(prompt="A fox.", scenes=SCENES, size="96x64", seed=11, fps=5)
         source = await service.create(body, None, None)
         await made(service, source.id)
-        remix = await service.remix(source.id, RemixRequest(prompt="Night. Morning."))
-        await service.delete(source.id)  # the remix holds its own copies of what it takes over
-        return service, await made(service, remix.id)
+        before = animator.calls["animate"]
+        changed = [SCENES[0], SceneSpec(caption="It stops to drink.", duration_s=1.5), SCENES[2]]
+        remix = await service.remix(source.id, RemixRequest(prompt="A thirsty fox.", scenes=changed))
+        # Gone before the remix runs: the scenes it takes over must come from its own copies.
+        await service.delete(source.id)
+        assert service.store.get(source.id) is None
+        return service, source.id, await made(service, remix.id), animator.calls["animate"] - before
 
-    service, video = asyncio.run(scenario())
+    service, source_id, video, calls = asyncio.run(scenario())
     assert video["status"] == "completed", video["error"]
     job = service.store.get(video["id"])
     assert job.request["seed"] == 11 and job.request["fps"] == 5 and video["size"] == "96x64"
-    assert job.request["prompt"] == "Night. Morning."
+    assert job.request["prompt"] == "A thirsty fox."
+    # The unchanged scenes were taken over from the deleted source, not made again; only scene 1 was.
+    assert [scene["source_video_id"] for scene in video["scenes"]] == [source_id, None, source_id]
+    assert [scene["status"] for scene in video["scenes"]] == ["completed"] * 3
+    assert calls == 1
+    assert length(local_config, video["id"]) == pytest.approx(4.5, abs=0.3)
 
 
 def test_an_extension_holds_the_video_then_new_scenes_from_its_last_frame(local_config):

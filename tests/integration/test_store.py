@@ -127,24 +127,41 @@ def test_an_idempotency_key_is_unique_and_names_the_job_it_belongs_to(store):
     assert store.counts() == {"queued": 3}
 
 
-def test_of_runners_racing_for_a_lease_exactly_one_wins_and_an_expired_lease_is_taken_over(store):
-    job = store.create(_job(1))
-    barrier = threading.Barrier(8)
-    won: list[str] = []
+def test_of_runners_racing_for_a_lease_exactly_one_wins_and_an_expired_lease_is_taken_over(target, store):
+    # Each runner has a store of its own (its own connection), as JobRunner replicas in separate processes
+    # do: a lock inside one store would serialise the claims by itself, so only the database can decide.
+    runners, rounds = 6, 8
+    racers = [JobStore(target) for _ in range(runners)]
+    barrier = threading.Barrier(runners)
 
-    def race(runner: str) -> None:
+    def race(racer: JobStore, runner: str, job_id: str, won: list[str], errors: list[BaseException]) -> None:
         barrier.wait()
-        if store.claim(job.id, runner, lease_s=30):
-            won.append(runner)
+        try:
+            if racer.claim(job_id, runner, lease_s=30):
+                won.append(runner)
+        except BaseException as exc:  # noqa: BLE001 - shown in the assertion below
+            errors.append(exc)
 
-    threads = [threading.Thread(target=race, args=(f"runner-{i}",)) for i in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    try:
+        for number in range(rounds):
+            job = store.create(_job(number))
+            won: list[str] = []
+            errors: list[BaseException] = []
+            threads = [
+                threading.Thread(target=race, args=(racer, f"runner-{i}", job.id, won, errors))
+                for i, racer in enumerate(racers)
+            ]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            assert errors == [] and len(won) == 1, f"round {number}: {won} won, {errors}"
+            assert store.is_running(job.id, won[0])
+    finally:
+        for racer in racers:
+            racer.close()
 
-    assert len(won) == 1
-    assert store.is_running(job.id, won[0]) and store.renew(job.id, won[0], lease_s=30)
+    assert store.renew(job.id, won[0], lease_s=30)
     assert not store.renew(job.id, "runner-x", lease_s=30)
     store.update(job.id, lease_until=0.0)  # the winner died: its lease ran out
     assert store.claimable() == [job.id]

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from core.errors import GenerationCancelled, InvalidInput, ModelUnavailable
@@ -98,15 +99,24 @@ def test_auto_falls_back_when_no_engine_is_configured() -> None:
 def test_auto_falls_back_when_the_gpu_runs_out_of_memory_after_retries(
     svd: SVDEngine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def out_of_memory(*args, **kwargs):
-        raise ModelUnavailable("SVD ran out of GPU memory for 1 request(s) after 2 retries")
+    # The pipeline call itself runs out of memory, every time: the engine's retry ladder, not this test,
+    # must turn that into the reason the fallback records.
+    calls = []
 
-    monkeypatch.setattr(svd, "generate", out_of_memory)
+    def out_of_memory(chunk, progress, cancel):
+        calls.append(len(chunk))
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(svd, "_call_pipeline", out_of_memory)
 
     result = animate_scene(svd, request(), "Text", "auto")
 
     assert result.generator == "fallback"
-    assert "out of GPU memory" in result.fallback_reason
+    assert len(calls) == svd.config.oom_retries + 1  # the first try and each retry
+    assert result.fallback_reason.startswith("SVD ran out of GPU memory for 1 request(s) of 64x64, 8 frames")
+    assert "OutOfMemoryError: CUDA out of memory" in result.fallback_reason
+    assert svd.oom_hint in result.fallback_reason
+    np.testing.assert_array_equal(result.frames, title_card_frames("Text", 8, 64, 64))
 
 
 def test_never_fails_the_scene_with_the_reason(missing_svd: SVDEngine) -> None:
