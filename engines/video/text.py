@@ -359,7 +359,9 @@ def _cache_config(config: TransformerVideoConfig) -> Any:
         return FirstBlockCacheConfig(threshold=config.step_cache_threshold)
     from diffusers import TaylorSeerCacheConfig
 
-    return TaylorSeerCacheConfig()
+    # diffusers' default patterns end at "attn" and are fullmatched, so they miss LTX's and Wan's attention
+    # modules (`blocks.0.attn1`, `transformer_blocks.0.attn2`) and hook nothing: name them.
+    return TaylorSeerCacheConfig(cache_identifiers=[r"(transformer_)?blocks\.\d+\.attn\d"])
 
 
 __all__ = [
