@@ -401,6 +401,26 @@ def test_group_offload_and_compile_reach_both_wan_a14b_experts(
     assert "group_offloading" not in _expert_hooks(pipeline.vae)
 
 
+@pytest.mark.gpu
+def test_under_group_offload_the_transformer_blocks_wait_off_the_gpu_between_calls(
+    tiny_wan_path: Path,
+) -> None:
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    engine = video_engine(config_of("wan", tiny_wan_path, device="cuda", group_offload=True))
+    [made] = engine.generate([SceneRequest(image=keyframe(80), seed=8, prompt="fox")])
+
+    assert made.frames.shape == (9, 64, 64, 3)
+    assert engine.runtime is not None and engine.runtime.group_offload
+    transformer = engine._pipeline.transformer
+    assert "group_offloading" in _expert_hooks(transformer)
+    # Each block came to the GPU for its turn in the call and went back; the rest of the pipeline stays there.
+    assert {p.device.type for p in transformer.blocks.parameters()} == {"cpu"}
+    assert engine._pipeline.vae.device.type == "cuda"
+
+
 def test_wan_reads_prompts_as_long_as_it_was_trained_on_and_ltx_as_its_pipelines_do() -> None:
     assert WanConfig().max_sequence_length == 512
     assert LTXConfig().max_sequence_length == 128
