@@ -312,13 +312,14 @@ def test_ltx_with_a_timestep_conditioned_decoder_batches_and_equals_the_stock_pi
 
 
 @pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("step_cache", ["first_block", "taylorseer"])
 def test_a_cancel_with_the_step_cache_on_leaves_no_stale_state(
-    family: str, request: pytest.FixtureRequest
+    family: str, step_cache: str, request: pytest.FixtureRequest
 ) -> None:
     # A cancelled call never reaches the pipeline's end, where diffusers resets its cache hooks; the caches
     # must still start afresh with the next call.
     path = request.getfixturevalue(f"tiny_{family}_path")
-    engine = video_engine(config_of(family, path, step_cache="first_block"))
+    engine = video_engine(config_of(family, path, step_cache=step_cache))
     ask = SceneRequest(image=keyframe(60), seed=6, prompt="fox", num_inference_steps=4)
     [before] = engine.generate([ask])
     cancel = threading.Event()
