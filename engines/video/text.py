@@ -195,6 +195,16 @@ class TransformerVideoEngine(VideoEngine):
                     pipeline, name, torch.compile(getattr(pipeline, name), mode="max-autotune-no-cudagraphs")
                 )
 
+    def _free_after_failure(self) -> None:
+        # A call that stopped early (a cancel, an out-of-memory) never reached the pipeline's end, where the
+        # step caches' state is reset; TaylorSeer would otherwise extrapolate the next call from this one's.
+        pipeline = self._pipeline
+        for name in _EXPERTS:
+            expert = getattr(pipeline, name, None)
+            if expert is not None and getattr(expert, "is_cache_enabled", False):
+                expert._reset_stateful_cache()
+        super()._free_after_failure()
+
     def _warn_if_made_for_another_pipeline(self, pipeline: Any) -> None:
         # A checkpoint names the pipeline it was made for; diffusers pairs LTX-Video 0.9.5 and later with
         # LTXConditionPipeline (conditioning frames), whose frames LTXImageToVideoPipeline does not reproduce.
@@ -359,7 +369,9 @@ def _cache_config(config: TransformerVideoConfig) -> Any:
         return FirstBlockCacheConfig(threshold=config.step_cache_threshold)
     from diffusers import TaylorSeerCacheConfig
 
-    return TaylorSeerCacheConfig()
+    # diffusers' default patterns end at "attn" and are fullmatched, so they miss LTX's and Wan's attention
+    # modules (`blocks.0.attn1`, `transformer_blocks.0.attn2`) and hook nothing: name them.
+    return TaylorSeerCacheConfig(cache_identifiers=[r"(transformer_)?blocks\.\d+\.attn\d"])
 
 
 __all__ = [

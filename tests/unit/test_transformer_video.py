@@ -236,9 +236,11 @@ def test_the_engine_makes_the_frames_plain_diffusers_makes(
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_plain_options_give_the_plain_pipeline_frames_and_each_option_runs(
+def test_plain_options_give_the_plain_pipeline_frames_and_each_option_takes_effect(
     family: str, request: pytest.FixtureRequest
 ) -> None:
+    import torch
+
     path = request.getfixturevalue(f"tiny_{family}_path")
     plain = video_engine(config_of(family, path))
     ask = SceneRequest(image=keyframe(9), seed=4, prompt="red fox", num_inference_steps=4)
@@ -248,16 +250,32 @@ def test_plain_options_give_the_plain_pipeline_frames_and_each_option_runs(
     tiled = video_engine(config_of(family, path, vae_tiling=True))
     np.testing.assert_array_equal(tiled.generate([ask])[0].frames, reference.frames)
     assert tiled.runtime is not None and tiled.runtime.vae_tiling
-    for option in (
-        {"step_cache": "first_block"},
-        {"step_cache": "taylorseer"},
-        {"fp8_weights": True},
-        {"torch_compile": True, "cpu_offload": True},  # CUDA-only: ignored with a warning here
-        {"group_offload": True},
+    # Each option's mark on the loaded transformer, looked at after a call: an option that did nothing
+    # would still make frames of the right shape.
+    for option, hooks_added in (
+        ({"step_cache": "first_block"}, {"fbc_leader_block_hook", "fbc_block_hook"}),
+        ({"step_cache": "taylorseer"}, {"taylorseer_cache"}),
+        ({"fp8_weights": True}, {"layerwise_casting"}),
+        # CUDA-only, so ignored with a warning here (test_group_offload_and_compile_reach_both_wan_a14b_experts
+        # applies them as CUDA would).
+        ({"torch_compile": True, "cpu_offload": True}, set()),
+        ({"group_offload": True}, set()),
     ):
         engine = video_engine(config_of(family, path, **option))
         [made] = engine.generate([ask])
         assert made.frames.shape == reference.frames.shape, option
+        transformer = engine._pipeline.transformer
+        assert isinstance(transformer, torch.nn.Module) and not isinstance(
+            transformer, torch._dynamo.eval_frame.OptimizedModule
+        ), option
+        assert _expert_hooks(transformer) == hooks_added, option
+        assert transformer.is_cache_enabled == ("step_cache" in option), option
+        weight_dtypes = {p.dtype for p in transformer.parameters()}
+        assert (torch.float8_e4m3fn in weight_dtypes) == ("fp8_weights" in option), option
+        assert engine.runtime is not None
+        assert not (
+            engine.runtime.cpu_offload or engine.runtime.group_offload or engine.runtime.torch_compile
+        )
         engine.unload()
 
 
@@ -294,13 +312,14 @@ def test_ltx_with_a_timestep_conditioned_decoder_batches_and_equals_the_stock_pi
 
 
 @pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("step_cache", ["first_block", "taylorseer"])
 def test_a_cancel_with_the_step_cache_on_leaves_no_stale_state(
-    family: str, request: pytest.FixtureRequest
+    family: str, step_cache: str, request: pytest.FixtureRequest
 ) -> None:
     # A cancelled call never reaches the pipeline's end, where diffusers resets its cache hooks; the caches
     # must still start afresh with the next call.
     path = request.getfixturevalue(f"tiny_{family}_path")
-    engine = video_engine(config_of(family, path, step_cache="first_block"))
+    engine = video_engine(config_of(family, path, step_cache=step_cache))
     ask = SceneRequest(image=keyframe(60), seed=6, prompt="fox", num_inference_steps=4)
     [before] = engine.generate([ask])
     cancel = threading.Event()
@@ -381,6 +400,26 @@ def test_group_offload_and_compile_reach_both_wan_a14b_experts(
         # Under group offload an expert comes to the device a block at a time, never whole.
         assert id(expert) not in moved, name
     assert "group_offloading" not in _expert_hooks(pipeline.vae)
+
+
+@pytest.mark.gpu
+def test_under_group_offload_the_transformer_blocks_wait_off_the_gpu_between_calls(
+    tiny_wan_path: Path,
+) -> None:
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    engine = video_engine(config_of("wan", tiny_wan_path, device="cuda", group_offload=True))
+    [made] = engine.generate([SceneRequest(image=keyframe(80), seed=8, prompt="fox")])
+
+    assert made.frames.shape == (9, 64, 64, 3)
+    assert engine.runtime is not None and engine.runtime.group_offload
+    transformer = engine._pipeline.transformer
+    assert "group_offloading" in _expert_hooks(transformer)
+    # Each block came to the GPU for its turn in the call and went back; the rest of the pipeline stays there.
+    assert {p.device.type for p in transformer.blocks.parameters()} == {"cpu"}
+    assert engine._pipeline.vae.device.type == "cuda"
 
 
 def test_wan_reads_prompts_as_long_as_it_was_trained_on_and_ltx_as_its_pipelines_do() -> None:
