@@ -12,7 +12,6 @@ from PIL import Image
 
 from core.errors import GenerationCancelled, InvalidInput, ModelUnavailable
 from core.status import Animator
-from engines.fallback import animate_scenes
 from engines.video.base import SceneRequest
 from engines.video.config import LTXConfig, TransformerVideoConfig, WanConfig
 from engines.video.families import build_video_engine, video_engine
@@ -177,6 +176,10 @@ def test_the_config_refuses_a_size_off_the_family_multiple() -> None:
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_missing_weights_fall_back_with_the_reason(family: str, tmp_path: Path) -> None:
+    # Imported here, not with the module: this file holds a gpu test, and the device's wheels leave out
+    # engines.media, which engines.fallback imports (bench/device_wheels.py).
+    from engines.fallback import animate_scenes
+
     engine = video_engine(config_of(family, tmp_path / "nowhere"))
     [result] = animate_scenes(
         engine, [SceneRequest(image=keyframe(7), seed=2, prompt="fox")], ["A fox"], "auto", engine.config
@@ -191,6 +194,10 @@ def test_missing_weights_fall_back_with_the_reason(family: str, tmp_path: Path) 
 def test_the_fallback_labels_model_frames_with_the_family(
     family: str, request: pytest.FixtureRequest
 ) -> None:
+    # Imported here, not with the module: this file holds a gpu test, and the device's wheels leave out
+    # engines.media, which engines.fallback imports (bench/device_wheels.py).
+    from engines.fallback import animate_scenes
+
     path = request.getfixturevalue(f"tiny_{family}_path")
     engine = video_engine(config_of(family, path))
     [result] = animate_scenes(
