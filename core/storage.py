@@ -235,7 +235,12 @@ class ObjectStorage(Storage):
         import fsspec
 
         # Listings are not cached: another process writes and deletes the same keys.
-        return fsspec.filesystem(self.protocol, use_listings_cache=False, skip_instance_cache=True)
+        options: dict[str, Any] = {"use_listings_cache": False, "skip_instance_cache": True}
+        if self.protocol in ("s3", "s3a"):
+            # Presigned URLs in Signature Version 4: botocore would sign them in version 2 for an endpoint of
+            # its own (MinIO, Ceph) or us-east-1, which AWS refuses for buckets made since June 2020.
+            options["config_kwargs"] = {"signature_version": "s3v4"}
+        return fsspec.filesystem(self.protocol, **options)
 
     @functools.cached_property
     def scratch(self) -> Path:

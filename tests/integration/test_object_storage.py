@@ -13,6 +13,7 @@ import os
 import pickle
 import time
 from pathlib import Path
+from urllib.parse import parse_qsl, urlsplit
 
 import fsspec
 import httpx
@@ -30,6 +31,7 @@ from serve_app.api.downloads import byte_range
 from serve_app.config import AppConfig
 from serve_app.protocol import CreateVideoRequest, ExtendRequest, RemixRequest, SceneSpec
 from tests.fixtures.jobs import job_row, runners, service_with
+from tests.support.s3 import CREDENTIALS, query_signature
 
 pytestmark = pytest.mark.integration
 
@@ -287,8 +289,15 @@ def test_with_presign_the_content_route_redirects_to_the_store(on_s3):
         completed(client, video_id)
         redirect = client.get(f"/v1/videos/{video_id}/content", follow_redirects=False)
     assert redirect.status_code == 307
-    fetched = httpx.get(redirect.headers["location"])  # no credentials: the signature is the permission
+    location = redirect.headers["location"]
+    fetched = httpx.get(location)  # no credentials: the signature is the permission
     assert fetched.status_code == 200 and fetched.content[4:8] == b"ftyp"
+    # The test server serves any presigned URL: the signature is checked here, against the store's secret.
+    query = dict(parse_qsl(urlsplit(location).query))
+    assert query["X-Amz-Credential"].startswith(CREDENTIALS["AWS_ACCESS_KEY_ID"] + "/")
+    assert query["X-Amz-Expires"] == str(on_s3.storage.presign_seconds)
+    assert query["X-Amz-Signature"] == query_signature(location, CREDENTIALS["AWS_SECRET_ACCESS_KEY"])
+    assert query["X-Amz-Signature"] != query_signature(location, "another-secret")
     assert (
         fetched.content
         == JobFiles(service.storage, video_id)

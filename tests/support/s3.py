@@ -4,6 +4,8 @@ benchmarks: a separate process on a free loopback port, reached over real HTTP b
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import itertools
 import os
 import subprocess
@@ -13,6 +15,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import parse_qsl, quote, urlsplit
 
 import httpx
 
@@ -87,4 +90,36 @@ def new_bucket(environment: dict[str, str]) -> str:
     return f"s3://{name}"
 
 
-__all__ = ["ServerMissing", "new_bucket", "s3_server"]
+def query_signature(url: str, secret: str) -> str:
+    """The Signature Version 4 signature a presigned GET ``url`` should carry when signed with ``secret``,
+    computed here from AWS's published algorithm (moto's server checks a signed header, never a presigned
+    URL's query: without this, any signature would download)."""
+    parts = urlsplit(url)
+    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "X-Amz-Signature"]
+    fields = dict(query)
+    assert fields["X-Amz-Algorithm"] == "AWS4-HMAC-SHA256" and fields["X-Amz-SignedHeaders"] == "host"
+
+    def encoded(text: str) -> str:
+        return quote(text, safe="-_.~")
+
+    canonical_query = "&".join(f"{encoded(k)}={encoded(v)}" for k, v in sorted(query))
+    canonical_request = "\n".join(
+        ["GET", parts.path or "/", canonical_query, f"host:{parts.netloc}", "", "host", "UNSIGNED-PAYLOAD"]
+    )
+    _, day, region, service, terminal = fields["X-Amz-Credential"].split("/")
+    scope = f"{day}/{region}/{service}/{terminal}"
+    to_sign = "\n".join(
+        [
+            "AWS4-HMAC-SHA256",
+            fields["X-Amz-Date"],
+            scope,
+            hashlib.sha256(canonical_request.encode()).hexdigest(),
+        ]
+    )
+    key = f"AWS4{secret}".encode()
+    for part in (day, region, service, terminal):
+        key = hmac.new(key, part.encode(), hashlib.sha256).digest()
+    return hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
+
+
+__all__ = ["CREDENTIALS", "ServerMissing", "new_bucket", "query_signature", "s3_server"]
