@@ -18,6 +18,7 @@ from PIL import Image
 from serve_app.api import ingress
 from serve_app.api.bodies import MAX_FORM_FIELD_BYTES, MAX_JSON_DEPTH
 from serve_app.videos import uploads
+from tests.fixtures.jobs import job_row
 from tests.fixtures.media import flac_header, wav_bytes
 
 pytestmark = pytest.mark.integration
@@ -474,6 +475,32 @@ def test_a_stream_gives_its_slot_back_when_closed_or_dropped_unstarted(local_ser
     refused, held, after = asyncio.run(scenario())
     assert getattr(refused, "code", None) == "too_many_streams"
     assert (held, after) == (1, 0)
+
+
+def test_a_quiet_stream_sends_a_keep_alive_after_its_quiet_interval_and_only_then(local_service, monkeypatch):
+    from serve_app.videos import events
+
+    assert events.EVENT_KEEPALIVE_S == 15.0  # the README's figure, under proxies' usual 30-60 s idle limits
+    monkeypatch.setattr(events, "EVENT_KEEPALIVE_S", 0.6)  # the same loop, sooner
+    monkeypatch.setattr(events, "EVENT_POLL_S", 0.05)
+
+    # Queued, and held by a live runner elsewhere: nothing here changes it.
+    job_id = "video_" + "d" * 32
+    local_service.store.create(job_row(job_id, "queued", runner_id="elsewhere", lease_until=time.time() + 3600))
+
+    async def scenario() -> tuple[list[str], float]:
+        stream = local_service.open_events(job_id)
+        chunks = [await anext(stream), await anext(stream)]
+        started = time.monotonic()
+        chunks.append(await asyncio.wait_for(anext(stream), 30))  # only guards against a hang
+        waited = time.monotonic() - started
+        await stream.aclose()
+        return chunks, waited
+
+    (retry, video, keep_alive), waited = asyncio.run(scenario())
+    assert retry.startswith("retry: ") and video.startswith("event: video\n")
+    assert keep_alive == ": keep-alive\n\n"  # a comment line: EventSource and our clients skip it
+    assert waited >= 0.6  # sent once the stream was quiet that long, not at every poll
 
 
 async def create_job(service) -> str:
