@@ -25,6 +25,11 @@ class Metrics:
         self.scenes = metrics.Counter(
             "storyreel_scenes", description="Scenes finished, by what made them.", tag_keys=("generator",)
         )
+        self.stage_retries = metrics.Counter(
+            "storyreel_stage_retries",
+            description="Stage calls made again because their replica died or was overloaded, by stage.",
+            tag_keys=("stage",),
+        )
         self.batch_size = metrics.Histogram(
             "storyreel_animator_batch_size",
             description="Scenes per VideoAnimator batch (one pipeline call unless sizes or frame counts differ).",

@@ -238,11 +238,13 @@ class JobRunner:
         self.worker.wake()
 
     async def stats(self) -> dict[str, Any]:
-        """This replica's runner: jobs in flight and the bytes it received from the stages."""
+        """This replica's runner: jobs in flight, the bytes it received from the stages and the stage calls it
+        made again (stage -> count)."""
         return {
             "runner_id": self.worker.runner_id,
             "jobs_in_flight": self.worker.in_flight,
             "received_bytes": self.stages.received_bytes,
+            "retries": dict(self.stages.retries),
         }
 
     def record_autoscaling_stats(self) -> dict[str, float]:

@@ -2,7 +2,8 @@
 
 ``ServeStages`` retries a call whose replica died or was overloaded, hands the painter's response to the
 animator and the animator's frames to the encoder without receiving either, and counts the bytes it does
-receive (``received_bytes``; the benchmark's ``runner_bytes_per_scene``).
+receive (``received_bytes``; the benchmark's ``runner_bytes_per_scene``) and the calls it made again
+(``retries``, by stage; the metric ``storyreel_stage_retries``).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import asyncio
 import io
 import logging
 import pickle
+from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -20,6 +22,7 @@ from ray.exceptions import ActorUnavailableError, ObjectLostError, OwnerDiedErro
 from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentResponse
 
+from core import metrics
 from core.errors import FramesLost
 from engines.fallback import KeyframeResult, load_under_policy, scene_writer
 from engines.media.clips import ClipEncoder, EncodedScene, EncodeRequest, FinalVideo, StitchRequest
@@ -66,13 +69,16 @@ class ServeStages:
             "encoder": encoder,
         }
         self.received_bytes = 0
+        self.retries: Counter[str] = Counter()
         self.writer, self.narrator, self.painter, self.animator, self.encoder = self, self, self, self, self
 
     async def write(self, request: WriteRequest) -> Script:
-        return self._received(await self._call(lambda: self.handles["writer"].write.remote(request)))
+        return self._received(await self._call("write", lambda: self.handles["writer"].write.remote(request)))
 
     async def narrate(self, request: NarrateRequest) -> Narration:
-        return self._received(await self._call(lambda: self.handles["narrator"].narrate.remote(request)))
+        return self._received(
+            await self._call("narrate", lambda: self.handles["narrator"].narrate.remote(request))
+        )
 
     def paint(self, keyframe: KeyframeSpec) -> KeyframeResult | Painting:
         """The frame at hand, or a `Painting` that ``animate`` asks the painter for (not here: each attempt of
@@ -94,20 +100,23 @@ class ServeStages:
                     yield self._received(event)
                 return
             except Exception as exc:
-                await self._back_off(exc, attempt)
+                await self._back_off("animate", exc, attempt)
 
     async def encode_scene(self, request: EncodeRequest, animated: Animated) -> EncodedScene:
         try:
             return self._received(
-                await self._call(lambda: self.handles["encoder"].encode_scene.remote(request, animated))
+                await self._call(
+                    "encode", lambda: self.handles["encoder"].encode_scene.remote(request, animated)
+                )
             )
         except (ObjectLostError, OwnerDiedError) as exc:
+            self._count_retry("animate")  # the recipe animates the scene again
             raise FramesLost(f"scene {request.index}'s frames were lost with their animator: {exc}") from exc
 
     async def stitch(self, request: StitchRequest) -> FinalVideo:
-        return self._received(await self._call(lambda: self.handles["encoder"].stitch.remote(request)))
+        return self._received(await self._call("stitch", lambda: self.handles["encoder"].stitch.remote(request)))
 
-    async def _call(self, call: Callable[[], DeploymentResponse[T]]) -> T:
+    async def _call(self, stage: str, call: Callable[[], DeploymentResponse[T]]) -> T:
         """``await call()``, retried with backoff when the replica died or was overloaded.
 
         A cancel of the awaiting task (the job was cancelled or deleted) cancels the call in its replica too:
@@ -122,17 +131,21 @@ class ServeStages:
                 response.cancel()
                 raise
             except Exception as exc:
-                await self._back_off(exc, attempt)
+                await self._back_off(stage, exc, attempt)
         raise AssertionError("unreachable")
 
-    @staticmethod
-    async def _back_off(exc: Exception, attempt: int) -> None:
+    async def _back_off(self, stage: str, exc: Exception, attempt: int) -> None:
         """Return after a pause if ``exc`` is worth another attempt; else raise it."""
         if not isinstance(unwrap(exc), RETRYABLE) or attempt == CALL_ATTEMPTS:
             raise exc
         delay = min(2.0**attempt, 15.0)
-        logger.warning("call failed (%s); retry %d in %.0f s", type(exc).__name__, attempt, delay)
+        logger.warning("%s call failed (%s); retry %d in %.0f s", stage, type(exc).__name__, attempt, delay)
+        self._count_retry(stage)
         await asyncio.sleep(delay)
+
+    def _count_retry(self, stage: str) -> None:
+        self.retries[stage] += 1
+        metrics.get().stage_retries.inc(tags={"stage": stage})
 
     def _received(self, result: T) -> T:
         self.received_bytes += wire_size(result)

@@ -150,6 +150,12 @@ def _painter_stats() -> dict:
     return serve.get_deployment_handle("KeyframePainter", app_name="tiny").stats.remote().result()
 
 
+def _runner_stats() -> dict:
+    from ray import serve
+
+    return serve.get_deployment_handle("JobRunner", app_name="tiny").stats.remote().result()
+
+
 def _replicas(deployment: str = "VideoAnimator") -> list:
     import ray
 
@@ -219,6 +225,10 @@ def test_a_killed_svd_replica_costs_a_retry_not_the_job(app):
     finished = app.wait(video["id"], timeout_s=300)
     assert finished["status"] == "completed", finished["error"]
     assert [s["generator"] for s in finished["scenes"]] == ["svd", "svd"]
+    # Completed because the runner called the animator again (a replacement replica), not by luck.
+    assert _runner_stats()["retries"].get("animate", 0) >= 1
+    status, attempts, scenes = _stored(app, video["id"])
+    assert attempts == 1 and all(tries == 1 for _, tries in scenes)  # a retry of the call, not of the job
 
 
 CHAINED_JOB = SLOW_JOB | {"continuity": True}
