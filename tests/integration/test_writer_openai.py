@@ -94,13 +94,13 @@ def test_broken_json_then_a_good_repair_keeps_the_model_script(chat_server) -> N
 def test_timeout_falls_back_to_the_template(chat_server) -> None:
     def slow(body: dict[str, Any], n: int) -> Reply:
         reply = completion(script_json(2))
-        reply.delay_s = 2.0
+        reply.delay_s = 60.0
         return reply
 
     server = chat_server(slow)
     started = time.monotonic()
     script = make_writer(server.base_url, timeout_s=0.3).write(PROMPT)
-    assert time.monotonic() - started < 1.8  # the writer did not wait for the slow answer
+    assert time.monotonic() - started < 30  # did not wait for the answer (60 s); generous on a busy host
     assert script.backend == "template"
     assert "APITimeoutError" in script.fallback_reason
 
