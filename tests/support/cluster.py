@@ -15,19 +15,32 @@ from tests.support.ports import free_port
 
 # Fractions of a CPU per replica (Ray counts 8 logical CPUs on this 2-core machine): the five deployments
 # and a second SVD replica fit beside the calling process.
+# Each replica stops within a second of a delete, not once its calls are done (up to 15 minutes for an
+# animator as shipped): the tests delete an app as soon as they are done with it, and wait until it has gone.
+_QUICK_STOP = {"graceful_shutdown_wait_loop_s": 0.1, "graceful_shutdown_timeout_s": 1}
 REPLICAS: dict[str, dict[str, Any]] = {
-    "VideoAPI": {"ray_actor_options": {"num_cpus": 0.1}},
-    "JobRunner": {"ray_actor_options": {"num_cpus": 0.1}},
-    "SceneWriter": {"ray_actor_options": {"num_cpus": 0.1}},
-    "KeyframePainter": {"ray_actor_options": {"num_cpus": 0.1}},
-    "VideoAnimator": {"ray_actor_options": {"num_cpus": 0.2, "num_gpus": 0}},
-    "Encoder": {"ray_actor_options": {"num_cpus": 0.2}},
+    "VideoAPI": {"ray_actor_options": {"num_cpus": 0.1}, **_QUICK_STOP},
+    "JobRunner": {"ray_actor_options": {"num_cpus": 0.1}, **_QUICK_STOP},
+    "SceneWriter": {"ray_actor_options": {"num_cpus": 0.1}, **_QUICK_STOP},
+    "KeyframePainter": {"ray_actor_options": {"num_cpus": 0.1}, **_QUICK_STOP},
+    "VideoAnimator": {"ray_actor_options": {"num_cpus": 0.2, "num_gpus": 0}, **_QUICK_STOP},
+    "Encoder": {"ray_actor_options": {"num_cpus": 0.2}, **_QUICK_STOP},
+    "Narrator": _QUICK_STOP,
+    "JobBoard": _QUICK_STOP,
 }
 # Between serve.shutdown() and ray.shutdown(): for this process's handles to hear that the controller died.
 SERVE_STOPPED_S = 1.0
 
 # The proxy URL of the cluster a `cluster()` block of this process runs, while it runs.
 _running: str | None = None
+
+
+def metrics_url() -> str:
+    """The running cluster's Prometheus endpoint (Ray's metrics export on this node)."""
+    import ray
+
+    (node,) = ray.nodes()
+    return f"http://127.0.0.1:{node['MetricsExportPort']}/metrics"
 
 
 @contextmanager
@@ -47,7 +60,14 @@ def cluster(log_to_driver: bool = False) -> Iterator[str]:
 
     port = free_port()
     ray.init(
-        num_cpus=8, num_gpus=1, include_dashboard=False, configure_logging=False, log_to_driver=log_to_driver
+        # A cluster of its own, never one another process started on this machine and recorded in /tmp/ray
+        # (the crash and multi-node tests start theirs beside this one).
+        address="local",
+        num_cpus=8,
+        num_gpus=1,
+        include_dashboard=False,
+        configure_logging=False,
+        log_to_driver=log_to_driver,
     )
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})

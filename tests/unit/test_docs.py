@@ -33,3 +33,14 @@ def test_the_license_file_is_the_license_pyproject_names():
     text = (ROOT / "LICENSE").read_text(encoding="utf-8")
     assert license_name == "Apache-2.0"
     assert "Apache License" in text[:200] and "Version 2.0, January 2004" in text[:200]
+
+
+def test_the_monitoring_table_lists_every_metric_the_code_defines():
+    import re
+
+    section = (
+        (ROOT / "README.md").read_text(encoding="utf-8").split("## Monitoring", 1)[1].split("\n## ", 1)[0]
+    )
+    documented = set(re.findall(r"^\| `(storyreel_\w+)", section, flags=re.MULTILINE))
+    defined = set(re.findall(r'"(storyreel_\w+)"', (ROOT / "core" / "metrics.py").read_text()))
+    assert documented == defined
