@@ -16,7 +16,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from tests.fixtures.serve import Deployed, cpu_profile, deployed
+from tests.fixtures.serve import Deployed
 
 pytestmark = pytest.mark.e2e
 
@@ -24,11 +24,24 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
 
 
 @pytest.fixture(scope="module")
-def fuzz_app(serve_cluster, tmp_path_factory) -> Iterator[Deployed]:
-    # Short videos keep the jobs the fuzzer creates cheap; limits stay as in the CPU profile.
-    config = cpu_profile(tmp_path_factory.mktemp("fuzz-storage"))
-    with deployed(serve_cluster, config, "fuzz") as app:
-        yield app
+def fuzz_app(cpu_app: Deployed) -> Iterator[Deployed]:
+    """The shared CPU profile app; the jobs the fuzzer started are cancelled after, so that the modules
+    after this one do not queue behind them."""
+    yield cpu_app
+    for video in unfinished(cpu_app):
+        cpu_app.client.post(f"/v1/videos/{video['id']}/cancel")
+
+
+def unfinished(app: Deployed) -> list[dict]:
+    videos, after = [], None
+    while True:
+        page = app.client.get(
+            "/v1/videos", params={"limit": 100} | ({"after": after} if after else {})
+        ).json()
+        videos += [video for video in page["data"] if video["status"] in ("queued", "in_progress")]
+        if not page["has_more"]:
+            return videos
+        after = page["last_id"]
 
 
 @pytest.fixture(scope="module")

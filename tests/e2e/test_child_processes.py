@@ -8,12 +8,11 @@ WAV header, which the mix's `-stream_loop -1` loops over for ever at full CPU.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import pytest
 
 from tests.fixtures.media import seconds_until_gone, wait_for_process, wav_bytes
-from tests.fixtures.serve import Deployed, cpu_profile, deployed
+from tests.fixtures.serve import Deployed
 
 pytestmark = pytest.mark.e2e
 
@@ -21,11 +20,9 @@ SCENE = {"prompt": "A bell rings.", "num_scenes": "1", "seconds": "2", "narratio
 
 
 @pytest.fixture(scope="module")
-def app(serve_cluster, tmp_path_factory) -> Iterator[Deployed]:
+def app(serial_app: Deployed) -> Deployed:
     # One job at a time: a job whose ffmpeg outlived it would hold the slot the next one needs.
-    config = cpu_profile(tmp_path_factory.mktemp("stoppable-storage"), jobs={"max_concurrent_jobs": 1})
-    with deployed(serve_cluster, config, "stoppable") as app:
-        yield app
+    return serial_app
 
 
 @pytest.mark.parametrize("stop", ["cancel", "delete"])

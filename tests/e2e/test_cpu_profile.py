@@ -7,7 +7,6 @@ import http.client
 import io
 import json
 import uuid
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import av
@@ -17,7 +16,7 @@ import webvtt
 from openai import OpenAI
 from PIL import Image
 
-from tests.fixtures.serve import Deployed, cpu_profile, deployed
+from tests.fixtures.serve import Deployed
 
 pytestmark = pytest.mark.e2e
 
@@ -25,9 +24,8 @@ PROMPT = "A lighthouse keeper climbs the stairs at dusk. A whale glows under the
 
 
 @pytest.fixture(scope="module")
-def app(serve_cluster, tmp_path_factory) -> Iterator[Deployed]:
-    with deployed(serve_cluster, cpu_profile(tmp_path_factory.mktemp("cpu-storage")), "cpu") as app:
-        yield app
+def app(cpu_app: Deployed) -> Deployed:
+    return cpu_app
 
 
 def raw_get(app: Deployed, path: str) -> tuple[int, dict]:

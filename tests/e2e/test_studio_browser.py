@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from tests.fixtures.browser import playwright_sync_api
-from tests.fixtures.serve import REPLICAS, Deployed, cpu_profile, deployed
+from tests.fixtures.serve import API_KEYS, Deployed
 
 pytestmark = pytest.mark.e2e
 
@@ -29,7 +29,7 @@ def expect(actual: Any, message: str | None = None) -> Any:
 
 JOB_MS = 120_000  # a job, from create to completed, on a busy CI machine
 SCREENSHOTS = Path(__file__).parents[2] / "out" / "screenshots"
-KEY = "test-key"
+KEY = API_KEYS[0]
 PROMPT = "A lighthouse keeper climbs the stairs at dusk. A whale glows under the sea."
 
 PLAYER_LOADED = (
@@ -48,11 +48,9 @@ CAPTION_CUES = """() => {
 
 
 @pytest.fixture(scope="module")
-def app(serve_cluster, tmp_path_factory) -> Iterator[Deployed]:
+def app(serial_app: Deployed) -> Deployed:
     # One job at a time, so a second job waits in the queue for as long as the first one runs.
-    config = cpu_profile(tmp_path_factory.mktemp("studio-storage"), jobs={"max_concurrent_jobs": 1})
-    with deployed(serve_cluster, config, "studio") as app:
-        yield app
+    return serial_app
 
 
 @dataclass
@@ -166,8 +164,9 @@ def test_a_video_longer_than_asked_shows_its_notice_and_lengths_people_read(app,
 
 def test_cancel_and_delete_from_the_page(app, tab):
     page = tab.page
-    # The runner takes one job at a time: while this one runs, the page's video waits in the queue.
-    blocker = app.client.post("/v1/videos", json={"prompt": "A long walk. Then another.", "seconds": 12})
+    # The runner takes one job at a time: while this one runs, the page's video waits in the queue. The
+    # most scenes allowed (8 of 2 s), tens of seconds to make here, so it still runs when the page looks.
+    blocker = app.client.post("/v1/videos", json={"prompt": "A long walk. Then another.", "seconds": 16})
     assert blocker.status_code == 200, blocker.text
     blocker = blocker.json()
     page.goto(f"{app.url}/")
@@ -200,44 +199,37 @@ def test_cancel_and_delete_from_the_page(app, tab):
     app.client.delete(f"/v1/videos/{blocker['id']}")
 
 
-def test_the_page_asks_for_an_api_key_and_then_lists_the_videos(serve_cluster, tmp_path, tab):
-    options = {
-        "VideoAPI": {
-            "ray_actor_options": REPLICAS["VideoAPI"]["ray_actor_options"]
-            | {"runtime_env": {"env_vars": {"STORYREEL_API_KEYS": KEY}}}
-        }
-    }
-    with deployed(serve_cluster, cpu_profile(tmp_path), "studiokeys", options) as keyed:
-        keyed.client.headers["Authorization"] = f"Bearer {KEY}"
-        video = keyed.client.post("/v1/videos", json={"prompt": "A key turns. A door opens.", "seconds": 2})
-        video_id = video.json()["id"]
-        assert keyed.wait(video_id)["status"] == "completed"
-        assert httpx.get(f"{keyed.url}/v1/videos").status_code == 401
+def test_the_page_asks_for_an_api_key_and_then_lists_the_videos(keyed_app, tab):
+    # keyed_app's client sends the key; the page starts without one.
+    video = keyed_app.client.post("/v1/videos", json={"prompt": "A key turns. A door opens.", "seconds": 2})
+    video_id = video.json()["id"]
+    assert keyed_app.wait(video_id)["status"] == "completed"
+    assert httpx.get(f"{keyed_app.url}/v1/videos").status_code == 401
 
-        page = tab.page
-        page.goto(f"{keyed.url}/")
-        dialog = page.get_by_role("dialog", name="API key needed")
-        expect(dialog).to_be_visible(timeout=30_000)
-        page.get_by_label("API key", exact=True).fill("not-the-key")
-        page.get_by_role("button", name="Use key").click()
-        expect(dialog).to_contain_text("refused")
-        page.get_by_label("API key", exact=True).fill(KEY)
-        page.get_by_role("button", name="Use key").click()
-        expect(dialog).to_be_hidden()
+    page = tab.page
+    page.goto(f"{keyed_app.url}/")
+    dialog = page.get_by_role("dialog", name="API key needed")
+    expect(dialog).to_be_visible(timeout=30_000)
+    page.get_by_label("API key", exact=True).fill("not-the-key")
+    page.get_by_role("button", name="Use key").click()
+    expect(dialog).to_contain_text("refused")
+    page.get_by_label("API key", exact=True).fill(KEY)
+    page.get_by_role("button", name="Use key").click()
+    expect(dialog).to_be_hidden()
 
-        card = page.locator(f'#video-list li[data-id="{video_id}"]')
-        expect(card).to_contain_text("completed", timeout=30_000)
-        # Media cannot send the header: the thumbnail comes as a blob fetched with the key.
-        page.wait_for_function(IMAGE_LOADED, arg=f'li[data-id="{video_id}"] img', timeout=30_000)
-        expect(card.locator("img")).to_have_attribute("src", re.compile("^blob:"))
-        assert page.evaluate("sessionStorage.getItem('storyreel.apiKey')") == KEY
+    card = page.locator(f'#video-list li[data-id="{video_id}"]')
+    expect(card).to_contain_text("completed", timeout=30_000)
+    # Media cannot send the header: the thumbnail comes as a blob fetched with the key.
+    page.wait_for_function(IMAGE_LOADED, arg=f'li[data-id="{video_id}"] img', timeout=30_000)
+    expect(card.locator("img")).to_have_attribute("src", re.compile("^blob:"))
+    assert page.evaluate("sessionStorage.getItem('storyreel.apiKey')") == KEY
 
-        card.get_by_role("link").click()
-        expect(page.locator("#video-status")).to_have_text("completed", timeout=30_000)
-        page.wait_for_function(
-            "() => { const v = document.querySelector('#player-video'); return v.readyState >= 1 && v.duration > 1; }",
-            timeout=30_000,
-        )
+    card.get_by_role("link").click()
+    expect(page.locator("#video-status")).to_have_text("completed", timeout=30_000)
+    page.wait_for_function(
+        "() => { const v = document.querySelector('#player-video'); return v.readyState >= 1 && v.duration > 1; }",
+        timeout=30_000,
+    )
 
 
 def test_screenshots_at_desktop_and_phone_width(app, browser):

@@ -3,35 +3,24 @@ outbox in the job store, and a receiver in this process verifies what arrives.""
 
 from __future__ import annotations
 
-import base64
 import json
-import secrets
 import time
-from collections.abc import Iterator
 
 import pytest
 
-from tests.fixtures.serve import Deployed, cpu_profile, deployed
+from tests.fixtures.serve import WEBHOOK_SECRET, Deployed
 from tests.fixtures.webhooks import Receiver, verify
 
 pytestmark = pytest.mark.e2e
 
-SECRET = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
+SECRET = WEBHOOK_SECRET
 
 
 @pytest.fixture(scope="module")
-def app(serve_cluster, tmp_path_factory) -> Iterator[Deployed]:
-    config = cpu_profile(
-        tmp_path_factory.mktemp("hooks-storage"),
-        webhooks={"allowed_hosts": ["127.0.0.1"], "retry_seconds": [1, 1]},
-    )
-    # The secret reaches the replicas that need it the way a deployment gives it: in their environment.
-    secret_env = {"runtime_env": {"env_vars": {"STORYREEL_WEBHOOK_SECRET": SECRET}}}
-    options = {
-        name: {"ray_actor_options": {"num_cpus": 0.1, **secret_env}} for name in ("VideoAPI", "JobRunner")
-    }
-    with deployed(serve_cluster, config, "hooks", options) as app:
-        yield app
+def app(keyed_app: Deployed) -> Deployed:
+    """Webhooks to this machine, retried after 1 s, signed with ``SECRET`` (it reaches the replicas in their
+    environment, as a deployment gives it)."""
+    return keyed_app
 
 
 def test_a_failed_delivery_is_retried_with_the_same_id_and_a_valid_signature(app):
