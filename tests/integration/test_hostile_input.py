@@ -486,7 +486,9 @@ def test_a_quiet_stream_sends_a_keep_alive_after_its_quiet_interval_and_only_the
 
     # Queued, and held by a live runner elsewhere: nothing here changes it.
     job_id = "video_" + "d" * 32
-    local_service.store.create(job_row(job_id, "queued", runner_id="elsewhere", lease_until=time.time() + 3600))
+    local_service.store.create(
+        job_row(job_id, "queued", runner_id="elsewhere", lease_until=time.time() + 3600)
+    )
 
     async def scenario() -> tuple[list[str], float]:
         stream = local_service.open_events(job_id)
