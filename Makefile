@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CJK_FONT_PACKAGE := fonts-wqy-zenhei
 
-.PHONY: install fonts browser postgres demo test test-unit lint format bench bench-smoke tiny-models device-wheels clean
+.PHONY: install fonts browser postgres demo test test-fast test-unit coverage lint format bench bench-smoke tiny-models device-wheels clean
 
 install: $(STAMP)
 
@@ -52,12 +52,23 @@ postgres:
 demo: install
 	$(BIN)/storyreel demo --out out/demo
 
-# Everything but the benchmarks' smoke runs (bench-smoke).
+# Everything but the benchmarks' smoke runs (bench-smoke), on two workers: one runs the e2e tests on the
+# session's Ray cluster, the other the tests that start clusters of their own, then the tiers without one.
 test: install
-	$(BIN)/python -m pytest -m "not bench"
+	$(BIN)/python -m pytest -n 2 --dist loadgroup -m "not bench"
+
+# The edit-run loop: unit and integration tests but the slow ones, on both cores, with no Ray cluster.
+test-fast: install
+	$(BIN)/python -m pytest -n 2 -m "not e2e and not bench and not slow"
 
 test-unit: install
 	$(BIN)/python -m pytest tests/unit
+
+# make test under coverage.py: line coverage of the service's code as the test process runs it (replicas
+# are Ray's processes and are not counted).
+coverage: install
+	$(BIN)/coverage run --source=core,engines,deployments,serve_app -m pytest -m "not bench"
+	$(BIN)/coverage report --precision=2 | tail -1
 
 lint: install
 	$(BIN)/ruff check .

@@ -10,3 +10,24 @@ pytest_plugins = [
     "tests.fixtures.serve",
     "tests.fixtures.writer",
 ]
+
+# The tier of a test is the folder it lies in: `-m "not e2e"` (make test-fast) leaves out every test that
+# needs the Ray cluster, whatever its module declares.
+TIERS = {"unit", "integration", "e2e", "bench"}
+
+
+import pytest  # noqa: E402 - below the plugin list it serves
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
+def pytest_collection_modifyitems(items):
+    for item in items:
+        tier = item.path.parent.name
+        if tier in TIERS:
+            item.add_marker(getattr(pytest.mark, tier))
+        if tier == "e2e":
+            # Under `pytest -n 2 --dist loadgroup` (make test) the tests on the session's Ray cluster and its
+            # shared apps run in one worker; those that start Ray clusters of their own (the crash and
+            # multi-node tests) in the other, beside it, which then takes the tiers that need no cluster.
+            own = "serve_cluster" not in getattr(item, "fixturenames", ())
+            item.add_marker(pytest.mark.xdist_group("own-clusters" if own else "ray"))

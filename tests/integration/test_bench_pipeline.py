@@ -13,6 +13,7 @@ from serve_app.protocol import CreateVideoRequest
 pytestmark = pytest.mark.integration
 
 
+@pytest.mark.slow
 def test_the_in_process_job_writes_the_video_and_its_extras(tiny_svd_path, tiny_painter_path, tmp_path):
     config = app_config({"svd": tiny_svd_path, "painter": tiny_painter_path}, tmp_path / "storage")
     job = InProcessJob(config, tmp_path / "in-process")
@@ -43,6 +44,7 @@ def test_the_in_process_job_writes_the_video_and_its_extras(tiny_svd_path, tiny_
     assert [folder.name for folder in (again.parents[1]).iterdir()] == [again.parent.name]
 
 
+@pytest.mark.slow
 def test_with_step_scheduling_the_in_process_job_steps_every_scene_in_the_loop(
     tiny_svd_path, tiny_painter_path, tmp_path
 ):

@@ -66,6 +66,7 @@ def test_a_cancel_or_delete_kills_the_stitch_ffmpeg_at_once(local_config: AppCon
     assert next_status == "completed"
 
 
+@pytest.mark.slow
 def test_a_stitch_past_its_time_limit_fails_the_job_with_media_error(local_config: AppConfig):
     local_config.jobs.max_concurrent_jobs = 1
     # Room for the scene's encode of four 64x64 frames on a busy machine; a loop for ever has none.

@@ -84,6 +84,7 @@ def test_two_runners_racing_for_one_job_one_wins(local_config, tmp_path):
     assert store.get(job_id).status == "completed"
 
 
+@pytest.mark.slow
 def test_a_dead_runners_job_is_taken_up_after_its_lease_keeping_finished_scenes(local_config):
     async def scenario():
         service = service_with(local_config)
@@ -155,6 +156,7 @@ def test_a_full_queue_answers_429_with_retry_after(local_service):
     assert response.json()["error"]["type"] == "rate_limit_error"
 
 
+@pytest.mark.slow
 def test_concurrent_creates_at_the_last_place_of_the_queue_take_it_once_and_leave_no_files(local_config):
     # Each create decodes and writes its reference image between the early count and the insert: where the
     # insert did not count again, all forty took the last place.

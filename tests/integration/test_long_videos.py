@@ -35,6 +35,7 @@ async def create(service: VideoService, **body) -> str:
     return video.id
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seconds, scenes, interpolation", [(16, 4, 1), (10, 2, 1), (10, 2, 2)])
 def test_a_video_lasts_what_was_asked(short_calls, seconds, scenes, interpolation):
     short_calls.video_processing.interpolation_factor = interpolation

@@ -107,6 +107,7 @@ def test_a_narrated_video_has_a_voice_track_as_long_as_the_picture_and_captions_
     assert between and min(inside) > 10 * max(between), (inside, between)
 
 
+@pytest.mark.slow
 def test_chinese_text_is_spoken_in_mandarin_and_burned_in_as_glyphs(narrated):
     scenes = [{"caption": "灯塔看守人发现了一张地图。它在黑暗中发光！"}]
     job, video = make(narrated, scenes=scenes, burn_subtitles=True, size="320x180")
@@ -418,6 +419,7 @@ def _tone(samples: np.ndarray, rate: int, start: float, end: float, frequency: f
     return float(2 * abs(np.sum(window * hann * np.exp(-2j * np.pi * frequency * t))) / hann.sum())
 
 
+@pytest.mark.slow
 def test_the_mix_benchmark_compares_like_with_like(tmp_path):
     """Both sides of bench/narration.py's mix_ratio write a picture with an AAC track of the same length."""
     from bench.narration import measure_mix

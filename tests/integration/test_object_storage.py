@@ -237,6 +237,7 @@ def test_a_range_is_served_alike_on_both_kinds_of_storage(serving, header, start
 # -- jobs -----------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_job_passes_every_file_through_the_store_and_is_served_from_it_with_ranges(on_s3, tmp_path):
     service = service_with(on_s3)
     ingress.install(service)
@@ -280,6 +281,7 @@ def test_a_job_passes_every_file_through_the_store_and_is_served_from_it_with_ra
     assert not any(path.is_file() for path in (tmp_path / "scratch").rglob(f"*{video_id}*/*"))
 
 
+@pytest.mark.slow
 def test_with_presign_the_content_route_redirects_to_the_store(on_s3):
     on_s3.storage.presign = True
     service = service_with(on_s3)
@@ -306,6 +308,7 @@ def test_with_presign_the_content_route_redirects_to_the_store(on_s3):
     )
 
 
+@pytest.mark.slow
 def test_a_narrated_long_video_with_music_remixed_and_extended_on_the_store(on_s3, tmp_path):
     """Narrations, a music bed, scenes of several segments, a remix's copied clips and an extension's last
     frame: every file one stage hands another goes through the bucket."""
@@ -347,6 +350,7 @@ def test_a_narrated_long_video_with_music_remixed_and_extended_on_the_store(on_s
     assert length == pytest.approx(float(extension["seconds"]), abs=0.3)
 
 
+@pytest.mark.slow
 def test_the_sweep_removes_objects_of_jobs_without_a_row_and_of_expired_jobs(on_s3, monkeypatch):
     from serve_app.jobs import runner
 

@@ -55,6 +55,7 @@ def length(config: AppConfig, video_id: str) -> float:
         (True, [True, False, False], 2),  # scene 2 starts from scene 1's last frame, which changed
     ],
 )
+@pytest.mark.slow
 def test_a_remix_with_scenes_makes_again_only_what_changed(local_config, continuity, taken_over, animated):
     async def scenario():
         service, animator = spied(local_config)
@@ -284,6 +285,7 @@ def secret(monkeypatch) -> str:
     return value
 
 
+@pytest.mark.slow
 def test_a_webhook_is_retried_with_the_same_id_until_it_is_answered(local_config, secret):
     receiver = Receiver(failures=1)
     local_config.webhooks.allowed_hosts = ["127.0.0.1"]

@@ -247,6 +247,7 @@ def test_storage_database_takes_a_sqlite_path_or_a_postgresql_url():
         StorageConfig(database="mysql://root@db/storyreel")
 
 
+@pytest.mark.slow
 def test_on_postgresql_a_write_of_one_process_reaches_the_listeners_of_another(postgres_url):
     import queue
 
@@ -264,6 +265,7 @@ def test_on_postgresql_a_write_of_one_process_reaches_the_listeners_of_another(p
         reader.close()
 
 
+@pytest.mark.slow
 def test_on_postgresql_a_write_that_does_not_commit_is_not_announced(postgres_url):
     import queue
 
@@ -284,6 +286,7 @@ def test_on_postgresql_a_write_that_does_not_commit_is_not_announced(postgres_ur
         reader.close()
 
 
+@pytest.mark.slow
 def test_on_sqlite_a_write_of_one_process_reaches_the_listeners_of_another(tmp_path):
     import queue
 
@@ -314,6 +317,7 @@ def test_an_event_stream_on_sqlite_wakes_for_another_processes_write_without_pol
     _stream_wakes_for_a_write_of_another_store(local_config, local_config.storage.database_path, monkeypatch)
 
 
+@pytest.mark.slow
 def test_an_event_stream_wakes_for_another_processes_write_without_polling(
     local_config, postgres_url, monkeypatch
 ):

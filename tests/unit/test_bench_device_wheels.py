@@ -12,7 +12,7 @@ import pytest
 
 from bench import device_wheels
 
-pytestmark = pytest.mark.unit
+pytestmark = [pytest.mark.unit, pytest.mark.slow]  # a fresh interpreter imports the GPU stack
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -35,6 +35,7 @@ def test_the_kept_configs_build_the_published_svd_xt_sizes():
     assert configs["unet"]["num_frames"] == 25  # XT: 25 frames, where SVD has 14
 
 
+@pytest.mark.slow
 def test_the_plain_pipeline_is_freed_before_the_engine_is_measured(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

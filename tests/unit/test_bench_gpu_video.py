@@ -27,6 +27,7 @@ def test_the_full_size_shapes_have_the_published_parameter_counts(family: str) -
         assert abs(counts[name] / 1e9 - billions) / billions < 0.05, (name, counts[name])
 
 
+@pytest.mark.slow
 def test_the_plain_pipeline_and_its_vae_are_freed_before_the_engine_is_measured(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -96,6 +96,7 @@ def test_auto_falls_back_when_no_engine_is_configured() -> None:
     assert result.frames.shape == (3, 32, 32, 3)
 
 
+@pytest.mark.slow
 def test_auto_falls_back_when_the_gpu_runs_out_of_memory_after_retries(
     svd: SVDEngine, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -56,6 +56,7 @@ def forking_ffmpeg(tmp_path: Path, marker: str) -> Path:
     return script
 
 
+@pytest.mark.slow
 def test_a_run_past_its_time_limit_is_killed_with_everything_it_started(forking_ffmpeg, marker):
     started = time.monotonic()
     with pytest.raises(MediaError, match="ran past"):
@@ -65,6 +66,7 @@ def test_a_run_past_its_time_limit_is_killed_with_everything_it_started(forking_
     assert seconds_until_gone(f"{marker}-child", timeout_s=2) < 2  # the child went with its group
 
 
+@pytest.mark.slow
 def test_a_stream_past_its_time_limit_is_killed_too(forking_ffmpeg, marker):
     frames = (b"\0" * 1024 for _ in range(10))
     with pytest.raises(MediaError, match="ran past"):

@@ -47,6 +47,7 @@ def model_stack_after(code: str) -> set[str]:
     return set(done.stdout.split())
 
 
+@pytest.mark.slow
 def test_importing_the_modules_of_replicas_without_a_model_loads_no_model_stack() -> None:
     # One interpreter imports them in turn (imports only add to sys.modules, so none loading the stack in
     # turn means none loads it alone), at the cost of one start instead of a dozen; the first that loads
@@ -61,6 +62,7 @@ for module in {LIGHT_MODULES!r}:
     assert model_stack_after(code) == set()
 
 
+@pytest.mark.slow
 def test_the_template_writer_and_the_espeak_narrator_load_no_model_stack(tmp_path: Path) -> None:
     code = f"""
 from core.storage import open_storage
@@ -90,6 +92,7 @@ assert result.generator == "fallback"
     assert model_stack_after(code) == set()
 
 
+@pytest.mark.slow
 def test_a_model_module_does_load_torch() -> None:
     # The check above is real: a module that runs a model imports torch where the test looks.
     assert "torch" in model_stack_after("import engines.video.svd.engine")

@@ -148,6 +148,7 @@ def wait_until(condition: Callable[[], bool]) -> None:
         time.sleep(0.005)
 
 
+@pytest.mark.slow
 def test_scenes_sharing_the_loop_equal_the_same_scenes_made_alone(
     family: str, alone: VideoEngine, loop: StepScheduler
 ) -> None:
@@ -181,6 +182,7 @@ def test_25_frame_scenes_leave_the_loop_as_they_would_be_made_alone(
         assert_equal_to_alone(alone, request, result)
 
 
+@pytest.mark.slow
 def test_a_scene_joins_a_running_loop_at_the_next_step(
     family: str, alone: VideoEngine, loop: StepScheduler
 ) -> None:
@@ -204,6 +206,7 @@ def test_a_scene_joins_a_running_loop_at_the_next_step(
     assert_equal_to_alone(alone, late, made_late)
 
 
+@pytest.mark.slow
 def test_a_short_scene_leaves_and_returns_while_a_long_one_goes_on(
     family: str, alone: VideoEngine, loop: StepScheduler
 ) -> None:
@@ -227,6 +230,7 @@ def test_a_short_scene_leaves_and_returns_while_a_long_one_goes_on(
     assert_equal_to_alone(alone, long, made_long)
 
 
+@pytest.mark.slow
 def test_cancel_takes_a_scene_out_at_the_next_step_and_the_others_finish_unchanged(
     family: str, alone: VideoEngine, loop: StepScheduler
 ) -> None:
@@ -252,6 +256,7 @@ def test_cancel_takes_a_scene_out_at_the_next_step_and_the_others_finish_unchang
     assert_equal_to_alone(alone, kept, made)
 
 
+@pytest.mark.slow
 def test_at_most_max_active_scenes_run_and_the_rest_wait_in_arrival_order(
     family: str, alone: VideoEngine, request: pytest.FixtureRequest
 ) -> None:
@@ -285,6 +290,7 @@ def patch_advance(
     monkeypatch.setattr(type(loop.engine.stepper()), "advance", advance)
 
 
+@pytest.mark.slow
 def test_an_out_of_memory_step_runs_again_in_halves(
     family: str, alone: VideoEngine, loop: StepScheduler, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -402,6 +408,7 @@ def test_admission_refuses_when_the_driver_has_little_free_though_this_process_a
     assert cached.allows(shape, 2) is False  # 900 needed
 
 
+@pytest.mark.slow
 def test_admission_by_memory_keeps_the_active_scenes_within_the_budget(
     family: str, alone: VideoEngine, request: pytest.FixtureRequest
 ) -> None:
@@ -469,6 +476,7 @@ def test_the_memory_budget_is_the_replicas_share_of_the_gpu(tiny_svd_path: Path)
     assert whole.memory_fraction == pytest.approx(0.9)
 
 
+@pytest.mark.slow
 def test_wan_a14b_scenes_step_on_the_expert_of_their_own_timestep(tiny_wan_a14b_path: Path) -> None:
     engine = build_video_engine(config_of("wan", tiny_wan_a14b_path))
     loop = build_video_engine(config_of("wan", tiny_wan_a14b_path, scheduling="step"))
@@ -538,6 +546,7 @@ class CodecProbe:
         return SceneFrames(frames=np.zeros((1, 8, 8, 3), np.uint8), seed=state.item.seed, seconds=0.0)
 
 
+@pytest.mark.slow
 def test_with_a_decoder_thread_decodes_overlap_steps_but_never_a_keyframes_encoding(
     tiny_svd_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -686,6 +695,7 @@ def test_a_cpu_offloaded_model_is_parked_when_the_loop_runs_out_of_scenes(
     assert parked[0] == 0  # only once no scene was left in the loop
 
 
+@pytest.mark.slow
 def test_when_torch_compile_gives_up_the_loop_steps_on_uncompiled(
     tiny_wan_path: Path, alone_wan: VideoEngine, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -167,6 +167,7 @@ def test_bad_request_values_name_the_parameter_and_value(
     assert shown in str(caught.value)
 
 
+@pytest.mark.slow
 def test_out_of_memory_splits_the_batch_and_still_matches_single_runs(
     tiny_svd_config: SVDConfig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -192,6 +193,7 @@ def test_out_of_memory_splits_the_batch_and_still_matches_single_runs(
         assert np.abs(result.frames.astype(int) - frames.astype(int)).max() <= 2
 
 
+@pytest.mark.slow
 def test_out_of_memory_after_all_retries_makes_the_model_unavailable(
     tiny_svd_config: SVDConfig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -239,6 +241,7 @@ def out_of_memory_while_upcast(engine: SVDEngine, monkeypatch: pytest.MonkeyPatc
     return seen
 
 
+@pytest.mark.slow
 def test_the_retry_after_an_out_of_memory_error_while_the_vae_is_upcast_succeeds(
     half_engine: SVDEngine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -253,6 +256,7 @@ def test_the_retry_after_an_out_of_memory_error_while_the_vae_is_upcast_succeeds
     assert result.frames.shape == (4, 32, 32, 3)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("scheduling", ["call", "step"])
 def test_after_an_out_of_memory_error_while_the_vae_is_upcast_the_next_scene_works(
     half_engine: SVDEngine, monkeypatch: pytest.MonkeyPatch, scheduling: str
@@ -360,6 +364,7 @@ def attention_batches(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return batches
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("scheduling", ["call", "step"])
 def test_no_attention_call_passes_the_limit_and_a_split_batch_equals_its_singles(
     engine: SVDEngine, tiny_svd_config: SVDConfig, monkeypatch: pytest.MonkeyPatch, scheduling: str
@@ -429,6 +434,7 @@ def test_an_uncached_hub_model_with_downloads_off_gives_a_clear_error() -> None:
         engine.load()
 
 
+@pytest.mark.slow
 def test_unload_leaves_no_reference_to_the_models(tiny_svd_config: SVDConfig) -> None:
     engine = SVDEngine(tiny_svd_config)
     engine.generate([SceneRequest(image=keyframe(40), seed=1)])  # loads lazily
@@ -443,6 +449,7 @@ def test_unload_leaves_no_reference_to_the_models(tiny_svd_config: SVDConfig) ->
     assert not engine.loaded and engine.runtime is None
 
 
+@pytest.mark.slow
 def test_unload_after_a_cancel_still_frees_the_models(tiny_svd_config: SVDConfig) -> None:
     engine = SVDEngine(tiny_svd_config)
     engine.load()

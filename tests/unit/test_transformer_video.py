@@ -110,6 +110,7 @@ def test_without_a_keyframe_the_video_comes_from_the_text_and_batches_too(
     np.testing.assert_array_equal(mixed[0].frames, singles[0].frames)
 
 
+@pytest.mark.slow
 def test_out_of_memory_splits_the_batch_and_then_makes_the_model_unavailable(
     engine: TransformerVideoEngine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -242,6 +243,7 @@ def test_the_engine_makes_the_frames_plain_diffusers_makes(
     np.testing.assert_array_equal(ours.frames, expected)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", FAMILIES)
 def test_plain_options_give_the_plain_pipeline_frames_and_each_option_takes_effect(
     family: str, request: pytest.FixtureRequest
@@ -455,6 +457,7 @@ def test_a_checkpoint_made_for_another_pipeline_is_named_in_a_warning(
     assert "ltx-0.9.5-like was made for LTXConditionPipeline" in warning
 
 
+@pytest.mark.slow
 def test_when_torch_compile_gives_up_on_a_new_batch_size_the_call_runs_uncompiled(
     tiny_wan_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -105,6 +105,7 @@ def test_a_seed_is_chosen_and_recorded_when_none_is_given(case: Case) -> None:
     np.testing.assert_array_equal(result.frames, replay.frames)
 
 
+@pytest.mark.slow
 def test_a_batch_with_its_own_keyframes_and_prompts_equals_its_singles(case: Case) -> None:
     requests = [
         scene(keyframe(10 + i), seed=100 + i, prompt=prompt)
