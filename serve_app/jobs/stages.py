@@ -114,7 +114,9 @@ class ServeStages:
             raise FramesLost(f"scene {request.index}'s frames were lost with their animator: {exc}") from exc
 
     async def stitch(self, request: StitchRequest) -> FinalVideo:
-        return self._received(await self._call("stitch", lambda: self.handles["encoder"].stitch.remote(request)))
+        return self._received(
+            await self._call("stitch", lambda: self.handles["encoder"].stitch.remote(request))
+        )
 
     async def _call(self, stage: str, call: Callable[[], DeploymentResponse[T]]) -> T:
         """``await call()``, retried with backoff when the replica died or was overloaded.
