@@ -1,5 +1,7 @@
 """Shared pytest setup. Fixtures live in tests/fixtures/, one module per subject, listed here."""
 
+import pytest
+
 pytest_plugins = [
     "tests.fixtures.browser",
     "tests.fixtures.jobs",
@@ -14,9 +16,6 @@ pytest_plugins = [
 # The tier of a test is the folder it lies in: `-m "not e2e"` (make test-fast) leaves out every test that
 # needs the Ray cluster, whatever its module declares.
 TIERS = {"unit", "integration", "e2e", "bench"}
-
-
-import pytest  # noqa: E402 - below the plugin list it serves
 
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
