@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import re
 import time
-from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.fixtures.serve import Deployed
+from tests.support.docs import documented_metrics
 
 pytestmark = pytest.mark.e2e
 
-README = Path(__file__).resolve().parents[2] / "README.md"
 # Recorded by any job the CPU profile completes; the others need a GPU model (gpu_memory), a retry, step
 # scheduling or a painter model.
 AFTER_ANY_JOB = {
@@ -25,11 +24,6 @@ AFTER_ANY_JOB = {
 }
 
 
-def documented() -> set[str]:
-    section = README.read_text().split("## Monitoring", 1)[1].split("\n## ", 1)[0]
-    return set(re.findall(r"^\| `(storyreel_\w+)", section, flags=re.MULTILINE))
-
-
 def exported(url: str) -> set[str]:
     """The storyreel metric families on the node's Prometheus endpoint (Ray prefixes them ``ray_``)."""
     text = httpx.get(url, timeout=10).text
@@ -37,7 +31,8 @@ def exported(url: str) -> set[str]:
 
 
 def test_a_finished_job_shows_in_the_exported_metrics(cpu_app: Deployed, metrics_url: str):
-    assert documented() >= AFTER_ANY_JOB
+    documented = documented_metrics()
+    assert documented >= AFTER_ANY_JOB
     video = cpu_app.client.post("/v1/videos", json={"prompt": "Counted.", "seconds": 2}).json()
     assert cpu_app.wait(video["id"])["status"] == "completed"
 
@@ -45,4 +40,4 @@ def test_a_finished_job_shows_in_the_exported_metrics(cpu_app: Deployed, metrics
     while not (found := exported(metrics_url)) >= AFTER_ANY_JOB:
         assert time.monotonic() < deadline, f"not exported: {sorted(AFTER_ANY_JOB - found)}"
         time.sleep(1)
-    assert found <= documented(), f"exported but not in the README: {sorted(found - documented())}"
+    assert found <= documented, f"exported but not in the README: {sorted(found - documented)}"
