@@ -157,14 +157,17 @@ class VideoAnimator:
 
     def stats(self) -> dict[str, object]:
         """What this replica has seen: batch sizes (size -> count; under `scheduling: step`, the most scenes
-        a scene's steps shared), whether the model is loaded, and the step loop's counts."""
-        loop = self.loop.stats if self.loop is not None else None
+        a scene's steps shared), whether the model is loaded, and the step loop's counts with the scenes in
+        it and waiting for it now."""
+        loop = None
+        if self.loop is not None:
+            loop = self.loop.stats.as_dict() | {"active": self.loop.active, "waiting": self.loop.waiting}
         return {
             "batch_sizes": dict(self.batch_sizes),
             "cancelled_batches": self.cancelled_batches,
             "model_loaded": self.engine is not None,
             "unavailable": self.unavailable,
-            "step_loop": loop.as_dict() if loop is not None else None,
+            "step_loop": loop,
         }
 
     def check_health(self) -> None:

@@ -20,7 +20,7 @@ from tests.fixtures.serve import Deployed, cpu_profile, deployed
 pytestmark = pytest.mark.e2e
 
 STREAM_CAP = 8
-STREAM_SECONDS = 4
+STREAM_SECONDS = 6
 BODY_LIMIT = 256 * 1024
 # The replica's request slots: a few more than the stream cap, so streams past the cap would starve polls.
 SLOTS = STREAM_CAP + 4
@@ -74,32 +74,44 @@ def stream_status(app: Deployed) -> int:
 def test_streams_past_the_cap_get_429_and_polls_creates_and_health_still_answer(app):
     async def scenario():
         async with httpx.AsyncClient(base_url=app.url, timeout=30) as client:
+            started = time.monotonic()
             streams = [await open_stream(client, WAITING) for _ in range(STREAM_CAP)]
             refused, _, _ = await open_stream(client, WAITING)
+            # Every stream began after `started`: while less than a lifetime has passed, all were still open
+            # when the last one was refused. On a host slower than that, the round proves nothing.
+            all_open = time.monotonic() - started < STREAM_SECONDS
             timings = []
             for path in [f"/v1/videos/{WAITING}"] * 10 + ["/healthz"] * 3:
-                started = time.monotonic()
+                began = time.monotonic()
                 answer = await client.get(path)
-                timings.append((answer.status_code, time.monotonic() - started))
+                timings.append((answer.status_code, time.monotonic() - began))
             created = await client.post("/v1/videos", json={"prompt": "Dawn.", "num_scenes": 1, "seconds": 1})
             for response, _, _ in streams:
                 await response.aclose()
-            return streams, refused, timings, created
+            return streams, refused, all_open, timings, created
 
-    streams, refused, timings, created = asyncio.run(scenario())
+    for _ in range(3):
+        streams, refused, all_open, timings, created = asyncio.run(scenario())
+        wait_for_free_slots(app)
+        if all_open:
+            break
+    assert all_open, "the host never opened the streams within one stream lifetime"
     assert all(response.status_code == 200 for response, _, _ in streams)
     assert all(text.startswith("retry: ") for _, text, _ in streams)  # EventSource's reconnect delay
     assert refused.status_code == 429 and refused.headers["retry-after"] == "5"
     assert refused.json()["error"]["code"] == "too_many_streams"
-    # Closed streams give their slots back (Serve cancels them; their lifetime ends them at the latest).
-    deadline = time.monotonic() + 10
+    assert [status for status, _ in timings] == [200] * len(timings)
+    # Answered, not queued behind the streams: a poll takes milliseconds, a wait for a slot a stream lifetime.
+    assert max(seconds for _, seconds in timings) < STREAM_SECONDS - 1, timings
+    assert created.status_code == 200, created.text
+
+
+def wait_for_free_slots(app: Deployed) -> None:
+    """Closed streams give their slots back (Serve cancels them; their lifetime ends them at the latest)."""
+    deadline = time.monotonic() + STREAM_SECONDS + 10
     while stream_status(app) == 429:
         assert time.monotonic() < deadline, "closed streams still hold their slots"
         time.sleep(0.2)
-    assert [status for status, _ in timings] == [200] * len(timings)
-    # Answered, not queued behind the streams (a poll takes milliseconds; the bound only catches a wait).
-    assert max(seconds for _, seconds in timings) < 5, timings
-    assert created.status_code == 200, created.text
 
 
 def test_a_stream_ends_after_its_lifetime_and_says_when_to_reconnect(app):

@@ -69,10 +69,22 @@ SHORT_JOB = {
 }
 
 
+def _in_loop(video: dict) -> bool:
+    """The video's first scene is in the step loop: its progress moves inside the animate stage, step by step
+    (a video lists no scenes until its storyboard is written)."""
+    return bool(video["scenes"]) and 25 < video["scenes"][0]["progress"] < 85
+
+
 def test_scenes_join_a_running_loop_leave_before_it_ends_and_cancel_leaves_at_the_next_step(app, tmp_path):
     long = app.client.post("/v1/videos", json=LONG_JOB).json()
-    # Its scene is in the loop: progress moves inside the animate stage, step by step.
-    app.poll(long["id"], lambda v: 25 < v["scenes"][0]["progress"] < 85)
+    try:
+        _join_and_cancel(app, long, tmp_path)
+    finally:  # a failure above must not leave 1000 steps in the loop for the next test
+        app.client.post(f"/v1/videos/{long['id']}/cancel")
+
+
+def _join_and_cancel(app: Deployed, long: dict, tmp_path) -> None:
+    app.poll(long["id"], _in_loop)
 
     short = app.client.post("/v1/videos", json=SHORT_JOB)
     assert short.status_code == 200, short.text
@@ -101,7 +113,11 @@ def test_scenes_join_a_running_loop_leave_before_it_ends_and_cancel_leaves_at_th
 
 
 def test_every_step_of_every_scene_runs_once_in_the_loop(app):
-    before = _loop_stats()["calls"]
+    deadline = time.monotonic() + 30
+    while (loop := _loop_stats())["active"] or loop["waiting"]:  # another test's scenes still stepping
+        assert time.monotonic() < deadline, f"the loop is not idle: {loop}"
+        time.sleep(0.1)
+    before = loop["calls"]
     video = app.client.post("/v1/videos", json=SHORT_JOB | {"seed": 3}).json()
     done = app.wait(video["id"], timeout_s=120)
     after = _loop_stats()["calls"]
