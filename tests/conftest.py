@@ -30,3 +30,7 @@ def pytest_collection_modifyitems(items):
             # multi-node tests) in the other, beside it, which then takes the tiers that need no cluster.
             own = "serve_cluster" not in getattr(item, "fixturenames", ())
             item.add_marker(pytest.mark.xdist_group("own-clusters" if own else "ray"))
+        else:
+            # A module's tests in one worker: its module fixtures (loaded engines, the narration-length
+            # table's 60 videos) are built once, not once in each worker.
+            item.add_marker(pytest.mark.xdist_group(item.path.stem))
