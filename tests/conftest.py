@@ -2,6 +2,8 @@
 
 import pytest
 
+from tests.fixtures.serve import SHARED_APP_FIXTURES
+
 pytest_plugins = [
     "tests.fixtures.browser",
     "tests.fixtures.jobs",
@@ -34,3 +36,24 @@ def pytest_collection_modifyitems(items):
             # A module's tests in one worker: its module fixtures (loaded engines, the narration-length
             # table's 60 videos) are built once, not once in each worker.
             item.add_marker(pytest.mark.xdist_group(item.path.stem))
+    items[:] = sorted(items, key=shared_apps_order(items))
+
+
+def shared_apps_order(items: list[pytest.Item]):
+    """A sort key that puts the e2e modules using the same shared app (`SHARED_APP_FIXTURES`) next to each
+    other, so each app lives through one stretch of the run, not all of it; a module keeps its tests
+    together and in order, and every other test keeps its place after the e2e tier."""
+    used: dict[str, set[int]] = {}
+    for item in items:
+        names = getattr(item, "fixturenames", ())
+        apps = (SHARED_APP_FIXTURES.index(name) for name in names if name in SHARED_APP_FIXTURES)
+        used.setdefault(str(item.path), set()).update(apps)
+    last = len(SHARED_APP_FIXTURES)
+
+    def key(item: pytest.Item) -> tuple[int, int, int]:
+        if item.path.parent.name != "e2e":
+            return (1, 0, 0)
+        apps = used[str(item.path)] or {last}
+        return (0, min(apps), max(apps))
+
+    return key

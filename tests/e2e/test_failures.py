@@ -3,38 +3,16 @@ fails the job with an error object, and the API stays up."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
-from serve_app.config import AppConfig
-from tests.fixtures.serve import Deployed, deployed
+from tests.fixtures.serve import Deployed
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
-def app(serve_cluster, tmp_path_factory) -> Iterator[Deployed]:
-    missing = tmp_path_factory.mktemp("no-weights")
-    config = AppConfig.model_validate(
-        {
-            "fallback": "auto",
-            "video": {
-                "model_path": str(missing / "svd"),
-                "device": "cpu",
-                "width": 64,
-                "height": 64,
-                "num_frames": 4,
-                "fps": 4,
-            },
-            "painter": {"model_path": str(missing / "painter"), "device": "cpu"},
-            # An "ffmpeg" that always fails: every encode raises.
-            "video_processing": {"ffmpeg_path": "/bin/false"},
-            "storage": {"root": str(tmp_path_factory.mktemp("broken-storage"))},
-        }
-    )
-    with deployed(serve_cluster, config, "broken") as app:
-        yield app
+def app(broken_app: Deployed) -> Deployed:
+    return broken_app
 
 
 def test_missing_weights_fall_back_and_a_failing_stage_fails_the_job(app):

@@ -6,43 +6,29 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 import pytest
 
+from serve_app.config import StorageConfig
 from serve_app.store.jobs import JobStore
 from tests.fixtures.jobs import job_row
-from tests.fixtures.serve import Deployed, cpu_profile, deployed
+from tests.fixtures.serve import BODY_LIMIT, STREAM_CAP, STREAM_SECONDS, Deployed
 
 pytestmark = pytest.mark.e2e
 
-STREAM_CAP = 8
-STREAM_SECONDS = 6
-BODY_LIMIT = 256 * 1024
-# The replica's request slots: a few more than the stream cap, so streams past the cap would starve polls.
-SLOTS = STREAM_CAP + 4
 WAITING = "video_" + "e" * 32
 
 
 @pytest.fixture(scope="module")
-def app(serve_cluster, tmp_path_factory) -> Iterator[Deployed]:
-    config = cpu_profile(
-        tmp_path_factory.mktemp("hostile-storage"),
-        limits={
-            "max_event_streams": STREAM_CAP,
-            "event_stream_max_seconds": STREAM_SECONDS,
-            "body_timeout_s": 2,
-            "max_body_bytes": BODY_LIMIT,
-        },
-    )
+def app(broken_app: Deployed) -> Deployed:
     # A job that stays queued: a live runner elsewhere holds it, so its streams stay open.
-    store = JobStore(config.storage.database_path)
+    assert broken_app.storage is not None
+    store = JobStore(StorageConfig(root=str(broken_app.storage)).database_path)
     store.create(job_row(WAITING, "queued", runner_id="runner-elsewhere", lease_until=time.time() + 3600))
-    with deployed(serve_cluster, config, "hostile", {"VideoAPI": {"max_ongoing_requests": SLOTS}}) as app:
-        yield app
+    return broken_app
 
 
 async def open_stream(client: httpx.AsyncClient, video_id: str) -> tuple[httpx.Response, str, Any]:
