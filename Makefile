@@ -59,7 +59,7 @@ test: install
 
 # The edit-run loop: unit and integration tests but the slow ones, on both cores, with no Ray cluster.
 test-fast: install
-	$(BIN)/python -m pytest -n 2 -m "not e2e and not bench and not slow"
+	$(BIN)/python -m pytest -n 2 --dist loadgroup -m "not e2e and not bench and not slow"
 
 test-unit: install
 	$(BIN)/python -m pytest tests/unit
