@@ -2,6 +2,7 @@
 
 import os
 import sys
+from collections.abc import Callable
 
 import pytest
 
@@ -51,7 +52,7 @@ def pytest_collection_modifyitems(items):
     items[:] = sorted(items, key=shared_apps_order(items))
 
 
-def shared_apps_order(items: list[pytest.Item]):
+def shared_apps_order(items: list[pytest.Item]) -> Callable[[pytest.Item], tuple[int, int, int]]:
     """A sort key that puts the e2e modules using the same shared app (`SHARED_APP_FIXTURES`) next to each
     other, so each app lives through one stretch of the run, not all of it; a module keeps its tests
     together and in order, and every other test keeps its place after the e2e tier."""
