@@ -15,7 +15,7 @@ if workers := int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0")):
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
-from tests.fixtures.serve import SHARED_APP_FIXTURES  # noqa: E402
+from tests.fixtures.serve import SHARED_APP_FIXTURES, shared_apps_of  # noqa: E402
 
 pytest_plugins = [
     "tests.fixtures.browser",
@@ -58,8 +58,7 @@ def shared_apps_order(items: list[pytest.Item]) -> Callable[[pytest.Item], tuple
     together and in order, and every other test keeps its place after the e2e tier."""
     used: dict[str, set[int]] = {}
     for item in items:
-        names = getattr(item, "fixturenames", ())
-        apps = (SHARED_APP_FIXTURES.index(name) for name in names if name in SHARED_APP_FIXTURES)
+        apps = (SHARED_APP_FIXTURES.index(name) for name in shared_apps_of(item))
         used.setdefault(str(item.path), set()).update(apps)
     last = len(SHARED_APP_FIXTURES)
 

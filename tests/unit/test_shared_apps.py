@@ -39,13 +39,13 @@ def test_an_app_is_deleted_after_its_last_user_and_not_before():
         Item("tests/e2e/test_b.py::three", ["keyed_app"]),
     ]
     apps = SharedApps()
-    apps.plan(items)  # type: ignore[arg-type]
+    apps.plan(items)
     with apps.hold("cpu_app", app("cpu")), apps.hold("keyed_app", app("keyed")):
-        apps.finished(items[0])  # type: ignore[arg-type]
+        apps.finished(items[0])
         assert events == ["deploy cpu", "deploy keyed"]
-        apps.finished(items[1])  # type: ignore[arg-type]
+        apps.finished(items[1])
         assert events[-1] == "delete cpu"
-        apps.finished(items[2])  # type: ignore[arg-type]
+        apps.finished(items[2])
         assert events[-1] == "delete keyed"
     # The session's end deletes nothing twice.
     assert events == ["deploy cpu", "deploy keyed", "delete cpu", "delete keyed"]
@@ -64,9 +64,9 @@ def test_an_app_whose_users_did_not_all_run_is_deleted_at_the_end():
         Item("tests/e2e/test_a.py::two", ["serial_app"]),
     ]
     apps = SharedApps()
-    apps.plan(items)  # type: ignore[arg-type]
+    apps.plan(items)
     with apps.hold("serial_app", app()):
-        apps.finished(items[0])  # type: ignore[arg-type]
+        apps.finished(items[0])
         assert events == []
     assert events == ["delete"]
 
@@ -82,7 +82,7 @@ def test_modules_of_one_app_run_together_and_other_tiers_keep_their_order():
         Item("tests/unit/test_f.py::x", []),
         Item("tests/integration/test_g.py::x", []),
     ]
-    ordered = [item.nodeid for item in sorted(items, key=shared_apps_order(items))]  # type: ignore[arg-type]
+    ordered = [item.nodeid for item in sorted(items, key=shared_apps_order(items))]
     assert ordered == [
         "tests/e2e/test_b.py::x",
         "tests/e2e/test_e.py::x",
