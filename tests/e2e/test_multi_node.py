@@ -3,9 +3,10 @@ the app deployed with `serve deploy`, its stages placed on different nodes by cu
 
 Two copies of the app run side by side, one with a folder every node reaches and SQLite (one machine's
 disk stands in for a shared volume), one with PostgreSQL and an S3 bucket, where each process stages files
-in a scratch folder of its own. The GPU node (each app's animator, painter and job runner) is killed
-mid-job, every process of it at once, and a replacement joins: both jobs complete, and the scenes
-finished before the kill are not made again.
+in a scratch folder of its own. Two deaths, one after the other on the same cluster, each mid-job, every
+process at once: first the GPU node (each app's animator, painter and job runner), and a replacement joins;
+then every node (the machine died, as on a workstation), and the cluster is started and deployed again.
+Each time both jobs complete, and the scenes finished before the kill are not made again.
 """
 
 from __future__ import annotations
@@ -66,8 +67,17 @@ class Nodes:
     def dashboard(self) -> str:
         return f"http://127.0.0.1:{self.dashboard_port}"
 
-    def start(self, kind: str) -> None:
-        """Start a node of ``kind`` (head_node, gpu_node, cpu_node); a second one of a kind replaces the first."""
+    def start(self, *kinds: str) -> None:
+        """Start a node of each of ``kinds`` (head_node, gpu_node, cpu_node), in that order; a second node of a
+        kind replaces the first. One at a time: two `ray start`s joining at once on one machine time out
+        waiting for their registration (Ray 2.60)."""
+        for kind in kinds:
+            process = self._ray_start(kind)
+            output, _ = process.communicate(timeout=120)
+            assert process.returncode == 0, output[-3000:]
+            self.sessions[kind] = process.pid
+
+    def _ray_start(self, kind: str) -> subprocess.Popen:
         resources = json.dumps({kind: 1})
         if kind == "head_node":
             where = [
@@ -81,7 +91,7 @@ class Nodes:
         else:
             where = [f"--address=127.0.0.1:{self.port}", "--num-cpus=3"]
             where += ["--num-gpus=2"] if kind == "gpu_node" else []  # one animator per app
-        started = subprocess.Popen(
+        return subprocess.Popen(
             [str(BIN / "ray"), "start", *where, f"--resources={resources}", "--disable-usage-stats"],
             env=self.env,
             stdout=subprocess.PIPE,
@@ -89,17 +99,17 @@ class Nodes:
             text=True,
             start_new_session=True,  # the node's daemons, and the workers they start, stay in this session
         )
-        output, _ = started.communicate(timeout=120)
-        assert started.returncode == 0, output[-3000:]
-        self.sessions[kind] = started.pid
 
     def kill(self, kind: str) -> None:
         """Every process of the node at once: the machine died."""
         kill_session(self.sessions.pop(kind))
 
     def stop(self) -> None:
+        """Every process of every node at once. A cluster started again takes new ports: the old ones may
+        still be held by the dead head's connections."""
         for kind in list(self.sessions):
             self.kill(kind)
+        self.port, self.dashboard_port = free_port(), free_port()
 
     def get(self, path: str) -> Any:
         headers = {"Authorization": f"Bearer {TOKEN.read_text().strip()}"} if TOKEN.exists() else {}
@@ -141,8 +151,7 @@ def nodes() -> Iterator[Nodes]:
     with tempfile.TemporaryDirectory(prefix="storyreel-nodes-") as folder:
         cluster = Nodes(Path(folder))
         try:
-            for kind in PLACEMENT:
-                cluster.start(kind)
+            cluster.start(*PLACEMENT)
             yield cluster
         finally:
             cluster.stop()
@@ -225,78 +234,131 @@ def wait_for(what: str, check, timeout_s: float) -> Any:
     raise AssertionError(f"{what}: not within {timeout_s} s")
 
 
-def test_a_node_dies_mid_job_and_its_replacement_finishes_without_redoing_scenes(
-    nodes, tiny_svd_path, tmp_path, postgres_server, s3_server
-):
+@dataclass
+class Deployment:
+    """Both copies of the app on the cluster, deployed from one serve config, and the port they answer on."""
+
+    nodes: Nodes
+    apps: list[App]
+    config: Path
+    port: int
+
+    def deploy(self) -> None:
+        """`serve deploy` the config; return once each app answers and runs where `PLACEMENT` says."""
+        deploy = subprocess.run(
+            [str(BIN / "serve"), "deploy", str(self.config), "--address", self.nodes.dashboard],
+            env=self.nodes.env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert deploy.returncode == 0, deploy.stdout + deploy.stderr
+        for app in self.apps:
+            wait_for(f"{app.name} answers", lambda app=app: self.healthy(app), 240)
+            # Each stage on the node its resource names: the requests of a job's scenes cross all three.
+            # Generous: beside the rest of the suite (make test runs two workers) a busy host takes minutes.
+            wait_for(
+                f"{app.name} placed as planned", lambda app=app: self.nodes.placed_as_planned(app.name), 240
+            )
+
+    def healthy(self, app: App) -> bool:
+        try:
+            return "jobs_running" in httpx.get(f"{app.url(self.port)}/healthz", timeout=2).text
+        except httpx.HTTPError:
+            return False
+
+    def start_jobs(self, captions: list[str]) -> dict[str, str]:
+        """A job on each app, its scenes one after another (continuity), so that a kill lands between
+        finished and unfinished ones; returns each app's video id once its first scene has finished."""
+        body = {"prompt": "nodes", "scenes": [{"caption": c} for c in captions], "seconds": len(captions)}
+        body["continuity"] = True
+        videos = {
+            app.name: httpx.post(f"{app.url(self.port)}/v1/videos", json=body, timeout=30).json()["id"]
+            for app in self.apps
+        }
+
+        def first_scene_done(app: App) -> bool:
+            video = get_video(app.url(self.port), videos[app.name])
+            return bool(video and video["scenes"] and video["scenes"][0]["status"] == "completed")
+
+        for app in self.apps:
+            wait_for(f"{app.name}'s first scene finishes", lambda app=app: first_scene_done(app), 240)
+        return videos
+
+    def done_before_the_kill(
+        self, videos: dict[str, str], attempts: int, scenes: int
+    ) -> dict[str, list[int]]:
+        """Each app's finished scenes, read from its store; the job still in progress in its attempt."""
+        done = {}
+        for app in self.apps:
+            status, job_attempts, done[app.name] = app.stored(videos[app.name])
+            assert status == "in_progress" and job_attempts == attempts, (app.name, status, job_attempts)
+            assert 0 in done[app.name] and len(done[app.name]) < scenes, app.name
+        return done
+
+    def check_finished(
+        self, videos: dict[str, str], done_before: dict[str, list[int]], attempts: int
+    ) -> None:
+        """Each job completes by the tiny SVD, the scenes finished before the kill kept their first attempt,
+        the job was taken over ``attempts`` times in all, and its video downloads."""
+        for app in self.apps:
+
+            def finished(app: App = app) -> dict | None:
+                video = get_video(app.url(self.port), videos[app.name])
+                return video if video and video["status"] in ("completed", "failed", "cancelled") else None
+
+            video = wait_for(f"{app.name}'s job ends", finished, 300)
+            assert video["status"] == "completed", video
+            scene_attempts = {scene["index"]: scene["attempts"] for scene in video["scenes"]}
+            assert all(scene_attempts[i] == 1 for i in done_before[app.name]), (
+                scene_attempts
+            )  # not made again
+            assert all(scene["generator"] == "svd" for scene in video["scenes"])
+            assert app.stored(videos[app.name])[1] == attempts  # a new runner took the job over
+            content = httpx.get(f"{app.url(self.port)}/v1/videos/{videos[app.name]}/content", timeout=60)
+            assert content.status_code == 200 and content.content[4:8] == b"ftyp"
+
+
+@pytest.fixture(scope="module")
+def deployment(nodes, tiny_svd_path, tmp_path_factory, postgres_server, s3_server) -> Deployment:
+    folder = tmp_path_factory.mktemp("nodes")
     apps = [
-        on_sqlite(tmp_path / "storage"),
+        on_sqlite(folder / "storage"),
         on_postgres_and_s3(
             new_database(postgres_server),
             new_bucket(s3_server) + "/artifacts",
-            tmp_path / "scratch",
+            folder / "scratch",
             s3_server,
         ),
     ]
     port = free_port()
-    config = serve_config(tmp_path, port, tiny_svd_path, apps)
-    deploy = subprocess.run(
-        [str(BIN / "serve"), "deploy", str(config), "--address", nodes.dashboard],
-        env=nodes.env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert deploy.returncode == 0, deploy.stdout + deploy.stderr
+    deployment = Deployment(nodes, apps, serve_config(folder, port, tiny_svd_path, apps), port)
+    deployment.deploy()
+    return deployment
 
-    def healthy(app: App) -> bool:
-        try:
-            return "jobs_running" in httpx.get(f"{app.url(port)}/healthz", timeout=2).text
-        except httpx.HTTPError:
-            return False
 
-    for app in apps:
-        wait_for(f"{app.name} answers", lambda app=app: healthy(app), 240)
-        # Each stage on the node its resource names: the requests of a job's scenes cross all three.
-        # Generous: beside the rest of the suite (make test runs two workers) a busy host takes minutes.
-        wait_for(f"{app.name} placed as planned", lambda app=app: nodes.placed_as_planned(app.name), 240)
+def test_a_node_dies_mid_job_and_its_replacement_finishes_without_redoing_scenes(deployment):
+    captions = ["One fox.", "Two owls.", "Three bats.", "Four cats.", "Five."]
+    videos = deployment.start_jobs(captions)
+    deployment.nodes.kill("gpu_node")
+    done_before = deployment.done_before_the_kill(videos, attempts=1, scenes=len(captions))
 
-    body = {
-        "prompt": "nodes",
-        "scenes": [{"caption": c} for c in ("One fox.", "Two owls.", "Three bats.", "Four cats.", "Five.")],
-        "seconds": 5,
-        "continuity": True,  # one scene after another: a kill lands between finished and unfinished ones
-    }
-    videos = {
-        app.name: httpx.post(f"{app.url(port)}/v1/videos", json=body, timeout=30).json()["id"] for app in apps
-    }
+    deployment.nodes.start("gpu_node")  # a replacement: Serve starts the lost replicas on it
 
-    def first_scene_done(app: App) -> bool:
-        video = get_video(app.url(port), videos[app.name])
-        return bool(video and video["scenes"] and video["scenes"][0]["status"] == "completed")
+    deployment.check_finished(videos, done_before, attempts=2)
+    for app in deployment.apps:
+        assert deployment.nodes.placed_as_planned(app.name)  # the lost replicas came back on the replacement
 
-    for app in apps:
-        wait_for(f"{app.name}'s first scene finishes", lambda app=app: first_scene_done(app), 240)
-    nodes.kill("gpu_node")
-    done_before = {}
-    for app in apps:
-        status, attempts, done_before[app.name] = app.stored(videos[app.name])
-        assert status == "in_progress" and attempts == 1, app.name
-        assert 0 in done_before[app.name] and len(done_before[app.name]) < 5, app.name
 
-    nodes.start("gpu_node")  # a replacement: Serve starts the lost replicas on it
+def test_every_node_dies_mid_job_and_the_cluster_started_again_finishes_without_redoing_scenes(deployment):
+    captions = ["A lamp.", "A moth.", "A storm.", "Dawn."]
+    videos = deployment.start_jobs(captions)
+    deployment.nodes.stop()  # the machine died: the head, its GCS and every replica, at once
+    done_before = deployment.done_before_the_kill(videos, attempts=1, scenes=len(captions))
 
-    for app in apps:
+    # Started again, as a workstation's `serve run` or a KubeRay cluster would be: the jobs are only in the
+    # store, and the runners of the new deployment find them.
+    deployment.nodes.start(*PLACEMENT)
+    deployment.deploy()
 
-        def finished(app: App = app) -> dict | None:
-            video = get_video(app.url(port), videos[app.name])
-            return video if video and video["status"] in ("completed", "failed", "cancelled") else None
-
-        video = wait_for(f"{app.name}'s job ends", finished, 300)
-        assert video["status"] == "completed", video
-        scene_attempts = {scene["index"]: scene["attempts"] for scene in video["scenes"]}
-        assert all(scene_attempts[i] == 1 for i in done_before[app.name]), scene_attempts  # not made again
-        assert all(scene["generator"] == "svd" for scene in video["scenes"])
-        assert app.stored(videos[app.name])[1] == 2  # the replacement's runner took the job over
-        content = httpx.get(f"{app.url(port)}/v1/videos/{videos[app.name]}/content", timeout=60)
-        assert content.status_code == 200 and content.content[4:8] == b"ftyp"
-        assert nodes.placed_as_planned(app.name)  # the lost replicas came back on the replacement
+    deployment.check_finished(videos, done_before, attempts=2)
