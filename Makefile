@@ -4,6 +4,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CJK_FONT_PACKAGE := fonts-wqy-zenhei
+# Bytecode cached (in __pycache__, ignored by git) even where the environment says not to: every replica of
+# every deploy imports the service's modules again, and compiles them again without it.
+unexport PYTHONDONTWRITEBYTECODE
 
 .PHONY: install fonts browser postgres demo test test-fast test-unit coverage lint format bench bench-smoke tiny-models device-wheels clean
 
