@@ -82,6 +82,7 @@ class VideoAnimator:
         self.board = board
         self.batch_sizes: Counter[int] = Counter()
         self.cancelled_batches = 0
+        self.animating = 0  # scenes in this replica's model calls now
         self.thread = ModelThread("animator")
         # Under `scheduling: step` the loop's memory budget is this replica's share of the GPU.
         gpu_share = float(ray.get_runtime_context().get_assigned_resources().get("GPU", 1.0))
@@ -114,6 +115,7 @@ class VideoAnimator:
     async def _animate_batch(self, items: list[SceneItem]) -> list[SceneResult | Exception]:
         self.batch_sizes[len(items)] += 1
         metrics.get().batch_size.observe(len(items))
+        self.animating += len(items)
         try:
             # One scene's bad input must not fail the others in its batch: on failure each runs alone.
             outcomes = await run_batch(
@@ -122,6 +124,8 @@ class VideoAnimator:
         except GenerationCancelled as exc:
             self.cancelled_batches += 1
             return [exc] * len(items)  # every job in the batch was cancelled
+        finally:
+            self.animating -= len(items)
         self._record_gpu_memory()
         return outcomes
 
@@ -129,9 +133,11 @@ class VideoAnimator:
         # A thread per waiting scene, not the model thread: the loop runs the model on its own thread, and
         # each caller only waits there for its scene (and asks the board about its cancel).
         self._record_loop(arriving=1)
+        self.animating += 1
         try:
             [outcome] = await asyncio.to_thread(self._run, [item])
         finally:
+            self.animating -= 1
             self._record_loop()
         self.batch_sizes[outcome.batch_size] += 1
         metrics.get().batch_size.observe(outcome.batch_size)
@@ -158,11 +164,14 @@ class VideoAnimator:
     def stats(self) -> dict[str, object]:
         """What this replica has seen: batch sizes (size -> count; under `scheduling: step`, the most scenes
         a scene's steps shared), whether the model is loaded, and the step loop's counts with the scenes in
-        it and waiting for it now."""
+        it and waiting for it now; which replica it is (Serve's replica id, as the Ray dashboard shows it)
+        and how many scenes it is animating now."""
         loop = None
         if self.loop is not None:
             loop = self.loop.stats.as_dict() | {"active": self.loop.active, "waiting": self.loop.waiting}
         return {
+            "replica": serve.get_replica_context().replica_tag,
+            "animating": self.animating,
             "batch_sizes": dict(self.batch_sizes),
             "cancelled_batches": self.cancelled_batches,
             "model_loaded": self.engine is not None,

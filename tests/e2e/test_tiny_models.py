@@ -156,15 +156,15 @@ def _runner_stats() -> dict:
     return serve.get_deployment_handle("JobRunner", app_name="tiny").stats.remote().result()
 
 
-def _replicas(deployment: str = "VideoAnimator") -> list:
+def _replicas(deployment: str = "VideoAnimator") -> dict[str, object]:
+    """The deployment's live replica actors, by Serve's replica id (the end of the actor's name)."""
     import ray
 
+    prefix = f"tiny#{deployment}#"
     names = [
-        actor["name"]
-        for actor in ray.util.list_named_actors(all_namespaces=True)
-        if f"tiny#{deployment}#" in actor["name"]
+        actor["name"] for actor in ray.util.list_named_actors(all_namespaces=True) if prefix in actor["name"]
     ]
-    return [ray.get_actor(name, namespace="serve") for name in names]
+    return {name.split(prefix)[1]: ray.get_actor(name, namespace="serve") for name in names}
 
 
 def _stored(app, video_id: str) -> tuple[str, int, list[tuple[str, int]]]:
@@ -214,13 +214,19 @@ def test_step_progress_is_reported_and_cancel_stops_the_gpu_work(app):
 
 def test_a_killed_svd_replica_costs_a_retry_not_the_job(app):
     import ray
+    from ray import serve
 
     video = app.client.post("/v1/videos", json=SLOW_JOB | {"seed": 2}).json()
-    app.poll(video["id"], lambda v: any(25 < s["progress"] < 85 for s in v["scenes"]))
+    # Early in the animate stage, so the batch is still running when the kill lands.
+    app.poll(video["id"], lambda v: any(25 < s["progress"] < 60 for s in v["scenes"]))
     replicas = _replicas()
     assert len(replicas) == 2
-    for replica in replicas:  # both, so the one mid-batch surely dies
-        ray.kill(replica, no_restart=True)
+    # The replica animating the job's scenes dies. Serve routes a call to the less busy replica: if the one
+    # that answers is idle, the other holds the batch.
+    stats = serve.get_deployment_handle("VideoAnimator", app_name="tiny").stats.remote().result()
+    assert stats["replica"] in replicas
+    (busy,) = [stats["replica"]] if stats["animating"] else set(replicas) - {stats["replica"]}
+    ray.kill(replicas[busy], no_restart=True)
 
     finished = app.wait(video["id"], timeout_s=300)
     assert finished["status"] == "completed", finished["error"]
@@ -239,7 +245,7 @@ def test_a_killed_ingress_replica_neither_stops_nor_restarts_a_job(app):
 
     video = app.client.post("/v1/videos", json=CHAINED_JOB | {"seed": 3}).json()
     app.poll(video["id"], lambda v: any(25 < s["progress"] < 85 for s in v["scenes"]))
-    (ingress,) = _replicas("VideoAPI")
+    (ingress,) = _replicas("VideoAPI").values()
     ray.kill(ingress, no_restart=True)  # Serve starts another; the job's runner is elsewhere
 
     deadline = time.monotonic() + 300
@@ -264,7 +270,7 @@ def test_a_killed_runner_replica_costs_a_resume_from_the_last_finished_scene(app
         ),
         timeout_s=240,
     )
-    (runner,) = _replicas("JobRunner")
+    (runner,) = _replicas("JobRunner").values()
     ray.kill(runner, no_restart=True)
 
     finished = app.wait(video["id"], timeout_s=300)
