@@ -57,8 +57,10 @@ demo: install
 
 # Everything but the benchmarks' smoke runs (bench-smoke), on two workers: one runs the e2e tests on the
 # session's Ray cluster, the other the tests that start clusters of their own, then the tiers without one.
+# The groups go out in the order tests/conftest.py sorts them (xdist would otherwise send the groups of most
+# tests first, and the multi-node test's two, the longest, last).
 test: install
-	$(BIN)/python -m pytest -n 2 --dist loadgroup -m "not bench"
+	$(BIN)/python -m pytest -n 2 --dist loadgroup --no-loadscope-reorder -m "not bench"
 
 # The edit-run loop: unit and integration tests but the slow ones, on both cores, with no Ray cluster.
 test-fast: install

@@ -41,8 +41,8 @@ def pytest_collection_modifyitems(items):
             item.add_marker(getattr(pytest.mark, tier))
         if tier == "e2e":
             # Under `pytest -n 2 --dist loadgroup` (make test) the tests on the session's Ray cluster and its
-            # shared apps run in one worker; those that start Ray clusters of their own (the crash and
-            # multi-node tests) in the other, beside it, which then takes the tiers that need no cluster.
+            # shared apps run in one worker; those that start a Ray cluster of their own (the multi-node
+            # test) in the other, beside it, which then takes the tiers that need no cluster.
             own = "serve_cluster" not in getattr(item, "fixturenames", ())
             item.add_marker(pytest.mark.xdist_group("own-clusters" if own else "ray"))
         else:

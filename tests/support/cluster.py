@@ -61,7 +61,7 @@ def cluster(log_to_driver: bool = False) -> Iterator[str]:
     port = free_port()
     ray.init(
         # A cluster of its own, never one another process started on this machine and recorded in /tmp/ray
-        # (the crash and multi-node tests start theirs beside this one).
+        # (the multi-node test starts its own beside this one).
         address="local",
         num_cpus=8,
         num_gpus=1,
