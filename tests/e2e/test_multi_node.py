@@ -277,8 +277,12 @@ class Deployment:
     def start_jobs(self, captions: list[str]) -> dict[str, str]:
         """A job on each app, its scenes one after another (continuity), so that a kill lands between
         finished and unfinished ones; returns each app's video id once its first scene has finished."""
-        body = {"prompt": "nodes", "scenes": [{"caption": c} for c in captions], "seconds": len(captions)}
-        body["continuity"] = True
+        body = {
+            "prompt": "nodes",
+            "scenes": [{"caption": c} for c in captions],
+            "seconds": len(captions),
+            "continuity": True,
+        }
         videos = {
             app.name: httpx.post(f"{app.url(self.port)}/v1/videos", json=body, timeout=30).json()["id"]
             for app in self.apps
@@ -317,9 +321,8 @@ class Deployment:
             video = wait_for(f"{app.name}'s job ends", finished, 300)
             assert video["status"] == "completed", video
             scene_attempts = {scene["index"]: scene["attempts"] for scene in video["scenes"]}
-            assert all(scene_attempts[i] == 1 for i in done_before[app.name]), (
-                scene_attempts
-            )  # not made again
+            # The scenes finished before the kill were not made again.
+            assert all(scene_attempts[i] == 1 for i in done_before[app.name]), scene_attempts
             assert all(scene["generator"] == "svd" for scene in video["scenes"])
             assert app.stored(videos[app.name])[1] == attempts  # a new runner took the job over
             content = httpx.get(f"{app.url(self.port)}/v1/videos/{videos[app.name]}/content", timeout=60)
@@ -359,7 +362,8 @@ def test_a_node_dies_mid_job_and_its_replacement_finishes_without_redoing_scenes
 
 def test_every_node_dies_mid_job_and_the_cluster_started_again_finishes_without_redoing_scenes(deployment):
     # The copy on SQLite and a folder, the store of a workstation's `serve run`: its job must survive the
-    # machine's death. (The PostgreSQL copy is not deployed again: a whole deploy costs some 40 s of CPU.)
+    # machine's death. (Deploying the PostgreSQL copy again as well cost what the crash test's own two
+    # clusters had: bench/RESULTS.md, 2026-12-07 17:25.)
     sqlite = [app for app in deployment.apps if app.name == "local"]
     deployment.deploy(sqlite)  # the same config with one copy: the other is deleted
     captions = ["A lamp.", "A moth.", "A storm.", "Dawn."]
