@@ -156,6 +156,13 @@ def _runner_stats() -> dict:
     return serve.get_deployment_handle("JobRunner", app_name="tiny").stats.remote().result()
 
 
+def _animator_stats() -> dict:
+    """One SVD replica's stats: Serve routes the call to the less busy of the two."""
+    from ray import serve
+
+    return serve.get_deployment_handle("VideoAnimator", app_name="tiny").stats.remote().result()
+
+
 def _replicas(deployment: str = "VideoAnimator") -> dict[str, object]:
     """The deployment's live replica actors, by Serve's replica id (the end of the actor's name)."""
     import ray
@@ -188,8 +195,6 @@ SLOW_JOB = {
 
 
 def test_step_progress_is_reported_and_cancel_stops_the_gpu_work(app):
-    from ray import serve
-
     video = app.client.post("/v1/videos", json=SLOW_JOB).json()
     # Progress follows the denoising steps: a scene shows a value strictly inside its animate stage.
     midway = app.poll(video["id"], lambda v: any(25 < s["progress"] < 85 for s in v["scenes"]))
@@ -199,10 +204,9 @@ def test_step_progress_is_reported_and_cancel_stops_the_gpu_work(app):
     assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
     assert {s["status"] for s in cancelled.json()["scenes"]} <= {"cancelled", "completed"}
     # The SVD replica stopped the batch at a step boundary (it reports the cancelled batch).
-    handle = serve.get_deployment_handle("VideoAnimator", app_name="tiny")
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        if handle.stats.remote().result()["cancelled_batches"] > 0:
+        if _animator_stats()["cancelled_batches"] > 0:
             break
         time.sleep(0.05)
     else:
@@ -214,7 +218,6 @@ def test_step_progress_is_reported_and_cancel_stops_the_gpu_work(app):
 
 def test_a_killed_svd_replica_costs_a_retry_not_the_job(app):
     import ray
-    from ray import serve
 
     retried_before = _runner_stats()["retries"].get("animate", 0)
     # One scene: one replica animates it and the other is idle, so killing the wrong one would cost nothing.
@@ -225,7 +228,7 @@ def test_a_killed_svd_replica_costs_a_retry_not_the_job(app):
     assert len(replicas) == 2
     # The replica animating the scene dies. Serve routes a call to the less busy replica: if the one that
     # answers is idle, the other holds the batch.
-    stats = serve.get_deployment_handle("VideoAnimator", app_name="tiny").stats.remote().result()
+    stats = _animator_stats()
     assert stats["replica"] in replicas
     (busy,) = [stats["replica"]] if stats["animating"] else set(replicas) - {stats["replica"]}
     ray.kill(replicas[busy], no_restart=True)
