@@ -79,3 +79,6 @@ class NoticeCode(StrEnum):
 
     NARRATION_LONGER_THAN_ASKED = "narration_longer_than_asked"  # it runs past `seconds` to say it all
     SILENT_NARRATION = "silent_narration"  # a scene's voice said nothing; the scene keeps silence
+    IGNORED_FIELD = (
+        "ignored_field"  # a sampling field the model has no use for, accepted for other servers' clients
+    )

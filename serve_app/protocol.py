@@ -14,7 +14,7 @@ from typing import Any, Literal, Protocol, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 
-from core.errors import as_value_error
+from core.errors import as_value_error, bad_value
 from core.status import JobStatus, NoticeCode, SceneStatus
 from engines.narrator.espeak import check_voice
 from engines.narrator.narrator import check_language
@@ -43,7 +43,22 @@ BOUNDS = {
     "caption": "max_caption_chars",
     "visual_prompt": "max_visual_prompt_chars",
     "scenes": "max_scenes",
+    "negative_prompt": "max_prompt_chars",
 }
+
+# The sampling fields vLLM-Omni's clients send whatever the model: each family takes those it has a use for
+# (`FamilyRules.request_fields`) and lists the rest in the video's `notices`, so such a client keeps working.
+SAMPLING_FIELDS = (
+    "negative_prompt",
+    "guidance_scale",
+    "guidance_scale_2",
+    "true_cfg_scale",
+    "boundary_ratio",
+    "flow_shift",
+)
+# The fields only some families take: SVD's motion controls, and the sampling fields. `extra_params` (vLLM-Omni's
+# pass-through to the pipeline) may carry these and no others.
+FAMILY_FIELDS = ("motion_bucket_id", "noise_aug_strength", *SAMPLING_FIELDS)
 
 
 def _within(cls: type, value: Any, info: ValidationInfo) -> Any:
@@ -148,6 +163,62 @@ class CreateVideoRequest(BaseModel):
     num_inference_steps: int | None = Field(None, ge=1, description="SVD denoising steps per scene.")
     motion_bucket_id: int | None = Field(None, ge=0, le=255, description="Overrides every scene's motion.")
     noise_aug_strength: float | None = Field(None, ge=0, le=1, description="Noise added to each keyframe.")
+    # vLLM-Omni's fields, which the clients of today's /v1/videos send (README, "Clients of other servers").
+    width: int | None = Field(
+        None, ge=1, le=99999, description="Frame width; with `height`, another way to give `size`."
+    )
+    height: int | None = Field(
+        None, ge=1, le=99999, description="Frame height; with `width`, another way to give `size`."
+    )
+    num_frames: int | None = Field(
+        None,
+        ge=1,
+        le=10**6,
+        description="Frames in all at `fps` (default the model's rate): another way to give `seconds`, which "
+        "is `num_frames / fps`.",
+    )
+    negative_prompt: str | None = Field(
+        None, min_length=1, description="What the video should not look like (LTX-Video and Wan)."
+    )
+    guidance_scale: float | None = Field(
+        None,
+        ge=0,
+        le=100,
+        description="Text guidance (LTX-Video and Wan, within the family's range); default from config.",
+    )
+    guidance_scale_2: float | None = Field(
+        None, ge=0, le=100, description="vLLM-Omni's guidance of Wan 2.2's second expert; see `notices`."
+    )
+    true_cfg_scale: float | None = Field(
+        None, ge=0, le=100, description="vLLM-Omni's true CFG scale; see `notices`."
+    )
+    boundary_ratio: float | None = Field(
+        None, ge=0, le=1, description="vLLM-Omni's switch point between Wan 2.2's experts; see `notices`."
+    )
+    flow_shift: float | None = Field(
+        None, gt=0, le=100, description="vLLM-Omni's scheduler shift; see `notices`."
+    )
+    enable_frame_interpolation: bool = Field(
+        False,
+        description="Make in-between frames (motion-compensated): 2 ** `frame_interpolation_exp` frames per "
+        "frame made, at that many times `fps`; the video lasts as long. Default the deployment's "
+        "`video_processing.interpolation_factor`.",
+    )
+    frame_interpolation_exp: int = Field(
+        1,
+        ge=1,
+        le=2,
+        description="With `enable_frame_interpolation`: 1 doubles the frames, 2 quadruples them.",
+    )
+    extra_params: dict[str, Any] | None = Field(
+        None,
+        description="vLLM-Omni's extra pipeline arguments: any of "
+        + ", ".join(f"`{name}`" for name in FAMILY_FIELDS)
+        + " (as if given on their own); other keys are refused by name.",
+    )
+    image_reference: ImageReference | None = Field(
+        None, description='vLLM-Omni\'s name for `input_reference` as JSON (`{"image_url": ...}`).'
+    )
     style: str | None = Field(None, max_length=200, description="Style terms added to every keyframe prompt.")
     continuity: bool = Field(
         False, description="Start each scene from the previous scene's last frame instead of a new keyframe."
@@ -183,7 +254,12 @@ class CreateVideoRequest(BaseModel):
             raise ValueError("expected 'WIDTHxHEIGHT' such as '1280x720'")
         return value
 
-    _within_limits = field_validator("prompt", "style", "scenes", mode="before")(_within)
+    _within_limits = field_validator("prompt", "style", "scenes", "negative_prompt", mode="before")(_within)
+
+    @property
+    def interpolation(self) -> int | None:
+        """The interpolation factor asked for, or None for the deployment's."""
+        return 2**self.frame_interpolation_exp if self.enable_frame_interpolation else None
 
     def narration_options(self, default: bool) -> NarrationOptions | None:
         """How to narrate, or None for a silent video (``default``: whether an unset `narration` narrates)."""
@@ -193,8 +269,9 @@ class CreateVideoRequest(BaseModel):
         return wanted if isinstance(wanted, NarrationOptions) else NarrationOptions()
 
     def dimensions(self) -> tuple[int, int] | None:
+        """The size asked for, as `size` or as `width` and `height` (``parse_create`` checked they agree)."""
         if self.size is None:
-            return None
+            return None if self.width is None or self.height is None else (self.width, self.height)
         width, height = SIZE_PATTERN.fullmatch(self.size).groups()  # type: ignore[union-attr]
         return int(width), int(height)
 
@@ -262,12 +339,46 @@ class ExtendRequest(BaseModel):
 
 
 def parse_create(body: Any, limits: TextLimits) -> CreateVideoRequest:
-    """Validate a create body against the schema and the config's text and list ``limits``.
+    """Validate a create body against the schema and the config's text and list ``limits``, with vLLM-Omni's
+    other names for a field (`image_reference`, `extra_params`' keys, `width` and `height`) folded in.
 
     Raises:
         pydantic.ValidationError: naming the first field at fault.
+        BadRequest: two names for one thing that disagree, or an `extra_params` key no family takes.
     """
-    return CreateVideoRequest.model_validate(body, context={"limits": limits})
+    if isinstance(body, dict):
+        body = _fold_aliases(body)
+    request = CreateVideoRequest.model_validate(body, context={"limits": limits})
+    if (request.width is None) != (request.height is None):
+        missing = "height" if request.height is None else "width"
+        raise bad_value(missing, None, "width and height come together (or give `size`)")
+    if request.size is not None and request.width is not None:
+        asked = f"{request.width}x{request.height}"
+        if asked != request.size:
+            raise bad_value("size", request.size, f"disagrees with width and height ({asked}); give one")
+    return request
+
+
+def _fold_aliases(body: dict[str, Any]) -> dict[str, Any]:
+    """``body`` with `image_reference` as `input_reference` and `extra_params`' keys as fields of their own."""
+    body = dict(body)
+    if "image_reference" in body:
+        if body.get("input_reference") is not None:
+            raise bad_value("image_reference", "<given>", "is `input_reference` by another name; give one")
+        body["input_reference"] = body.pop("image_reference")
+    extra = body.pop("extra_params", None)
+    if extra is None:
+        return body
+    if not isinstance(extra, dict):
+        raise bad_value("extra_params", type(extra).__name__, "must be a JSON object")
+    for key, value in extra.items():
+        if key not in FAMILY_FIELDS:
+            known = ", ".join(FAMILY_FIELDS)
+            raise bad_value(f"extra_params.{key}", value, f"not an argument any model here takes ({known})")
+        if body.get(key) is not None:
+            raise bad_value(f"extra_params.{key}", value, f"{key} is given on its own too; give one")
+        body[key] = value
+    return body
 
 
 M = TypeVar("M", bound=BaseModel)
@@ -289,7 +400,8 @@ class Notice(BaseModel):
     code: NoticeCode = Field(
         description="`narration_longer_than_asked`: the video runs past `seconds` because its narration, "
         "spoken at up to `narration.max_rate`, needs longer; `silent_narration`: a scene's voice said "
-        "nothing, so the scene keeps silence for its length."
+        "nothing, so the scene keeps silence for its length; `ignored_field`: the request set a sampling "
+        "field (vLLM-Omni's) that the served model has no use for."
     )
     message: str = Field(description="What happened, with the figures.")
 
@@ -403,7 +515,8 @@ class VideoObject(BaseModel):
     notices: list[Notice] = Field(
         default_factory=list,
         description="Extension: where the video differs from what was asked (a narration longer than "
-        "`seconds`, a scene whose voice said nothing), each with a code and a message.",
+        "`seconds`, a scene whose voice said nothing, a field the model ignored), each with a code and a "
+        "message.",
     )
 
 

@@ -36,6 +36,7 @@ class EncodeRequest:
         keep_last_frame: return the frames' last frame (as PNG bytes), for what comes next to start from.
         segment: which segment of the scene these frames are (from 0).
         segments: how many segments the scene has.
+        interpolation: the interpolation factor the job asked for (1, 2 or 4); None: the config's.
     """
 
     job_id: str
@@ -44,6 +45,7 @@ class EncodeRequest:
     keep_last_frame: bool = False
     segment: int = 0
     segments: int = 1
+    interpolation: int | None = None
 
 
 @dataclass
@@ -119,12 +121,12 @@ class ClipEncoder:
         self.storage = open_storage(storage)
 
     def encode_scene(self, request: EncodeRequest, frames: np.ndarray) -> EncodedScene:
-        """Interpolate (if configured) and encode one scene's frames (or one segment's) to its file.
+        """Interpolate (if asked for or configured) and encode one scene's frames (or one segment's) to its file.
 
         Returns the scene's clip, or for a segment before the last, the segment's file.
         """
         files = self._files(request.job_id)
-        factor = self.processor.config.interpolation_factor
+        factor = request.interpolation or self.processor.config.interpolation_factor
         fps = request.fps * factor
         made = self.processor.interpolate_frames(frames, factor)
         if request.segment == request.segments - 1 and factor > 1:

@@ -60,6 +60,8 @@ class FamilyRules:
     max_guidance: float
     takes_text: bool
     pipelines: tuple[str, ...]  # the pipelines (model_index.json `_class_name`) whose checkpoints it runs
+    # The request fields only some families take (`serve_app.protocol.FAMILY_FIELDS`) that this one uses.
+    request_fields: tuple[str, ...] = ()
 
     def valid_frames(self, frames: int) -> int:
         """The smallest frame count of this family's shape (step k + 1) that holds ``frames``."""
@@ -82,7 +84,15 @@ class FamilyRules:
 FAMILY_RULES: dict[str, FamilyRules] = {
     # SVD's UNet takes any length (it was trained on 14 or 25) at multiples of 8; guidance is its min/max ramp.
     "svd": FamilyRules(
-        "svd", "SVD", 1, 8, 0.0, 20.0, takes_text=False, pipelines=("StableVideoDiffusionPipeline",)
+        "svd",
+        "SVD",
+        1,
+        8,
+        0.0,
+        20.0,
+        takes_text=False,
+        pipelines=("StableVideoDiffusionPipeline",),
+        request_fields=("motion_bucket_id", "noise_aug_strength"),
     ),
     # pipeline_ltx_image2video: height and width divisible by 32; latent frames (n - 1) // 8 + 1.
     # LTX-Video 0.9.5 and later name LTXConditionPipeline, which this engine does not run.
@@ -95,10 +105,19 @@ FAMILY_RULES: dict[str, FamilyRules] = {
         20.0,
         takes_text=True,
         pipelines=("LTXPipeline", "LTXImageToVideoPipeline"),
+        request_fields=("negative_prompt", "guidance_scale"),
     ),
     # pipeline_wan_i2v: height and width divisible by 16; num_frames - 1 divisible by 4 (else rounded).
     "wan": FamilyRules(
-        "wan", "Wan", 4, 16, 1.0, 20.0, takes_text=True, pipelines=("WanPipeline", "WanImageToVideoPipeline")
+        "wan",
+        "Wan",
+        4,
+        16,
+        1.0,
+        20.0,
+        takes_text=True,
+        pipelines=("WanPipeline", "WanImageToVideoPipeline"),
+        request_fields=("negative_prompt", "guidance_scale"),
     ),
 }
 

@@ -21,12 +21,13 @@ from core.errors import BadRequest, bad_value
 MAX_JSON_DEPTH = 32  # the deepest request is body > scenes > [i] > scene: far below this
 MAX_NUMBER_CHARS = 64  # longer number literals are refused before Python converts them
 
-# Form fields that carry JSON in a multipart body (the OpenAI SDK sends every field as a form field).
-JSON_FORM_FIELDS = ("scenes", "input_reference", "narration")
+# Form fields that carry JSON in a form (the OpenAI SDK and vLLM-Omni's clients send every field as one).
+JSON_FORM_FIELDS = ("scenes", "input_reference", "narration", "image_reference", "extra_params")
 # The form fields of a create that may be files: the first scene's image and a music bed.
 CREATE_FILES = ("input_reference", "music")
 NESTED_FIELD = re.compile(r"([a-z_]{1,32})\[([a-z_]{1,32})\]")  # `video[id]`, always with fullmatch
-MAX_FORM_FIELDS = 32  # the create schema has fewer fields than this
+MAX_FORM_FIELDS = 48  # the create schema has fewer fields than this
+FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
 MAX_FORM_FIELD_BYTES = 2**20  # a text field; the file part is bounded by limits.max_body_bytes
 
 
@@ -69,12 +70,12 @@ def parse_json(data: bytes | str, param: str) -> Any:
 
 
 async def read_create_body(request: Request, file_fields: tuple[str, ...] = CREATE_FILES) -> CreateBody:
-    """A create body, JSON or multipart (the guard has already refused every other content type).
+    """A create body, JSON or a form, multipart or urlencoded (the guard has refused every other type).
 
     ``file_fields``: the form fields that may be files (none for the remix, edit and extension bodies).
     A form field named ``name[key]`` (how the OpenAI SDK sends ``video: {"id": ...}``) becomes ``name: {key: ...}``.
     """
-    if request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
+    if request.headers.get("content-type", "").lower().startswith(FORM_TYPES):
         return await _read_form(request, file_fields)
     raw = await request.body()
     # A large body takes tens of milliseconds to parse: off the event loop that answers polls.

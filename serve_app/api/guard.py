@@ -1,9 +1,9 @@
 """The gate in front of every route: cross-origin access, content types, and the body's size and time.
 
 A cross-site page may send a "simple" POST (a form, or a `text/plain` or bodiless fetch) without asking
-the server first. So a POST with a body must say it is JSON or multipart (else 415), and a POST or DELETE
-that a browser marks as coming from another origin (`Origin`, which browsers send on every cross-origin
-POST) is refused (403) unless `cors.allowed_origins` names that origin; CORS itself is Starlette's own
+the server first. So a POST with a body must say it is JSON or a form (multipart or urlencoded; else 415),
+and a POST or DELETE that a browser marks as coming from another origin (`Origin`, which browsers send on
+every cross-origin POST, forms included) is refused (403) unless `cors.allowed_origins` names that origin; CORS itself is Starlette's own
 middleware, added only when origins are configured. Non-browser clients (the SDK, curl) send no `Origin`
 and are unaffected.
 
@@ -26,7 +26,7 @@ from core.errors import APIError, Forbidden, PayloadTooLarge, RequestTimeout, Un
 from serve_app.api.errors import error_response
 from serve_app.config import AppConfig, CorsConfig
 
-BODY_TYPES = ("application/json", "multipart/form-data")
+BODY_TYPES = ("application/json", "multipart/form-data", "application/x-www-form-urlencoded")
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 
 
@@ -84,7 +84,8 @@ class RequestGuard:
         bodiless = headers.get("content-length", "0") == "0" and "transfer-encoding" not in headers
         if method == "POST" and media_type not in BODY_TYPES and not (bodiless and not media_type):
             raise UnsupportedMediaType(
-                f"content-type={media_type or '<none>'!r}: POST takes application/json or multipart/form-data",
+                f"content-type={media_type or '<none>'!r}: POST takes application/json, multipart/form-data or "
+                "application/x-www-form-urlencoded",
                 param="content-type",
                 code="unsupported_media_type",
             )

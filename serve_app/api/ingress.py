@@ -202,6 +202,8 @@ CREATE_FORM = {
         "music": {"type": "string", "format": "binary", "description": "WAV, MP3, Ogg, FLAC or M4A"},
         "scenes": {"type": "string", "description": "The `scenes` list as JSON text."},
         "narration": {"type": "string", "description": "true, false, or the options object as JSON text."},
+        "image_reference": {"type": "string", "description": '`{"image_url": "data:..."}` as JSON text.'},
+        "extra_params": {"type": "string", "description": "The `extra_params` object as JSON text."},
     },
 }
 
@@ -232,6 +234,7 @@ GATE = (Forbidden, RequestTimeout, PayloadTooLarge, UnsupportedMediaType)
             "content": {
                 "application/json": {"schema": {"$ref": "#/components/schemas/CreateVideoRequest"}},
                 "multipart/form-data": {"schema": CREATE_FORM},
+                "application/x-www-form-urlencoded": {"schema": CREATE_FORM},
             },
         }
     },
@@ -240,7 +243,8 @@ async def create_video(
     request: Request,
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> VideoObject:
-    """Start a video job. JSON or multipart (`input_reference` as a PNG, JPEG or WebP file)."""
+    """Start a video job. JSON, a multipart form (`input_reference` as a PNG, JPEG or WebP file) or an
+    urlencoded one; vLLM-Omni's fields are taken too (README, "Clients of other servers")."""
     service = _service(request)
     body = await read_create_body(request)
     try:

@@ -97,9 +97,13 @@ def fingerprint(
         "fps": plan.fps,
         "motion": motion,
         "noise": request.noise_aug_strength,
-        "interpolation": config.video_processing.interpolation_factor,
+        "interpolation": request.interpolation or config.video_processing.interpolation_factor,
         "start": start,
     }
+    # Only when asked for: the clips made before these fields existed keep their fingerprints.
+    for name in ("negative_prompt", "guidance_scale"):
+        if getattr(request, name) is not None:
+            made_of[name] = getattr(request, name)
     return hashlib.sha256(json.dumps(made_of, sort_keys=True).encode()).hexdigest()
 
 

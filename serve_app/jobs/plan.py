@@ -106,7 +106,22 @@ def plan_job(request: CreateVideoRequest, config: AppConfig, seed: int, extra_jo
     if request.model is not None and request.model not in (config.served_model_name, config.video.model):
         raise bad_value("model", request.model, f"this service serves {config.served_model_name!r}")
 
+    fps = request.fps or config.video.fps
     seconds = request.seconds if request.seconds is not None else config.jobs.default_seconds
+    if request.num_frames is not None:
+        # vLLM-Omni's way to give the length: frames at the video's rate.
+        if request.seconds is not None and abs(request.seconds * fps - request.num_frames) >= 0.5:
+            raise bad_value(
+                "num_frames",
+                request.num_frames,
+                f"disagrees with seconds={request.seconds:g} at {fps} fps ({request.seconds * fps:g} frames); "
+                "give one",
+            )
+        seconds = request.num_frames / fps
+        if seconds > limits.max_seconds:
+            raise bad_value(
+                "num_frames", request.num_frames, f"at most {limits.max_seconds:g} s at {fps} fps"
+            )
     if seconds > limits.max_seconds:
         raise bad_value("seconds", request.seconds, f"at most {limits.max_seconds:g}")
 
@@ -126,11 +141,18 @@ def plan_job(request: CreateVideoRequest, config: AppConfig, seed: int, extra_jo
                 raise bad_value(
                     name, getattr(request, name), f"is SVD's; this service animates with {rules.label}"
                 )
+    guidance = request.guidance_scale
+    taken = "guidance_scale" in rules.request_fields
+    if taken and guidance is not None and not rules.min_guidance <= guidance <= rules.max_guidance:
+        raise bad_value(
+            "guidance_scale",
+            guidance,
+            f"{rules.label} takes {rules.min_guidance:g} to {rules.max_guidance:g}",
+        )
 
     steps = request.num_inference_steps or config.video.num_inference_steps
     if steps > limits.max_inference_steps:
         raise bad_value("num_inference_steps", steps, f"at most {limits.max_inference_steps}")
-    fps = request.fps or config.video.fps
 
     if request.scenes is not None:
         num_scenes = len(request.scenes)

@@ -100,10 +100,11 @@ class JobRun:
 
     @property
     def asked(self) -> bool:
-        """Whether the request set the video's length: `seconds` is a contract, and scenes of an asked
+        """Whether the request set the video's length: `seconds` (or `num_frames`) is a contract, and scenes of an asked
         length (or explicit scenes with their own lengths) are spoken fast enough to fit them."""
         scenes = self.request.scenes or []
-        return self.request.seconds is not None or any(spec.duration_s is not None for spec in scenes)
+        given = self.request.seconds is not None or self.request.num_frames is not None
+        return given or any(spec.duration_s is not None for spec in scenes)
 
 
 @dataclass
@@ -372,8 +373,10 @@ class VideoRecipe(Generic[K]):
                     fps=run.plan.fps,
                     motion_bucket_id=motion,
                     noise_aug_strength=request.noise_aug_strength,
-                    # Families that take text (LTX, Wan) see the keyframe's prompt; SVD ignores it.
+                    # Families that take text (LTX, Wan) see the keyframe's prompt and these; SVD ignores them.
                     prompt=scene.visual_prompt,
+                    negative_prompt=request.negative_prompt,
+                    guidance_scale=request.guidance_scale,
                 ),
                 text=scene.caption,
                 key=f"{run.id}:{scene.idx}",
@@ -385,6 +388,7 @@ class VideoRecipe(Generic[K]):
                 keep_last_frame=request.continuity or index < len(lengths) - 1,
                 segment=index,
                 segments=len(lengths),
+                interpolation=request.interpolation,
             )
             encoded = await self._segment(run, Segment(scene, animate, keyframe, encode), stage_started)
             stage_started = time.monotonic()

@@ -9,9 +9,11 @@ from dataclasses import dataclass
 
 from core.errors import NotFound, bad_value
 from core.files import is_job_id
-from core.status import TERMINAL, JobStatus, Variant
+from core.status import TERMINAL, JobStatus, NoticeCode, Variant
+from engines.video.config import rules_of
 from serve_app.config import AppConfig
 from serve_app.protocol import (
+    SAMPLING_FIELDS,
     NarrationObject,
     Notice,
     SceneObject,
@@ -128,8 +130,21 @@ class VideoObjects:
             title=job.title,
             writer=job.script_backend,
             scenes=[_scene_object(scene) for scene in job.scenes],
-            notices=[Notice(**notice) for notice in job.notices],
+            notices=[Notice(**notice) for notice in job.notices] + self._ignored_fields(job),
         )
+
+    def _ignored_fields(self, job: JobRow) -> builtins.list[Notice]:
+        """A notice for each sampling field the job set that the served family has no use for: a client
+        written for another server's models keeps working, and can see what had no effect."""
+        rules = rules_of(self.config.video)
+        return [
+            Notice(
+                code=NoticeCode.IGNORED_FIELD,
+                message=f"{rules.family} takes no {name}; it was ignored",
+            )
+            for name in SAMPLING_FIELDS
+            if job.request.get(name) is not None and name not in rules.request_fields
+        ]
 
 
 def _scene_object(scene: SceneRow) -> SceneObject:
