@@ -36,7 +36,7 @@ def app(cpu_app: Deployed) -> Deployed:
 
 def test_the_readme_has_the_snippets_this_file_runs():
     assert len(snippets("python")) >= 1 and any("curl" in s for s in snippets("bash"))
-    assert len(api_snippets()) == 4, "a new API snippet in the README needs a test here"
+    assert len(api_snippets()) == 5, "a new API snippet in the README needs a test here"
 
 
 def python_snippet(marker: str) -> str:
@@ -65,7 +65,7 @@ def test_the_remix_and_extend_snippet_prints_what_it_says(app, capsys):
 
 
 def test_the_curl_snippet_runs_line_by_line(app, tmp_path):
-    (block,) = [s for s in snippets("bash") if "curl" in s and "music=" not in s]
+    (block,) = [s for s in snippets("bash") if "curl" in s and "Idempotency-Key" in s]
     commands = re.split(r"\n(?=curl )", block.strip())
     host = app.url.removeprefix("http://")
 
@@ -116,3 +116,32 @@ def test_the_narration_snippet_makes_a_narrated_video_with_music_and_subtitles(a
     (tmp_path / "v.mp4").write_bytes(app.client.get(f"/v1/videos/{video['id']}/content").content)
     with av.open(str(tmp_path / "v.mp4")) as container:
         assert container.streams.audio and container.streams.video
+
+
+def test_the_other_servers_forms_make_the_frames_size_and_notices_their_fields_say(app, tmp_path):
+    (block,) = [s for s in snippets("bash") if "-F fps=12" in s]
+    multipart, urlencoded = re.split(r"\n(?=curl )", block.strip())
+    host = app.url.removeprefix("http://")
+    made = []
+    for command in (multipart, urlencoded):
+        done = subprocess.run(
+            ["bash", "-c", command.replace("localhost:8000", host)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+        video = app.wait(json.loads(done.stdout)["id"])
+        assert video["status"] == "completed", video["error"]
+        path = tmp_path / f"{video['id']}.mp4"
+        path.write_bytes(app.client.get(f"/v1/videos/{video['id']}/content").content)
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            frames = sum(1 for _ in container.decode(stream))
+            made.append((video, frames, float(stream.average_rate), (stream.width, stream.height)))
+
+    (boat, frames, rate, size), (small, small_frames, small_rate, small_size) = made
+    assert (frames, rate, size) == (24, 12.0, (640, 360))  # seconds x fps, at width x height
+    assert [n["message"] for n in boat["notices"]] == ["svd takes no negative_prompt; it was ignored"]
+    # Interpolated: twice the profile's rate and frames, over the same 2 seconds.
+    assert small_size == (320, 180) and small_rate == 2 * 7 and small_frames == 2 * 2 * 7
