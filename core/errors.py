@@ -138,13 +138,19 @@ class APIError(CodedError):
     type = "internal_error"
 
     def __init__(
-        self, message: str, param: str | None = None, code: str | None = None, headers: dict | None = None
+        self,
+        message: str,
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict | None = None,
+        video_id: str | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
         self.param = param
         self.code = code or self.type
         self.headers = headers or {}
+        self.video_id = video_id  # the video the request made, when an error comes after it (the sync route)
 
 
 class BadRequest(APIError):
@@ -193,6 +199,16 @@ class Overloaded(APIError):
 
 class Unavailable(APIError):
     status, type = 503, "service_unavailable"
+
+
+class GatewayTimeout(APIError):
+    status, type = 504, "timeout_error"
+
+
+class JobFailed(APIError):
+    """A video the request waited for failed: its own code and message, and its id."""
+
+    status, type = 500, "server_error"
 
 
 def bad_value(param: str, value: Any, reason: str) -> BadRequest:

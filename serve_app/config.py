@@ -161,6 +161,13 @@ class LimitsConfig(BaseModel):
     max_queued_jobs: int = Field(
         64, ge=1, description="Jobs waiting to start before new ones are refused with 429 and Retry-After."
     )
+    sync_timeout_s: float = Field(
+        120,
+        gt=0,
+        le=3600,
+        description="How long POST /v1/videos/sync waits for its video; past it a 504 carries the video's id "
+        "and the job goes on. Keep it below your proxies' and clients' read timeouts.",
+    )
     max_event_streams: int = Field(
         64,
         ge=1,

@@ -512,6 +512,19 @@ class VideoObject(BaseModel):
         description="What wrote the scenes: 'transformers', 'openai', 'template' or 'explicit' (the caller).",
     )
     scenes: list[SceneObject] = Field(default_factory=list)
+    inference_time_s: float | None = Field(
+        None,
+        description="vLLM-Omni's: seconds from the start of the run that completed the video to its end "
+        "(a job resumed after its runner died counts its last run); null until completed.",
+    )
+    stage_durations: dict[str, float] | None = Field(
+        None,
+        description="vLLM-Omni's: seconds in each stage of that run, summed over the scenes (which run side "
+        "by side, so the sum may pass `inference_time_s`): `write` (until the script is stored, narration "
+        "included), `narrate`, `paint`, `animate`, `encode`, `stitch`; null until completed.",
+    )
+    media_type: str | None = Field(None, description="`video/mp4` once completed.")
+    file_name: str | None = Field(None, description="The download's file name once completed.")
     notices: list[Notice] = Field(
         default_factory=list,
         description="Extension: where the video differs from what was asked (a narration longer than "

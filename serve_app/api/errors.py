@@ -15,7 +15,7 @@ from typing import Any
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from core.errors import (
@@ -44,6 +44,9 @@ class ErrorBody(BaseModel):
     type: str
     param: str | None = None
     code: str | None = None
+    video_id: str | None = Field(
+        None, description="The video the request made, when the error came after it (`POST /v1/videos/sync`)."
+    )
 
 
 class ErrorResponse(BaseModel):
@@ -78,9 +81,17 @@ def error_response(exc: Exception) -> JSONResponse:
             message, param=getattr(exc, "param", None), code=kind.code
         )
     body = ErrorResponse(
-        error=ErrorBody(message=error.message, type=error.type, param=error.param, code=error.code)
+        error=ErrorBody(
+            message=error.message,
+            type=error.type,
+            param=error.param,
+            code=error.code,
+            video_id=error.video_id,
+        )
     )
-    response = JSONResponse(body.model_dump(), status_code=error.status, headers=error.headers)
+    # `video_id` only where there is one: every other error keeps the four fields OpenAI's envelope has.
+    content = body.model_dump(exclude={"error": {"video_id"}} if error.video_id is None else None)
+    response = JSONResponse(content, status_code=error.status, headers=error.headers)
     # Starlette answers a 500 from its outermost layer, outside the SecurityHeaders middleware.
     secure(response.headers)
     return response

@@ -32,7 +32,9 @@ from core.errors import (
     BadRequest,
     Conflict,
     Forbidden,
+    GatewayTimeout,
     InvalidInput,
+    JobFailed,
     NotFound,
     Overloaded,
     PayloadTooLarge,
@@ -254,6 +256,44 @@ async def create_video(
     return await service.create(create, body.upload, idempotency_key, music=body.uploads.get("music"))
 
 
+@api.post(
+    "/v1/videos/sync",
+    response_class=OpenedFileResponse,
+    status_code=200,
+    responses={
+        200: {"content": {"video/mp4": {}}, "description": "The finished video, whole."},
+        307: {"description": "With `storage.presign`: `Location` is a presigned URL of the video."},
+        **errors.responses(BadRequest, Unprocessable, Overloaded, *GATE, JobFailed, GatewayTimeout),
+    },
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": {"$ref": "#/components/schemas/CreateVideoRequest"}},
+                "multipart/form-data": {"schema": CREATE_FORM},
+                "application/x-www-form-urlencoded": {"schema": CREATE_FORM},
+            },
+        }
+    },
+)
+async def create_video_sync(
+    request: Request,
+    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+) -> Response:
+    """vLLM-Omni's sync route: the create's body, answered with the MP4 once the video completes within
+    `limits.sync_timeout_s`; past it, a 504 whose error carries the video's id (the job goes on)."""
+    service = _service(request)
+    body = await read_create_body(request)
+    try:
+        create = parse_create(body.fields, service.config.limits)
+    except ValidationError as exc:
+        raise RequestValidationError(client_errors(CreateVideoRequest, exc)) from None
+    content = await service.create_and_wait(
+        create, body.upload, idempotency_key, music=body.uploads.get("music")
+    )
+    return _download(content)
+
+
 async def _parse(request: Request, model: type[M]) -> M:
     """A remix, edit or extension body (JSON or multipart, no files), validated as a create is."""
     body = await read_create_body(request, file_fields=())
@@ -340,7 +380,11 @@ async def delete_video(request: Request, video_id: VideoId) -> VideoDeleted:
     },
 )
 async def download_content(request: Request, video_id: VideoId, variant: Variant = Variant.VIDEO) -> Response:
-    content = await asyncio.to_thread(_service(request).content, video_id, variant)
+    return _download(await asyncio.to_thread(_service(request).content, video_id, variant))
+
+
+def _download(content: Content | StoredContent | str) -> Response:
+    """The answer that hands over a kept file: a local file, an object of the store, or a presigned URL."""
     if isinstance(content, str):  # storage.presign: the client fetches it from the store itself
         return RedirectResponse(content, status_code=307)
     if isinstance(content, StoredContent):

@@ -73,6 +73,8 @@ class JobRun:
             remix's scenes taken over (take over); or as an earlier run stored them.
         frames: each scene's frame count, by index (the scenes step).
         title, script_backend, notices: what the write and narrate steps tell the video object.
+        stage_seconds: seconds each stage took in this run, summed over the scenes (the video object's
+            `stage_durations`).
     """
 
     job: JobRow
@@ -88,6 +90,7 @@ class JobRun:
     title: str | None = None
     script_backend: str | None = None
     notices: list[dict[str, str]] = field(default_factory=list)
+    stage_seconds: dict[str, float] = field(default_factory=dict)
 
     @property
     def id(self) -> str:
@@ -275,7 +278,7 @@ class VideoRecipe(Generic[K]):
         run.scenes, run.notices = await narrate_scenes(
             self.stages.narrator, self.config, run.id, run.plan, run.scenes, run.narration, fit
         )
-        self._observe("narrate", started)
+        self._observe(run, "narrate", started)
 
     async def take_over(self, run: JobRun) -> None:
         """Put an extension's or a remix's scenes taken over among the job's own, and store the script."""
@@ -295,7 +298,7 @@ class VideoRecipe(Generic[K]):
             progress=WRITE_SHARE,
             notices_json=json.dumps(run.notices, ensure_ascii=False) if run.notices else None,
         )
-        self._observe("write", run.script_started)
+        self._observe(run, "write", run.script_started)
         logger.info("job %s: %d scenes written by %s", run.id, len(run.scenes), run.script_backend)
 
     async def make_scenes(self, run: JobRun) -> None:
@@ -458,7 +461,7 @@ class VideoRecipe(Generic[K]):
                     raise
                 logger.warning("job %s: scene %d's frames were lost; animating it again", run.id, scene.idx)
                 continue
-            self._observe("encode", started)
+            self._observe(run, "encode", started)
             if segment.last:
                 metrics.get().scenes.inc(tags={"generator": animated.generator})
             else:
@@ -477,7 +480,7 @@ class VideoRecipe(Generic[K]):
         animated: Animated | None = None
         async for event in self.stages.animator.animate(segment.animate, segment.keyframe):
             if isinstance(event, KeyframeReady):
-                self._observe("paint", started)
+                self._observe(run, "paint", started)
                 started = time.monotonic()
                 # What made the scene's first frame; later segments start from the one before.
                 made_by = {"keyframe_generator": event.source} if part == 0 else {}
@@ -488,7 +491,7 @@ class VideoRecipe(Generic[K]):
                 animated = event
         if animated is None:
             raise RuntimeError(f"the animator ended scene {idx} without its frames")
-        self._observe("animate", started)
+        self._observe(run, "animate", started)
         return animated
 
     async def stitch(self, run: JobRun) -> FinalVideo:
@@ -513,7 +516,7 @@ class VideoRecipe(Generic[K]):
                 burn_subtitles=run.request.burn_subtitles,
             )
         )
-        self._observe("stitch", started)
+        self._observe(run, "stitch", started)
         return final
 
     async def finish(self, run: JobRun, final: FinalVideo) -> None:
@@ -525,6 +528,12 @@ class VideoRecipe(Generic[K]):
             progress=100,
             seconds=f"{round(final.duration, 2):g}",
             has_audio=int(final.audio is not None),
+            timings_json=json.dumps(
+                {
+                    "wall": round(time.monotonic() - run.started, 3),
+                    "stages": {stage: round(s, 3) for stage, s in run.stage_seconds.items()},
+                }
+            ),
         )
         if not ended:
             await self._stopped(run)
@@ -571,8 +580,11 @@ class VideoRecipe(Generic[K]):
         return [*([request.style] if request.style else []), *writer.style, *writer.quality_terms]
 
     @staticmethod
-    def _observe(stage: str, started: float) -> None:
-        metrics.get().stage_seconds.observe(time.monotonic() - started, tags={"stage": stage})
+    def _observe(run: JobRun, stage: str, started: float) -> None:
+        """A stage's time: to the metrics, and to the run's sum of each stage over its scenes."""
+        seconds = time.monotonic() - started
+        metrics.get().stage_seconds.observe(seconds, tags={"stage": stage})
+        run.stage_seconds[stage] = run.stage_seconds.get(stage, 0.0) + seconds
 
 
 def _music_format(files: JobFiles) -> str | None:

@@ -56,7 +56,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     inherited_json TEXT,
     webhook_url TEXT,
     has_audio INTEGER NOT NULL DEFAULT 0,
-    notices_json TEXT
+    notices_json TEXT,
+    timings_json TEXT
 );
 CREATE TABLE IF NOT EXISTS scenes (
     job_id TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
@@ -153,11 +154,17 @@ class JobRow:
     webhook_url: str | None = None
     has_audio: int = 0  # set when it completes with an audio track
     notices_json: str | None = None  # [{"code", "message"}]: where the video differs from what was asked
+    # {"wall": s, "stages": {stage: s}}: how long the run that completed it took, and each stage in it
+    timings_json: str | None = None
     scenes: list[SceneRow] = field(default_factory=list)
 
     @property
     def notices(self) -> list[dict[str, str]]:
         return json.loads(self.notices_json) if self.notices_json else []
+
+    @property
+    def timings(self) -> dict[str, Any]:
+        return json.loads(self.timings_json) if self.timings_json else {}
 
     @property
     def request(self) -> dict[str, Any]:

@@ -12,7 +12,7 @@ import contextlib
 import json
 import time
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 from core.errors import Overloaded
 from core.status import TERMINAL, JobStatus
@@ -54,19 +54,33 @@ class EventHub:
         or, if it never ran, when it is dropped.
         """
         self.objects.job(video_id)  # 404 before the stream starts
+        slot = self._take_slot(f"poll GET /v1/videos/{video_id} or try again later")
+        stream = self._holding(slot, self.events(video_id))
+        weakref.finalize(stream, self._streams.discard, slot)
+        return stream
+
+    @contextlib.contextmanager
+    def waiting(self) -> Iterator[None]:
+        """A place among the event streams for a request that waits for its video (``final_status``): it
+        holds a request slot as long as a stream does. 429 past ``limits.max_event_streams``."""
+        slot = self._take_slot("create the video with POST /v1/videos and poll it, or try again later")
+        try:
+            yield
+        finally:
+            self._streams.discard(slot)
+
+    def _take_slot(self, advice: str) -> object:
         cap = self.config.limits.max_event_streams
         if len(self._streams) >= cap:
             raise Overloaded(
-                f"{cap} event streams are open on this replica (limits.max_event_streams); poll "
-                f"GET /v1/videos/{video_id} or try again later",
+                f"{cap} event streams and sync requests are open on this replica (limits.max_event_streams); "
+                + advice,
                 code="too_many_streams",
                 headers={"Retry-After": "5"},
             )
         slot = object()
         self._streams.add(slot)
-        stream = self._holding(slot, self.events(video_id))
-        weakref.finalize(stream, self._streams.discard, slot)
-        return stream
+        return slot
 
     async def _holding(self, slot: object, stream: AsyncIterator[str]) -> AsyncIterator[str]:
         try:
@@ -106,6 +120,20 @@ class EventHub:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(changed.wait(), EVENT_POLL_S)
             quiet += time.monotonic() - started
+
+    async def final_status(self, video_id: str, timeout_s: float) -> JobStatus | None:
+        """``video_id``'s final status once it has one, woken as the event streams are (no stream slot is
+        taken); its status then if ``timeout_s`` passes first; None once it is deleted."""
+        self._loop = asyncio.get_running_loop()
+        ends_at = time.monotonic() + timeout_s
+        while True:
+            changed = self._changed  # taken before reading, so a write in between is not missed
+            status, _ = self._snapshot(video_id)
+            left = ends_at - time.monotonic()
+            if status is None or status in TERMINAL or left <= 0:
+                return status
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), min(EVENT_POLL_S, left))
 
     def _snapshot(self, video_id: str) -> tuple[JobStatus | None, str]:
         """A video's status and object as JSON, read once per change (or per poll interval) for all streams."""

@@ -6,9 +6,10 @@ import builtins
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from core.errors import NotFound, bad_value
-from core.files import is_job_id
+from core.files import VARIANT_FILES, is_job_id
 from core.status import TERMINAL, JobStatus, NoticeCode, Variant
 from engines.video.config import rules_of
 from serve_app.config import AppConfig
@@ -131,6 +132,7 @@ class VideoObjects:
             writer=job.script_backend,
             scenes=[_scene_object(scene) for scene in job.scenes],
             notices=[Notice(**notice) for notice in job.notices] + self._ignored_fields(job),
+            **_timings(job),
         )
 
     def _ignored_fields(self, job: JobRow) -> builtins.list[Notice]:
@@ -145,6 +147,19 @@ class VideoObjects:
             for name in SAMPLING_FIELDS
             if job.request.get(name) is not None and name not in rules.request_fields
         ]
+
+
+def _timings(job: JobRow) -> dict[str, Any]:
+    """The completed video's timings and file, as vLLM-Omni's video object has them (none before)."""
+    if job.status != JobStatus.COMPLETED:
+        return {}
+    timings = job.timings  # empty for a video completed before timings were kept
+    return {
+        "inference_time_s": timings.get("wall"),
+        "stage_durations": timings.get("stages"),
+        "media_type": VARIANT_FILES[Variant.VIDEO].media_type,
+        "file_name": f"{job.id}{VARIANT_FILES[Variant.VIDEO].suffix}",
+    }
 
 
 def _scene_object(scene: SceneRow) -> SceneObject:

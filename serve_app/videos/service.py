@@ -21,7 +21,15 @@ from typing import Any, Protocol
 from pydantic import ValidationError
 
 from core import metrics
-from core.errors import Conflict, NotFound, Overloaded, Unprocessable, bad_value
+from core.errors import (
+    Conflict,
+    GatewayTimeout,
+    JobFailed,
+    NotFound,
+    Overloaded,
+    Unprocessable,
+    bad_value,
+)
 from core.files import JobFiles, is_job_id
 from core.status import TERMINAL, JobStatus
 from core.storage import StoredContent
@@ -134,6 +142,58 @@ class VideoService:
             request, plan, webhook_url=webhook_url, idempotency_key=idempotency_key, body_hash=body_hash
         )
         return await self._store(job, reference_png, music=bed)
+
+    async def create_and_wait(
+        self,
+        request: CreateVideoRequest,
+        reference: bytes | None,
+        idempotency_key: str | None,
+        music: bytes | None = None,
+    ) -> Content | StoredContent | str:
+        """``create``, then the finished video to download (as ``content`` gives it) once it completes
+        within ``limits.sync_timeout_s``.
+
+        Raises:
+            GatewayTimeout: 504 past the timeout; the job goes on, and the error carries its id.
+            JobFailed: 500 with the job's own error code and message when it failed.
+            Conflict: 409 when it was cancelled meanwhile; NotFound: 404 when it was deleted.
+            Overloaded: 429 (before any job is made) past ``limits.max_event_streams`` waiting requests and
+                event streams on this replica.
+        """
+        timeout_s = self.config.limits.sync_timeout_s
+        # A place among the event streams first: a flood of waiting requests cannot take the slots polls need.
+        with self.hub.waiting():
+            video = await self.create(request, reference, idempotency_key, music=music)
+            status = await self.hub.final_status(video.id, timeout_s)
+        if status == JobStatus.COMPLETED:
+            return await asyncio.to_thread(self.content, video.id, "video")
+        where = {"Location": f"/v1/videos/{video.id}"}  # and the id in the error: the job may go on
+        if status is None:
+            raise NotFound(
+                f"{video.id} was deleted before it finished",
+                code="video_not_found",
+                headers=where,
+                video_id=video.id,
+            )
+        if status == JobStatus.CANCELLED:
+            raise Conflict(
+                f"{video.id} was cancelled before it finished",
+                code="cancelled",
+                headers=where,
+                video_id=video.id,
+            )
+        if status == JobStatus.FAILED:
+            job = self.objects.job(video.id)
+            raise JobFailed(
+                job.error_message or "the video failed", code=job.error_code, headers=where, video_id=video.id
+            )
+        raise GatewayTimeout(
+            f"{video.id} did not finish within {timeout_s:g} s (limits.sync_timeout_s); it goes on: poll "
+            f"GET /v1/videos/{video.id} and download it from /v1/videos/{video.id}/content",
+            code="sync_timeout",
+            headers=where,
+            video_id=video.id,
+        )
 
     def _check_queue(self) -> None:
         """Refuse a new job before any work on it when the queue is full. Only a hint: creates racing for

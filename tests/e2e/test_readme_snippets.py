@@ -36,7 +36,7 @@ def app(cpu_app: Deployed) -> Deployed:
 
 def test_the_readme_has_the_snippets_this_file_runs():
     assert len(snippets("python")) >= 1 and any("curl" in s for s in snippets("bash"))
-    assert len(api_snippets()) == 5, "a new API snippet in the README needs a test here"
+    assert len(api_snippets()) == 6, "a new API snippet in the README needs a test here"
 
 
 def python_snippet(marker: str) -> str:
@@ -145,3 +145,19 @@ def test_the_other_servers_forms_make_the_frames_size_and_notices_their_fields_s
     assert [n["message"] for n in boat["notices"]] == ["svd takes no negative_prompt; it was ignored"]
     # Interpolated: twice the profile's rate and frames, over the same 2 seconds.
     assert small_size == (320, 180) and small_rate == 2 * 7 and small_frames == 2 * 2 * 7
+
+
+def test_the_sync_snippet_writes_the_finished_mp4(app, tmp_path):
+    (command,) = [s for s in snippets("bash") if "/v1/videos/sync" in s]
+    done = subprocess.run(
+        ["bash", "-c", command.replace("localhost:8000", app.url.removeprefix("http://"))],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert done.returncode == 0, done.stderr
+    with av.open(str(tmp_path / "boat.mp4")) as container:
+        stream = container.streams.video[0]
+        assert stream.codec_context.name == "h264"
+        assert float(container.duration / av.time_base) == pytest.approx(2, abs=0.2)

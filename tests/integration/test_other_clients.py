@@ -4,9 +4,11 @@ made, not only that a create answers 200."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import json
+import threading
 import time
 from pathlib import Path
 from urllib.parse import urlencode
@@ -45,7 +47,10 @@ def multipart(**fields: object) -> list[tuple[str, tuple[None, str]]]:
 
 def finished(client: TestClient, response) -> dict:
     assert response.status_code == 200, response.text
-    video_id = response.json()["id"]
+    return completed(client, response.json()["id"])
+
+
+def completed(client: TestClient, video_id: str) -> dict:
     deadline = time.monotonic() + 60
     while (video := client.get(f"/v1/videos/{video_id}").json())["status"] not in ("completed", "failed"):
         assert time.monotonic() < deadline, video
@@ -299,3 +304,124 @@ def test_a_cross_site_urlencoded_form_is_refused_and_stores_nothing(client, loca
     response = client.post("/v1/videos", data={"prompt": "csrf"}, headers={"origin": "https://evil.example"})
     assert response.status_code == 403 and response.json()["error"]["code"] == "cross_origin_request"
     assert local_service.store.page(None, 10, "desc")[0] == []
+
+
+# -- POST /v1/videos/sync ------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_the_sync_route_answers_the_whole_mp4_once_the_video_completes(client, local_service, tmp_path):
+    response = client.post(
+        "/v1/videos/sync", files=multipart(prompt="A fox.", seconds=2, fps=12, num_scenes=1, narration=False)
+    )
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "video/mp4"
+    assert int(response.headers["content-length"]) == len(response.content) > 0
+    (tmp_path / "v.mp4").write_bytes(response.content)
+    with av.open(str(tmp_path / "v.mp4")) as container:
+        assert sum(1 for _ in container.decode(container.streams.video[0])) == 24
+    (job,) = local_service.store.page(None, 10, "desc")[0]
+    assert job.status == "completed"  # the same job a create makes, kept like any other
+
+
+class Held:
+    """An animator stage that waits for ``release`` before animating: a video that cannot finish until the
+    test says so."""
+
+    def __init__(self, animator) -> None:
+        self.animator = animator
+        self.release = threading.Event()
+
+    async def animate(self, request, keyframe):
+        await asyncio.to_thread(self.release.wait, 60)
+        async for event in self.animator.animate(request, keyframe):
+            yield event
+
+
+@pytest.mark.slow
+def test_past_the_sync_timeout_a_504_carries_the_id_and_the_job_goes_on(local_config):
+    limits = local_config.limits.model_copy(update={"sync_timeout_s": 0.5})
+    config = local_config.model_copy(update={"limits": limits})
+    held = Held(stages_with(config).animator)
+    ingress.install(service_with(config, animator=held))
+    with TestClient(ingress.app) as client:
+        late = client.post("/v1/videos/sync", json={"prompt": "A fox.", "seconds": 1})
+        held.release.set()
+        assert late.status_code == 504, late.text
+        error = late.json()["error"]
+        assert error["code"] == "sync_timeout" and "limits.sync_timeout_s" in error["message"]
+        assert late.headers["location"] == f"/v1/videos/{error['video_id']}"
+        completed(client, error["video_id"])
+
+
+@pytest.mark.slow
+def test_a_failed_sync_video_is_its_own_error_with_its_id(local_config):
+    processing = local_config.video_processing.model_copy(update={"ffmpeg_path": "/bin/false"})
+    config = local_config.model_copy(update={"video_processing": processing})
+    service = service_with(config)
+    ingress.install(service)
+    with TestClient(ingress.app) as client:
+        failed = client.post("/v1/videos/sync", json={"prompt": "A fox.", "seconds": 1})
+    assert failed.status_code == 500, failed.text
+    error = failed.json()["error"]
+    job = service.store.get(error["video_id"])
+    assert job.status == "failed" and (error["code"], error["message"]) == (job.error_code, job.error_message)
+
+
+def test_a_refused_sync_create_is_a_400_without_a_video(client, local_service):
+    response = client.post("/v1/videos/sync", data={"prompt": "A fox.", "width": "128"})
+    assert "width and height come together" in assert_refused(response, "height")
+    assert "video_id" not in response.json()["error"]
+    assert local_service.store.page(None, 10, "desc")[0] == []
+
+
+@pytest.mark.slow
+def test_waiting_sync_requests_share_the_event_streams_cap_and_past_it_make_no_video(local_config):
+    limits = local_config.limits.model_copy(update={"max_event_streams": 1})
+    config = local_config.model_copy(update={"limits": limits})
+    held = Held(stages_with(config).animator)
+    service = service_with(config, animator=held)
+    ingress.install(service)
+    with TestClient(ingress.app) as client:
+        answers = []
+        first = threading.Thread(
+            target=lambda: answers.append(
+                client.post("/v1/videos/sync", json={"prompt": "A fox.", "seconds": 1})
+            )
+        )
+        first.start()
+        deadline = time.monotonic() + 30
+        while not service.store.page(None, 10, "desc")[0]:  # its job is stored: it holds its place
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        second = client.post("/v1/videos/sync", json={"prompt": "A second fox.", "seconds": 1})
+        stream = client.get(f"/v1/videos/{service.store.page(None, 10, 'desc')[0][0].id}/events")
+        held.release.set()
+        first.join(60)
+
+    assert second.status_code == 429 and second.json()["error"]["code"] == "too_many_streams"
+    assert stream.status_code == 429
+    assert [job.prompt for job in service.store.page(None, 10, "desc")[0]] == ["A fox."]
+    assert answers[0].status_code == 200 and answers[0].headers["content-type"] == "video/mp4"
+
+
+# -- timings on the object --------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_a_completed_video_says_how_long_it_took_in_all_and_in_each_stage(client, local_service):
+    created = client.post("/v1/videos", json={"prompt": "A fox. The sea.", "seconds": 2, "narration": False})
+    assert created.status_code == 200
+    queued = created.json()
+    assert (queued["inference_time_s"], queued["stage_durations"], queued["media_type"]) == (None, None, None)
+    video = completed(client, queued["id"])
+
+    stages = video["stage_durations"]
+    assert set(stages) == {"write", "paint", "animate", "encode", "stitch"}  # silent: no narrate stage
+    assert all(seconds >= 0 for seconds in stages.values()) and stages["stitch"] > 0
+    # The script comes before the scenes and the stitch after them: together within the run's time.
+    assert 0 < stages["write"] + stages["stitch"] <= video["inference_time_s"]
+    assert (video["media_type"], video["file_name"]) == ("video/mp4", f"{video['id']}.mp4")
+    download = client.get(f"/v1/videos/{video['id']}/content")
+    assert download.headers["content-type"] == video["media_type"]
+    assert video["file_name"] in download.headers["content-disposition"]
