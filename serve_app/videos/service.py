@@ -134,6 +134,9 @@ class VideoService:
         # 3. Resolve and check everything the job will use, so a bad request fails now, not later.
         seed = request.seed if request.seed is not None else secrets.randbelow(2**32)
         plan = plan_job(request, self.config, seed)
+        if request.num_frames is not None:
+            # Kept as the length it stands for: an extension (or a remix) of this video sets `seconds` anew.
+            request = request.model_copy(update={"seconds": plan.seconds, "num_frames": None})
         webhook_url = await self._webhook_url(request.webhook_url)
         reference_png = await reference_as_png(request, reference)
         self._check_narration(request)

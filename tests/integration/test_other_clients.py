@@ -425,3 +425,15 @@ def test_a_completed_video_says_how_long_it_took_in_all_and_in_each_stage(client
     download = client.get(f"/v1/videos/{video['id']}/content")
     assert download.headers["content-type"] == video["media_type"]
     assert video["file_name"] in download.headers["content-disposition"]
+
+
+@pytest.mark.slow
+def test_a_video_given_in_frames_can_be_extended_and_remixed(client):
+    source = finished(client, client.post("/v1/videos", json={"prompt": "A fox.", "num_frames": 8, "fps": 8}))
+    assert source["seconds"] == "1"
+    # 2 s more, where the source's 8 frames at 8 fps are 1 s: the extension's length is not its source's.
+    body = {"video": {"id": source["id"]}, "prompt": "Then the sea.", "seconds": 2}
+    extension = finished(client, client.post("/v1/videos/extensions", json=body))
+    remix = finished(client, client.post(f"/v1/videos/{source['id']}/remix", json={"prompt": "A wolf."}))
+    assert float(extension["seconds"]) == pytest.approx(3, abs=0.2)
+    assert float(remix["seconds"]) == pytest.approx(1, abs=0.2)
