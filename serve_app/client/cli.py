@@ -3,6 +3,7 @@
     storyreel create "A fox finds a lantern." --seconds 6 --wait --out fox.mp4
     storyreel list | get ID | cancel ID | rm ID | download ID [--variant thumbnail] [--out FILE]
     storyreel remix ID PROMPT | extend ID PROMPT --seconds S
+    storyreel batch prompts.jsonl [--out DIR] [--concurrency N]   # one create body a line; rerun to resume
     storyreel serve [--profile cpu|gpu]      # `serve run -a local` in the foreground, until Ctrl-C
     storyreel demo [--out DIR]               # start the CPU profile, make a video, save it, shut down
 
@@ -26,6 +27,7 @@ from typing import Any
 from core.files import VARIANT_FILES
 from core.status import JobStatus, Variant
 from serve_app.client.api import Api, ApiError, create_video, ensure_completed, follow_video
+from serve_app.client.batch import RESULTS, run_batch
 from serve_app.client.demo import DEFAULT_PROMPT, ServiceFailed, local_service, make_demo
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8000"
@@ -110,6 +112,17 @@ def _finish(api: Api, args: argparse.Namespace, video: dict[str, Any]) -> int:
         print(f"Wrote {args.out}", file=sys.stderr)
     _print(args, video, summary(video))
     return 0
+
+
+def _batch(api: Api, args: argparse.Namespace) -> int:
+    out = args.out or args.file.with_suffix("")
+    # A connection of its own for each video in flight.
+    results = run_batch(
+        lambda: Api(api.base_url, os.environ.get(API_KEY_ENV)), args.file, out, concurrency=args.concurrency
+    )
+    done = sum(result.status == JobStatus.COMPLETED for result in results)
+    print(f"{done} of {len(results)} lines completed; results in {out / RESULTS}", file=sys.stderr)
+    return 0 if done == len(results) else 1
 
 
 def _list(api: Api, args: argparse.Namespace) -> int:
@@ -208,6 +221,16 @@ def read_scenes(path: str) -> list[dict[str, Any]]:
     return [{"caption": scene} if isinstance(scene, str) else scene for scene in scenes]
 
 
+def _positive(text: str) -> int:
+    try:
+        number = int(text)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return number
+
+
 def _existing_file(path: str) -> Path:
     if not Path(path).is_file():
         raise argparse.ArgumentTypeError(f"no file {path}")
@@ -266,6 +289,18 @@ def build_parser() -> argparse.ArgumentParser:
     extend.add_argument("prompt", help="what happens next")
     extend.add_argument("--seconds", required=True, help="how much longer")
     _follow_options(extend)
+
+    batch = command("batch", _batch, "many videos from a JSON Lines file, one create body a line (resumable)")
+    batch.add_argument("file", type=_existing_file, help="the JSON Lines file")
+    batch.add_argument(
+        "--out",
+        type=Path,
+        metavar="DIR",
+        help="where the videos and results.jsonl go (default FILE without .jsonl)",
+    )
+    batch.add_argument(
+        "--concurrency", type=_positive, default=4, metavar="N", help="videos in flight at once (default 4)"
+    )
 
     listing = command("list", _list, "the newest videos")
     listing.add_argument("--limit", type=int, help="at most this many (default the service's page size)")

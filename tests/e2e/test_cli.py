@@ -5,8 +5,10 @@ from __future__ import annotations
 import io
 import json
 import re
+import signal
 import subprocess
 import sys
+import time
 
 import av
 import pytest
@@ -137,3 +139,51 @@ def test_the_module_runs_as_a_program() -> None:
         [sys.executable, "-m", "serve_app.client.cli", "--help"], capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0 and "usage: storyreel" in result.stdout
+
+
+def test_batch_makes_every_line_once_reports_bad_lines_and_a_rerun_resumes(app, tmp_path, capsys):
+    valid = [
+        {"prompt": f"Batch fox {n}.", "seconds": 1, "size": "128x72", "narration": False, "captions": False}
+        for n in range(18)
+    ]
+    lines = [json.dumps(body) for body in valid[:9]] + ["{not json"] + [json.dumps(b) for b in valid[9:]]
+    lines.append(json.dumps({"prompt": "Batch fox refused.", "seconds": -1}))
+    (tmp_path / "prompts.jsonl").write_text("\n".join(lines) + "\n")
+    out = tmp_path / "videos"
+    argv = ["--base-url", app.url, "batch", str(tmp_path / "prompts.jsonl"), "--out", str(out)]
+
+    # Interrupted once a few videos are done (Ctrl-C): it stops at once, keeping the results it has.
+    first = subprocess.Popen([sys.executable, "-m", "serve_app.client.cli", *argv], stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while len(_completed(out)) < 3 and first.poll() is None:
+        assert time.monotonic() < deadline, "no video of the batch completed"
+        time.sleep(0.05)
+    first.send_signal(signal.SIGINT)
+    assert first.wait(timeout=15) in (130, 1)  # 1: it had finished every line before the signal came
+    before = {line: (out / name).stat().st_mtime_ns for line, name in _completed(out).items()}
+
+    status, _, err = storyreel(app, capsys, "batch", str(tmp_path / "prompts.jsonl"), "--out", str(out))
+
+    assert status == 1  # two lines could not be made
+    results = [json.loads(text) for text in (out / "results.jsonl").read_text().splitlines()]
+    assert [r["line"] for r in results] == list(range(1, 21))
+    assert results[9]["status"] == "invalid" and "line 10: not JSON" in err
+    assert results[19]["status"] == "refused" and "seconds" in results[19]["error"]
+    made = [r for r in results if r["status"] == "completed"]
+    assert len(made) == 18 and all((out / r["file"]).is_file() for r in made)
+    # What the first run finished was not downloaded again, and no line made a second video.
+    assert {
+        line: (out / name).stat().st_mtime_ns for line, name in _completed(out).items() if line in before
+    } == before
+    listed = app.client.get("/v1/videos", params={"limit": 100}).json()["data"]
+    batch = [video for video in listed if video["prompt"].startswith("Batch fox")]
+    assert sorted(video["id"] for video in batch) == sorted(r["id"] for r in made)
+
+
+def _completed(out) -> dict[int, str]:
+    """Line -> file of the completed lines in a batch's results.jsonl (none before it is written)."""
+    path = out / "results.jsonl"
+    if not path.is_file():
+        return {}
+    results = [json.loads(text) for text in path.read_text().splitlines()]
+    return {r["line"]: r["file"] for r in results if r["status"] == "completed"}
