@@ -18,6 +18,7 @@ from core.errors import as_value_error, bad_value
 from core.status import JobStatus, NoticeCode, SceneStatus
 from engines.narrator.espeak import check_voice
 from engines.narrator.narrator import check_language
+from engines.writer.text import clean_text
 
 SIZE_PATTERN = re.compile(r"([1-9][0-9]{1,4})x([1-9][0-9]{1,4})")  # always with fullmatch
 MAX_SCENES = 64  # the API's own bound on `scenes`; `limits.max_scenes` may only be lower
@@ -75,6 +76,14 @@ def _within(cls: type, value: Any, info: ValidationInfo) -> Any:
     return value
 
 
+def _has_text(cls: type, value: object) -> object:
+    """Refuse a text that is only spaces or control characters: the writer and the painter could do nothing
+    with it, and the job would fail after the create said yes."""
+    if isinstance(value, str) and value and not clean_text(value):
+        raise ValueError("must hold some text, not only spaces or control characters")
+    return value
+
+
 def _number_from_text(cls: type, value: object) -> object:
     # OpenAI's SDK sends seconds as a string ("4", "8", "12").
     if isinstance(value, str):
@@ -102,6 +111,7 @@ class SceneSpec(BaseModel):
     )
 
     _within_limits = field_validator("caption", "visual_prompt", mode="before")(_within)
+    _with_text = field_validator("caption", "visual_prompt")(_has_text)
 
 
 class ImageReference(BaseModel):
@@ -255,6 +265,7 @@ class CreateVideoRequest(BaseModel):
         return value
 
     _within_limits = field_validator("prompt", "style", "scenes", "negative_prompt", mode="before")(_within)
+    _with_text = field_validator("prompt")(_has_text)
 
     @property
     def interpolation(self) -> int | None:
@@ -306,6 +317,7 @@ class RemixRequest(BaseModel):
     webhook_url: str | None = Field(None, max_length=2048, description="As for create.")
 
     _within_limits = field_validator("prompt", "scenes", mode="before")(_within)
+    _with_text = field_validator("prompt")(_has_text)
 
 
 class EditRequest(BaseModel):
@@ -318,6 +330,7 @@ class EditRequest(BaseModel):
     webhook_url: str | None = Field(None, max_length=2048, description="As for create.")
 
     _within_limits = field_validator("prompt", mode="before")(_within)
+    _with_text = field_validator("prompt")(_has_text)
     _video_by_id = field_validator("video", mode="before")(_reference_from_id)
 
 
@@ -334,6 +347,7 @@ class ExtendRequest(BaseModel):
     webhook_url: str | None = Field(None, max_length=2048, description="As for create.")
 
     _within_limits = field_validator("prompt", mode="before")(_within)
+    _with_text = field_validator("prompt")(_has_text)
     _video_by_id = field_validator("video", mode="before")(_reference_from_id)
     _seconds_may_be_a_string = field_validator("seconds", mode="before")(_number_from_text)
 

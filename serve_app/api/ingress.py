@@ -263,7 +263,10 @@ async def create_video(
     responses={
         200: {"content": {"video/mp4": {}}, "description": "The finished video, whole."},
         307: {"description": "With `storage.presign`: `Location` is a presigned URL of the video."},
-        **errors.responses(BadRequest, Unprocessable, Overloaded, *GATE, JobFailed, GatewayTimeout),
+        # 404 and 409: the video was deleted or cancelled meanwhile, or an Idempotency-Key replays one that was.
+        **errors.responses(
+            BadRequest, NotFound, Conflict, Unprocessable, Overloaded, *GATE, JobFailed, GatewayTimeout
+        ),
     },
     openapi_extra={
         "requestBody": {

@@ -159,7 +159,8 @@ class VideoService:
         Raises:
             GatewayTimeout: 504 past the timeout; the job goes on, and the error carries its id.
             JobFailed: 500 with the job's own error code and message when it failed.
-            Conflict: 409 when it was cancelled meanwhile; NotFound: 404 when it was deleted.
+            Conflict: 409 when it was cancelled meanwhile (or an Idempotency-Key replays a cancelled video);
+                NotFound: 404 when it was deleted.
             Overloaded: 429 (before any job is made) past ``limits.max_event_streams`` waiting requests and
                 event streams on this replica.
         """

@@ -509,3 +509,25 @@ async def create_job(service) -> str:
     from serve_app.protocol import CreateVideoRequest
 
     return (await service.create(CreateVideoRequest(prompt="Dawn. Dusk."), None, None)).id
+
+
+@pytest.mark.parametrize(
+    "body, param",
+    [
+        ({"prompt": "\r"}, "prompt"),
+        ({"prompt": " \t\u200b\x00 "}, "prompt"),
+        ({"prompt": "A fox.", "scenes": [{"caption": "\n"}]}, "scenes.0.caption"),
+        (
+            {"prompt": "A fox.", "scenes": [{"caption": "A fox.", "visual_prompt": "\u2028"}]},
+            "scenes.0.visual_prompt",
+        ),
+    ],
+)
+def test_a_text_of_only_spaces_or_control_characters_is_refused_not_failed_later(
+    client, local_service, body, param
+):
+    # What the API fuzzer found: a prompt of "\r" was accepted, and its job failed in the writer.
+    for path in ("/v1/videos", "/v1/videos/sync"):
+        error = assert_refused(client.post(path, json=body), 400, "invalid_value", param)
+        assert "only spaces or control characters" in error["message"]
+    assert stored(local_service) == ([], [])

@@ -437,3 +437,19 @@ def test_a_video_given_in_frames_can_be_extended_and_remixed(client):
     remix = finished(client, client.post(f"/v1/videos/{source['id']}/remix", json={"prompt": "A wolf."}))
     assert float(extension["seconds"]) == pytest.approx(3, abs=0.2)
     assert float(remix["seconds"]) == pytest.approx(1, abs=0.2)
+
+
+def test_a_sync_create_replaying_a_cancelled_video_is_a_409_with_its_id(client):
+    # What the API fuzzer found: the same Idempotency-Key and body as a video since cancelled.
+    headers = {"Idempotency-Key": "sync-replay"}
+    created = client.post("/v1/videos", json={"prompt": "A fox.", "seconds": 1}, headers=headers).json()
+    assert client.post(f"/v1/videos/{created['id']}/cancel").status_code == 200
+    replayed = client.post("/v1/videos/sync", json={"prompt": "A fox.", "seconds": 1}, headers=headers)
+    assert replayed.status_code == 409, replayed.text
+    assert replayed.json()["error"] | {"message": ""} == {
+        "message": "",
+        "type": "conflict_error",
+        "param": None,
+        "code": "cancelled",
+        "video_id": created["id"],
+    }
