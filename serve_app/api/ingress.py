@@ -48,7 +48,7 @@ from core.errors import (
 from core.status import JobStatus, Variant
 from core.storage import StoredContent
 from serve_app.api import errors
-from serve_app.api.bodies import read_create_body
+from serve_app.api.bodies import CreateBody, read_create_body
 from serve_app.api.downloads import (
     StoredObjectResponse,
     range_not_satisfiable,
@@ -224,22 +224,24 @@ app.openapi = openapi  # type: ignore[method-assign]
 
 # Refusals every POST can meet at the gate (serve_app.api.guard), before its route runs.
 GATE = (Forbidden, RequestTimeout, PayloadTooLarge, UnsupportedMediaType)
+# The create's body (the sync route's too): JSON, or the same fields as a form.
+CREATE_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/CreateVideoRequest"}},
+            "multipart/form-data": {"schema": CREATE_FORM},
+            "application/x-www-form-urlencoded": {"schema": CREATE_FORM},
+        },
+    }
+}
 
 
 @api.post(
     "/v1/videos",
     response_model=VideoObject,
     responses=errors.responses(BadRequest, Unprocessable, Overloaded, *GATE),
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {
-                "application/json": {"schema": {"$ref": "#/components/schemas/CreateVideoRequest"}},
-                "multipart/form-data": {"schema": CREATE_FORM},
-                "application/x-www-form-urlencoded": {"schema": CREATE_FORM},
-            },
-        }
-    },
+    openapi_extra=CREATE_BODY,
 )
 async def create_video(
     request: Request,
@@ -248,11 +250,7 @@ async def create_video(
     """Start a video job. JSON, a multipart form (`input_reference` as a PNG, JPEG or WebP file) or an
     urlencoded one; vLLM-Omni's fields are taken too (README, "Clients of other servers")."""
     service = _service(request)
-    body = await read_create_body(request)
-    try:
-        create = parse_create(body.fields, service.config.limits)
-    except ValidationError as exc:
-        raise RequestValidationError(client_errors(CreateVideoRequest, exc)) from None
+    create, body = await _parse_create(request, service)
     return await service.create(create, body.upload, idempotency_key, music=body.uploads.get("music"))
 
 
@@ -268,16 +266,7 @@ async def create_video(
             BadRequest, NotFound, Conflict, Unprocessable, Overloaded, *GATE, JobFailed, GatewayTimeout
         ),
     },
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {
-                "application/json": {"schema": {"$ref": "#/components/schemas/CreateVideoRequest"}},
-                "multipart/form-data": {"schema": CREATE_FORM},
-                "application/x-www-form-urlencoded": {"schema": CREATE_FORM},
-            },
-        }
-    },
+    openapi_extra=CREATE_BODY,
 )
 async def create_video_sync(
     request: Request,
@@ -286,15 +275,20 @@ async def create_video_sync(
     """vLLM-Omni's sync route: the create's body, answered with the MP4 once the video completes within
     `limits.sync_timeout_s`; past it, a 504 whose error carries the video's id (the job goes on)."""
     service = _service(request)
-    body = await read_create_body(request)
-    try:
-        create = parse_create(body.fields, service.config.limits)
-    except ValidationError as exc:
-        raise RequestValidationError(client_errors(CreateVideoRequest, exc)) from None
+    create, body = await _parse_create(request, service)
     content = await service.create_and_wait(
         create, body.upload, idempotency_key, music=body.uploads.get("music")
     )
     return _download(content)
+
+
+async def _parse_create(request: Request, service: VideoService) -> tuple[CreateVideoRequest, CreateBody]:
+    """A create body (JSON or a form, with its uploads), validated."""
+    body = await read_create_body(request)
+    try:
+        return parse_create(body.fields, service.config.limits), body
+    except ValidationError as exc:
+        raise RequestValidationError(client_errors(CreateVideoRequest, exc)) from None
 
 
 async def _parse(request: Request, model: type[M]) -> M:
