@@ -44,6 +44,7 @@ from core.errors import (
     Unavailable,
     Unprocessable,
     UnsupportedMediaType,
+    bad_value,
 )
 from core.status import JobStatus, Variant
 from core.storage import StoredContent
@@ -285,6 +286,8 @@ async def create_video_sync(
 async def _parse_create(request: Request, service: VideoService) -> tuple[CreateVideoRequest, CreateBody]:
     """A create body (JSON or a form, with its uploads), validated."""
     body = await read_create_body(request)
+    if body.upload is not None and body.fields.get("image_reference") is not None:
+        raise bad_value("image_reference", "<given>", "is `input_reference` by another name; give one")
     try:
         return parse_create(body.fields, service.config.limits), body
     except ValidationError as exc:

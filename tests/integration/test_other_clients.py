@@ -453,3 +453,17 @@ def test_a_sync_create_replaying_a_cancelled_video_is_a_409_with_its_id(client):
         "code": "cancelled",
         "video_id": created["id"],
     }
+
+
+def test_image_reference_beside_an_uploaded_input_reference_is_refused(client, local_service):
+    upload = io.BytesIO()
+    Image.new("RGB", (64, 64), (1, 2, 3)).save(upload, format="PNG")
+    response = client.post(
+        "/v1/videos",
+        files=[
+            *multipart(prompt="A fox.", image_reference={"image_url": png_data_url((9, 9, 9))}),
+            ("input_reference", ("first.png", upload.getvalue(), "image/png")),
+        ],
+    )
+    assert "input_reference" in assert_refused(response, "image_reference")
+    assert local_service.store.page(None, 10, "desc")[0] == []
