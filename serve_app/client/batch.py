@@ -42,7 +42,7 @@ class Result:
     """What became of one line: written to ``results.jsonl``, one JSON object a line, in line order."""
 
     line: int
-    status: str  # the video's final status, or `invalid` (not a JSON object) or `refused` (the API's 4xx)
+    status: str  # the video's final status, `invalid` (not a JSON object) or `refused` (the create failed)
     id: str | None = None
     file: str | None = None
     error: str | None = None
@@ -52,7 +52,11 @@ def read_lines(path: Path) -> tuple[list[Line], list[Result]]:
     """The batch file's lines as create bodies, and a result for each line that is not one."""
     lines, bad = [], []
     seen: Counter[str] = Counter()
-    for number, text in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    try:
+        content = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise ApiError(f"cannot read {path}: {error}") from None
+    for number, text in enumerate(content.splitlines(), start=1):
         if not text.strip():
             continue
         try:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
+from serve_app.client.api import ApiError
 from serve_app.client.batch import read_lines
 
 
@@ -25,3 +28,10 @@ def test_each_line_gets_a_key_of_its_own_that_a_rerun_finds_again(tmp_path):
     path.write_text("\n".join([sea, fox, "", sea, fox, "[1, 2]", "{oops", fox]) + "\n")
     moved, _ = read_lines(path)
     assert {line.key for line in moved} >= set(keys)
+
+
+def test_a_file_that_is_not_utf8_is_one_clear_error(tmp_path):
+    path = tmp_path / "prompts.jsonl"
+    path.write_bytes(b'{"prompt": "A fox."}\n\xff\xfe\n')
+    with pytest.raises(ApiError, match="cannot read .*prompts.jsonl"):
+        read_lines(path)
