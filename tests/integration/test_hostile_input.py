@@ -12,23 +12,14 @@ import wave
 from pathlib import Path
 
 import pytest
-from fastapi.testclient import TestClient
 from PIL import Image
 
-from serve_app.api import ingress
 from serve_app.api.bodies import MAX_FORM_FIELD_BYTES, MAX_JSON_DEPTH
 from serve_app.videos import uploads
 from tests.fixtures.jobs import job_row
 from tests.fixtures.media import flac_header, wav_bytes
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def client(local_service):
-    ingress.install(local_service)
-    with TestClient(ingress.app) as client:
-        yield client
 
 
 def stored(service) -> tuple[list, list[Path]]:

@@ -27,13 +27,6 @@ from tests.fixtures.jobs import service_with, stages_with
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def client(local_service):
-    ingress.install(local_service)
-    with TestClient(ingress.app) as client:
-        yield client
-
-
 def multipart(**fields: object) -> list[tuple[str, tuple[None, str]]]:
     """Text parts as vLLM-Omni's clients send them: booleans as true/false, objects as JSON text."""
 
