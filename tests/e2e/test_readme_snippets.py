@@ -40,6 +40,20 @@ def test_the_readme_has_the_snippets_this_file_runs():
     assert len(api_snippets()) == 7, "a new API snippet in the README needs a test here"
 
 
+def run_snippet(app: Deployed, command: str, cwd: Path, timeout: float = 120) -> str:
+    """Run a README shell snippet in ``cwd`` against ``app`` (only the host and port differ); its stdout."""
+    command = command.replace("localhost:8000", app.url.removeprefix("http://"))
+    done = subprocess.run(
+        ["bash", "-c", f"set -o pipefail; {command}"],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert done.returncode == 0, (command, done.stderr)
+    return done.stdout
+
+
 def python_snippet(marker: str) -> str:
     (code,) = [snippet for snippet in snippets("python") if marker in snippet]
     return code
@@ -68,19 +82,9 @@ def test_the_remix_and_extend_snippet_prints_what_it_says(app, capsys):
 def test_the_curl_snippet_runs_line_by_line(app, tmp_path):
     (block,) = [s for s in snippets("bash") if "curl" in s and "Idempotency-Key" in s]
     commands = re.split(r"\n(?=curl )", block.strip())
-    host = app.url.removeprefix("http://")
 
     def run(command: str, video_id: str = "") -> str:
-        command = command.replace("localhost:8000", host).replace("VIDEO_ID", video_id)
-        done = subprocess.run(
-            ["bash", "-c", f"set -o pipefail; {command}"],
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        assert done.returncode == 0, (command, done.stderr)
-        return done.stdout
+        return run_snippet(app, command.replace("VIDEO_ID", video_id), tmp_path, timeout=300)
 
     created = json.loads(run(commands[0]))
     video, events, cancel, poster, page, deleted = (run(command, created["id"]) for command in commands[1:])
@@ -100,15 +104,7 @@ def test_the_narration_snippet_makes_a_narrated_video_with_music_and_subtitles(a
     (command,) = [s for s in snippets("bash") if "music=" in s]
     rate = 22050
     write_wav(tmp_path / "bed.wav", 0.2 * np.sin(2 * np.pi * 330 * np.arange(rate) / rate), rate)
-    done = subprocess.run(
-        ["bash", "-c", command.replace("localhost:8000", app.url.removeprefix("http://"))],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr
-    video = app.wait(json.loads(done.stdout)["id"])
+    video = app.wait(json.loads(run_snippet(app, command, tmp_path))["id"])
 
     assert video["status"] == "completed", video["error"]
     assert {scene["narration"]["language"] for scene in video["scenes"]} == {"cmn"}
@@ -122,17 +118,9 @@ def test_the_narration_snippet_makes_a_narrated_video_with_music_and_subtitles(a
 def test_the_other_servers_forms_make_the_frames_size_and_notices_their_fields_say(app, tmp_path):
     (block,) = [s for s in snippets("bash") if "-F fps=12" in s]
     multipart, urlencoded = re.split(r"\n(?=curl )", block.strip())
-    host = app.url.removeprefix("http://")
     made = []
     for command in (multipart, urlencoded):
-        done = subprocess.run(
-            ["bash", "-c", command.replace("localhost:8000", host)],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert done.returncode == 0, done.stderr
-        video = app.wait(json.loads(done.stdout)["id"])
+        video = app.wait(json.loads(run_snippet(app, command, tmp_path, timeout=60))["id"])
         assert video["status"] == "completed", video["error"]
         path = tmp_path / f"{video['id']}.mp4"
         path.write_bytes(app.client.get(f"/v1/videos/{video['id']}/content").content)
@@ -150,14 +138,7 @@ def test_the_other_servers_forms_make_the_frames_size_and_notices_their_fields_s
 
 def test_the_sync_snippet_writes_the_finished_mp4(app, tmp_path):
     (command,) = [s for s in snippets("bash") if "/v1/videos/sync" in s]
-    done = subprocess.run(
-        ["bash", "-c", command.replace("localhost:8000", app.url.removeprefix("http://"))],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    assert done.returncode == 0, done.stderr
+    run_snippet(app, command, tmp_path, timeout=180)
     with av.open(str(tmp_path / "boat.mp4")) as container:
         stream = container.streams.video[0]
         assert stream.codec_context.name == "h264"
