@@ -30,7 +30,7 @@ from serve_app.api import ingress
 from serve_app.api.downloads import byte_range
 from serve_app.config import AppConfig
 from serve_app.protocol import CreateVideoRequest, ExtendRequest, RemixRequest, SceneSpec
-from tests.fixtures.jobs import job_row, runners, service_with
+from tests.fixtures.jobs import completed, job_row, runners, service_with
 from tests.support.s3 import CREDENTIALS, query_signature
 
 pytestmark = pytest.mark.integration
@@ -56,15 +56,6 @@ def bucket_keys(config: AppConfig, job_id: str) -> set[str]:
     fs = fsspec.filesystem("s3", skip_instance_cache=True, use_listings_cache=False)
     base = config.storage.root.split("://", 1)[1] + f"/jobs/{job_id}/"
     return {path[len(base) :] for path in fs.find(base)}
-
-
-def completed(client: TestClient, video_id: str) -> dict:
-    deadline = time.monotonic() + 60
-    while (video := client.get(f"/v1/videos/{video_id}").json())["status"] not in ("completed", "failed"):
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
-    assert video["status"] == "completed", video["error"]
-    return video
 
 
 def png(width: int = 64, height: int = 64) -> bytes:

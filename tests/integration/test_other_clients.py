@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
-import json
 import threading
 import time
 from pathlib import Path
@@ -22,34 +21,14 @@ from core.files import JobFiles
 from engines.video.config import LTXConfig
 from serve_app.api import ingress
 from serve_app.protocol import SAMPLING_FIELDS
-from tests.fixtures.jobs import service_with, stages_with
+from tests.fixtures.jobs import completed, multipart, service_with, stages_with
 
 pytestmark = pytest.mark.integration
-
-
-def multipart(**fields: object) -> list[tuple[str, tuple[None, str]]]:
-    """Text parts as vLLM-Omni's clients send them: booleans as true/false, objects as JSON text."""
-
-    def text(value: object) -> str:
-        if isinstance(value, bool):
-            return "true" if value else "false"
-        return json.dumps(value) if isinstance(value, dict | list) else str(value)
-
-    return [(name, (None, text(value))) for name, value in fields.items()]
 
 
 def finished(client: TestClient, response) -> dict:
     assert response.status_code == 200, response.text
     return completed(client, response.json()["id"])
-
-
-def completed(client: TestClient, video_id: str) -> dict:
-    deadline = time.monotonic() + 60
-    while (video := client.get(f"/v1/videos/{video_id}").json())["status"] not in ("completed", "failed"):
-        assert time.monotonic() < deadline, video
-        time.sleep(0.1)
-    assert video["status"] == "completed", video["error"]
-    return video
 
 
 def frames_of(service, video: dict) -> tuple[int, float, tuple[int, int]]:
