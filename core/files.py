@@ -22,6 +22,9 @@ from core.status import Variant
 from core.storage import Storage, open_storage
 
 JOB_ID = re.compile(r"video_[0-9a-f]{32}")  # always with fullmatch: `$` would let "...\n" through
+# The PNG text key of a stored reference that says what it came from (a `KeyframeSource` value): the last frame
+# of an uploaded video is marked so, and the mark goes wherever the file is copied (a remix, an extension).
+REFERENCE_SOURCE_KEY = "storyreel-keyframe-source"
 
 
 @dataclass(frozen=True)
@@ -118,7 +121,8 @@ class JobFiles:
         return self.folder / VARIANT_FILES[Variant(name)].filename
 
     def write_reference(self, png: bytes) -> None:
-        """Store the caller's reference image (PNG bytes), creating the job's folder."""
+        """Store the caller's reference image (PNG bytes, see `REFERENCE_SOURCE_KEY`), creating the job's
+        folder."""
         with atomic_output(self.reference, "input_reference") as temp:
             temp.write_bytes(png)
         self.keep(self.reference)

@@ -63,7 +63,8 @@ class KeyframeSource(StrEnum):
 
     PAINTER = "painter"
     PLACEHOLDER = "placeholder"  # the painter's fallback: a title card
-    REFERENCE = "reference"  # the caller's input_reference
+    REFERENCE = "reference"  # the caller's input_reference image
+    INPUT_VIDEO = "input_video"  # the last frame of the caller's input_reference video
     CONTINUITY = "continuity"  # the previous scene's last frame
     TEXT = "text"  # no keyframe: a text-conditioned model started from the prompt alone (`keyframes: none`)
 

@@ -160,7 +160,9 @@ class CreateVideoRequest(BaseModel):
     seconds: float | None = Field(None, gt=0, description="Total length in seconds; default from config.")
     size: str | None = Field(None, description="'WIDTHxHEIGHT', e.g. '1280x720'; default from config.")
     input_reference: ImageReference | None = Field(
-        None, description="First scene's keyframe instead of a painted one (multipart: an image file)."
+        None,
+        description="First scene's keyframe instead of a painted one (multipart: an image file, or an MP4, MOV "
+        "or WebM video whose last frame the video continues from).",
     )
     num_scenes: int | None = Field(None, ge=1, description="How many scenes the writer should make.")
     scenes: list[SceneSpec] | None = Field(
@@ -334,22 +336,32 @@ class EditRequest(BaseModel):
     _video_by_id = field_validator("video", mode="before")(_reference_from_id)
 
 
-class ExtendRequest(BaseModel):
-    """Body of `POST /v1/videos/extensions`: new scenes written from `prompt`, after the video's last frame."""
+class ExtensionFields(BaseModel):
+    """Body of `POST /v1/videos/extensions` as a form whose `video` is an uploaded MP4, MOV or WebM file: new
+    scenes written from `prompt`, starting from the clip's last frame. The clip is not part of the result."""
 
     model_config = WIRE
 
     prompt: str = Field(min_length=1, description="What happens next.")
     seconds: float = Field(
-        gt=0, description="Length of the extension; the result lasts the source plus this."
+        gt=0,
+        description="Length of the extension; the result lasts the source plus this (an uploaded clip: this).",
     )
-    video: VideoReference = Field(description='`{"id": ...}`, or the id alone.')
     webhook_url: str | None = Field(None, max_length=2048, description="As for create.")
 
     _within_limits = field_validator("prompt", mode="before")(_within)
     _with_text = field_validator("prompt")(_has_text)
-    _video_by_id = field_validator("video", mode="before")(_reference_from_id)
     _seconds_may_be_a_string = field_validator("seconds", mode="before")(_number_from_text)
+
+
+class ExtendRequest(ExtensionFields):
+    """Body of `POST /v1/videos/extensions`: new scenes written from `prompt`, after the video's last frame."""
+
+    video: VideoReference = Field(
+        description='`{"id": ...}`, or the id alone; in a form, an MP4, MOV or WebM file instead.'
+    )
+
+    _video_by_id = field_validator("video", mode="before")(_reference_from_id)
 
 
 def parse_create(body: Any, limits: TextLimits) -> CreateVideoRequest:
@@ -434,8 +446,9 @@ class SceneObject(BaseModel):
     )
     keyframe_generator: str | None = Field(
         None,
-        description="What made its first frame: 'painter', 'reference', 'continuity' or 'placeholder'; 'text' "
-        "when there was none and the video model started from the scene's text (`keyframes: none`).",
+        description="What made its first frame: 'painter', 'reference' (the caller's image), 'input_video' "
+        "(the last frame of the caller's video), 'continuity' or 'placeholder'; 'text' when there was none and "
+        "the video model started from the scene's text (`keyframes: none`).",
     )
     fallback_reason: str | None = Field(None, description="Why a fallback was used, when it was.")
     attempts: int = Field(0, description="How many times the scene was started.")

@@ -62,6 +62,7 @@ from serve_app.protocol import (
     CreateVideoRequest,
     EditRequest,
     ExtendRequest,
+    ExtensionFields,
     Health,
     M,
     ModelList,
@@ -201,7 +202,11 @@ CREATE_FORM = {
     **CREATE_SCHEMAS,
     "properties": CREATE_SCHEMAS["properties"]
     | {
-        "input_reference": {"type": "string", "format": "binary", "description": "PNG, JPEG or WebP"},
+        "input_reference": {
+            "type": "string",
+            "format": "binary",
+            "description": "A PNG, JPEG or WebP image; or an MP4, MOV or WebM video, continued from its last frame",
+        },
         "music": {"type": "string", "format": "binary", "description": "WAV, MP3, Ogg, FLAC or M4A"},
         "scenes": {"type": "string", "description": "The `scenes` list as JSON text."},
         "narration": {"type": "string", "description": "true, false, or the options object as JSON text."},
@@ -248,8 +253,9 @@ async def create_video(
     request: Request,
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> VideoObject:
-    """Start a video job. JSON, a multipart form (`input_reference` as a PNG, JPEG or WebP file) or an
-    urlencoded one; vLLM-Omni's fields are taken too (README, "Clients of other servers")."""
+    """Start a video job. JSON, a multipart form (`input_reference` as a PNG, JPEG or WebP file, or an MP4,
+    MOV or WebM video to continue) or an urlencoded one; vLLM-Omni's fields are taken too (README, "Clients of
+    other servers")."""
     service = _service(request)
     create, body = await _parse_create(request, service)
     return await service.create(create, body.upload, idempotency_key, music=body.uploads.get("music"))
@@ -295,10 +301,14 @@ async def _parse_create(request: Request, service: VideoService) -> tuple[Create
 
 
 async def _parse(request: Request, model: type[M]) -> M:
-    """A remix, edit or extension body (JSON or multipart, no files), validated as a create is."""
+    """A remix or edit body (JSON or multipart, no files), validated as a create is."""
     body = await read_create_body(request, file_fields=())
+    return _validated(model, body.fields, _service(request))
+
+
+def _validated(model: type[M], fields: dict[str, Any], service: VideoService) -> M:
     try:
-        return parse_body(model, body.fields, _service(request).config.limits)
+        return parse_body(model, fields, service.config.limits)
     except ValidationError as exc:
         raise RequestValidationError(client_errors(model, exc)) from None
 
@@ -324,8 +334,15 @@ async def edit_video(request: Request) -> VideoObject:
 
 @api.post("/v1/videos/extensions", response_model=VideoObject, responses=SOURCE_ERRORS)
 async def extend_video(request: Request) -> VideoObject:
-    """A completed video followed by `seconds` more, written from `prompt`, starting from its last frame."""
-    return await _service(request).extend(await _parse(request, ExtendRequest))
+    """A completed video followed by `seconds` more, written from `prompt`, starting from its last frame. In a
+    multipart form, `video` may be an MP4, MOV or WebM file instead: the new video starts from its last frame
+    (and holds only what was made)."""
+    service = _service(request)
+    body = await read_create_body(request, file_fields=("video",))
+    upload = body.uploads.get("video")
+    if upload is None:
+        return await service.extend(_validated(ExtendRequest, body.fields, service))
+    return await service.extend_upload(_validated(ExtensionFields, body.fields, service), upload)
 
 
 @api.api_route(

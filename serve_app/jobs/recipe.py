@@ -24,7 +24,7 @@ from PIL import Image
 
 from core import metrics
 from core.errors import FramesLost, classify, public_text
-from core.files import JobFiles
+from core.files import REFERENCE_SOURCE_KEY, JobFiles
 from core.status import JobStatus, KeyframeSource, SceneStatus, ScriptSource
 from engines.media import VideoProcessor
 from engines.media.audio import sniff_music
@@ -426,8 +426,8 @@ class VideoRecipe(Generic[K]):
             image = await asyncio.to_thread(_open_png, png, width, height)
             return KeyframeSpec.given(image, KeyframeSource.CONTINUITY)
         if scene.idx == 0 and await asyncio.to_thread(files.has, files.reference):
-            image = await asyncio.to_thread(_open_reference, files, width, height)
-            return KeyframeSpec.given(image, KeyframeSource.REFERENCE)
+            image, source = await asyncio.to_thread(_open_reference, files, width, height)
+            return KeyframeSpec.given(image, source)
         if previous_frame is not None:
             image = await asyncio.to_thread(_open_png, previous_frame, width, height)
             return KeyframeSpec.given(image, KeyframeSource.CONTINUITY)
@@ -596,9 +596,12 @@ def _music_format(files: JobFiles) -> str | None:
         return None
 
 
-def _open_reference(files: JobFiles, width: int, height: int) -> Image.Image:
+def _open_reference(files: JobFiles, width: int, height: int) -> tuple[Image.Image, KeyframeSource]:
+    """The caller's reference at the generation size, and what it was: an image, or a video's last frame."""
     with Image.open(files.local(files.reference)) as reference:
-        return prepare_reference(reference, width, height)
+        # A reference stored before the mark existed was an image.
+        source = reference.info.get(REFERENCE_SOURCE_KEY, KeyframeSource.REFERENCE)
+        return prepare_reference(reference, width, height), KeyframeSource(source)
 
 
 def _open_png(png: bytes, width: int, height: int) -> Image.Image:

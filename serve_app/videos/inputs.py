@@ -1,5 +1,6 @@
-"""What a create brings besides its fields, checked before a job is stored: the reference image, the music
-bed (an upload or a track of the deployment's folder), and the hash that ties an idempotency key to a body."""
+"""What a create brings besides its fields, checked before a job is stored: the reference (an image, or a
+video's last frame), the music bed (an upload or a track of the deployment's folder), and the hash that ties
+an idempotency key to a body."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 
 from core.errors import InvalidInput, bad_value
 from core.files import JobFiles, atomic_output
+from core.status import KeyframeSource
 from engines.media import audio
 from serve_app.config import AppConfig
 from serve_app.protocol import CreateVideoRequest
@@ -101,16 +103,21 @@ def write_music(files: JobFiles, music: bytes | Path) -> None:
     files.keep(files.music)
 
 
-async def reference_as_png(request: CreateVideoRequest, upload: bytes | None) -> bytes | None:
-    """The request's reference image (an upload or a data URL) as upright RGB PNG bytes, or None.
+async def reference_as_png(
+    request: CreateVideoRequest, upload: bytes | None, param: str = "input_reference"
+) -> bytes | None:
+    """The request's reference (an image upload or data URL, or the last frame of an uploaded video) as
+    upright RGB PNG bytes marked with what it came from, or None.
 
-    Decoding a large image takes a while: it runs off the event loop.
+    Decoding a large image or a video takes a while: it runs off the event loop. ``param`` names the upload's
+    field in errors.
     """
     if request.input_reference is not None:
         url = request.input_reference.image_url
         image = await asyncio.to_thread(uploads.decode_data_url, url, "input_reference.image_url")
+        source = KeyframeSource.REFERENCE
     elif upload is not None:
-        image = await asyncio.to_thread(uploads.decode_image, upload, "input_reference")
+        image, source = await asyncio.to_thread(uploads.decode_upload, upload, param)
     else:
         return None
-    return await asyncio.to_thread(uploads.encode_png, image)
+    return await asyncio.to_thread(uploads.encode_png, image, source)

@@ -39,6 +39,7 @@ from serve_app.jobs.stages import RETRYABLE
 from serve_app.protocol import (
     CreateVideoRequest,
     ExtendRequest,
+    ExtensionFields,
     ModelList,
     ModelObject,
     RemixRequest,
@@ -52,6 +53,7 @@ from serve_app.videos.content import Content, open_content
 from serve_app.videos.events import EventHub
 from serve_app.videos.inputs import music_bed, reference_as_png, request_hash, write_music
 from serve_app.videos.objects import VideoObjects
+from serve_app.videos.uploads import video_container
 from serve_app.videos.validation import client_errors
 from serve_app.webhooks import delivery as webhooks
 
@@ -117,10 +119,12 @@ class VideoService:
         reference: bytes | None,
         idempotency_key: str | None,
         music: bytes | None = None,
+        reference_param: str = "input_reference",
     ) -> VideoObject:
         """Validate ``request``, store the job and start it. Same key and body: the same job.
 
-        ``reference`` and ``music``: the bytes of an uploaded first image and music bed, if any.
+        ``reference`` and ``music``: the bytes of an uploaded first image (or video) and music bed, if any;
+        ``reference_param``: the field the reference came in, named in its errors.
         """
         # A large upload hashes for milliseconds: off the event loop.
         body_hash = await asyncio.to_thread(request_hash, request, reference, music)
@@ -138,7 +142,7 @@ class VideoService:
             # Kept as the length it stands for: an extension (or a remix) of this video sets `seconds` anew.
             request = request.model_copy(update={"seconds": plan.seconds, "num_frames": None})
         webhook_url = await self._webhook_url(request.webhook_url)
-        reference_png = await reference_as_png(request, reference)
+        reference_png = await reference_as_png(request, reference, reference_param)
         self._check_narration(request)
         bed = await music_bed(self.config, request, music)
         job = self._job_row(
@@ -378,6 +382,19 @@ class VideoService:
         )
         job.seconds = f"{total:g}"
         return await self._store(job, None, self._clips(source), await self._source_music(source))
+
+    async def extend_upload(self, extension: ExtensionFields, upload: bytes) -> VideoObject:
+        """A new video that continues an uploaded clip: scenes written from the prompt, the first starting
+        from the clip's last frame. A create with the clip as `input_reference`; the clip is not re-encoded
+        into the result (the caller has it, and would get it back at this service's size and rate)."""
+        if video_container(upload) is None:
+            raise bad_value(
+                "video",
+                f"<{len(upload)} bytes>",
+                "must be an MP4, MOV or WebM file, or a completed video's id",
+            )
+        request = self._reparse(extension.model_dump(exclude_none=True), "prompt")
+        return await self.create(request, upload, None, reference_param="video")
 
     def _source(self, video_id: str, param: str) -> JobRow:
         """The completed video a remix or an extension starts from."""

@@ -1,9 +1,11 @@
-"""Decode an uploaded reference image, refusing anything the API does not take, as a 400.
+"""Decode an uploaded reference image or video, refusing anything the API does not take, as a 400.
 
 The API takes one still PNG, JPEG or WebP image of at most ``MAX_PIXELS`` pixels, as a file upload or a
-base64 ``data:`` URL. ``decode_image`` either returns it upright, in RGB and fully decoded, or raises
-``BadRequest`` with code ``invalid_image``: a hostile or broken upload fails the request, never a job,
-and never as a 500. Messages name the field and what is accepted; they never echo the uploaded bytes.
+base64 ``data:`` URL; or, as a file upload, an MP4, MOV or WebM video within the ``MAX_VIDEO_*`` bounds,
+of which only the last frame is kept (video to video: the new video continues from it). ``decode_image``
+and ``last_video_frame`` either return a picture upright, in RGB and fully decoded, or raise ``BadRequest``
+with code ``invalid_image``: a hostile or broken upload fails the request, never a job, and never as a 500.
+Messages name the field and what is accepted; they never echo the uploaded bytes.
 
 These functions are synchronous and CPU-bound (decoding a large image takes a while): call them from a
 worker thread (``asyncio.to_thread``), not on the event loop.
@@ -13,27 +15,56 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import io
 import re
 from typing import Any
 
-from PIL import Image, ImageOps
+import av
+from PIL import Image, ImageOps, PngImagePlugin
 
 from core.errors import BadRequest, InvalidInput
+from core.files import REFERENCE_SOURCE_KEY
+from core.status import KeyframeSource
 
 ACCEPTED_FORMATS = ("PNG", "JPEG", "WEBP")
 MAX_PIXELS = 40_000_000  # refused before decoding: a small file can declare a huge image
 
+# Videos: the container is chosen from the first bytes and named to FFmpeg, so no other demuxer (an HLS or
+# concat playlist, which would open further files) ever reads an upload; the codec is one of a short list.
+VIDEO_CODECS = ("h264", "hevc", "vp8", "vp9", "av1", "mpeg4", "prores")
+MAX_VIDEO_PIXELS = 3840 * 2160  # per frame, declared and decoded (FFmpeg's `max_pixels`)
+MAX_VIDEO_SECONDS = 60.0  # as the container declares it
+MAX_VIDEO_FRAMES = 3600  # as the stream declares it, and decoded
+# What finding the last frame may decode, in pixels: the work it takes, whatever the frames' size. From the
+# last keyframe on, a usual clip needs a small part of it; a stream with no keyframe but its first needs all.
+MAX_DECODED_PIXELS = 2**32
+
 _ACCEPTED = "a PNG, JPEG or WebP image"
+_ACCEPTED_FILES = "a PNG, JPEG or WebP image, or an MP4, MOV or WebM video"
+# QuickTime/MP4 files start with a box: its size, then its type; `ftyp` in every MP4, older MOVs start with
+# others. WebM is Matroska, which starts with EBML's magic number.
+_QUICKTIME_BOXES = (b"ftyp", b"moov", b"mdat", b"wide", b"free", b"skip")
+_EBML = b"\x1a\x45\xdf\xa3"
 _DATA_URL = re.compile(r"data:image/(?:png|jpeg|webp);base64,", re.IGNORECASE)
 
 
-def decode_image(data: bytes, param: str) -> Image.Image:
+def decode_upload(data: bytes, param: str) -> tuple[Image.Image, KeyframeSource]:
+    """An uploaded file as the picture a video starts from, with what it was: an image
+    (`KeyframeSource.REFERENCE`, see ``decode_image``) or a video's last frame (`KeyframeSource.INPUT_VIDEO`,
+    see ``last_video_frame``)."""
+    if video_container(data) is not None:
+        return last_video_frame(data, param), KeyframeSource.INPUT_VIDEO
+    return decode_image(data, param, send=_ACCEPTED_FILES), KeyframeSource.REFERENCE
+
+
+def decode_image(data: bytes, param: str, send: str = _ACCEPTED) -> Image.Image:
     """The uploaded image, upright (EXIF orientation applied), in RGB, loaded and detached from ``data``.
 
     Args:
         data: the uploaded file's bytes.
         param: the request field it came in, named in errors (``input_reference``).
+        send: what an error says to send instead of an unreadable file; default "a PNG, JPEG or WebP image".
 
     Raises:
         BadRequest: code ``invalid_image``, for anything but one readable still PNG, JPEG or WebP image
@@ -60,7 +91,7 @@ def decode_image(data: bytes, param: str) -> Image.Image:
     # Pillow's parsers raise many kinds of exception on broken input (OSError, SyntaxError, ValueError,
     # struct.error, EOFError, ...), none of them a server fault: every one is the upload's.
     except Exception as exc:
-        raise _invalid(param, value, f"not a readable image; send {_ACCEPTED}") from exc
+        raise _invalid(param, value, f"not a readable image; send {send}") from exc
 
 
 def decode_data_url(url: str, param: str) -> Image.Image:
@@ -80,10 +111,125 @@ def decode_data_url(url: str, param: str) -> Image.Image:
     return decode_image(data, param)
 
 
-def encode_png(image: Image.Image) -> bytes:
-    """``image`` as PNG bytes: the lossless form the service stores a reference image in."""
+def video_container(data: bytes) -> str | None:
+    """The FFmpeg demuxer for an upload whose first bytes are an MP4/MOV's or a WebM's, else None."""
+    if data[4:8] in _QUICKTIME_BOXES:
+        return "mov"
+    if data.startswith(_EBML):
+        return "matroska"
+    return None
+
+
+def last_video_frame(data: bytes, param: str) -> Image.Image:
+    """The last frame of an uploaded MP4, MOV or WebM video, in RGB.
+
+    Bounded before and while decoding: the declared size, length and frame count, the decoded frames' size
+    (FFmpeg refuses larger ones itself) and the pixels decoded in all. Only the video's last group of
+    pictures is decoded where the container can seek.
+
+    Raises:
+        BadRequest: code ``invalid_image``, for anything but a readable video of one of ``VIDEO_CODECS``
+            within the bounds, with at least one frame.
+    """
+    container_format = video_container(data)
+    if container_format is None:
+        raise _invalid(
+            param, f"<{len(data)} bytes>", f"not a readable image or video; send {_ACCEPTED_FILES}"
+        )
+    try:
+        # `max_pixels` bounds the decoders the demuxer opens to probe the streams. No upload opens another
+        # file (`io_open`): the two demuxers have no playlists, and QuickTime's references are off.
+        options = {"max_pixels": str(MAX_VIDEO_PIXELS)}
+        with av.open(
+            io.BytesIO(data), format=container_format, options=options, io_open=_no_other_files
+        ) as container:
+            return _last_frame(container, param).to_image()
+    except BadRequest:
+        raise
+    # FFmpeg's errors, and whatever else a broken file makes the bindings raise, are the upload's.
+    except Exception as exc:
+        raise _invalid(
+            param,
+            f"<{len(data)} bytes>",
+            f"not a readable video, or one with frames over {MAX_VIDEO_PIXELS} pixels; send {_ACCEPTED_FILES}",
+        ) from exc
+
+
+def _last_frame(container: Any, param: str) -> Any:
+    if not container.streams.video:
+        raise _invalid(
+            param, "<a file with no video track>", f"must hold a video track; send {_ACCEPTED_FILES}"
+        )
+    stream = container.streams.video[0]
+    codec = stream.codec_context.name
+    if codec not in VIDEO_CODECS:
+        raise _invalid(param, codec, f"the video's codec must be one of {', '.join(VIDEO_CODECS)}")
+    width, height = stream.codec_context.width, stream.codec_context.height
+    if width * height > MAX_VIDEO_PIXELS:
+        raise _invalid(
+            param, f"{width}x{height}", f"a video's frames may have at most {MAX_VIDEO_PIXELS} pixels"
+        )
+    seconds = (container.duration or 0) / av.time_base
+    if seconds > MAX_VIDEO_SECONDS:
+        raise _invalid(param, f"{seconds:.1f} s", f"a video may last at most {MAX_VIDEO_SECONDS:g} s")
+    if stream.frames > MAX_VIDEO_FRAMES:
+        raise _invalid(
+            param, f"{stream.frames} frames", f"a video may have at most {MAX_VIDEO_FRAMES} frames"
+        )
+    # The decoder that decodes below is not the one that probed the stream: it needs the bound too. It refuses
+    # a frame larger than this whatever the header said (a probe refused by the bound leaves the size at 0x0).
+    stream.codec_context.options = {"max_pixels": str(MAX_VIDEO_PIXELS)}
+    budget = _DecodeBudget(param)
+    last = None
+    if container.duration:
+        # From the last keyframe before the end; a file that cannot seek there is decoded from its start.
+        with contextlib.suppress(av.FFmpegError):
+            container.seek(container.duration, backward=True)
+            last = _last_decoded(container, stream, budget)
+    if last is None:
+        container.seek(0)
+        last = _last_decoded(container, stream, budget)
+    if last is None:
+        raise _invalid(param, "<0 frames>", f"the video has no frames; send {_ACCEPTED_FILES}")
+    return last
+
+
+def _no_other_files(url: str, flags: int, options: dict[str, str]) -> Any:
+    raise PermissionError(f"an uploaded video may not open other files ({url[:40]!r})")
+
+
+class _DecodeBudget:
+    """The pixels finding a last frame may still decode (`MAX_DECODED_PIXELS` in all)."""
+
+    def __init__(self, param: str) -> None:
+        self.param = param
+        self.left = MAX_DECODED_PIXELS
+
+    def spend(self, frame: Any) -> None:
+        self.left -= frame.width * frame.height
+        if self.left < 0:
+            raise _invalid(
+                self.param,
+                "<a long group of pictures>",
+                "finding its last frame decodes too much of it; send a shorter clip or one with more keyframes",
+            )
+
+
+def _last_decoded(container: Any, stream: Any, budget: _DecodeBudget) -> Any:
+    last = None
+    for frame in container.decode(stream):
+        budget.spend(frame)
+        last = frame
+    return last
+
+
+def encode_png(image: Image.Image, source: KeyframeSource = KeyframeSource.REFERENCE) -> bytes:
+    """``image`` as PNG bytes, the lossless form the service stores a reference in, marked with what it came
+    from (`core.files.REFERENCE_SOURCE_KEY`): the caller's image, or the last frame of the caller's video."""
+    info = PngImagePlugin.PngInfo()
+    info.add_text(REFERENCE_SOURCE_KEY, source)
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
+    image.save(buffer, format="PNG", pnginfo=info)
     return buffer.getvalue()
 
 

@@ -16,6 +16,7 @@ import webvtt
 from openai import OpenAI
 from PIL import Image
 
+from tests.fixtures.media import video_bytes
 from tests.fixtures.serve import Deployed
 
 pytestmark = pytest.mark.e2e
@@ -121,6 +122,31 @@ def test_explicit_scenes_and_an_uploaded_reference(app, tmp_path):
     assert [scene["caption"] for scene in finished["scenes"]] == ["第一幕：黎明", "Act two: noon"]
     assert finished["writer"] == "explicit"
     assert [scene["keyframe_generator"] for scene in finished["scenes"]] == ["reference", "placeholder"]
+
+
+def test_an_uploaded_clip_is_continued_by_a_create_and_by_an_extension(app):
+    # Video to video: the first scene starts from the clip's last frame (tests/integration/test_video_to_video.py
+    # checks the frame itself), and says so.
+    clip = video_bytes([(200, 30, 30)] * 11 + [(30, 200, 60)])
+    created = app.client.post(
+        "/v1/videos",
+        data={"prompt": "Continue my clip. Then the sea.", "seconds": "2"},
+        files={"input_reference": ("clip.mp4", clip, "video/mp4")},
+    )
+    extended = app.client.post(
+        "/v1/videos/extensions",
+        data={"prompt": "What happens next.", "seconds": "2"},
+        files={"video": ("clip.mp4", clip, "video/mp4")},
+    )
+    for response in (created, extended):
+        assert response.status_code == 200, response.text
+        finished = app.wait(response.json()["id"])
+        assert finished["status"] == "completed", finished["error"]
+        assert finished["scenes"][0]["keyframe_generator"] == "input_video"
+    truncated = app.client.post(
+        "/v1/videos", data={"prompt": "x"}, files={"input_reference": ("clip.mp4", clip[:500], "video/mp4")}
+    )
+    assert (truncated.status_code, truncated.json()["error"]["param"]) == (400, "input_reference")
 
 
 def test_scene_jobs_overlap_and_batch_in_the_svd_deployment(app):

@@ -160,9 +160,9 @@ def test_a_good_upload_is_decoded_off_the_event_loop_and_stored_as_png(client, l
     threads = []
     decode = uploads.decode_image
 
-    def recording(data, param):
+    def recording(data, param, **options):
         threads.append(threading.current_thread())
-        return decode(data, param)
+        return decode(data, param, **options)
 
     monkeypatch.setattr(uploads, "decode_image", recording)
     response = client.post(
