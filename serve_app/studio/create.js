@@ -1,4 +1,4 @@
-// The "New video" form: its scene rows, the reference image, and errors shown at the field they name.
+// The "New video" form: its scene rows, the reference image or clip, and errors shown at the field they name.
 
 import { ApiError, api } from "./api.js";
 import { $, announce, hideError, showError, statusText } from "./ui.js";
@@ -42,12 +42,21 @@ function addScene() {
 const reference = $("#input_reference");
 const referencePreview = $("#reference-preview");
 const referenceImage = $("#reference-image");
+const referenceVideo = $("#reference-video");
 
+/** Show the chosen file: an image as one, a clip as a player (the video continues from its last frame). */
 function previewReference() {
-  if (referenceImage.src) URL.revokeObjectURL(referenceImage.src);
+  for (const element of [referenceImage, referenceVideo]) {
+    if (element.src) URL.revokeObjectURL(element.src);
+    element.removeAttribute("src");
+    element.hidden = true;
+  }
   const file = reference.files[0];
-  if (file) referenceImage.src = URL.createObjectURL(file);
-  else referenceImage.removeAttribute("src");
+  if (file) {
+    const element = file.type.startsWith("video/") ? referenceVideo : referenceImage;
+    element.src = URL.createObjectURL(file);
+    element.hidden = false;
+  }
   referencePreview.hidden = !file;
 }
 

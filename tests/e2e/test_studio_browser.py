@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from tests.fixtures.browser import playwright_sync_api
+from tests.fixtures.media import video_bytes
 from tests.fixtures.serve import API_KEYS, Deployed
 
 pytestmark = pytest.mark.e2e
@@ -136,6 +137,23 @@ def test_a_video_made_from_the_page_plays_with_captions(app, tab):
     expect(sheet).to_have_css("background-position", "0% 0%")
     page.mouse.move(box["x"] + box["width"] - 2, middle)
     expect(sheet).to_have_css("background-position", "100% 100%")
+    assert tab.errors == []
+
+
+def test_a_clip_chosen_as_the_reference_is_previewed_and_continued(app, tab):
+    page = tab.page
+    page.goto(f"{app.url}/")
+    clip = video_bytes([(200, 30, 30)] * 11 + [(30, 200, 60)])
+    chooser = page.get_by_label("Reference image or clip")
+    chooser.set_input_files({"name": "clip.mp4", "mimeType": "video/mp4", "buffer": clip})
+    expect(page.get_by_label("Preview of the reference clip")).to_be_visible()
+    expect(page.locator("#reference-image")).to_be_hidden()
+    video_id = create_from_form(page, "Then the tide comes in.", "2")
+    finished = app.wait(video_id)
+    assert finished["scenes"][0]["keyframe_generator"] == "input_video", finished
+    # Removing the clip takes its preview away.
+    page.get_by_role("button", name="Remove", exact=True).click()
+    expect(page.locator("#reference-preview")).to_be_hidden()
     assert tab.errors == []
 
 
