@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from engines.narrator.narrator import write_wav
+from tests.fixtures.media import video_bytes
 from tests.fixtures.serve import Deployed
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -37,7 +38,7 @@ def app(cpu_app: Deployed) -> Deployed:
 def test_the_readme_has_the_snippets_this_file_runs():
     assert len(snippets("python")) >= 1 and any("curl" in s for s in snippets("bash"))
     # The LiteLLM snippet runs in tests/e2e/test_litellm_serve.py, beside the rest of LiteLLM's calls.
-    assert len(api_snippets()) == 7, "a new API snippet in the README needs a test here"
+    assert len(api_snippets()) == 8, "a new API snippet in the README needs a test here"
 
 
 def run_snippet(app: Deployed, command: str, cwd: Path, timeout: float = 120) -> str:
@@ -143,3 +144,13 @@ def test_the_sync_snippet_writes_the_finished_mp4(app, tmp_path):
         stream = container.streams.video[0]
         assert stream.codec_context.name == "h264"
         assert float(container.duration / av.time_base) == pytest.approx(2, abs=0.2)
+
+
+def test_the_video_to_video_snippet_continues_the_clip_twice(app, tmp_path):
+    (block,) = [s for s in snippets("bash") if "input_reference=@boat.mp4" in s]
+    (tmp_path / "boat.mp4").write_bytes(video_bytes([(40, 90, 200)] * 12))
+    for command in re.split(r"\n(?=curl )", block.strip()):
+        video = app.wait(json.loads(run_snippet(app, command, tmp_path, timeout=60))["id"])
+        assert video["status"] == "completed", video["error"]
+        assert video["scenes"][0]["keyframe_generator"] == "input_video"
+        assert float(video["seconds"]) == pytest.approx(2, abs=0.2)
