@@ -53,6 +53,8 @@ class SceneResult:
         fallback_reason: why the fallback was used; None for SVD frames.
         batch_size: how many scenes shared the call that made these frames: the SVD pipeline call, or for
             title cards the `animate_scenes` call.
+        peak_memory_bytes: the most CUDA memory the model's process held for that call (see
+            `engines.video.memory.peak_reader`); None without a model on a CUDA device.
     """
 
     frames: np.ndarray
@@ -61,6 +63,7 @@ class SceneResult:
     seconds: float
     fallback_reason: str | None = None
     batch_size: int = 1
+    peak_memory_bytes: int | None = None
 
 
 @dataclass

@@ -550,6 +550,12 @@ class VideoObject(BaseModel):
         "by side, so the sum may pass `inference_time_s`): `write` (until the script is stored, narration "
         "included), `narrate`, `paint`, `animate`, `encode`, `stitch`; null until completed.",
     )
+    peak_memory_mb: float | None = Field(
+        None,
+        description="vLLM-Omni's: the most GPU memory (MiB) the video model's process held for a call that "
+        "animated a scene of that run; a call shared by a batch counts the batch, and under `scheduling: "
+        "step` it is the replica's peak so far. Null without a model on a CUDA device, and until completed.",
+    )
     media_type: str | None = Field(None, description="`video/mp4` once completed.")
     file_name: str | None = Field(None, description="The download's file name once completed.")
     notices: list[Notice] = Field(

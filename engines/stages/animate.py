@@ -101,7 +101,8 @@ def run_scenes(
         for item in items:
             item.progress(step, total)
 
-    return animate_scenes(
+    read_peak = _peak_reader(engine, config)
+    results = animate_scenes(
         engine,
         [item.request for item in items],
         [item.text for item in items],
@@ -110,6 +111,22 @@ def run_scenes(
         progress=progress,
         cancel=cancel,
     )
+    peak = read_peak()
+    for result in results:
+        result.peak_memory_bytes = peak
+    return results
+
+
+def _peak_reader(
+    engine: VideoModel | None, config: SVDConfig | TransformerVideoConfig
+) -> Callable[[], int | None]:
+    """How the call's peak GPU memory is read: over this call alone under `scheduling: call` (the model runs
+    one call at a time), as the replica's peak so far under `step` (its scenes overlap)."""
+    if engine is None or engine.placement is None:
+        return lambda: None
+    from engines.video.memory import peak_reader  # torch: a replica without a model never imports it
+
+    return peak_reader(engine.placement.device, window=config.scheduling == "call")
 
 
 __all__ = ["SceneItem", "animate_from_keyframe", "run_scenes"]

@@ -108,7 +108,8 @@ class Animated:
 
     Args:
         frames: the frames, opaque to the recipe: a uint8 array in process, a reference in the service.
-        generator, seed, seconds, fallback_reason, batch_size: as in ``engines.fallback.SceneResult``.
+        generator, seed, seconds, fallback_reason, batch_size, peak_memory_bytes: as in
+            ``engines.fallback.SceneResult``.
         keyframe: what made the keyframe the frames start from.
     """
 
@@ -119,6 +120,7 @@ class Animated:
     keyframe: KeyframeReady
     fallback_reason: str | None = None
     batch_size: int = 1
+    peak_memory_bytes: int | None = None
 
     @classmethod
     def of(cls, result: SceneResult, frames: Any, keyframe: KeyframeReady) -> Animated:
@@ -130,6 +132,7 @@ class Animated:
             keyframe=keyframe,
             fallback_reason=result.fallback_reason,
             batch_size=result.batch_size,
+            peak_memory_bytes=result.peak_memory_bytes,
         )
 
 

@@ -147,4 +147,23 @@ class MemoryAdmission:
         return max(0, self.probe.peak() - before)
 
 
-__all__ = ["CudaMemory", "MemoryAdmission", "MemoryProbe", "peak_memory_allocated"]
+def peak_reader(device: torch.device | None, window: bool) -> Callable[[], int | None]:
+    """Start reading the peak memory of the model calls to come on ``device``: call what this returns after
+    them for bytes, or None where ``device`` is not CUDA.
+
+    Args:
+        device: where the model runs (its placement), or None where it has none.
+        window: measure only from now on (torch's peak counter is reset, the replica's own peak kept): only
+            where no other call on the device runs meanwhile (`scheduling: call`, one pipeline call at a
+            time). Else the replica's peak since it started (`scheduling: step`, whose scenes overlap).
+    """
+    if device is None or device.type != "cuda":
+        return lambda: None
+    if not window:
+        return lambda: peak_memory_allocated(device)
+    probe = CudaMemory(device)
+    probe.reset_peak()
+    return probe.peak
+
+
+__all__ = ["CudaMemory", "MemoryAdmission", "MemoryProbe", "peak_memory_allocated", "peak_reader"]

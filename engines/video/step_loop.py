@@ -37,7 +37,7 @@ from typing import Any, Protocol
 import torch
 
 from core.errors import GenerationCancelled, ModelUnavailable
-from engines.loading import cpu_threads, is_out_of_memory, is_recompile_limit, release_memory
+from engines.loading import Placement, cpu_threads, is_out_of_memory, is_recompile_limit, release_memory
 from engines.video.base import CancelToken, ProgressCallback, SceneFrames, SceneRequest, VideoEngine
 from engines.video.memory import CudaMemory, MemoryAdmission, MemoryProbe
 
@@ -183,6 +183,10 @@ class StepScheduler:
     @property
     def loaded(self) -> bool:
         return self.engine.loaded
+
+    @property
+    def placement(self) -> Placement | None:
+        return self.engine.placement
 
     @property
     def waiting(self) -> int:

@@ -75,6 +75,8 @@ class JobRun:
         title, script_backend, notices: what the write and narrate steps tell the video object.
         stage_seconds: seconds each stage took in this run, summed over the scenes (the video object's
             `stage_durations`).
+        peak_memory_bytes: the most GPU memory a call that animated a scene of this run held (the video
+            object's `peak_memory_mb`); None while no call read one.
     """
 
     job: JobRow
@@ -91,6 +93,7 @@ class JobRun:
     script_backend: str | None = None
     notices: list[dict[str, str]] = field(default_factory=list)
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    peak_memory_bytes: int | None = None
 
     @property
     def id(self) -> str:
@@ -492,6 +495,8 @@ class VideoRecipe(Generic[K]):
         if animated is None:
             raise RuntimeError(f"the animator ended scene {idx} without its frames")
         self._observe(run, "animate", started)
+        if animated.peak_memory_bytes is not None:
+            run.peak_memory_bytes = max(run.peak_memory_bytes or 0, animated.peak_memory_bytes)
         return animated
 
     async def stitch(self, run: JobRun) -> FinalVideo:
@@ -532,6 +537,7 @@ class VideoRecipe(Generic[K]):
                 {
                     "wall": round(time.monotonic() - run.started, 3),
                     "stages": {stage: round(s, 3) for stage, s in run.stage_seconds.items()},
+                    "peak_memory_bytes": run.peak_memory_bytes,
                 }
             ),
         )

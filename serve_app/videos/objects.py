@@ -157,9 +157,14 @@ def _timings(job: JobRow) -> dict[str, Any]:
     return {
         "inference_time_s": timings.get("wall"),
         "stage_durations": timings.get("stages"),
+        "peak_memory_mb": _mebibytes(timings.get("peak_memory_bytes")),
         "media_type": VARIANT_FILES[Variant.VIDEO].media_type,
         "file_name": f"{job.id}{VARIANT_FILES[Variant.VIDEO].suffix}",
     }
+
+
+def _mebibytes(size: int | None) -> float | None:
+    return None if size is None else round(size / 2**20, 1)
 
 
 def _scene_object(scene: SceneRow) -> SceneObject:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import io
 import threading
 import time
@@ -18,6 +19,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from core.files import JobFiles
+from engines.stages.protocols import Animated
 from engines.video.config import LTXConfig
 from serve_app.api import ingress
 from serve_app.protocol import SAMPLING_FIELDS
@@ -394,9 +396,36 @@ def test_a_completed_video_says_how_long_it_took_in_all_and_in_each_stage(client
     # The script comes before the scenes and the stitch after them: together within the run's time.
     assert 0 < stages["write"] + stages["stitch"] <= video["inference_time_s"]
     assert (video["media_type"], video["file_name"]) == ("video/mp4", f"{video['id']}.mp4")
+    assert video["peak_memory_mb"] is None  # no model on a CUDA device here
     download = client.get(f"/v1/videos/{video['id']}/content")
     assert download.headers["content-type"] == video["media_type"]
     assert video["file_name"] in download.headers["content-disposition"]
+
+
+class PeakReporter:
+    """An animator stage that hands every call on, its frames' peak GPU memory set per scene index."""
+
+    def __init__(self, animator, peaks: dict[int, int]) -> None:
+        self.animator = animator
+        self.peaks = peaks
+
+    async def animate(self, request, keyframe):
+        index = int(request.key.rsplit(":", 1)[1])
+        async for event in self.animator.animate(request, keyframe):
+            if isinstance(event, Animated):
+                event = dataclasses.replace(event, peak_memory_bytes=self.peaks[index])
+            yield event
+
+
+def test_the_peak_memory_of_a_video_is_the_most_any_of_its_scenes_calls_held(local_config):
+    peaks = {0: 300 * 2**20, 1: 1234 * 2**20 + 2**19, 2: 5 * 2**20}
+    service = service_with(local_config, animator=PeakReporter(stages_with(local_config).animator, peaks))
+    ingress.install(service)
+    with TestClient(ingress.app) as client:
+        created = client.post("/v1/videos", json={"prompt": "A fox. The sea. The moon.", "num_scenes": 3})
+        video = completed(client, created.json()["id"])
+    assert len(video["scenes"]) == 3
+    assert video["peak_memory_mb"] == 1234.5
 
 
 @pytest.mark.slow
