@@ -55,6 +55,7 @@ class SceneResult:
             title cards the `animate_scenes` call.
         peak_memory_bytes: the most CUDA memory the model's process held for that call (see
             `engines.video.memory.peak_reader`); None without a model on a CUDA device.
+        ignored_fields: the request's fields the loaded checkpoint had no use for (`SceneFrames.ignored`).
     """
 
     frames: np.ndarray
@@ -64,6 +65,7 @@ class SceneResult:
     fallback_reason: str | None = None
     batch_size: int = 1
     peak_memory_bytes: int | None = None
+    ignored_fields: tuple[str, ...] = ()
 
 
 @dataclass
@@ -124,6 +126,7 @@ def animate_scenes(
                 seed=item.seed,
                 seconds=item.seconds,
                 batch_size=item.batch_size,
+                ignored_fields=item.ignored,
             )
             for item in made
         ]

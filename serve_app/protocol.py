@@ -199,16 +199,28 @@ class CreateVideoRequest(BaseModel):
         description="Text guidance (LTX-Video and Wan, within the family's range); default from config.",
     )
     guidance_scale_2: float | None = Field(
-        None, ge=0, le=100, description="vLLM-Omni's guidance of Wan 2.2's second expert; see `notices`."
+        None,
+        ge=0,
+        le=100,
+        description="vLLM-Omni's: the guidance of Wan 2.2 A14B's second (low-noise) expert; default "
+        "`guidance_scale`. Ignored, and said so in `notices`, by checkpoints with one expert.",
     )
     true_cfg_scale: float | None = Field(
         None, ge=0, le=100, description="vLLM-Omni's true CFG scale; see `notices`."
     )
     boundary_ratio: float | None = Field(
-        None, ge=0, le=1, description="vLLM-Omni's switch point between Wan 2.2's experts; see `notices`."
+        None,
+        ge=0,
+        le=1,
+        description="vLLM-Omni's: where Wan 2.2 A14B's second expert takes over, as a share of the noise "
+        "schedule (the steps below it); default the checkpoint's. Ignored, and said so, with one expert.",
     )
     flow_shift: float | None = Field(
-        None, gt=0, le=100, description="vLLM-Omni's scheduler shift; see `notices`."
+        None,
+        gt=0,
+        le=100,
+        description="vLLM-Omni's: the shift of Wan's flow-matching scheduler (higher spends more steps at "
+        "high noise); default the checkpoint's.",
     )
     enable_frame_interpolation: bool = Field(
         False,

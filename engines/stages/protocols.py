@@ -108,7 +108,7 @@ class Animated:
 
     Args:
         frames: the frames, opaque to the recipe: a uint8 array in process, a reference in the service.
-        generator, seed, seconds, fallback_reason, batch_size, peak_memory_bytes: as in
+        generator, seed, seconds, fallback_reason, batch_size, peak_memory_bytes, ignored_fields: as in
             ``engines.fallback.SceneResult``.
         keyframe: what made the keyframe the frames start from.
     """
@@ -121,6 +121,7 @@ class Animated:
     fallback_reason: str | None = None
     batch_size: int = 1
     peak_memory_bytes: int | None = None
+    ignored_fields: tuple[str, ...] = ()
 
     @classmethod
     def of(cls, result: SceneResult, frames: Any, keyframe: KeyframeReady) -> Animated:
@@ -133,6 +134,7 @@ class Animated:
             fallback_reason=result.fallback_reason,
             batch_size=result.batch_size,
             peak_memory_bytes=result.peak_memory_bytes,
+            ignored_fields=result.ignored_fields,
         )
 
 

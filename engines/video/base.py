@@ -56,6 +56,10 @@ class SceneRequest:
         motion_bucket_id, noise_aug_strength, min_guidance_scale, max_guidance_scale, decode_chunk_size: SVD
             only (other families ignore them).
         prompt, negative_prompt, guidance_scale: families that take text (LTX, Wan) only; SVD takes no text.
+        guidance_scale_2, boundary_ratio: Wan 2.2 A14B's second expert: its guidance (default
+            `guidance_scale`) and where it takes over (default the checkpoint's); checkpoints with one expert
+            ignore them.
+        flow_shift: the shift of Wan's flow-matching scheduler (default the checkpoint's).
     """
 
     image: Image.Image | None = None
@@ -73,6 +77,9 @@ class SceneRequest:
     prompt: str | None = None
     negative_prompt: str | None = None
     guidance_scale: float | None = None
+    guidance_scale_2: float | None = None
+    boundary_ratio: float | None = None
+    flow_shift: float | None = None
 
 
 @dataclass
@@ -85,6 +92,8 @@ class SceneFrames:
         seconds: wall time of the pipeline call that made these frames (shared by a batch).
         batch_size: how many videos that pipeline call made.
         generator: the model family ("svd", "ltx" or "wan"); fallbacks are labelled elsewhere, never here.
+        ignored: the request's fields the loaded checkpoint had no use for (Wan 2.2 A14B's expert fields on
+            a checkpoint with one expert).
     """
 
     frames: np.ndarray
@@ -92,6 +101,7 @@ class SceneFrames:
     seconds: float
     batch_size: int = 1
     generator: str = "svd"
+    ignored: tuple[str, ...] = ()
 
 
 class Resolved(Protocol):

@@ -117,7 +117,14 @@ FAMILY_RULES: dict[str, FamilyRules] = {
         20.0,
         takes_text=True,
         pipelines=("WanPipeline", "WanImageToVideoPipeline"),
-        request_fields=("negative_prompt", "guidance_scale"),
+        # The experts' two on Wan 2.2 A14B only: a checkpoint with one expert says so in the video's notices.
+        request_fields=(
+            "negative_prompt",
+            "guidance_scale",
+            "guidance_scale_2",
+            "boundary_ratio",
+            "flow_shift",
+        ),
     ),
 }
 

@@ -15,9 +15,11 @@ The engine is plain Python (no Ray); `VideoAnimator` in `deployments/` wraps it 
 from __future__ import annotations
 
 import abc
+import contextlib
 import logging
 import secrets
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,6 +48,12 @@ _EXPERTS = ("transformer", "transformer_2")
 
 # Per-request parameters with a config default, in one order; prompts are per video and never in the key.
 _PARAMS = ("width", "height", "num_frames", "num_inference_steps", "fps", "guidance_scale")
+# Per-request options without a config default, kept where the family takes them (`FamilyRules.request_fields`).
+_OPTIONS = ("guidance_scale_2", "boundary_ratio", "flow_shift")
+
+
+def _number_within(value: Any, low: float, high: float) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and low <= value <= high
 
 
 @dataclass(frozen=True)
@@ -57,6 +65,10 @@ class _Resolved:
     negative_prompt: str
     params: tuple[Any, ...]
     run_frames: int  # the family's valid count the pipeline makes; `num_frames` of them are kept
+    # Options only some checkpoints use (`SceneRequest`), None where not asked for or the family takes none.
+    guidance_scale_2: float | None = None
+    boundary_ratio: float | None = None
+    flow_shift: float | None = None
 
     def param(self, name: str) -> Any:
         return self.params[_PARAMS.index(name)]
@@ -64,7 +76,11 @@ class _Resolved:
     @property
     def batch_key(self) -> tuple[Any, ...]:
         shape = tuple(v for n, v in zip(_PARAMS, self.params, strict=True) if n != "num_frames")
-        return (*shape, self.run_frames, self.image is None)
+        return (*shape, self.run_frames, self.image is None, *self.options)
+
+    @property
+    def options(self) -> tuple[float | None, float | None, float | None]:
+        return (self.guidance_scale_2, self.boundary_ratio, self.flow_shift)
 
 
 @dataclass(frozen=True)
@@ -124,6 +140,13 @@ class TransformerVideoEngine(VideoEngine):
     def _call_kwargs(self, first: Resolved) -> dict[str, Any]:
         """Pipeline arguments only this family takes, for a call whose requests are like ``first``."""
         return {}
+
+    @contextlib.contextmanager
+    def _options_set(self, pipeline: Any, first: Any) -> Iterator[tuple[dict[str, Any], tuple[str, ...]]]:
+        """Around one call of ``pipeline`` whose requests are like ``first``: the options of `_OPTIONS` that
+        the family takes, as pipeline arguments (and whatever the pipeline must hold for the call), with the
+        names of those asked for that this checkpoint has no use for."""
+        yield {}, ()
 
     # -- internals -------------------------------------------------------------------------------------
 
@@ -239,18 +262,15 @@ class TransformerVideoEngine(VideoEngine):
         for name in ("num_frames", "num_inference_steps", "fps"):
             if not is_int(values[name]) or values[name] < 1:
                 raise InvalidInput(name, values[name], f"must be a positive integer{where}")
-        guidance = values["guidance_scale"]
         rules = self.rules
-        if (
-            not isinstance(guidance, (int, float))
-            or isinstance(guidance, bool)
-            or not rules.min_guidance <= guidance <= rules.max_guidance
-        ):
-            raise InvalidInput(
-                "guidance_scale",
-                guidance,
-                f"must be from {rules.min_guidance:g} to {rules.max_guidance:g} for {rules.label}{where}",
-            )
+        self._check_guidance("guidance_scale", values["guidance_scale"], where)
+        options = {name: getattr(request, name) for name in _OPTIONS if name in rules.request_fields}
+        if options.get("guidance_scale_2") is not None:
+            self._check_guidance("guidance_scale_2", options["guidance_scale_2"], where)
+        if (ratio := options.get("boundary_ratio")) is not None and not _number_within(ratio, 0.0, 1.0):
+            raise InvalidInput("boundary_ratio", ratio, f"must be from 0 to 1{where}")
+        if (shift := options.get("flow_shift")) is not None and not _number_within(shift, 1e-6, 100.0):
+            raise InvalidInput("flow_shift", shift, f"must be a number above 0 and at most 100{where}")
         if image is not None and (image.width, image.height) != (values["width"], values["height"]):
             raise InvalidInput(
                 "image",
@@ -270,7 +290,17 @@ class TransformerVideoEngine(VideoEngine):
             negative_prompt=negative,
             params=tuple(values[name] for name in _PARAMS),
             run_frames=rules.valid_frames(values["num_frames"]),
+            **options,
         )
+
+    def _check_guidance(self, name: str, value: Any, where: str) -> None:
+        rules = self.rules
+        if not _number_within(value, rules.min_guidance, rules.max_guidance):
+            raise InvalidInput(
+                name,
+                value,
+                f"must be from {rules.min_guidance:g} to {rules.max_guidance:g} for {rules.label}{where}",
+            )
 
     def resolve(self, index: int, request: SceneRequest) -> Any:
         item = self._resolve(index, request)
@@ -318,26 +348,28 @@ class TransformerVideoEngine(VideoEngine):
         else:
             kwargs["image"] = [item.image for item in chunk]
         started = time.perf_counter()
-        output = self._denoise(
-            lambda on_step_end: pipeline(
-                prompt=[item.prompt for item in chunk],
-                negative_prompt=[item.negative_prompt for item in chunk],
-                height=first.param("height"),
-                width=first.param("width"),
-                num_frames=first.run_frames,
-                num_inference_steps=total,
-                guidance_scale=first.param("guidance_scale"),
-                num_videos_per_prompt=1,
-                generator=generators if len(chunk) > 1 or self._batches_keyframes else generators[0],
-                max_sequence_length=self.config.max_sequence_length,
-                output_type="np",
-                callback_on_step_end=on_step_end,
-                **kwargs,
-            ),
-            total,
-            progress,
-            cancel,
-        )
+        with self._options_set(pipeline, first) as (options, ignored):
+            output = self._denoise(
+                lambda on_step_end: pipeline(
+                    prompt=[item.prompt for item in chunk],
+                    negative_prompt=[item.negative_prompt for item in chunk],
+                    height=first.param("height"),
+                    width=first.param("width"),
+                    num_frames=first.run_frames,
+                    num_inference_steps=total,
+                    guidance_scale=first.param("guidance_scale"),
+                    num_videos_per_prompt=1,
+                    generator=generators if len(chunk) > 1 or self._batches_keyframes else generators[0],
+                    max_sequence_length=self.config.max_sequence_length,
+                    output_type="np",
+                    callback_on_step_end=on_step_end,
+                    **kwargs,
+                    **options,
+                ),
+                total,
+                progress,
+                cancel,
+            )
         seconds = time.perf_counter() - started
         videos = to_uint8(output.frames, self.label, self._runtime.dtype if self._runtime else "?")
         return [
@@ -347,6 +379,7 @@ class TransformerVideoEngine(VideoEngine):
                 seconds=seconds,
                 batch_size=len(chunk),
                 generator=self.config.family,
+                ignored=ignored,
             )
             for item, video in zip(chunk, videos, strict=True)
         ]

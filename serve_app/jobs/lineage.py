@@ -101,7 +101,7 @@ def fingerprint(
         "start": start,
     }
     # Only when asked for: the clips made before these fields existed keep their fingerprints.
-    for name in ("negative_prompt", "guidance_scale"):
+    for name in ("negative_prompt", "guidance_scale", "guidance_scale_2", "boundary_ratio", "flow_shift"):
         if getattr(request, name) is not None:
             made_of[name] = getattr(request, name)
     return hashlib.sha256(json.dumps(made_of, sort_keys=True).encode()).hexdigest()

@@ -141,14 +141,13 @@ def plan_job(request: CreateVideoRequest, config: AppConfig, seed: int, extra_jo
                 raise bad_value(
                     name, getattr(request, name), f"is SVD's; this service animates with {rules.label}"
                 )
-    guidance = request.guidance_scale
-    taken = "guidance_scale" in rules.request_fields
-    if taken and guidance is not None and not rules.min_guidance <= guidance <= rules.max_guidance:
-        raise bad_value(
-            "guidance_scale",
-            guidance,
-            f"{rules.label} takes {rules.min_guidance:g} to {rules.max_guidance:g}",
-        )
+    for name in ("guidance_scale", "guidance_scale_2"):
+        guidance = getattr(request, name)
+        taken = name in rules.request_fields
+        if taken and guidance is not None and not rules.min_guidance <= guidance <= rules.max_guidance:
+            raise bad_value(
+                name, guidance, f"{rules.label} takes {rules.min_guidance:g} to {rules.max_guidance:g}"
+            )
 
     steps = request.num_inference_steps or config.video.num_inference_steps
     if steps > limits.max_inference_steps:

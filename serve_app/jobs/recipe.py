@@ -25,7 +25,7 @@ from PIL import Image
 from core import metrics
 from core.errors import FramesLost, classify, public_text
 from core.files import REFERENCE_SOURCE_KEY, JobFiles
-from core.status import JobStatus, KeyframeSource, SceneStatus, ScriptSource
+from core.status import JobStatus, KeyframeSource, NoticeCode, SceneStatus, ScriptSource
 from engines.media import VideoProcessor
 from engines.media.audio import sniff_music
 from engines.media.clips import EncodedScene, EncodeRequest, FinalVideo, SpokenScene, StitchRequest, png_bytes
@@ -40,6 +40,7 @@ from engines.stages.protocols import (
     StepDone,
 )
 from engines.video.base import SceneRequest
+from engines.video.config import rules_of
 from engines.writer import WriteRequest, improve_visual_prompt, motion_bucket_id
 from serve_app.config import AppConfig
 from serve_app.jobs import lineage
@@ -77,6 +78,7 @@ class JobRun:
             `stage_durations`).
         peak_memory_bytes: the most GPU memory a call that animated a scene of this run held (the video
             object's `peak_memory_mb`); None while no call read one.
+        ignored_fields: the request's fields the served checkpoint had no use for (a notice each).
     """
 
     job: JobRow
@@ -94,6 +96,7 @@ class JobRun:
     notices: list[dict[str, str]] = field(default_factory=list)
     stage_seconds: dict[str, float] = field(default_factory=dict)
     peak_memory_bytes: int | None = None
+    ignored_fields: set[str] = field(default_factory=set)
 
     @property
     def id(self) -> str:
@@ -383,6 +386,9 @@ class VideoRecipe(Generic[K]):
                     prompt=scene.visual_prompt,
                     negative_prompt=request.negative_prompt,
                     guidance_scale=request.guidance_scale,
+                    guidance_scale_2=request.guidance_scale_2,
+                    boundary_ratio=request.boundary_ratio,
+                    flow_shift=request.flow_shift,
                 ),
                 text=scene.caption,
                 key=f"{run.id}:{scene.idx}",
@@ -497,6 +503,7 @@ class VideoRecipe(Generic[K]):
         self._observe(run, "animate", started)
         if animated.peak_memory_bytes is not None:
             run.peak_memory_bytes = max(run.peak_memory_bytes or 0, animated.peak_memory_bytes)
+        run.ignored_fields.update(animated.ignored_fields)
         return animated
 
     async def stitch(self, run: JobRun) -> FinalVideo:
@@ -540,12 +547,31 @@ class VideoRecipe(Generic[K]):
                     "peak_memory_bytes": run.peak_memory_bytes,
                 }
             ),
+            **self._ignored_by_the_checkpoint(run),
         )
         if not ended:
             await self._stopped(run)
             return
         logger.info("job %s completed in %.1f s", run.id, time.monotonic() - run.started)
         metrics.get().jobs_finished.inc(tags={"status": JobStatus.COMPLETED})
+
+    def _ignored_by_the_checkpoint(self, run: JobRun) -> dict[str, str]:
+        """The video's notices with one for each field the served checkpoint had no use for (Wan 2.2 A14B's
+        expert fields on a checkpoint with one expert), as `store.finish` takes them; {} when there is none.
+        The fields no checkpoint of the family takes are told when the video is read (`VideoObjects`)."""
+        if not run.ignored_fields:
+            return {}
+        stored = self.store.get(run.id)
+        notices = stored.notices if stored is not None else []
+        label = rules_of(self.config.video).label
+        for name in sorted(run.ignored_fields):
+            notice = {
+                "code": NoticeCode.IGNORED_FIELD,
+                "message": f"the served {label} checkpoint has no use for {name}; it was ignored",
+            }
+            if notice not in notices:
+                notices.append(notice)
+        return {"notices_json": json.dumps(notices, ensure_ascii=False)}
 
     # -- endings and bookkeeping ----------------------------------------------------------------
 

@@ -20,10 +20,11 @@ from PIL import Image
 
 from core.files import JobFiles
 from engines.stages.protocols import Animated
-from engines.video.config import LTXConfig
+from engines.video.config import LTXConfig, WanConfig
 from serve_app.api import ingress
 from serve_app.protocol import SAMPLING_FIELDS
 from tests.fixtures.jobs import completed, multipart, service_with, stages_with
+from tests.support.tiny_models import TINY_WAN_SETTINGS
 
 pytestmark = pytest.mark.integration
 
@@ -400,6 +401,29 @@ def test_a_completed_video_says_how_long_it_took_in_all_and_in_each_stage(client
     download = client.get(f"/v1/videos/{video['id']}/content")
     assert download.headers["content-type"] == video["media_type"]
     assert video["file_name"] in download.headers["content-disposition"]
+
+
+@pytest.mark.slow
+def test_wans_sampling_fields_reach_it_and_a_one_expert_checkpoint_says_which_it_ignored(
+    local_config, tiny_wan_path
+):
+    # The tiny Wan 2.2 TI2V-style checkpoint (one expert) runs here: `auto`, with no painter, paints title cards.
+    video = WanConfig(model_path=str(tiny_wan_path), **TINY_WAN_SETTINGS)
+    service = service_with(local_config.model_copy(update={"fallback": "auto", "video": video}))
+    ingress.install(service)
+    asked = {"guidance_scale_2": 3.0, "boundary_ratio": 0.5, "flow_shift": 3.0, "true_cfg_scale": 4.0}
+    with TestClient(ingress.app) as client:
+        made = finished(
+            client, client.post("/v1/videos", files=multipart(prompt="A fox.", num_scenes=1, **asked))
+        )
+    assert [scene["generator"] for scene in made["scenes"]] == ["wan"]
+    # flow_shift reached the scheduler (tests/unit/test_wan_options.py shows it changes the frames); the two
+    # experts' fields this checkpoint had no use for, and true_cfg_scale, which no Wan takes, are told.
+    assert sorted(notice["message"] for notice in made["notices"]) == [
+        "the served Wan checkpoint has no use for boundary_ratio; it was ignored",
+        "the served Wan checkpoint has no use for guidance_scale_2; it was ignored",
+        "wan takes no true_cfg_scale; it was ignored",
+    ]
 
 
 class PeakReporter:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 from engines.video.config import WanConfig
 from engines.video.text import TransformerVideoEngine
+from engines.video.wan.options import options_for
 
 # The modules `WanPipeline` (text to video) takes from the image-to-video pipeline it is built over.
 _TEXT_COMPONENTS = ("tokenizer", "text_encoder", "vae", "scheduler", "transformer", "transformer_2")
@@ -38,6 +41,25 @@ class WanEngine(TransformerVideoEngine):
             self.config.max_sequence_length,
             self._runtime.dtype if self._runtime else "?",
         )
+
+    @contextlib.contextmanager
+    def _options_set(self, pipeline: Any, first: Any) -> Iterator[tuple[dict[str, Any], tuple[str, ...]]]:
+        # The pipeline reads its scheduler and `boundary_ratio` from itself: they are set for the call and
+        # put back after it (calls run one at a time, under the engine's lock).
+        options = options_for(pipeline, first)
+        scheduler, ratio = pipeline.scheduler, pipeline.config.get("boundary_ratio")
+        pipeline.scheduler = options.scheduler
+        if options.boundary_ratio is not None:
+            pipeline.register_to_config(boundary_ratio=options.boundary_ratio)
+        try:
+            second = (
+                {} if options.guidance_scale_2 is None else {"guidance_scale_2": options.guidance_scale_2}
+            )
+            yield second, options.ignored
+        finally:
+            pipeline.scheduler = scheduler
+            if options.boundary_ratio is not None:
+                pipeline.register_to_config(boundary_ratio=ratio)
 
     def _pipeline_class(self) -> Any:
         from engines.video.wan.pipeline import PerVideoImageWanPipeline

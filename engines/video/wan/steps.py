@@ -11,7 +11,8 @@ Wan 2.2 TI2V (`expand_timesteps`) mixes the keyframe into the first latent frame
 those tokens timestep 0; otherwise the condition is concatenated to the latents. Checkpoints that also
 encode the keyframe with CLIP (Wan 2.1 image-to-video) have no stepper and run call by call. A scene
 without a keyframe (`keyframes: none`) is made as the text-to-video pipeline makes it.
-Wan 2.2 A14B switches to its second transformer below `boundary_ratio`: scenes on either side step apart.
+Wan 2.2 A14B switches to its second transformer below `boundary_ratio` (the scene's own, or the checkpoint's),
+with `guidance_scale_2`: scenes on either side step apart. A scene's `flow_shift` gives it a scheduler of its own.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import torch
 
 from engines.video.base import SceneFrames, to_uint8
 from engines.video.step_loop import SceneState
+from engines.video.wan.options import options_for
 
 
 @dataclass(eq=False, kw_only=True)
@@ -34,6 +36,9 @@ class WanSceneState(SceneState):
     negative_embeds: torch.Tensor | None  # (1, L, D); None without guidance
     condition: torch.Tensor | None  # None from text alone
     mask: torch.Tensor | None  # expand_timesteps: 0 on the keyframe's latent frame, 1 elsewhere
+    boundary: float | None  # the timestep below which the second expert steps (Wan 2.2 A14B); None: one
+    guidance_2: float  # the guidance of the second expert's steps
+    ignored: tuple[str, ...]  # the request's fields this checkpoint has no use for
 
 
 class WanStepper:
@@ -52,8 +57,6 @@ class WanStepper:
         self.max_sequence_length = max_sequence_length
         self.dtype = dtype
         self.expand = bool(pipeline.config.get("expand_timesteps", False))
-        ratio = pipeline.config.get("boundary_ratio")
-        self.boundary = None if ratio is None else ratio * pipeline.scheduler.config.num_train_timesteps
         model = pipeline.transformer if pipeline.transformer is not None else pipeline.transformer_2
         self.model_dtype = model.dtype
         self.patch = tuple(model.config.patch_size[1:])
@@ -73,8 +76,10 @@ class WanStepper:
             max_sequence_length=self.max_sequence_length,
             device=device,
         )
-        scheduler = copy.deepcopy(pipe.scheduler)
+        options = options_for(pipe, item)
+        scheduler = copy.deepcopy(options.scheduler)
         scheduler.set_timesteps(item.param("num_inference_steps"), device=device)
+        ratio = options.boundary_ratio
         # 2. Latents and the keyframe's condition, drawn as that pipeline draws them
         channels = pipe.vae.config.z_dim
         condition = mask = None
@@ -107,6 +112,11 @@ class WanStepper:
             negative_embeds=negative_embeds.to(self.model_dtype) if guided else None,
             condition=condition,
             mask=mask,
+            boundary=None if ratio is None else ratio * scheduler.config.num_train_timesteps,
+            guidance_2=item.param("guidance_scale")
+            if options.guidance_scale_2 is None
+            else options.guidance_scale_2,
+            ignored=options.ignored,
         )
 
     def key(self, state: SceneState) -> tuple[Any, ...]:
@@ -142,7 +152,11 @@ class WanStepper:
         for scene, pred in zip(scenes, predicted.split(rows), strict=True):
             noise = pred[:1]
             if len(pred) == 2:
-                noise = pred[1:] + scene.item.param("guidance_scale") * (pred[:1] - pred[1:])
+                # Guidance is on or off for the whole scene (`guidance_scale` > 1), as the pipeline has it.
+                guidance = (
+                    scene.guidance_2 if self._second_model(scene) else scene.item.param("guidance_scale")
+                )
+                noise = pred[1:] + guidance * (pred[:1] - pred[1:])
             t = scene.timesteps[scene.step]
             scene.latents = scene.scheduler.step(noise, t, scene.latents, return_dict=False)[0]
             scene.step += 1
@@ -160,16 +174,20 @@ class WanStepper:
         frames = to_uint8(pipe.video_processor.postprocess_video(video, output_type="np"), "Wan", self.dtype)
         item = scene.item
         return SceneFrames(
-            frames=frames[0][: item.param("num_frames")], seed=item.seed, seconds=0.0, generator="wan"
+            frames=frames[0][: item.param("num_frames")],
+            seed=item.seed,
+            seconds=0.0,
+            generator="wan",
+            ignored=scene.ignored,
         )
 
     # -- internals -------------------------------------------------------------------------------------
 
     def _second_model(self, scene: WanSceneState) -> bool:
         """Whether this step of ``scene`` runs on Wan 2.2 A14B's low-noise transformer."""
-        if self.boundary is None or scene.done:
+        if scene.boundary is None or scene.done:
             return False
-        return bool(scene.timesteps[scene.step] < self.boundary)
+        return bool(scene.timesteps[scene.step] < scene.boundary)
 
     def _model_input(self, scene: WanSceneState, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         latents = scene.latents
