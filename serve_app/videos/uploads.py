@@ -121,7 +121,7 @@ def video_container(data: bytes) -> str | None:
 
 
 def last_video_frame(data: bytes, param: str) -> Image.Image:
-    """The last frame of an uploaded MP4, MOV or WebM video, in RGB.
+    """The last frame of an uploaded MP4, MOV or WebM video, in RGB, turned as players show it.
 
     Bounded before and while decoding: the declared size, length and frame count, the decoded frames' size
     (FFmpeg refuses larger ones itself) and the pixels decoded in all. Only the video's last group of
@@ -138,12 +138,18 @@ def last_video_frame(data: bytes, param: str) -> Image.Image:
         )
     try:
         # `max_pixels` bounds the decoders the demuxer opens to probe the streams. No upload opens another
-        # file (`io_open`): the two demuxers have no playlists, and QuickTime's references are off.
+        # file (`io_open`): the two demuxers have no playlists, and QuickTime's references are off (FFmpeg's
+        # default `enable_drefs`).
         options = {"max_pixels": str(MAX_VIDEO_PIXELS)}
         with av.open(
             io.BytesIO(data), format=container_format, options=options, io_open=_no_other_files
         ) as container:
-            return _last_frame(container, param).to_image()
+            frame = _last_frame(container, param)
+            # As players show it: a phone's portrait clip is stored sideways with a display rotation
+            # (counter-clockwise degrees, as PIL's `rotate` takes them).
+            return (
+                frame.to_image().rotate(frame.rotation, expand=True) if frame.rotation else frame.to_image()
+            )
     except BadRequest:
         raise
     # FFmpeg's errors, and whatever else a broken file makes the bindings raise, are the upload's.

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import io
 import os
+import subprocess
 from fractions import Fraction
 
 import av
+import imageio_ffmpeg
 import numpy as np
 import pytest
 
@@ -65,6 +67,24 @@ def test_only_the_last_group_of_pictures_is_decoded_where_the_file_can_seek(monk
     monkeypatch.setattr(uploads, "MAX_DECODED_PIXELS", 10 * 64 * 48)
     assert_color(last_video_frame(grouped, PARAM), fade[-1])
     assert "decodes too much" in refused(one_group).message
+
+
+def test_a_clip_stored_sideways_comes_out_as_players_show_it(tmp_path):
+    # A phone's portrait clip: landscape frames and a display rotation (here set by FFmpeg's own CLI, the
+    # one the media engine runs). Left half red, right half green; shown turned 90 degrees anticlockwise.
+    frame = np.zeros((48, 64, 3), dtype=np.uint8)
+    frame[:, :32], frame[:, 32:] = RED, GREEN
+    stored, turned = tmp_path / "stored.mp4", tmp_path / "turned.mp4"
+    stored.write_bytes(video_bytes([frame] * 3))
+    ffmpeg = imageio_ffmpeg.get_ffmpeg_exe()
+    subprocess.run(
+        [ffmpeg, "-loglevel", "error", "-display_rotation", "90", "-i", stored, "-c", "copy", turned],
+        check=True,
+    )
+    image = last_video_frame(turned.read_bytes(), PARAM)
+    assert image.size == (48, 64)
+    assert_color(image.crop((0, 0, 48, 24)), GREEN)  # the right half went to the top
+    assert_color(image.crop((0, 40, 48, 64)), RED)
 
 
 def test_an_image_upload_is_still_an_image_reference():
