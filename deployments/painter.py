@@ -29,15 +29,21 @@ class KeyframePainter:
     Args:
         config: the `painter` section of the app config.
         fallback: the app's fallback policy; `always` never loads the model.
+        needed: False where the video model starts from text and nothing is painted (`video.keyframes:
+            none`): the model is never loaded, and its absence is no ill health; default True.
     """
 
-    def __init__(self, config: PainterConfig, fallback: FallbackPolicy) -> None:
+    def __init__(self, config: PainterConfig, fallback: FallbackPolicy, needed: bool = True) -> None:
         self.fallback = fallback
+        self.needed = needed
         self.batch_sizes: Counter[int] = Counter()
         self.thread = ModelThread("painter")
-        self.engine, self.unavailable = load_under_policy(
-            lambda: PainterEngine(config), fallback, "Keyframe painter"
-        )
+        self.engine: PainterEngine | None = None
+        self.unavailable: str | None = "not loaded: nothing is painted (video.keyframes: none)"
+        if needed:
+            self.engine, self.unavailable = load_under_policy(
+                lambda: PainterEngine(config), fallback, "Keyframe painter"
+            )
 
     def reconfigure(self, user_config: dict) -> None:
         apply_batch_settings(self._paint_batch, user_config)
@@ -66,7 +72,7 @@ class KeyframePainter:
         return {"batch_sizes": dict(self.batch_sizes), "model_loaded": self.engine is not None}
 
     def check_health(self) -> None:
-        if self.fallback == "never" and (self.engine is None or not self.engine.loaded):
+        if self.needed and self.fallback == "never" and (self.engine is None or not self.engine.loaded):
             raise RuntimeError(f"keyframe painter unusable: {self.unavailable}")
 
     def __del__(self) -> None:

@@ -44,7 +44,9 @@ def bind_graph(config: AppConfig, options: dict[str, dict[str, Any]] | None = No
     board = configured(JobBoard).bind()
     writer = configured(SceneWriter).bind(config.writer, config.fallback)
     narrator = configured(Narrator).bind(config.narration, config.storage.open(), config.fallback)
-    painter = configured(KeyframePainter).bind(config.painter, config.fallback)
+    # A video model that starts from text (`keyframes: none`) is handed given frames only: none is painted.
+    painted = getattr(config.video, "keyframes", "painted") == "painted"
+    painter = configured(KeyframePainter).bind(config.painter, config.fallback, painted)
     svd = configured(VideoAnimator).bind(config.video, config.fallback, board)
     encoder = configured(Encoder).bind(config.video_processing, config.storage.open())
     runner = configured(JobRunner).bind(config, writer, narrator, painter, svd, encoder)

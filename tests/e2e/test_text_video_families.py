@@ -11,6 +11,7 @@ from collections.abc import Iterator
 
 import av
 import pytest
+from ray import serve
 
 from serve_app.config import AppConfig
 from tests.fixtures.serve import Deployed, deployed
@@ -82,6 +83,9 @@ def test_a_two_scene_job_is_animated_by_the_family_from_its_visual_prompts(app, 
     assert [scene["keyframe_generator"] for scene in scenes] == [_keyframes(family)] * 2
     assert all(scene["fallback_reason"] is None for scene in scenes)
     assert max(scene["batch_size"] for scene in scenes) == 2  # both scenes in one pipeline call
+    # Wan, from the text alone, paints nothing: its painter never loaded a model (and is healthy without).
+    painter = serve.get_deployment_handle("KeyframePainter", app_name=app.name).stats.remote().result()
+    assert painter["model_loaded"] == (family == "ltx")
 
     content = app.client.get(f"/v1/videos/{video['id']}/content")
     (tmp_path / "v.mp4").write_bytes(content.content)
