@@ -30,6 +30,7 @@ from engines.narrator import NarrateRequest, Narration, NarratorEngine
 from engines.painter import PainterEngine, PaintRequest
 from engines.stages.local import LocalStages
 from engines.stages.protocols import Animated, AnimateRequest, AnimationEvent, KeyframeSpec
+from engines.video.base import VideoModel
 from engines.video.families import build_video_engine
 from engines.writer import Script, WriteRequest
 from serve_app.config import AppConfig
@@ -169,16 +170,22 @@ def wire_size(obj: Any) -> int:
     return buffer.tell()
 
 
-def local_stages(config: AppConfig, cancelled: set[str] | None = None) -> LocalStages:
+def local_stages(
+    config: AppConfig, cancelled: set[str] | None = None, video_model: VideoModel | None = None
+) -> LocalStages:
     """The stages as engines in this process, loaded under the config's fallback policy.
 
     Args:
         config: the application config.
         cancelled: ids of cancelled jobs (a cancel adds to it); their scenes stop at the next step.
+        video_model: a video model to animate with instead of loading the configured one (a benchmark's
+            stand-in); default None.
     """
     policy = config.fallback
     painter, _ = load_under_policy(lambda: PainterEngine(config.painter), policy, "Keyframe painter")
-    svd, _ = load_under_policy(lambda: build_video_engine(config.video), policy, config.video.family)
+    svd = video_model
+    if svd is None:
+        svd, _ = load_under_policy(lambda: build_video_engine(config.video), policy, config.video.family)
     storage = config.storage.open()
     clips = ClipEncoder(config.video_processing, storage)
     narrator = NarratorEngine(config.narration, storage, policy)

@@ -22,6 +22,7 @@ import pytest
 
 from bench import __main__ as bench_main
 from bench import (
+    duty_cycle,
     gpu_svd,
     gpu_video,
     narration,
@@ -62,6 +63,18 @@ def test_narration(tmp_path: Path) -> None:
     )
     for language in narration.JOBS:
         assert_figures(result, f"share.{language}.narration_share", f"share.{language}.job_wall_s")
+
+
+def test_duty_cycle(tmp_path: Path) -> None:
+    out = tmp_path / "duty.json"
+    duty_cycle.main(["--smoke", "--out", str(out)])
+
+    result = json.loads(out.read_text())
+    assert set(result["levels"]) == {"1", "4"}
+    for level in result["levels"].values():
+        assert_figures(level, "duty_cycle", "busy_s", "wall_s", "cpu_share", "process_cpu_s", "ffmpeg_cpu_s")
+        assert level["model_calls"] >= 1 and 0 < level["duty_cycle"] <= 1
+        assert set(level["stage_wall_s"]) >= {"write", "narrate", "paint", "animate", "encode", "stitch"}
 
 
 def test_step_scheduling(tmp_path: Path) -> None:
