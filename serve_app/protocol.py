@@ -302,7 +302,7 @@ class CreateVideoRequest(BaseModel):
 
 
 class VideoReference(BaseModel):
-    """A video made here, by id (OpenAI's SDK also allows uploading a video; this service does not)."""
+    """A video made here, by id (an extension may take an uploaded clip instead: see `ExtensionFields`)."""
 
     model_config = WIRE
 

@@ -22,7 +22,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from ray import serve
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -216,11 +216,47 @@ CREATE_FORM = {
 }
 
 
+def _source_body(model: type[BaseModel], form: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The `requestBody` of a route that starts from a video (remix, edit, extension): JSON, or the same
+    fields as a multipart form where ``form`` says how a field differs; and the models it refers to."""
+    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+    models = {model.__name__: schema, **schema.pop("$defs", {})}
+    form_schema = {**schema, "properties": schema["properties"] | form}
+    body = {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}},
+                "multipart/form-data": {"schema": form_schema},
+            },
+        }
+    }
+    return body, models
+
+
+_SCENES_TEXT = {"scenes": {"type": "string", "description": "The `scenes` list as JSON text."}}
+_VIDEO_ID = {"video": {"type": "string", "description": "The id (or a field `video[id]`)."}}
+REMIX_BODY, REMIX_MODELS = _source_body(RemixRequest, _SCENES_TEXT)
+EDIT_BODY, EDIT_MODELS = _source_body(EditRequest, _VIDEO_ID)
+EXTEND_BODY, EXTEND_MODELS = _source_body(
+    ExtendRequest,
+    {
+        "video": {
+            "type": "string",
+            "format": "binary",
+            "description": "An MP4, MOV or WebM file to continue; or the id of a video made here (a text "
+            "field `video` or `video[id]`).",
+        }
+    },
+)
+
+
 def openapi() -> dict[str, Any]:
-    """FastAPI's description of the app, with the create body's models among its components."""
+    """FastAPI's description of the app, with the request bodies' models among its components."""
     if app.openapi_schema is None:
         schema = FastAPI.openapi(app)
-        schema.setdefault("components", {}).setdefault("schemas", {}).update(CREATE_MODELS)
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        components.update(CREATE_MODELS | REMIX_MODELS | EDIT_MODELS | EXTEND_MODELS)
         app.openapi_schema = schema
     return app.openapi_schema
 
@@ -316,7 +352,12 @@ def _validated(model: type[M], fields: dict[str, Any], service: VideoService) ->
 SOURCE_ERRORS = errors.responses(BadRequest, NotFound, Conflict, Overloaded, *GATE)
 
 
-@api.post("/v1/videos/{video_id}/remix", response_model=VideoObject, responses=SOURCE_ERRORS)
+@api.post(
+    "/v1/videos/{video_id}/remix",
+    response_model=VideoObject,
+    responses=SOURCE_ERRORS,
+    openapi_extra=REMIX_BODY,
+)
 async def remix_video(request: Request, video_id: VideoId) -> VideoObject:
     """A new video with a completed one's settings and a new prompt. With explicit `scenes` (an extension),
     only the scenes that differ from the source's at their place are made again."""
@@ -324,7 +365,7 @@ async def remix_video(request: Request, video_id: VideoId) -> VideoObject:
     return await service.remix(video_id, await _parse(request, RemixRequest))
 
 
-@api.post("/v1/videos/edits", response_model=VideoObject, responses=SOURCE_ERRORS)
+@api.post("/v1/videos/edits", response_model=VideoObject, responses=SOURCE_ERRORS, openapi_extra=EDIT_BODY)
 async def edit_video(request: Request) -> VideoObject:
     """OpenAI's successor to remix: `prompt` and `video: {id}`; does what remix does."""
     edit = await _parse(request, EditRequest)
@@ -332,7 +373,9 @@ async def edit_video(request: Request) -> VideoObject:
     return await _service(request).remix(edit.video.id, remix, param="video.id")
 
 
-@api.post("/v1/videos/extensions", response_model=VideoObject, responses=SOURCE_ERRORS)
+@api.post(
+    "/v1/videos/extensions", response_model=VideoObject, responses=SOURCE_ERRORS, openapi_extra=EXTEND_BODY
+)
 async def extend_video(request: Request) -> VideoObject:
     """A completed video followed by `seconds` more, written from `prompt`, starting from its last frame. In a
     multipart form, `video` may be an MP4, MOV or WebM file instead: the new video starts from its last frame
