@@ -12,6 +12,7 @@ from typing import Any
 import av
 import pytest
 
+from tests.fixtures.media import video_bytes
 from tests.fixtures.serve import Deployed
 from tests.support.docs import README
 
@@ -114,3 +115,21 @@ def test_the_openai_route_creates_lists_downloads_and_remixes(app, litellm, tmp_
     )
     remix = app.client.get(f"/v1/videos/{ours(remixed.id)}").json()
     assert remix["remixed_from_video_id"] == ours(video.id) and remix["prompt"] == "A candle."
+
+
+def test_hosted_vllm_continues_an_uploaded_clip(app, litellm, tmp_path):
+    # Video to video as LiteLLM sends it: `input_reference` an MP4 file in vLLM-Omni's multipart.
+    server = {"api_base": f"{app.url}/v1"}
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes(video_bytes([(200, 30, 30)] * 11 + [(30, 200, 60)]))
+    with clip.open("rb") as upload:
+        created = litellm.video_generation(
+            model="hosted_vllm/svd-xt",
+            prompt="Then the tide comes in.",
+            seconds="1",
+            input_reference=upload,
+            **server,
+        )
+    finished(litellm, created.id, server)
+    stored = app.client.get(f"/v1/videos/{ours(created.id)}").json()
+    assert stored["scenes"][0]["keyframe_generator"] == "input_video"
