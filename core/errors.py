@@ -12,6 +12,7 @@ job planner raise them, and only ``serve_app.api.errors`` turns one into an HTTP
 
 from __future__ import annotations
 
+import errno
 import math
 import re
 from collections.abc import Callable
@@ -201,6 +202,12 @@ class Unavailable(APIError):
     status, type = 503, "service_unavailable"
 
 
+class InsufficientStorage(APIError):
+    """The service's disk (or its quota) is full: `storage_full`, from any stage or route that writes."""
+
+    status, type = 507, "insufficient_storage"
+
+
 class GatewayTimeout(APIError):
     status, type = 504, "timeout_error"
 
@@ -229,14 +236,27 @@ class ErrorKind:
 # The text shown for an error whose own text is for the log only, or for an error nobody raised on purpose.
 LOG_ONLY_TEXT = {"media_error": "encoding with ffmpeg failed", "internal_error": "internal error"}
 
+# A full disk, however it reached us: an OSError from a write, or ffmpeg's words for it in its output.
+_DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+_DISK_FULL_TEXTS = ("No space left on device", "Disk quota exceeded")
+STORAGE_FULL = ErrorKind(
+    "storage_full",
+    InsufficientStorage.status,
+    "the service's storage is full: nothing stored was lost, and the request can be made again once an "
+    "operator frees space",
+    True,
+)
+
 
 def classify(exc: BaseException) -> ErrorKind:
     """The code, status and client-facing first line of ``exc``.
 
     Errors raised on purpose (``CodedError``) carry their own code and status; anything else is a 500
     ``internal_error``. Text that is for the log only is replaced by a short phrase; the caller adds where
-    the details are (a job's id, the server log).
+    the details are (a job's id, the server log). A full disk is `storage_full` (507), whatever raised it.
     """
+    if _disk_full(exc):
+        return STORAGE_FULL
     if isinstance(exc, CodedError):
         code, status, public = exc.code, exc.status, exc.public
     else:
@@ -245,6 +265,21 @@ def classify(exc: BaseException) -> ErrorKind:
         return ErrorKind(code, status, LOG_ONLY_TEXT.get(code, LOG_ONLY_TEXT["internal_error"]), False)
     lines = str(exc).strip().splitlines()
     return ErrorKind(code, status, lines[0] if lines else type(exc).__name__, True)
+
+
+def _disk_full(exc: BaseException) -> bool:
+    """Whether ``exc``, or an exception it was raised from, says the disk is full."""
+    seen: BaseException | None = exc
+    for _ in range(16):  # a cause chain is short; a cycle must not loop
+        if seen is None:
+            return False
+        if isinstance(seen, OSError) and seen.errno in _DISK_FULL_ERRNOS:
+            return True
+        # Its text, not only `detail`: an error that crossed processes keeps its text whatever else it lost.
+        if isinstance(seen, MediaError) and any(text in str(seen) for text in _DISK_FULL_TEXTS):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 # An absolute POSIX path with at least one folder: not after a letter, digit, dot, colon or slash, so

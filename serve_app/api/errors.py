@@ -23,6 +23,7 @@ from core.errors import (
     BadRequest,
     Conflict,
     Forbidden,
+    InsufficientStorage,
     NotFound,
     Overloaded,
     PayloadTooLarge,
@@ -58,7 +59,7 @@ class ErrorResponse(BaseModel):
 _BY_STATUS: dict[int, type[APIError]] = {
     kind.status: kind
     for kind in (BadRequest, Unauthorized, Forbidden, NotFound, Conflict, RequestTimeout, PayloadTooLarge)
-    + (UnsupportedMediaType, Unprocessable, Overloaded, Unavailable)
+    + (UnsupportedMediaType, Unprocessable, Overloaded, Unavailable, InsufficientStorage)
 }
 
 

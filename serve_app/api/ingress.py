@@ -33,6 +33,7 @@ from core.errors import (
     Conflict,
     Forbidden,
     GatewayTimeout,
+    InsufficientStorage,
     InvalidInput,
     JobFailed,
     NotFound,
@@ -282,7 +283,7 @@ CREATE_BODY = {
 @api.post(
     "/v1/videos",
     response_model=VideoObject,
-    responses=errors.responses(BadRequest, Unprocessable, Overloaded, *GATE),
+    responses=errors.responses(BadRequest, Unprocessable, Overloaded, *GATE, InsufficientStorage),
     openapi_extra=CREATE_BODY,
 )
 async def create_video(
@@ -306,7 +307,15 @@ async def create_video(
         307: {"description": "With `storage.presign`: `Location` is a presigned URL of the video."},
         # 404 and 409: the video was deleted or cancelled meanwhile, or an Idempotency-Key replays one that was.
         **errors.responses(
-            BadRequest, NotFound, Conflict, Unprocessable, Overloaded, *GATE, JobFailed, GatewayTimeout
+            BadRequest,
+            NotFound,
+            Conflict,
+            Unprocessable,
+            Overloaded,
+            *GATE,
+            JobFailed,
+            GatewayTimeout,
+            InsufficientStorage,
         ),
     },
     openapi_extra=CREATE_BODY,
@@ -349,7 +358,7 @@ def _validated(model: type[M], fields: dict[str, Any], service: VideoService) ->
         raise RequestValidationError(client_errors(model, exc)) from None
 
 
-SOURCE_ERRORS = errors.responses(BadRequest, NotFound, Conflict, Overloaded, *GATE)
+SOURCE_ERRORS = errors.responses(BadRequest, NotFound, Conflict, Overloaded, *GATE, InsufficientStorage)
 
 
 @api.post(
