@@ -23,7 +23,7 @@ from engines.stages.protocols import Animated
 from engines.video.config import LTXConfig, WanConfig
 from serve_app.api import ingress
 from serve_app.protocol import SAMPLING_FIELDS
-from tests.fixtures.jobs import completed, multipart, service_with, stages_with
+from tests.fixtures.jobs import assert_refused, completed, multipart, service_with, stages_with
 from tests.support.tiny_models import TINY_WAN_SETTINGS
 
 pytestmark = pytest.mark.integration
@@ -47,13 +47,6 @@ def png_data_url(color: tuple[int, int, int]) -> str:
     buffer = io.BytesIO()
     Image.new("RGB", (64, 64), color).save(buffer, format="PNG")
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
-
-
-def assert_refused(response, param: str) -> str:
-    assert response.status_code == 400, response.text
-    error = response.json()["error"]
-    assert error["param"] == param, error
-    return error["message"]
 
 
 @pytest.mark.slow

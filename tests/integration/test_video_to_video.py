@@ -13,7 +13,7 @@ from PIL import Image
 from core.files import REFERENCE_SOURCE_KEY, JobFiles
 from core.status import KeyframeSource
 from serve_app.api import ingress
-from tests.fixtures.jobs import completed, multipart, service_with, stages_with
+from tests.fixtures.jobs import assert_refused, completed, multipart, service_with, stages_with
 from tests.fixtures.media import video_bytes
 
 pytestmark = pytest.mark.integration
@@ -116,13 +116,6 @@ def test_an_extension_may_take_the_clip_itself(logged):
     assert video["extended_from_video_id"] is None
 
 
-def refused(response, param: str) -> str:
-    assert response.status_code == 400, response.text
-    error = response.json()["error"]
-    assert error["param"] == param, error
-    return error["message"]
-
-
 def test_a_bad_clip_is_a_400_naming_its_field_and_stores_nothing(logged):
     client, service, _ = logged
     truncated = CLIP[: len(CLIP) // 2]
@@ -130,12 +123,12 @@ def test_a_bad_clip_is_a_400_naming_its_field_and_stores_nothing(logged):
         "/v1/videos",
         files=[*multipart(prompt="A fox."), ("input_reference", ("c.mp4", truncated, "video/mp4"))],
     )
-    assert "MP4, MOV or WebM" in refused(create, "input_reference")
+    assert "MP4, MOV or WebM" in assert_refused(create, "input_reference")
     extension = client.post(
         "/v1/videos/extensions",
         files=[*multipart(prompt="A fox.", seconds=1), ("video", ("c.mp4", truncated, "video/mp4"))],
     )
-    assert "MP4, MOV or WebM" in refused(extension, "video")
+    assert "MP4, MOV or WebM" in assert_refused(extension, "video")
     # An image is a create's reference, not a clip to extend.
     buffer = io.BytesIO()
     Image.new("RGB", (8, 8)).save(buffer, format="PNG")
@@ -144,7 +137,7 @@ def test_a_bad_clip_is_a_400_naming_its_field_and_stores_nothing(logged):
         "/v1/videos/extensions",
         files=[*multipart(prompt="A fox.", seconds=1), ("video", ("c.png", png, "image/png"))],
     )
-    assert "MP4, MOV or WebM file" in refused(image, "video")
+    assert "MP4, MOV or WebM file" in assert_refused(image, "video")
     # A clip and a stored video's id: two sources for one extension.
     both = client.post(
         "/v1/videos/extensions",
@@ -153,5 +146,5 @@ def test_a_bad_clip_is_a_400_naming_its_field_and_stores_nothing(logged):
             ("video", ("c.mp4", CLIP, "video/mp4")),
         ],
     )
-    refused(both, "video")
+    assert_refused(both, "video")
     assert service.store.page(None, 10, "desc")[0] == []
