@@ -60,6 +60,11 @@ function previewReference() {
   referencePreview.hidden = !file;
 }
 
+// A clip's preview rests on its last frame: the one the new video continues from.
+function showLastFrame() {
+  if (Number.isFinite(referenceVideo.duration)) referenceVideo.currentTime = referenceVideo.duration;
+}
+
 function clearReference() {
   reference.value = "";
   reference.dispatchEvent(new Event("change"));
@@ -158,6 +163,7 @@ async function create(onCreated) {
 export function initCreateForm(onCreated) {
   $("#add-scene").addEventListener("click", addScene);
   reference.addEventListener("change", previewReference);
+  referenceVideo.addEventListener("loadedmetadata", showLastFrame);
   $("#clear-reference").addEventListener("click", clearReference);
   form.addEventListener("submit", (event) => {
     event.preventDefault();

@@ -40,6 +40,10 @@ IMAGE_LOADED = """(selector) => {
   const img = document.querySelector(selector);
   return !!img && img.complete && img.naturalWidth > 0;
 }"""
+CLIP_AT_ITS_END = """() => {
+  const v = document.querySelector('#reference-video');
+  return v.readyState >= 2 && v.duration > 0 && Math.abs(v.currentTime - v.duration) < 0.01;
+}"""
 CAPTION_CUES = """() => {
   const track = document.querySelector('#player-video').textTracks[0];
   if (!track) return null;
@@ -146,7 +150,9 @@ def test_a_clip_chosen_as_the_reference_is_previewed_and_continued(app, tab):
     clip = video_bytes([(200, 30, 30)] * 11 + [(30, 200, 60)])
     chooser = page.get_by_label("Reference image or clip")
     chooser.set_input_files({"name": "clip.mp4", "mimeType": "video/mp4", "buffer": clip})
-    expect(page.get_by_label("Preview of the reference clip")).to_be_visible()
+    expect(page.get_by_label("Preview of the reference clip, at its last frame")).to_be_visible()
+    # It rests on the frame the new video continues from: the clip's last.
+    page.wait_for_function(CLIP_AT_ITS_END, timeout=10_000)
     expect(page.locator("#reference-image")).to_be_hidden()
     video_id = create_from_form(page, "Then the tide comes in.", "2")
     finished = app.wait(video_id)
