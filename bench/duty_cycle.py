@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from bench.pipeline import NoRunners
 from core.status import JobStatus
 from engines.video.base import CancelToken, ProgressCallback, SceneFrames, SceneRequest
 from engines.video.config import SVDConfig
@@ -134,7 +135,7 @@ async def run_level(
     stages = local_stages(config, video_model=device)
     store = JobStore(config.storage.database_path)
     try:
-        service = VideoService(config, store, _NoRunners())
+        service = VideoService(config, store, NoRunners())
         worker = JobWorker(config, store, VideoRecipe(config, store, stages))
         body = CreateVideoRequest.model_validate(JOB | {"num_inference_steps": steps})
         slots = asyncio.Semaphore(in_flight)
@@ -178,16 +179,6 @@ async def run_level(
 def _children_cpu() -> float:
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
-
-
-class _NoRunners:
-    """Each job is run by hand right after it is stored."""
-
-    async def job_stored(self, job_id: str) -> None:
-        pass
-
-    async def job_stopped(self, job_id: str) -> None:
-        pass
 
 
 def measure(

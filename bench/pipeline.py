@@ -95,7 +95,7 @@ class InProcessJob:
     async def _run(self, body: dict[str, Any]) -> Path:
         store = JobStore(self.config.storage.database_path)
         try:
-            service = VideoService(self.config, store, _NoRunners())
+            service = VideoService(self.config, store, NoRunners())
             video = await service.create(CreateVideoRequest.model_validate(body), None, None)
             worker = JobWorker(self.config, store, VideoRecipe(self.config, store, self.stages))
             await worker.run(video.id)
@@ -107,8 +107,8 @@ class InProcessJob:
             store.close()
 
 
-class _NoRunners:
-    """The in-process job is run by hand, right after it is stored."""
+class NoRunners:
+    """The ingress's runner signals where each in-process job is run by hand, right after it is stored."""
 
     async def job_stored(self, job_id: str) -> None:
         pass
