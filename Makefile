@@ -8,7 +8,7 @@ CJK_FONT_PACKAGE := fonts-wqy-zenhei
 # every deploy imports the service's modules again, and compiles them again without it.
 unexport PYTHONDONTWRITEBYTECODE
 
-.PHONY: install fonts browser postgres demo test test-fast test-unit coverage lint format bench bench-smoke tiny-models device-wheels clean
+.PHONY: install fonts browser postgres prometheus demo test test-fast test-unit coverage lint format bench bench-smoke tiny-models device-wheels clean
 
 install: $(STAMP)
 
@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[dev]'
-	@$(MAKE) --no-print-directory fonts browser postgres
+	@$(MAKE) --no-print-directory fonts browser postgres prometheus
 	@touch $(STAMP)
 
 # Captions and title cards in Chinese, Japanese or Korean need a font with those glyphs (README, "Fonts").
@@ -50,6 +50,18 @@ postgres:
 		(apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql >/dev/null); \
 	else \
 		echo "No PostgreSQL server: run 'sudo apt-get install postgresql' for the job store's PostgreSQL tests"; \
+	fi
+
+# The Grafana dashboard's test scrapes the service with a real Prometheus, Debian's (without its exporters).
+prometheus:
+	@if command -v prometheus >/dev/null; then \
+		echo "prometheus: found"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus >/dev/null || \
+		(apt-get update -q >/dev/null && \
+		 DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus >/dev/null); \
+	else \
+		echo "No Prometheus: run 'sudo apt-get install prometheus' for the dashboard's test"; \
 	fi
 
 demo: install

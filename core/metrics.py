@@ -51,6 +51,35 @@ class Metrics:
             "storyreel_gpu_memory_bytes",
             description="Peak GPU memory allocated by the VideoAnimator replica.",
         )
+        self.queue_wait = metrics.Histogram(
+            "storyreel_queue_wait_seconds",
+            description="From a job's create to its first start by a runner (to the second).",
+            boundaries=[1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600],
+        )
+        self.animator_busy = metrics.Counter(
+            "storyreel_animator_busy_seconds",
+            description="Seconds a VideoAnimator replica spent making frames, by model or fallback; its rate "
+            "is the replica's duty cycle.",
+        )
+        self.fallbacks = metrics.Counter(
+            "storyreel_fallbacks",
+            description="Results a fallback made instead of the model, by stage (write, paint, animate, "
+            "narrate) and reason (policy: fallback is 'always'; unavailable: the model did not load; "
+            "failed: the loaded model failed the call).",
+            tag_keys=("stage", "reason"),  # type: ignore[arg-type]  # Ray annotates it as a 1-tuple
+        )
+        self.webhook_deliveries = metrics.Counter(
+            "storyreel_webhook_deliveries",
+            description="Webhook delivery attempts by outcome (delivered; retrying: failed, another attempt "
+            "is due; abandoned: failed for the last time).",
+            tag_keys=("outcome",),
+        )
+
+    def fell_back(self, stage: str, policy: str, loaded: bool, count: int = 1) -> None:
+        """Count ``count`` results of ``stage`` made by its fallback, under the fallback ``policy``, by a
+        replica whose model is ``loaded`` or not."""
+        reason = "policy" if policy == "always" else "failed" if loaded else "unavailable"
+        self.fallbacks.inc(count, tags={"stage": stage, "reason": reason})
 
 
 @functools.cache

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, cast
 
 import ray
@@ -15,6 +17,7 @@ from ray import serve
 
 from core import metrics
 from core.errors import GenerationCancelled
+from core.status import Animator
 from deployments.batching import BatchSettings, apply_batch_settings, run_batch
 from deployments.model_thread import ModelThread
 from engines.fallback import FallbackPolicy, KeyframeResult, SceneResult, load_under_policy
@@ -57,6 +60,35 @@ class BoardCancel:
         return self._cancelled
 
 
+class BusyClock:
+    """The scenes in a replica's model calls now, and the wall time during which there was at least one:
+    calls that overlap count once. That time goes to the `animator_busy` metric, whose rate is the replica's
+    duty cycle, at each call's start and end and at each `flush` (the health check's, every 10 s), so a
+    minutes-long call shows while it runs."""
+
+    def __init__(self) -> None:
+        self.scenes = 0
+        self._mark = time.monotonic()
+        self._lock = threading.Lock()  # the health check may flush from another thread
+
+    @contextmanager
+    def animating(self, scenes: int) -> Iterator[None]:
+        self.flush()
+        self.scenes += scenes
+        try:
+            yield
+        finally:
+            self.flush()
+            self.scenes -= scenes
+
+    def flush(self) -> None:
+        with self._lock:
+            now, busy_since = time.monotonic(), self._mark
+            self._mark = now
+            if self.scenes and now > busy_since:
+                metrics.get().animator_busy.inc(now - busy_since)
+
+
 @serve.deployment(
     ray_actor_options={"num_cpus": 1, "num_gpus": 0},
     max_ongoing_requests=16,
@@ -82,7 +114,7 @@ class VideoAnimator:
         self.board = board
         self.batch_sizes: Counter[int] = Counter()
         self.cancelled_batches = 0
-        self.animating = 0  # scenes in this replica's model calls now
+        self.busy = BusyClock()
         self.thread = ModelThread("animator")
         # Under `scheduling: step` the loop's memory budget is this replica's share of the GPU.
         gpu_share = float(ray.get_runtime_context().get_assigned_resources().get("GPU", 1.0))
@@ -115,33 +147,30 @@ class VideoAnimator:
     async def _animate_batch(self, items: list[SceneItem]) -> list[SceneResult | Exception]:
         self.batch_sizes[len(items)] += 1
         metrics.get().batch_size.observe(len(items))
-        self.animating += len(items)
         try:
-            # One scene's bad input must not fail the others in its batch: on failure each runs alone.
-            outcomes = await run_batch(
-                lambda batch: self.thread.run(self._run, batch), items, keep=(GenerationCancelled,)
-            )
+            with self.busy.animating(len(items)):
+                # One scene's bad input must not fail the others in its batch: on failure each runs alone.
+                outcomes = await run_batch(
+                    lambda batch: self.thread.run(self._run, batch), items, keep=(GenerationCancelled,)
+                )
         except GenerationCancelled as exc:
             self.cancelled_batches += 1
             return [exc] * len(items)  # every job in the batch was cancelled
-        finally:
-            self.animating -= len(items)
-        self._record_gpu_memory()
+        self._record(outcomes)
         return outcomes
 
     async def _animate_in_loop(self, item: SceneItem) -> SceneResult:
         # A thread per waiting scene, not the model thread: the loop runs the model on its own thread, and
         # each caller only waits there for its scene (and asks the board about its cancel).
         self._record_loop(arriving=1)
-        self.animating += 1
         try:
-            [outcome] = await asyncio.to_thread(self._run, [item])
+            with self.busy.animating(1):
+                [outcome] = await asyncio.to_thread(self._run, [item])
         finally:
-            self.animating -= 1
             self._record_loop()
         self.batch_sizes[outcome.batch_size] += 1
         metrics.get().batch_size.observe(outcome.batch_size)
-        self._record_gpu_memory()
+        self._record([outcome])
         return outcome
 
     @property
@@ -171,7 +200,7 @@ class VideoAnimator:
             loop = self.loop.stats.as_dict() | {"active": self.loop.active, "waiting": self.loop.waiting}
         return {
             "replica": serve.get_replica_context().replica_tag,
-            "animating": self.animating,
+            "animating": self.busy.scenes,
             "batch_sizes": dict(self.batch_sizes),
             "cancelled_batches": self.cancelled_batches,
             "model_loaded": self.engine is not None,
@@ -180,10 +209,18 @@ class VideoAnimator:
         }
 
     def check_health(self) -> None:
+        self.busy.flush()
         if self.fallback == "never" and self.engine is None:
             raise RuntimeError(f"video model unusable: {self.unavailable}")
 
-    def _record_gpu_memory(self) -> None:
+    def _record(self, outcomes: list[SceneResult | Exception]) -> None:
+        """Count the scenes the title card made instead of the model, and the model's GPU memory."""
+        made_by_fallback = sum(
+            isinstance(outcome, SceneResult) and outcome.generator == Animator.FALLBACK
+            for outcome in outcomes
+        )
+        if made_by_fallback:
+            metrics.get().fell_back("animate", self.fallback, self.engine is not None, made_by_fallback)
         if self.engine is None:
             return  # no model, no GPU memory of its own to report (and torch may not be loaded)
         from engines.video.memory import peak_memory_allocated

@@ -6,6 +6,7 @@ import asyncio
 
 from ray import serve
 
+from core import metrics
 from core.storage import Storage
 from deployments.model_thread import ModelThread
 from engines.fallback import FallbackPolicy
@@ -30,5 +31,9 @@ class Narrator:
 
     async def narrate(self, request: NarrateRequest) -> Narration:
         if self.thread is not None:
-            return await self.thread.run(self.engine.narrate, request)
-        return await asyncio.to_thread(self.engine.narrate, request)
+            narration = await self.thread.run(self.engine.narrate, request)
+        else:
+            narration = await asyncio.to_thread(self.engine.narrate, request)
+        if narration.fallback_reason:
+            metrics.get().fell_back("narrate", self.engine.policy, self.engine.neural is not None)
+        return narration

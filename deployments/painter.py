@@ -7,6 +7,7 @@ from collections import Counter
 from ray import serve
 
 from core import metrics
+from core.status import KeyframeSource
 from deployments.batching import BatchSettings, apply_batch_settings, run_batch
 from deployments.model_thread import ModelThread
 from engines.fallback import FallbackPolicy, KeyframeResult, load_under_policy, paint_keyframes
@@ -65,7 +66,10 @@ class KeyframePainter:
         return await run_batch(self._paint, requests)
 
     async def _paint(self, requests: list[PaintRequest]) -> list[KeyframeResult]:
-        return await self.thread.run(paint_keyframes, self.engine, requests, self.fallback)
+        results = await self.thread.run(paint_keyframes, self.engine, requests, self.fallback)
+        if placeholders := sum(result.generator == KeyframeSource.PLACEHOLDER for result in results):
+            metrics.get().fell_back("paint", self.fallback, self.engine is not None, placeholders)
+        return results
 
     def stats(self) -> dict[str, object]:
         """What this replica has seen: batch sizes (size -> count) and whether the model is loaded."""

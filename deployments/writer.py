@@ -6,6 +6,7 @@ import asyncio
 
 from ray import serve
 
+from core import metrics
 from deployments.model_thread import ModelThread
 from engines.fallback import FallbackPolicy, scene_writer, write_script
 from engines.writer import Script, WriterConfig, WriteRequest
@@ -30,5 +31,11 @@ class SceneWriter:
     async def write(self, request: WriteRequest) -> Script:
         # A local LLM generates for seconds: keep the replica's event loop free.
         if self.thread is not None:
-            return await self.thread.run(write_script, self.writer, request, self.fallback)
-        return await asyncio.to_thread(write_script, self.writer, request, self.fallback)
+            script = await self.thread.run(write_script, self.writer, request, self.fallback)
+        else:
+            script = await asyncio.to_thread(write_script, self.writer, request, self.fallback)
+        if script.fallback_reason:
+            # A remote endpoint has nothing to load: its failures count as the model's.
+            loaded = getattr(self.writer.backend, "loaded", True)
+            metrics.get().fell_back("write", self.fallback, loaded)
+        return script

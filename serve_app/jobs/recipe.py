@@ -202,6 +202,8 @@ class VideoRecipe(Generic[K]):
         job = self.store.get(job_id)
         if job is None or job.status in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED):
             return None
+        if job.started_at is None:
+            metrics.get().queue_wait.observe(max(0.0, time.time() - job.created_at))
         run = JobRun(job, JobFiles(self.storage, job_id), JobProgress(self.store, job_id), scenes=job.scenes)
         await asyncio.to_thread(run.files.create)  # the encoder writes only into a job's own folder
         # The first write, after the folder, says whether the job is still there: a DELETE since the read

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from core import metrics
 from serve_app.store.jobs import JobStore, WebhookRow
 from serve_app.webhooks import delivery
 from serve_app.webhooks.settings import WebhooksConfig
@@ -63,6 +64,8 @@ class WebhookDispatcher:
             None if error is None else delivery.next_attempt_delay(event.attempts + 1, hooks.retry_seconds)
         )
         self.store.webhook_attempted(event.id, error, retry_in)
+        outcome = "delivered" if error is None else "retrying" if retry_in is not None else "abandoned"
+        metrics.get().webhook_deliveries.inc(tags={"outcome": outcome})
         if error is not None:
             logger.info(
                 "webhook %s of job %s: attempt %d failed: %s",

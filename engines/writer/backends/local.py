@@ -38,6 +38,10 @@ class TransformersBackend:
         self._grammars: dict[str, Any] = {}
         self._load_lock = threading.Lock()
 
+    @property
+    def loaded(self) -> bool:
+        return self._model is not None
+
     def load(self) -> None:
         """Load the tokenizer, the model and the grammar compiler; idempotent.
 
