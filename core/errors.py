@@ -118,6 +118,14 @@ class JobGone(CodedError):
     code, status = "video_not_found", 404
 
 
+class StoreUnavailable(CodedError):
+    """The job store cannot be reached (a PostgreSQL restart or failover, a network cut): nothing was
+    changed, and the same request can be made again in ``retry_after_s``."""
+
+    code, status = "store_unavailable", 503
+    retry_after_s = 5
+
+
 class FramesLost(CodedError):
     """A scene's frames were lost between the animator and the encoder (the animator's replica died)."""
 

@@ -23,7 +23,7 @@ from typing import Generic
 from PIL import Image
 
 from core import metrics
-from core.errors import FramesLost, classify, public_text
+from core.errors import FramesLost, StoreUnavailable, classify, public_text
 from core.files import REFERENCE_SOURCE_KEY, JobFiles
 from core.status import JobStatus, KeyframeSource, NoticeCode, SceneStatus, ScriptSource
 from engines.media import VideoProcessor
@@ -185,6 +185,10 @@ class VideoRecipe(Generic[K]):
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - every failure becomes the job's error object
+            if isinstance(unwrap(exc), StoreUnavailable):
+                # An outage longer than the runner's patience: the job stays as it is, leased, and is
+                # resumed from its last finished scene once the store is back.
+                raise
             if self.store.get(job_id) is None:
                 # Deleted meanwhile: what failed was a write for no job (a scene for no row, a file for no
                 # folder), not the job.

@@ -13,18 +13,19 @@ import logging
 import math
 import time
 import uuid
-from typing import Any
+from typing import Any, cast
 
 from ray import serve
 
 from core import metrics
-from core.errors import TooManyAttempts
+from core.errors import StoreUnavailable, TooManyAttempts
 from core.files import JobFiles, job_folders
 from core.status import JobStatus
 from serve_app.config import AppConfig
 from serve_app.jobs.recipe import VideoRecipe
 from serve_app.jobs.stages import ServeStages
 from serve_app.store.jobs import JobStore, now
+from serve_app.store.patience import PatientStore
 from serve_app.webhooks.dispatch import WebhookDispatcher
 
 logger = logging.getLogger("ray.serve")
@@ -34,6 +35,9 @@ ORPHAN_GRACE_S = 600
 # How often a runner asks the store whether each of its jobs is still its own and unfinished (a cancel or a
 # DELETE from the ingress stops the job's work within this).
 CHECK_S = 1.0
+# How long each of a runner's store calls waits out an outage (`serve_app.store.patience`): under the
+# runner's health check timeout, since the calls hold the replica's event loop.
+STORE_PATIENCE_S = 45.0
 
 
 class JobWorker:
@@ -138,21 +142,28 @@ class JobWorker:
                     await self.recipe(job_id)
         finally:
             heartbeat.cancel()
-            self.store.release(job_id, self.runner_id)
+            # With the store away the lease stays: it runs out, or this runner claims the job again.
+            with contextlib.suppress(StoreUnavailable):
+                self.store.release(job_id, self.runner_id)
         return True
 
     async def _heartbeat(self, job_id: str, work: asyncio.Task | None, lease_s: float) -> None:
         renewed = time.monotonic()
         while True:
             await asyncio.sleep(min(CHECK_S, lease_s / 3))
-            if not self.store.is_running(job_id, self.runner_id):
-                logger.info("job %s ended, was deleted or was taken by another runner; stopping here", job_id)
-                break
-            if time.monotonic() - renewed >= lease_s / 3:
-                if not self.store.renew(job_id, self.runner_id, lease_s):
-                    logger.warning("job %s: lease lost to another runner; stopping here", job_id)
+            try:
+                if not self.store.is_running(job_id, self.runner_id):
+                    logger.info(
+                        "job %s ended, was deleted or was taken by another runner; stopping here", job_id
+                    )
                     break
-                renewed = time.monotonic()
+                if time.monotonic() - renewed >= lease_s / 3:
+                    if not self.store.renew(job_id, self.runner_id, lease_s):
+                        logger.warning("job %s: lease lost to another runner; stopping here", job_id)
+                        break
+                    renewed = time.monotonic()
+            except StoreUnavailable:
+                continue  # nobody can take the job while the store is away; ask again when it is back
         if work is not None:
             work.cancel()
 
@@ -211,6 +222,9 @@ def jobs_autoscaling_policy(ctx: Any) -> tuple[int, dict[str, Any]]:
     # Jobs are checkpointed per scene and their leases given back on shutdown, so another replica resumes
     # them at once: the runner need not outlast a generation.
     graceful_shutdown_timeout_s=30,
+    # Its store calls wait out a store outage on its event loop, where the health check runs too: longer
+    # than their patience (STORE_PATIENCE_S), so a runner waiting for PostgreSQL is not replaced meanwhile.
+    health_check_timeout_s=60,
 )
 class JobRunner:
     """Takes jobs from the store and runs the recipe through the other deployments.
@@ -224,7 +238,8 @@ class JobRunner:
     def __init__(
         self, config: AppConfig, writer: Any, narrator: Any, painter: Any, animator: Any, encoder: Any
     ) -> None:
-        store = JobStore(config.storage.database_url)
+        # A runner waits out a store outage (a PostgreSQL restart) instead of failing the jobs it holds.
+        store = cast(JobStore, PatientStore(JobStore(config.storage.database_url), STORE_PATIENCE_S))
         self.stages = ServeStages(writer, narrator, painter, animator, encoder)
         self.worker = JobWorker(config, store, VideoRecipe(config, store, self.stages))
 

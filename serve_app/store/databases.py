@@ -27,6 +27,7 @@ import logging
 import re
 import sqlite3
 import threading
+import time
 import uuid
 import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -35,11 +36,21 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Protocol
 
+from core.errors import StoreUnavailable
+
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 CHANNEL = "storyreel_jobs"  # NOTIFY channel: the payload is the id of a job that changed
 # PostgreSQL advisory lock keys of `write(lock=...)`: one per kind of write that must not interleave.
 ADVISORY_LOCKS = {"schema": 7474, "create": 7475}
 LISTEN_WAKE_S = 1.0  # how often the listening thread looks up from its wait (to notice `close`)
+# PostgreSQL: how long a statement waits for a connection while the server is away before it is refused
+# (`StoreUnavailable`, a 503 with Retry-After to a client), and how long one connection attempt may take.
+# Store calls block their event loop, so once the server was found away, calls in the next DOWN_S are
+# refused at once rather than each waiting WAIT_S: an ingress replica keeps answering during an outage.
+WAIT_S = 2.0
+DOWN_S = 2.0
+RECONNECT_S = 3.0
+CONNECT_TIMEOUT_S = 2
 # How often a SQLite listener asks whether another connection committed (a read of shared memory, no I/O):
 # an event stream hears a runner's write within this, where it polled every `EVENT_POLL_S` before.
 SQLITE_LISTEN_S = 0.02
@@ -208,17 +219,27 @@ class PostgresDatabase:
             min_size=1,
             max_size=pool_size,
             # Autocommit: a read is one statement, and `write` opens its own transaction.
-            kwargs={"autocommit": True, "row_factory": dict_row},
+            kwargs={"autocommit": True, "row_factory": dict_row, "connect_timeout": CONNECT_TIMEOUT_S},
+            # A connection the server dropped (a restart, a failover) is replaced before it is handed out,
+            # so the first requests after an outage do not fail on the old connections.
+            check=ConnectionPool.check_connection,
+            # While the server is away a request waits this long for a connection, then is refused.
+            timeout=WAIT_S,
+            # The pool's own reconnect backs off (1, 2, 4, 8 s...): cut short, it gives up within seconds,
+            # and the next request's wait starts a fresh attempt, so a server back after an outage of any
+            # length is used within about 2 s.
+            reconnect_timeout=RECONNECT_S,
             open=False,
         )
         self._pool.open(wait=True, timeout=30)
         self._url = url
         self._closed = threading.Event()
         self._listener: threading.Thread | None = None
+        self._down_until = 0.0  # while `time.monotonic()` is below it, calls are refused without waiting
 
     @contextmanager
     def read(self) -> Iterator[Session]:
-        with self._pool.connection() as connection:
+        with self._reachable(), self._pool.connection() as connection:
             yield _PostgresSession(connection, self)
 
     @contextmanager
@@ -231,7 +252,7 @@ class PostgresDatabase:
         run one at a time, on every replica. Other writes go on beside them (a table lock would stop the
         runners' updates too). Each statement after the lock reads what was committed before it, in READ
         COMMITTED, so it sees the write of whoever held the lock last."""
-        with self._pool.connection() as connection, connection.transaction():
+        with self._reachable(), self._pool.connection() as connection, connection.transaction():
             session = _PostgresSession(connection, self)
             if lock is not None:
                 session.execute("SELECT pg_advisory_xact_lock(:key)", {"key": ADVISORY_LOCKS[lock]})
@@ -240,6 +261,23 @@ class PostgresDatabase:
                 session.execute(
                     "SELECT pg_notify(:channel, :job_id)", {"channel": CHANNEL, "job_id": announce}
                 )
+
+    @contextmanager
+    def _reachable(self) -> Iterator[None]:
+        """Name a lost server (no connection within ``WAIT_S``, or one that broke mid-statement, the
+        transaction then rolled back) as `StoreUnavailable`."""
+        import psycopg
+        from psycopg_pool import PoolTimeout
+
+        if time.monotonic() < self._down_until:
+            raise StoreUnavailable("the job store is unreachable; try again shortly")
+        try:
+            yield
+        except (psycopg.OperationalError, PoolTimeout) as exc:
+            self._down_until = time.monotonic() + DOWN_S
+            raise StoreUnavailable(
+                f"the job store is unreachable ({type(exc).__name__}); try again shortly"
+            ) from exc
 
     def create_tables(self, schema: str) -> None:
         # One transaction, under a lock: replicas starting together create the tables once.

@@ -14,7 +14,7 @@ import time
 import weakref
 from collections.abc import AsyncIterator, Iterator
 
-from core.errors import Overloaded
+from core.errors import Overloaded, StoreUnavailable
 from core.status import TERMINAL, JobStatus
 from serve_app.config import AppConfig
 from serve_app.store.jobs import JobStore
@@ -98,10 +98,18 @@ class EventHub:
         self._loop = asyncio.get_running_loop()
         yield f"retry: {EVENT_RETRY_MS}\n\n"
         ends_at = time.monotonic() + self.config.limits.event_stream_max_seconds
-        last, quiet = None, 0.0
+        last: str | None = None
+        quiet = 0.0
         while time.monotonic() < ends_at:
             changed = self._changed  # taken before reading, so a write in between is not missed
-            status, video = self._snapshot(video_id)
+            status: JobStatus | None
+            video: str | None
+            try:
+                status, video = self._snapshot(video_id)
+            except StoreUnavailable:
+                # The store is away (a restart, a failover): the stream stays open, kept alive, and reads
+                # again at the next poll.
+                status, video = JobStatus.IN_PROGRESS, last
             if status is None:
                 yield _sse(
                     "error", {"error": {"code": "video_not_found", "message": f"{video_id} was deleted"}}
@@ -128,7 +136,12 @@ class EventHub:
         ends_at = time.monotonic() + timeout_s
         while True:
             changed = self._changed  # taken before reading, so a write in between is not missed
-            status, _ = self._snapshot(video_id)
+            try:
+                status, _ = self._snapshot(video_id)
+            except StoreUnavailable:
+                if time.monotonic() >= ends_at:
+                    raise  # the answer is due, and the store cannot give it
+                status = JobStatus.IN_PROGRESS  # not known while the store is away: wait on
             left = ends_at - time.monotonic()
             if status is None or status in TERMINAL or left <= 0:
                 return status
