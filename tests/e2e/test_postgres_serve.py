@@ -1,17 +1,20 @@
 """The service on a PostgreSQL job store and an S3 bucket through real Ray Serve: two ingress replicas share
-them, and one of them killed while jobs run neither stops nor restarts any job. No folder is shared: every
-replica stages its files in a scratch folder of its own."""
+them, and one of them killed while jobs run neither stops nor restarts any job; PostgreSQL restarted, then
+stopped for 20 s, mid-job loses nothing either. No folder is shared: every replica stages its files in a
+scratch folder of its own."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 
+import httpx
 import psycopg
 import pytest
 
 from tests.fixtures.serve import REPLICAS, Deployed, cpu_profile, deployed
-from tests.support.postgres import new_database
+from tests.support.postgres import PostgresServer, ServerMissing, new_database, running_server
 from tests.support.s3 import new_bucket
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -20,8 +23,18 @@ APP = "pg"
 
 
 @pytest.fixture(scope="module")
-def database(postgres_server) -> str:
-    return new_database(postgres_server)
+def server() -> Iterator[PostgresServer]:
+    """A server of this module's own: its fault test stops it, and no other module's tests may see that."""
+    try:
+        with running_server() as server:
+            yield server
+    except ServerMissing as missing:
+        pytest.fail(str(missing))
+
+
+@pytest.fixture(scope="module")
+def database(server: PostgresServer) -> str:
+    return new_database(server.url)
 
 
 @pytest.fixture(scope="module")
@@ -89,3 +102,54 @@ def test_two_ingress_replicas_share_the_store_and_losing_one_loses_no_job(app, d
         assert whole.status_code == 200 and whole.content[4:8] == b"ftyp"
         ranged = app.client.get(f"/v1/videos/{video_id}/content", headers={"range": "bytes=100-199"})
         assert ranged.status_code == 206 and ranged.content == whole.content[100:200]
+
+
+def _scenes(database: str, video_id: str) -> list[tuple[int, str, int]]:
+    with psycopg.connect(database) as db:
+        rows = db.execute(
+            "SELECT idx, status, attempts FROM scenes WHERE job_id = %s ORDER BY idx", [video_id]
+        ).fetchall()
+    return [tuple(row) for row in rows]
+
+
+def test_a_postgres_restart_and_a_20_s_stop_mid_job_lose_nothing(app, server, database):
+    video_id = app.client.post(
+        "/v1/videos", json={"prompt": "One. Two. Three. Four. Five.", "seconds": 10, "seed": 7}
+    ).json()["id"]
+    app.poll(video_id, lambda video: any(scene["status"] == "completed" for scene in video["scenes"]))
+    events = httpx.Client(base_url=app.url, timeout=httpx.Timeout(10, read=60))
+    with events.stream("GET", f"/v1/videos/{video_id}/events") as stream:
+        lines = stream.iter_lines()
+        assert next(lines).startswith("retry:")
+
+        assert app.client.get(f"/v1/videos/{video_id}").json()["status"] == "in_progress"  # the premise
+        server.restart()  # every connection of every replica is cut at once
+        server.stop()
+        stopped = time.monotonic()
+        refused = []
+        while time.monotonic() - stopped < 20:
+            asked = time.monotonic()
+            polled = app.client.get(f"/v1/videos/{video_id}")
+            created = app.client.post("/v1/videos", json={"prompt": "Not now.", "seconds": 2})
+            assert time.monotonic() - asked < 15  # answered, not left hanging
+            refused += [polled, created]
+            time.sleep(1)
+        server.start()
+
+        for answer in refused:
+            assert answer.status_code == 503, answer.text
+            assert answer.json()["error"]["code"] == "store_unavailable"
+            assert int(answer.headers["retry-after"]) > 0
+        # The stream stayed open through the outage and goes on to the end.
+        statuses = [json.loads(line[5:])["status"] for line in lines if line.startswith("data:")]
+        assert statuses[-1] in ("completed", "failed")  # the end; which one is checked below
+
+    video = app.wait(video_id, timeout_s=120)
+    assert video["status"] == "completed", video["error"]
+    scenes = _scenes(database, video_id)
+    assert len(scenes) >= 2 and all(status == "completed" for _, status, _ in scenes)
+    assert all(attempts == 1 for _, _, attempts in scenes), scenes  # no scene made twice
+    assert _stored(database, [video_id])[video_id] == ("completed", 1)  # the job was never restarted
+    # The store answers again on every replica, and takes new jobs.
+    again = app.client.post("/v1/videos", json={"prompt": "After the outage.", "seconds": 2}).json()
+    assert app.wait(again["id"])["status"] == "completed"

@@ -7,6 +7,7 @@ database need not survive a power cut). PostgreSQL refuses to run as root, so as
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import itertools
 import os
@@ -42,47 +43,68 @@ def _as_server_user(command: list[str]) -> list[str]:
     return ["runuser", "-u", "postgres", "--", *command] if os.geteuid() == 0 else command
 
 
+class PostgresServer:
+    """A running server of this test run: its URL, and the `pg_ctl` calls a fault test needs."""
+
+    def __init__(self, bindir: Path, data: Path, port: int, log: Path) -> None:
+        self.bindir, self.data, self.log = bindir, data, log
+        self.url = f"postgresql://{USER}@127.0.0.1:{port}/postgres"
+        self.options = (
+            f"-p {port} -k {data.parent} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"
+        )
+
+    def start(self) -> None:
+        self._pg_ctl("-o", self.options, "-l", str(self.log), "-w", "start")
+
+    def stop(self, mode: str = "fast") -> None:
+        """Stop it: ``fast`` rolls back open transactions and closes every connection, as a failover does."""
+        self._pg_ctl("-m", mode, "-w", "stop")
+
+    def restart(self) -> None:
+        self._pg_ctl("-o", self.options, "-l", str(self.log), "-m", "fast", "-w", "restart")
+
+    def _pg_ctl(self, *arguments: str) -> None:
+        done = subprocess.run(
+            _as_server_user([str(self.bindir / "pg_ctl"), "-D", str(self.data), *arguments]),
+            capture_output=True,
+            text=True,
+        )
+        if done.returncode != 0:
+            log = self.log.read_text(errors="replace") if self.log.exists() else ""
+            raise RuntimeError(f"pg_ctl {arguments[-1]} failed: {done.stderr}\n{log[-2000:]}")
+
+
 @contextmanager
-def postgres_server() -> Iterator[str]:
-    """Start a server (user `storyreel`, trust auth on 127.0.0.1); yield its URL; stop it and remove its files."""
+def running_server() -> Iterator[PostgresServer]:
+    """Start a server (user `storyreel`, trust auth on 127.0.0.1); yield it; stop it and remove its files."""
     bindir = _bindir()
     folder = Path(tempfile.mkdtemp(prefix="storyreel-pg-"))
     if os.geteuid() == 0:
         shutil.chown(folder, "postgres", "postgres")
-    data, port = folder / "data", free_port()
+    server = PostgresServer(bindir, folder / "data", free_port(), folder / "log")
     try:
         subprocess.run(
             _as_server_user(
-                [str(bindir / "initdb"), "-D", str(data), "-U", USER, "--auth=trust", "-E", "UTF8"]
+                [str(bindir / "initdb"), "-D", str(server.data), "-U", USER, "--auth=trust", "-E", "UTF8"]
             ),
             check=True,
             capture_output=True,
         )
-        options = f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"
-        start = [
-            str(bindir / "pg_ctl"),
-            "-D",
-            str(data),
-            "-o",
-            options,
-            "-l",
-            str(folder / "log"),
-            "-w",
-            "start",
-        ]
-        started = subprocess.run(_as_server_user(start), capture_output=True, text=True)
-        if started.returncode != 0:
-            log = (folder / "log").read_text(errors="replace") if (folder / "log").exists() else ""
-            raise RuntimeError(f"PostgreSQL did not start: {started.stderr}\n{log[-2000:]}")
+        server.start()
         try:
-            yield f"postgresql://{USER}@127.0.0.1:{port}/postgres"
+            yield server
         finally:
-            subprocess.run(
-                _as_server_user([str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"]),
-                capture_output=True,
-            )
+            with contextlib.suppress(RuntimeError):  # a fault test may have left it stopped
+                server.stop("immediate")
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+@contextmanager
+def postgres_server() -> Iterator[str]:
+    """`running_server`, as its URL."""
+    with running_server() as server:
+        yield server.url
 
 
 _numbers = itertools.count()
@@ -98,4 +120,4 @@ def new_database(server: str) -> str:
     return server.rsplit("/", 1)[0] + f"/{name}"
 
 
-__all__ = ["ServerMissing", "new_database", "postgres_server"]
+__all__ = ["PostgresServer", "ServerMissing", "new_database", "postgres_server", "running_server"]
