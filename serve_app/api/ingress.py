@@ -160,7 +160,8 @@ app = FastAPI(
     redoc_url=None,
 )
 # The API proper; /healthz stays on `app` without a key, as health probes (Kubernetes, Serve) carry none.
-api = APIRouter(dependencies=[Depends(authorize)], responses=errors.responses(Unauthorized))
+# Any route may answer 503 with Retry-After: the service is starting, or its job store is unreachable.
+api = APIRouter(dependencies=[Depends(authorize)], responses=errors.responses(Unauthorized, Unavailable))
 # Known kinds are answered where they are raised; `Exception` is the last resort for bugs (a 500, logged).
 for kind in (APIError, InvalidInput, RequestValidationError, StarletteHTTPException, Exception):
     app.add_exception_handler(kind, errors.handle)
