@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from core.status import TERMINAL
 from tests.fixtures.serve import Deployed
 from tests.fixtures.webhooks import Receiver
 from tests.support.docs import documented_metrics
@@ -94,10 +95,17 @@ def test_every_dashboard_panel_shows_data_while_jobs_run(keyed_app: Deployed, pr
         empty = dict(queries)
         deadline = time.monotonic() + 120  # Ray exports every few seconds, Prometheus scrapes every second
         while empty and time.monotonic() < deadline:
-            # A client's polls go on, and one asks for a video that is not there (the errors panel's): Serve's
-            # proxy first exports its counts some seconds after its first requests, and a rate needs them to
-            # grow after that.
-            assert keyed_app.client.get(f"/v1/videos/{video_id}").status_code == 200
+            # Jobs go on, one after another, with a client polling them and asking once a second for a video
+            # that is not there (the errors panel's). A rate needs a count to grow after Prometheus first saw
+            # it, and a series first appears with its first count: Serve's proxy exports its counts some
+            # seconds after its first requests, and a runner replica started since (the runner autoscales)
+            # shows its first job's queue wait as a new series.
+            polled = keyed_app.client.get(f"/v1/videos/{video_id}")
+            assert polled.status_code == 200
+            if polled.json()["status"] in TERMINAL:
+                video_id = keyed_app.client.post(
+                    "/v1/videos", json={"prompt": "Graphed again.", "seconds": 2}
+                ).json()["id"]
             assert keyed_app.client.get("/v1/videos/video_missing").status_code == 404
             empty = {key: sent for key, sent in empty.items() if not has_data(query(prometheus, sent))}
             time.sleep(1)
