@@ -126,6 +126,14 @@ class StoreUnavailable(CodedError):
     retry_after_s = 5
 
 
+class StorageUnavailable(CodedError):
+    """The object store refuses connections or does not answer: nothing was changed, and the same request
+    can be made again in ``retry_after_s``."""
+
+    code, status = "storage_unavailable", 503
+    retry_after_s = 5
+
+
 class FramesLost(CodedError):
     """A scene's frames were lost between the animator and the encoder (the animator's replica died)."""
 

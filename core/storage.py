@@ -23,8 +23,13 @@ import tempfile
 import time
 import uuid
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+from core.errors import StorageUnavailable
+
+T = TypeVar("T")
 
 logger = logging.getLogger("ray.serve")
 
@@ -200,6 +205,17 @@ class LocalStorage(Storage):
             return {}
 
 
+# An object store that refuses connections or does not answer (down, or hung): one attempt gives up after
+# CONNECT_TIMEOUT_S without a connection or READ_TIMEOUT_S without an answer (botocore's defaults are 60 s,
+# with retries on top: minutes). A patient storage (the stages') tries again, backing off, for up to
+# PATIENCE_S; an impatient one (the ingress's) refuses at once with `StorageUnavailable`, a 503 with
+# Retry-After, and, for DOWN_S after a failure, without trying (its calls block its event loop).
+CONNECT_TIMEOUT_S = 3
+READ_TIMEOUT_S = 5
+PATIENCE_S = 45.0
+DOWN_S = 2.0
+
+
 class ObjectStorage(Storage):
     """Artifacts in an object store named by an fsspec URL (``s3://bucket/prefix``).
 
@@ -215,11 +231,13 @@ class ObjectStorage(Storage):
     # A process drops its copies of a job not touched for this long (a job that failed mid-way).
     SCRATCH_TTL_S = 3600.0
 
-    def __init__(self, url: str, scratch: str | Path | None = None) -> None:
+    def __init__(self, url: str, scratch: str | Path | None = None, patient: bool = True) -> None:
         self.url = url.rstrip("/")
         self.protocol, self.base = self.url.split("://", 1)
         self.scratch_root = Path(scratch) if scratch else Path(tempfile.gettempdir()) / "storyreel-scratch"
+        self.patience_s = PATIENCE_S if patient else 0.0
         self._pruned_at = 0.0
+        self._down_until = 0.0
 
     def __repr__(self) -> str:
         return f"ObjectStorage({self.url!r})"
@@ -237,10 +255,39 @@ class ObjectStorage(Storage):
         # Listings are not cached: another process writes and deletes the same keys.
         options: dict[str, Any] = {"use_listings_cache": False, "skip_instance_cache": True}
         if self.protocol in ("s3", "s3a"):
-            # Presigned URLs in Signature Version 4: botocore would sign them in version 2 for an endpoint of
-            # its own (MinIO, Ceph) or us-east-1, which AWS refuses for buckets made since June 2020.
-            options["config_kwargs"] = {"signature_version": "s3v4"}
-        return fsspec.filesystem(self.protocol, **options)
+            options["config_kwargs"] = {
+                # Presigned URLs in Signature Version 4: botocore would sign them in version 2 for an endpoint
+                # of its own (MinIO, Ceph) or us-east-1, which AWS refuses for buckets made since June 2020.
+                "signature_version": "s3v4",
+                "connect_timeout": CONNECT_TIMEOUT_S,
+                "read_timeout": READ_TIMEOUT_S,
+                "retries": {"total_max_attempts": 1},  # `_reaching` tries again, within a patience
+            }
+        fs = fsspec.filesystem(self.protocol, **options)
+        if hasattr(fs, "retries"):
+            fs.retries = 1  # s3fs's own retries of timeouts (5, backing off): `_reaching`'s instead
+        return fs
+
+    def _reaching(self, operation: Callable[[], T]) -> T:
+        """Run ``operation`` (calls on ``fs``); an object store that refuses or does not answer is tried
+        again, backing off, within ``patience_s``, then named as `StorageUnavailable`."""
+        if time.monotonic() < self._down_until:
+            raise StorageUnavailable("the object store is unreachable; try again shortly")
+        deadline = time.monotonic() + self.patience_s
+        wait = 0.25
+        while True:
+            try:
+                return operation()
+            except _unreachable() as exc:
+                if time.monotonic() + wait > deadline:
+                    if not self.patience_s:
+                        self._down_until = time.monotonic() + DOWN_S
+                    raise StorageUnavailable(
+                        f"the object store is unreachable ({type(exc).__name__}); try again shortly"
+                    ) from exc
+                logger.warning("object store unreachable (%s); trying again in %.2g s", exc, wait)
+                time.sleep(wait)
+                wait = min(2 * wait, 2.0)
 
     @functools.cached_property
     def scratch(self) -> Path:
@@ -258,13 +305,13 @@ class ObjectStorage(Storage):
         return f"{self.base}/{key}"
 
     def put(self, key: str, path: Path) -> None:
-        self.fs.put_file(str(path), self._path(key))
+        self._reaching(lambda: self.fs.put_file(str(path), self._path(key)))
 
     def fetch(self, key: str, path: Path) -> bool:
         path.parent.mkdir(parents=True, exist_ok=True)
         temp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.part")
         try:
-            self.fs.get_file(self._path(key), str(temp))
+            self._reaching(lambda: self.fs.get_file(self._path(key), str(temp)))
             os.replace(temp, path)
         except FileNotFoundError:
             return False
@@ -273,11 +320,11 @@ class ObjectStorage(Storage):
         return True
 
     def exists(self, key: str) -> bool:
-        return bool(self.fs.exists(self._path(key)))
+        return bool(self._reaching(lambda: self.fs.exists(self._path(key))))
 
     def stat(self, key: str) -> StoredObject | None:
         try:
-            info = self.fs.info(self._path(key))
+            info = self._reaching(lambda: self.fs.info(self._path(key)))
         except FileNotFoundError:
             return None
         if info.get("type") != "file":
@@ -287,33 +334,33 @@ class ObjectStorage(Storage):
         return StoredObject(int(info["size"]), etag, modified.timestamp() if modified else time.time())
 
     def read(self, key: str, start: int, end: int) -> bytes:
-        return bytes(self.fs.cat_file(self._path(key), start=start, end=end))
+        return bytes(self._reaching(lambda: self.fs.cat_file(self._path(key), start=start, end=end)))
 
     def copy(self, source: str, target: str) -> None:
-        self.fs.copy(self._path(source), self._path(target))
+        self._reaching(lambda: self.fs.copy(self._path(source), self._path(target)))
 
     def move(self, source: str, target: str) -> None:
         try:
-            self.fs.copy(self._path(source), self._path(target))
+            self._reaching(lambda: self.fs.copy(self._path(source), self._path(target)))
         except FileNotFoundError:
             return
-        self.fs.rm_file(self._path(source))
+        self._reaching(lambda: self.fs.rm_file(self._path(source)))
 
     def make_folder(self, prefix: str) -> None:
-        self.fs.pipe_file(self._path(f"{prefix}/{FOLDER_MARKER}"), b"")
+        self._reaching(lambda: self.fs.pipe_file(self._path(f"{prefix}/{FOLDER_MARKER}"), b""))
 
     def has_folder(self, prefix: str) -> bool:
         return self.exists(f"{prefix}/{FOLDER_MARKER}")
 
     def delete_folder(self, prefix: str) -> None:
         with contextlib.suppress(FileNotFoundError):
-            self.fs.rm(self._path(prefix), recursive=True)
+            self._reaching(lambda: self.fs.rm(self._path(prefix), recursive=True))
 
     def folders(self, prefix: str) -> dict[str, float]:
         """One listing of every key under ``prefix`` (pages of 1000), grouped by the folder each is in."""
         base = self._path(prefix).rstrip("/") + "/"
         try:
-            found = self.fs.find(base, detail=True)
+            found = self._reaching(lambda: self.fs.find(base, detail=True))
         except FileNotFoundError:
             return {}
         latest: dict[str, float] = {}
@@ -354,13 +401,39 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def open_storage(root: str | Path | Storage, scratch: str | Path | None = None) -> Storage:
-    """A `Storage` for a storage root: an fsspec URL (``s3://bucket/prefix``) or a local folder."""
+def open_storage(
+    root: str | Path | Storage, scratch: str | Path | None = None, patient: bool = True
+) -> Storage:
+    """A `Storage` for a storage root: an fsspec URL (``s3://bucket/prefix``) or a local folder.
+
+    ``patient``: an object store's outage is waited out (the stages); False: refused at once (the ingress).
+    """
     if isinstance(root, Storage):
         return root
     if is_url(str(root)):
-        return ObjectStorage(str(root), scratch)
+        return ObjectStorage(str(root), scratch, patient)
     return LocalStorage(root)
+
+
+@functools.cache
+def _unreachable() -> tuple[type[BaseException], ...]:
+    """The errors of an object store that refuses connections or does not answer in time (those of the
+    clients installed: botocore's and aiohttp's come with s3fs)."""
+    import asyncio
+
+    from fsspec.exceptions import FSTimeoutError
+
+    errors: list[type[BaseException]] = [asyncio.TimeoutError, FSTimeoutError]
+    with contextlib.suppress(ImportError):
+        import botocore.exceptions
+
+        # Refused, or no connection in time; no answer in time, or a connection cut mid-answer.
+        errors += [botocore.exceptions.ConnectionError, botocore.exceptions.HTTPClientError]
+    with contextlib.suppress(ImportError):
+        import aiohttp
+
+        errors.append(aiohttp.ClientConnectionError)
+    return tuple(errors)
 
 
 def is_url(root: str) -> bool:

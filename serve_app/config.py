@@ -87,9 +87,10 @@ class StorageConfig(BaseModel):
             )
         return self
 
-    def open(self) -> Storage:
-        """Where the artifacts are kept (no connection is made until a file moves)."""
-        return open_storage(self.root, self.scratch)
+    def open(self, patient: bool = True) -> Storage:
+        """Where the artifacts are kept (no connection is made until a file moves). ``patient``: an object
+        store's outage is waited out; False (the ingress): refused at once, as a 503 with Retry-After."""
+        return open_storage(self.root, self.scratch, patient)
 
     @field_validator("database")
     @classmethod

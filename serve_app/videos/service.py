@@ -106,7 +106,7 @@ class VideoService:
         self.config = config
         self.store = store
         self.runners = runners
-        self.storage = config.storage.open()
+        self.storage = config.storage.open(patient=False)  # a download during an outage is a 503 at once
         self.started_at = now()
         self.objects = VideoObjects(config, store)  # rows as the API shows them
         self.hub = EventHub(config, store, self.objects)  # the event streams
