@@ -8,12 +8,14 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from urllib.parse import urlsplit
 
 import httpx
 import psycopg
 import pytest
 
 from tests.fixtures.serve import REPLICAS, Deployed, cpu_profile, deployed
+from tests.support.faults import FaultyProxy, faulty_proxy
 from tests.support.postgres import PostgresServer, ServerMissing, new_database, running_server
 from tests.support.s3 import new_bucket
 
@@ -43,13 +45,21 @@ def bucket(s3_server) -> str:
 
 
 @pytest.fixture(scope="module")
-def app(serve_cluster, database, bucket, s3_server, tmp_path_factory) -> Iterator[Deployed]:
+def s3_proxy(s3_server) -> Iterator[FaultyProxy]:
+    """Between the replicas and the S3 server: the object store fault test turns it off and hangs it."""
+    with faulty_proxy(urlsplit(s3_server["AWS_ENDPOINT_URL"]).port) as proxy:
+        yield proxy
+
+
+@pytest.fixture(scope="module")
+def app(serve_cluster, database, bucket, s3_server, s3_proxy, tmp_path_factory) -> Iterator[Deployed]:
     config = cpu_profile(tmp_path_factory.mktemp("unused"))
     config.storage = config.storage.model_validate(
         {"root": bucket, "database": database, "scratch": str(tmp_path_factory.mktemp("scratch"))}
     )
     options = {"VideoAPI": {"num_replicas": 2, **REPLICAS["VideoAPI"]}}
-    with deployed(serve_cluster, config, APP, options, env=s3_server) as app:
+    env = s3_server | {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{s3_proxy.port}"}
+    with deployed(serve_cluster, config, APP, options, env=env) as app:
         yield app
 
 
@@ -153,3 +163,41 @@ def test_a_postgres_restart_and_a_20_s_stop_mid_job_lose_nothing(app, server, da
     # The store answers again on every replica, and takes new jobs.
     again = app.client.post("/v1/videos", json={"prompt": "After the outage.", "seconds": 2}).json()
     assert app.wait(again["id"])["status"] == "completed"
+
+
+@pytest.mark.parametrize("fault", ["down", "hang"])
+def test_an_object_store_down_or_hung_for_20_s_mid_job_loses_nothing(app, database, s3_proxy, fault):
+    done = app.client.post("/v1/videos", json={"prompt": "Kept.", "seconds": 2}).json()["id"]
+    assert app.wait(done)["status"] == "completed"
+    video_id = app.client.post(
+        "/v1/videos", json={"prompt": "One. Two. Three. Four. Five.", "seconds": 10, "seed": 11}
+    ).json()["id"]
+    app.poll(video_id, lambda video: any(scene["status"] == "completed" for scene in video["scenes"]))
+    assert app.client.get(f"/v1/videos/{video_id}").json()["status"] == "in_progress"  # the premise
+
+    getattr(s3_proxy, fault)()  # refuse every connection, or accept and never answer
+    started = time.monotonic()
+    downloads = []
+    try:
+        while time.monotonic() - started < 20:
+            asked = time.monotonic()
+            downloads.append(app.client.get(f"/v1/videos/{done}/content"))
+            assert time.monotonic() - asked < 15  # answered, not left hanging
+            # Polls read the job store, not the bucket: they go on as before.
+            assert app.client.get(f"/v1/videos/{video_id}").status_code == 200
+            time.sleep(1)
+    finally:
+        s3_proxy.restore()
+
+    for answer in downloads:
+        assert answer.status_code == 503, answer.text
+        assert answer.json()["error"]["code"] == "storage_unavailable"
+        assert int(answer.headers["retry-after"]) > 0
+    video = app.wait(video_id, timeout_s=120)
+    assert video["status"] == "completed", video["error"]
+    scenes = _scenes(database, video_id)
+    assert len(scenes) >= 2 and all(attempts == 1 for _, _, attempts in scenes), scenes  # none made twice
+    assert _stored(database, [video_id])[video_id] == ("completed", 1)
+    whole = app.client.get(f"/v1/videos/{video_id}/content")
+    assert whole.status_code == 200 and whole.content[4:8] == b"ftyp"
+    assert app.client.get(f"/v1/videos/{done}/content").status_code == 200
