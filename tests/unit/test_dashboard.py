@@ -12,6 +12,7 @@ import pytest
 
 from core import metrics
 from deployments.animator import BusyClock
+from tests.support.clock import FakeClock
 from tests.support.docs import documented_metrics
 
 pytestmark = pytest.mark.unit
@@ -39,14 +40,6 @@ def test_every_query_names_a_metric_of_ray_serve_or_one_of_ours_the_readme_lists
             assert all('application=~"$application"' in selector for selector in selectors), expr
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture
 def busy_seconds(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     """What the clock adds to `storyreel_animator_busy_seconds`, one item per increment."""
@@ -58,8 +51,7 @@ def busy_seconds(monkeypatch: pytest.MonkeyPatch) -> list[float]:
 def test_overlapping_calls_count_once_and_a_long_call_shows_at_each_flush(
     monkeypatch: pytest.MonkeyPatch, busy_seconds: list[float]
 ):
-    clock = FakeClock()
-    monkeypatch.setattr("deployments.animator.time.monotonic", clock)
+    clock = FakeClock().install(monkeypatch)
     busy = BusyClock()
     clock.now = 10.0  # idle since the replica started: nothing counts
     first = busy.animating(2)

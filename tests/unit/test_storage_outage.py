@@ -10,27 +10,14 @@ import pytest
 from core import storage as storage_module
 from core.errors import StorageUnavailable
 from core.storage import ObjectStorage
+from tests.support.clock import FakeClock as Clock
 
 pytestmark = pytest.mark.unit
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def monotonic(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.now += seconds
-
-
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
-    clock = Clock()
-    monkeypatch.setattr(storage_module.time, "monotonic", clock.monotonic)
-    monkeypatch.setattr(storage_module.time, "sleep", clock.sleep)
-    return clock
+    return Clock(now=100.0).install(monkeypatch)
 
 
 def refusing_until(clock: Clock, back_at: float, calls: list[float]):

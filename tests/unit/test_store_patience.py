@@ -6,23 +6,10 @@ from __future__ import annotations
 import pytest
 
 from core.errors import StoreUnavailable
-from serve_app.store import patience
 from serve_app.store.patience import PatientStore
+from tests.support.clock import FakeClock as Clock
 
 pytestmark = pytest.mark.unit
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.waits: list[float] = []
-
-    def monotonic(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.waits.append(seconds)
-        self.now += seconds
 
 
 class FlakyStore:
@@ -42,10 +29,7 @@ class FlakyStore:
 
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
-    clock = Clock()
-    monkeypatch.setattr(patience.time, "monotonic", clock.monotonic)
-    monkeypatch.setattr(patience.time, "sleep", clock.sleep)
-    return clock
+    return Clock().install(monkeypatch)
 
 
 def test_a_call_during_an_outage_waits_for_the_store_backing_off(clock: Clock):
