@@ -274,7 +274,10 @@ class PostgresDatabase:
         try:
             yield
         except (psycopg.OperationalError, PoolTimeout) as exc:
-            self._down_until = time.monotonic() + DOWN_S
+            # Every connection busy is an overload, not an outage: the next call may find one free.
+            busy = isinstance(exc, PoolTimeout) and self._pool.get_stats()["pool_size"] >= self._pool.max_size
+            if not busy:
+                self._down_until = time.monotonic() + DOWN_S
             raise StoreUnavailable(
                 f"the job store is unreachable ({type(exc).__name__}); try again shortly"
             ) from exc

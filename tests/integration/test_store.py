@@ -413,3 +413,33 @@ def test_the_queue_cap_counts_only_queued_jobs_and_a_key_already_used_is_its_rep
     assert full.value.queued == 1 and conflict.value.existing.id == _job(1).id
     assert store.get(_job(3).id) is None and store.get(_job(4).id) is None
     assert store.counts() == {"queued": 2, "in_progress": 1}
+
+
+def test_on_postgresql_every_connection_busy_is_refused_as_unavailable_but_not_taken_for_an_outage(
+    postgres_url,
+):
+    from core.errors import StoreUnavailable
+    from serve_app.store.databases import WAIT_S, open_database
+
+    database = open_database(postgres_url, pool_size=1)
+    holding, release = threading.Event(), threading.Event()
+
+    def hold_the_only_connection() -> None:
+        with database.read():
+            holding.set()
+            release.wait(timeout=30)
+
+    holder = threading.Thread(target=hold_the_only_connection)
+    holder.start()
+    try:
+        assert holding.wait(timeout=10)
+        with pytest.raises(StoreUnavailable), database.read():  # waits WAIT_S for a connection, then 503
+            pass
+    finally:
+        release.set()
+        holder.join()
+    # Overloaded, not away: the next call is not refused unasked, and finds the connection free.
+    with database.read() as session:
+        assert session.execute("SELECT 1 AS one").fetchone()["one"] == 1
+    database.close()
+    assert WAIT_S <= 5  # a request is answered, not left hanging
