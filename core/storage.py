@@ -214,6 +214,7 @@ CONNECT_TIMEOUT_S = 3
 READ_TIMEOUT_S = 5
 PATIENCE_S = 45.0
 DOWN_S = 2.0
+FIRST_WAIT_S, LONGEST_WAIT_S = 0.25, 2.0  # between attempts, doubling
 
 
 class ObjectStorage(Storage):
@@ -274,7 +275,7 @@ class ObjectStorage(Storage):
         if time.monotonic() < self._down_until:
             raise StorageUnavailable("the object store is unreachable; try again shortly")
         deadline = time.monotonic() + self.patience_s
-        wait = 0.25
+        wait = FIRST_WAIT_S
         while True:
             try:
                 return operation()
@@ -285,9 +286,12 @@ class ObjectStorage(Storage):
                     raise StorageUnavailable(
                         f"the object store is unreachable ({type(exc).__name__}); try again shortly"
                     ) from exc
-                logger.warning("object store unreachable (%s); trying again in %.2g s", exc, wait)
+                if wait == FIRST_WAIT_S:  # once per call that waits, not once per attempt
+                    logger.warning(
+                        "object store unreachable (%s); trying again for %g s", exc, self.patience_s
+                    )
                 time.sleep(wait)
-                wait = min(2 * wait, 2.0)
+                wait = min(2 * wait, LONGEST_WAIT_S)
 
     @functools.cached_property
     def scratch(self) -> Path:
