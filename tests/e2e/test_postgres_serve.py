@@ -15,6 +15,7 @@ import psycopg
 import pytest
 
 from tests.fixtures.serve import REPLICAS, Deployed, cpu_profile, deployed
+from tests.support.cluster import cluster
 from tests.support.faults import FaultyProxy, faulty_proxy
 from tests.support.postgres import PostgresServer, ServerMissing, new_database, running_server
 from tests.support.s3 import new_bucket
@@ -52,14 +53,23 @@ def s3_proxy(s3_server) -> Iterator[FaultyProxy]:
 
 
 @pytest.fixture(scope="module")
-def app(serve_cluster, database, bucket, s3_server, s3_proxy, tmp_path_factory) -> Iterator[Deployed]:
+def own_cluster() -> Iterator[str]:
+    """A Ray cluster of this module's own, not the session's: under `make test` the module then runs in the
+    worker beside the one with every shared app (tests/conftest.py), which it would otherwise hold up by
+    its faults' minute of waiting."""
+    with cluster(log_to_driver=True) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def app(own_cluster, database, bucket, s3_server, s3_proxy, tmp_path_factory) -> Iterator[Deployed]:
     config = cpu_profile(tmp_path_factory.mktemp("unused"))
     config.storage = config.storage.model_validate(
         {"root": bucket, "database": database, "scratch": str(tmp_path_factory.mktemp("scratch"))}
     )
     options = {"VideoAPI": {"num_replicas": 2, **REPLICAS["VideoAPI"]}}
     env = s3_server | {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{s3_proxy.port}"}
-    with deployed(serve_cluster, config, APP, options, env=env) as app:
+    with deployed(own_cluster, config, APP, options, env=env) as app:
         yield app
 
 
