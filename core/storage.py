@@ -208,11 +208,13 @@ class LocalStorage(Storage):
 # An object store that refuses connections or does not answer (down, or hung): one attempt gives up after
 # CONNECT_TIMEOUT_S without a connection or READ_TIMEOUT_S without an answer (botocore's defaults are 60 s,
 # with retries on top: minutes). A patient storage (the stages') tries again, backing off, for up to
-# PATIENCE_S; an impatient one (the ingress's) refuses at once with `StorageUnavailable`, a 503 with
-# Retry-After, and, for DOWN_S after a failure, without trying (its calls block its event loop).
+# PATIENCE_S; an impatient one (the ingress's) for up to IMPATIENCE_S (a connection the store dropped is
+# made again), then refuses with `StorageUnavailable`, a 503 with Retry-After, and for DOWN_S after that
+# without trying.
 CONNECT_TIMEOUT_S = 3
 READ_TIMEOUT_S = 5
 PATIENCE_S = 45.0
+IMPATIENCE_S = 1.0
 DOWN_S = 2.0
 FIRST_WAIT_S, LONGEST_WAIT_S = 0.25, 2.0  # between attempts, doubling
 
@@ -236,7 +238,8 @@ class ObjectStorage(Storage):
         self.url = url.rstrip("/")
         self.protocol, self.base = self.url.split("://", 1)
         self.scratch_root = Path(scratch) if scratch else Path(tempfile.gettempdir()) / "storyreel-scratch"
-        self.patience_s = PATIENCE_S if patient else 0.0
+        self.patient = patient
+        self.patience_s = PATIENCE_S if patient else IMPATIENCE_S
         self._pruned_at = 0.0
         self._down_until = 0.0
 
@@ -281,12 +284,12 @@ class ObjectStorage(Storage):
                 return operation()
             except _unreachable() as exc:
                 if time.monotonic() + wait > deadline:
-                    if not self.patience_s:
+                    if not self.patient:
                         self._down_until = time.monotonic() + DOWN_S
                     raise StorageUnavailable(
                         f"the object store is unreachable ({type(exc).__name__}); try again shortly"
                     ) from exc
-                if wait == FIRST_WAIT_S:  # once per call that waits, not once per attempt
+                if wait == FIRST_WAIT_S and self.patient:  # once per call that waits, not per attempt
                     logger.warning(
                         "object store unreachable (%s); trying again for %g s", exc, self.patience_s
                     )

@@ -1,6 +1,6 @@
 """An object store that refuses or does not answer (`ObjectStorage._reaching`): the stages' storage tries
-again, backing off, within its patience; the ingress's refuses at once, and for a moment after without
-trying. A fake clock and a fake operation: nothing here connects or sleeps."""
+again, backing off, within its patience; the ingress's within a second, then refuses, and for a moment
+after without trying. A fake clock and a fake operation: nothing here connects or sleeps."""
 
 from __future__ import annotations
 
@@ -43,14 +43,19 @@ def test_the_stages_storage_waits_out_an_outage_within_its_patience(clock: Clock
     assert refused.value.status == 503 and refused.value.retry_after_s > 0
 
 
-def test_the_ingress_storage_refuses_at_once_and_then_without_trying(clock: Clock):
+def test_the_ingress_storage_gives_up_within_a_second_then_refuses_without_trying(clock: Clock):
     calls: list[float] = []
     impatient = ObjectStorage("s3://bucket/prefix", patient=False)
+    assert (
+        impatient._reaching(refusing_until(clock, clock.now + 0.1, calls)) == "bytes"
+    )  # a dropped connection
+    calls.clear()
     with pytest.raises(StorageUnavailable):
         impatient._reaching(refusing_until(clock, clock.now + 600, calls))
-    assert len(calls) == 1
+    assert clock.now - calls[0] <= storage_module.IMPATIENCE_S
+    tried = len(calls)
     with pytest.raises(StorageUnavailable):  # within DOWN_S: not tried
         impatient._reaching(refusing_until(clock, 0, calls))
-    assert len(calls) == 1
+    assert len(calls) == tried
     clock.now += storage_module.DOWN_S
     assert impatient._reaching(refusing_until(clock, 0, calls)) == "bytes"  # back: tried, and answered
