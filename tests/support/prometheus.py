@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from tests.support.ports import free_port
+from tests.support.processes import stop
 
 SCRAPE_S = 1
 
@@ -58,12 +59,7 @@ def prometheus_server(target: str) -> Iterator[str]:
         _wait_ready(url, server, folder / "prometheus.log")
         yield url
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        stop(server)
         shutil.rmtree(folder, ignore_errors=True)
 
 

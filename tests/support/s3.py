@@ -20,6 +20,7 @@ from urllib.parse import parse_qsl, quote, urlsplit
 import httpx
 
 from tests.support.ports import free_port
+from tests.support.processes import stop
 
 # What a client of the server needs in its environment: the endpoint and (any) credentials.
 CREDENTIALS = {
@@ -64,11 +65,7 @@ def s3_server() -> Iterator[dict[str, str]]:
                     time.sleep(0.1)
             yield {**CREDENTIALS, "AWS_ENDPOINT_URL": endpoint}
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
+            stop(process)
 
 
 _numbers = itertools.count()
