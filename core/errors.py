@@ -118,20 +118,24 @@ class JobGone(CodedError):
     code, status = "video_not_found", 404
 
 
-class StoreUnavailable(CodedError):
-    """The job store cannot be reached (a PostgreSQL restart or failover, a network cut): nothing was
-    changed, and the same request can be made again in ``retry_after_s``."""
+class Outage(CodedError):
+    """A part the service depends on is away for now: nothing was changed, and the same request can be made
+    again in ``retry_after_s`` (the API says so in ``Retry-After``)."""
 
-    code, status = "store_unavailable", 503
+    status = 503
     retry_after_s = 5
 
 
-class StorageUnavailable(CodedError):
-    """The object store refuses connections or does not answer: nothing was changed, and the same request
-    can be made again in ``retry_after_s``."""
+class StoreUnavailable(Outage):
+    """The job store cannot be reached (a PostgreSQL restart or failover, a network cut)."""
 
-    code, status = "storage_unavailable", 503
-    retry_after_s = 5
+    code = "store_unavailable"
+
+
+class StorageUnavailable(Outage):
+    """The object store refuses connections or does not answer."""
+
+    code = "storage_unavailable"
 
 
 class FramesLost(CodedError):

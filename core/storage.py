@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from core.errors import StorageUnavailable
+from core.patience import patiently
 
 T = TypeVar("T")
 
@@ -216,7 +217,6 @@ READ_TIMEOUT_S = 5
 PATIENCE_S = 45.0
 IMPATIENCE_S = 1.0
 DOWN_S = 2.0
-FIRST_WAIT_S, LONGEST_WAIT_S = 0.25, 2.0  # between attempts, doubling
 
 
 class ObjectStorage(Storage):
@@ -277,24 +277,17 @@ class ObjectStorage(Storage):
         again, backing off, within ``patience_s``, then named as `StorageUnavailable`."""
         if time.monotonic() < self._down_until:
             raise StorageUnavailable("the object store is unreachable; try again shortly")
-        deadline = time.monotonic() + self.patience_s
-        wait = FIRST_WAIT_S
-        while True:
-            try:
-                return operation()
-            except _unreachable() as exc:
-                if time.monotonic() + wait > deadline:
-                    if not self.patient:
-                        self._down_until = time.monotonic() + DOWN_S
-                    raise StorageUnavailable(
-                        f"the object store is unreachable ({type(exc).__name__}); try again shortly"
-                    ) from exc
-                if wait == FIRST_WAIT_S and self.patient:  # once per call that waits, not per attempt
-                    logger.warning(
-                        "object store unreachable (%s); trying again for %g s", exc, self.patience_s
-                    )
-                time.sleep(wait)
-                wait = min(2 * wait, LONGEST_WAIT_S)
+        try:
+            return patiently(operation, _unreachable(), self.patience_s, self._warn if self.patient else None)
+        except _unreachable() as exc:
+            if not self.patient:
+                self._down_until = time.monotonic() + DOWN_S
+            raise StorageUnavailable(
+                f"the object store is unreachable ({type(exc).__name__}); try again shortly"
+            ) from exc
+
+    def _warn(self, error: BaseException) -> None:
+        logger.warning("object store unreachable (%s); trying again for %g s", error, self.patience_s)
 
     @functools.cached_property
     def scratch(self) -> Path:

@@ -25,6 +25,7 @@ from core.errors import (
     Forbidden,
     InsufficientStorage,
     NotFound,
+    Outage,
     Overloaded,
     PayloadTooLarge,
     RequestTimeout,
@@ -78,13 +79,12 @@ def error_response(exc: Exception) -> JSONResponse:
         if kind.status >= 500:
             logger.exception("Error answered with %d", kind.status, exc_info=exc)
         message = kind.message if kind.public else f"{kind.message}; the server log has the details"
-        # An outage the client can wait out (the job store's) says when to ask again.
-        retry_after = getattr(exc, "retry_after_s", None)
         error = _BY_STATUS.get(kind.status, APIError)(
             message,
             param=getattr(exc, "param", None),
             code=kind.code,
-            headers={"Retry-After": str(retry_after)} if retry_after else None,
+            # An outage the client can wait out (the job store's, the object store's) says when to ask again.
+            headers={"Retry-After": str(exc.retry_after_s)} if isinstance(exc, Outage) else None,
         )
     body = ErrorResponse(
         error=ErrorBody(

@@ -16,15 +16,12 @@ from __future__ import annotations
 
 import functools
 import logging
-import time
 from typing import Any
 
 from core.errors import StoreUnavailable
+from core.patience import patiently
 
 logger = logging.getLogger("ray.serve")
-
-FIRST_WAIT_S = 0.25
-LONGEST_WAIT_S = 2.0
 
 
 class PatientStore:
@@ -42,24 +39,18 @@ class PatientStore:
             return attribute
 
         @functools.wraps(attribute)
-        def patiently(*args: Any, **kwargs: Any) -> Any:
-            deadline = time.monotonic() + self._patience_s
-            wait = FIRST_WAIT_S
-            while True:
-                try:
-                    answer = attribute(*args, **kwargs)
-                except StoreUnavailable as exc:
-                    if time.monotonic() + wait > deadline:
-                        raise
-                    if not self._waiting:
-                        logger.warning("job store unreachable (%s); waiting for it", exc)
-                        self._waiting = True
-                    time.sleep(wait)
-                    wait = min(2 * wait, LONGEST_WAIT_S)
-                    continue
-                if self._waiting:
-                    logger.info("job store reachable again")
-                    self._waiting = False
-                return answer
+        def waiting_out_outages(*args: Any, **kwargs: Any) -> Any:
+            answer = patiently(
+                lambda: attribute(*args, **kwargs), (StoreUnavailable,), self._patience_s, self._outage
+            )
+            if self._waiting:
+                logger.info("job store reachable again")
+                self._waiting = False
+            return answer
 
-        return patiently
+        return waiting_out_outages
+
+    def _outage(self, error: BaseException) -> None:
+        if not self._waiting:
+            logger.warning("job store unreachable (%s); waiting for it", error)
+            self._waiting = True
